@@ -1,0 +1,81 @@
+"""reactor: an event-driven runtime for Python on the actor model.
+
+Producers, channels and consumers each run as an isolated actor and exchange
+immutable events through mailboxes; supervisors restart what fails.
+
+    >>> import reactor
+    >>> topo = reactor.Topology("shop")
+"""
+
+from __future__ import annotations
+
+import logging
+
+from reactor.channels.backend import ChannelStats, GroupStats
+from reactor.clock import Clock, SystemClock
+from reactor.errors import (
+    BackpressureError,
+    BackpressureTimeout,
+    ChannelFull,
+    DecodeError,
+    IdleTimeout,
+    ImmutableMessageError,
+    InvalidTopicError,
+    ReactorError,
+    SupervisorEscalation,
+    SystemStoppedError,
+    TopologyError,
+    UnknownChannelError,
+)
+from reactor.messages.codecs import CloudEventsCodec, Codec, JsonCodec
+from reactor.messages.event import Event
+from reactor.messages.freeze import FrozenDict, freeze, thaw
+from reactor.messages.topics import TopicPattern
+from reactor.runtime.metrics import ActorMetrics, Health, SystemMetrics
+from reactor.runtime.pool import Scaling
+from reactor.runtime.system import System
+from reactor.runtime.topology import Topology
+from reactor.supervision.strategy import Backoff, OneForAll, OneForOne, RestForOne, Strategy
+
+__version__ = "0.1.0"
+
+logging.getLogger("reactor").addHandler(logging.NullHandler())
+
+__all__ = [
+    "ActorMetrics",
+    "BackpressureError",
+    "BackpressureTimeout",
+    "Backoff",
+    "ChannelFull",
+    "ChannelStats",
+    "Clock",
+    "CloudEventsCodec",
+    "Codec",
+    "DecodeError",
+    "Event",
+    "FrozenDict",
+    "GroupStats",
+    "Health",
+    "IdleTimeout",
+    "ImmutableMessageError",
+    "InvalidTopicError",
+    "JsonCodec",
+    "OneForAll",
+    "OneForOne",
+    "ReactorError",
+    "RestForOne",
+    "Scaling",
+    "Strategy",
+    "SupervisorEscalation",
+    "System",
+    "SystemClock",
+    "SystemMetrics",
+    "SystemStoppedError",
+    "TopicPattern",
+    "Topology",
+    "TopologyError",
+    "UnknownChannelError",
+    "__version__",
+    "freeze",
+    "thaw",
+]

@@ -1,0 +1,1 @@
+"""Layer 2: the base actor, stable addresses and per-actor counters."""

@@ -1,0 +1,91 @@
+"""Per-actor counters, written by the actor and read by anyone without locking.
+
+Only the owning actor's thread writes. Readers take a :meth:`ActorCounters.snapshot`;
+under the GIL each integer read is atomic, so a snapshot is a consistent-enough
+view for dashboards and metrics without ever blocking the actor.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+__all__ = ["ActorCounters", "LatencySnapshot", "LatencySummary"]
+
+_RING = 1024
+
+
+@attrs.frozen(slots=True)
+class LatencySnapshot:
+    """Handler latency over the last ``window`` calls, in seconds."""
+
+    count: int
+    window: int
+    p50: float
+    p99: float
+    max: float
+    mean: float
+
+
+class LatencySummary:
+    """A ring of the last 1024 latencies plus running totals: O(1) to record."""
+
+    __slots__ = ("_index", "_ring", "count", "total")
+
+    def __init__(self) -> None:
+        self._ring: list[float] = []
+        self._index = 0
+        self.count = 0
+        self.total = 0.0
+
+    def record(self, seconds: float) -> None:
+        self.count += 1
+        self.total += seconds
+        if len(self._ring) < _RING:
+            self._ring.append(seconds)
+        else:
+            self._ring[self._index] = seconds
+            self._index = (self._index + 1) % _RING
+
+    def snapshot(self) -> LatencySnapshot:
+        values = sorted(self._ring[:])  # slicing a list is one C call: safe against the writer
+        if not values:
+            return LatencySnapshot(count=self.count, window=0, p50=0.0, p99=0.0, max=0.0, mean=0.0)
+        last = len(values) - 1
+        return LatencySnapshot(
+            count=self.count,
+            window=len(values),
+            p50=values[last // 2],
+            p99=values[min(last, round(last * 0.99))],
+            max=values[last],
+            mean=self.total / self.count if self.count else 0.0,
+        )
+
+
+class ActorCounters:
+    """Counters of one actor, kept across its restarts (they live with its address)."""
+
+    __slots__ = (
+        "busy_since",
+        "current",
+        "failed",
+        "handled",
+        "in_flight",
+        "latency",
+        "received",
+        "restarts",
+        "state",
+    )
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.handled = 0
+        self.failed = 0
+        self.in_flight = 0
+        self.restarts = 0
+        self.state = "starting"
+        # Monotonic time the current handler call began, or None when idle; the
+        # supervisor's watchdog reads it to find hung handlers.
+        self.busy_since: float | None = None
+        # What the actor is working on (a consumer: its epoch and the event's seq).
+        self.current: tuple[int, int] | None = None
+        self.latency = LatencySummary()

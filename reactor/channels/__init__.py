@@ -1,0 +1,1 @@
+"""Layer 4: channels, their capacity gates and backends."""

@@ -1,0 +1,132 @@
+"""What every channel backend provides, and the value types it reports.
+
+The runtime talks to a channel through its :class:`Channel` handle (a gate for
+capacity, an address for messages, a way to start an incarnation, statistics)
+and through the messages of :mod:`reactor.messages.control`. It never asks which
+backend it has: ``memory`` today, durable logs and brokers behind the same face.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+import attrs
+
+from reactor.channels.gate import CapacityGate, Overflow
+
+if TYPE_CHECKING:
+    from reactor.actors.address import Address
+    from reactor.actors.base import ActorContext, ReactorActor
+    from reactor.clock import Clock
+    from reactor.messages.event import Event
+
+__all__ = [
+    "Channel",
+    "ChannelBackend",
+    "ChannelConfig",
+    "ChannelServices",
+    "ChannelStats",
+    "GroupSpec",
+    "GroupStats",
+]
+
+
+@attrs.frozen(slots=True)
+class GroupSpec:
+    """A consumer group's subscription on one channel."""
+
+    name: str
+    patterns: tuple[str, ...]
+    max_deliveries: int = 5
+
+
+@attrs.frozen(slots=True)
+class ChannelConfig:
+    """Everything a backend needs to open one channel."""
+
+    name: str
+    backend: str = "memory"
+    capacity: int = 10_000
+    overflow: Overflow = "block"
+    groups: tuple[GroupSpec, ...] = ()
+    max_batch: int = 128
+
+
+@attrs.frozen(slots=True)
+class ChannelServices:
+    """What the runtime lends a channel.
+
+    Attributes:
+        clock: the system's clock.
+        publish_system: publishes a ``$system`` or ``$deadletter`` event; never blocks.
+        on_idle: called whenever the channel's gate drops to zero unsettled events.
+    """
+
+    clock: Clock
+    publish_system: Callable[[Event], None]
+    on_idle: Callable[[], None] | None = None
+
+
+@attrs.frozen(slots=True)
+class GroupStats:
+    """One group on one channel, at one moment."""
+
+    name: str
+    patterns: tuple[str, ...]
+    members: int
+    backlog: int
+    in_flight: int
+    delivered: int
+    acked: int
+    nacked: int
+    redelivered: int
+    dead_lettered: int
+
+
+@attrs.frozen(slots=True)
+class ChannelStats:
+    """One channel at one moment."""
+
+    name: str
+    backend: str
+    capacity: int
+    overflow: str
+    unsettled: int
+    peak_unsettled: int
+    published: int
+    delivered: int
+    acked: int
+    dropped: int
+    dead_lettered: int
+    unrouted: int
+    backlog: int
+    in_flight: int
+    groups: tuple[GroupStats, ...]
+
+
+class Channel(Protocol):
+    """An opened channel, as the runtime sees it."""
+
+    name: str
+    config: ChannelConfig
+    gate: CapacityGate
+    address: Address
+
+    def start_actor(self, context: ActorContext) -> ReactorActor:
+        """Start one incarnation of the channel's actor on ``context.address``."""
+
+    def stats(self) -> ChannelStats:
+        """A snapshot of the channel's counters; never blocks the channel."""
+
+    def close(self) -> None:
+        """Release resources (files, connections) once the actor has stopped."""
+
+
+class ChannelBackend(Protocol):
+    """Opens channels of one kind, chosen by the URL scheme of ``ChannelConfig.backend``."""
+
+    scheme: str
+
+    def open(self, config: ChannelConfig, services: ChannelServices) -> Channel:
+        """Open (create or attach to) the channel described by ``config``."""

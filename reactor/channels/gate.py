@@ -1,0 +1,118 @@
+"""Capacity credits between publishers and a channel.
+
+A channel lends ``capacity`` credits. A publisher takes one per event *before* the
+event enters the channel's mailbox, and the channel returns it once every group
+has acked the event, or the event was dropped or dead-lettered. So the number of
+published-but-unsettled events never exceeds ``capacity`` (plus the documented
+overdraft below), whatever the publishers do, and memory stays bounded.
+
+The gate is also how the system knows it is idle: ``used == 0`` on every gate
+means nothing is in flight anywhere.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Literal
+
+from reactor.errors import BackpressureTimeout, ChannelFull
+
+__all__ = ["OVERFLOW_POLICIES", "CapacityGate", "Overflow"]
+
+Overflow = Literal["block", "drop_oldest", "drop_newest", "reject"]
+OVERFLOW_POLICIES: tuple[Overflow, ...] = ("block", "drop_oldest", "drop_newest", "reject")
+
+# ``drop_oldest`` admits every publish and lets the channel evict queued events, so the
+# mailbox can briefly hold more than ``capacity``; past this multiple publishers wait.
+_DROP_OLDEST_CEILING = 2
+
+
+class CapacityGate:
+    """Counts a channel's unsettled events and applies its overflow policy.
+
+    Thread-safety: every method may be called from any thread.
+    """
+
+    def __init__(
+        self,
+        channel: str,
+        capacity: int,
+        overflow: Overflow,
+        on_idle: Callable[[], None] | None = None,
+    ) -> None:
+        self.channel = channel
+        self.capacity = capacity
+        self.overflow = overflow
+        self.used = 0
+        self.peak = 0
+        self.dropped = 0
+        self._cond = threading.Condition(threading.Lock())
+        self._on_idle = on_idle
+
+    def acquire(self, count: int, timeout: float | None, *, overdraft: bool = False) -> int:
+        """Take up to ``count`` credits; return how many the caller may publish.
+
+        Returns fewer than ``count`` (possibly 0) only under ``drop_newest``: the
+        caller drops the rest. ``overdraft`` admits everything at once; a handler
+        uses it when publishing back into the channel it consumes from, where
+        waiting for capacity would wait on itself.
+
+        Raises:
+            BackpressureTimeout: ``block`` policy and no credit within ``timeout``.
+            ChannelFull: ``reject`` policy and not enough credit for all ``count``.
+        """
+        with self._cond:
+            free = self.capacity - self.used
+            if overdraft or free >= count:
+                return self._take(count)
+            if self.overflow == "reject":
+                raise ChannelFull(
+                    f"channel {self.channel!r} is full ({self.used}/{self.capacity} events "
+                    "unsettled) and its overflow policy is 'reject'; retry later, raise "
+                    "capacity, or choose another overflow policy"
+                )
+            if self.overflow == "drop_newest":
+                return self._take(max(0, free))
+            if self.overflow == "drop_oldest":
+                ceiling = self.capacity * _DROP_OLDEST_CEILING
+                if not self._cond.wait_for(lambda: self.used < ceiling, timeout):
+                    raise self._timeout(timeout)
+                return self._take(min(count, ceiling - self.used))
+            # block: take what is free as soon as any is, so big batches cannot starve.
+            if not self._cond.wait_for(lambda: self.used < self.capacity, timeout):
+                raise self._timeout(timeout)
+            return self._take(min(count, self.capacity - self.used))
+
+    def release(self, count: int) -> None:
+        """Give back credits for settled events."""
+        if count <= 0:
+            return
+        with self._cond:
+            self.used -= count
+            self._cond.notify_all()
+            idle = self.used == 0
+        if idle and self._on_idle is not None:
+            self._on_idle()
+
+    def count_dropped(self, count: int) -> None:
+        with self._cond:
+            self.dropped += count
+
+    @property
+    def over_capacity(self) -> int:
+        """How many events the channel holds beyond capacity (``drop_oldest`` evicts them)."""
+        return max(0, self.used - self.capacity)
+
+    def _take(self, count: int) -> int:
+        self.used += count
+        if self.used > self.peak:
+            self.peak = self.used
+        return count
+
+    def _timeout(self, timeout: float | None) -> BackpressureTimeout:
+        return BackpressureTimeout(
+            f"channel {self.channel!r} stayed full ({self.used}/{self.capacity} events "
+            f"unsettled) for {timeout}s; its consumers are slower than its publishers: "
+            "add consumers, raise capacity, or pass a longer timeout"
+        )

@@ -1,0 +1,119 @@
+"""Every error reactor raises, rooted at :class:`ReactorError`.
+
+Each class also subclasses the built-in exception that fits it, so callers can
+catch ``ValueError`` or ``TimeoutError`` without knowing reactor's names.
+Messages name the actor, topic, channel or file involved and say what to do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "BackpressureError",
+    "BackpressureTimeout",
+    "ChannelFull",
+    "DecodeError",
+    "IdleTimeout",
+    "ImmutableMessageError",
+    "InvalidTopicError",
+    "ReactorError",
+    "SupervisorEscalation",
+    "SystemStoppedError",
+    "TopologyError",
+    "UnknownChannelError",
+]
+
+
+class ReactorError(Exception):
+    """Base class of every error raised by reactor."""
+
+
+class ImmutableMessageError(ReactorError, TypeError):
+    """A payload holds a value that :func:`reactor.freeze` cannot make immutable.
+
+    Attributes:
+        path: where the value sits, as Python subscripts (``data['items'][2]``).
+        value_type: the type that was refused.
+    """
+
+    def __init__(self, path: str, value_type: type) -> None:
+        self.path = path
+        self.value_type = value_type
+        super().__init__(
+            f"{path} is a {value_type.__module__}.{value_type.__qualname__}, which reactor "
+            "cannot make immutable; pass dicts, lists, tuples, sets, scalars, or frozen "
+            "attrs/dataclass instances instead"
+        )
+
+
+class InvalidTopicError(ReactorError, ValueError):
+    """A topic or a subscription pattern is malformed."""
+
+
+class DecodeError(ReactorError, ValueError):
+    """Bytes from a broker or a file could not be decoded into an :class:`~reactor.Event`."""
+
+
+class TopologyError(ReactorError, ValueError):
+    """A topology is invalid. ``problems`` lists every problem found, not just the first.
+
+    Attributes:
+        problems: one human-readable line per problem.
+    """
+
+    def __init__(self, problems: Sequence[str] | str, *, source: str | None = None) -> None:
+        self.problems: tuple[str, ...] = (problems,) if isinstance(problems, str) else tuple(problems)
+        self.source = source
+        where = f" in {source}" if source else ""
+        if len(self.problems) == 1:
+            message = f"invalid topology{where}: {self.problems[0]}"
+        else:
+            lines = "\n".join(f"  - {problem}" for problem in self.problems)
+            message = f"invalid topology{where}, {len(self.problems)} problems:\n{lines}"
+        super().__init__(message)
+
+
+class UnknownChannelError(ReactorError, LookupError):
+    """A channel name that the running system does not have."""
+
+
+class BackpressureError(ReactorError):
+    """Base class for a publish refused because a channel is at capacity."""
+
+
+class BackpressureTimeout(BackpressureError, TimeoutError):
+    """``publish`` waited its whole timeout for capacity on a ``block`` channel."""
+
+
+class ChannelFull(BackpressureError):
+    """``publish`` on a full channel whose overflow policy is ``reject``."""
+
+
+class SystemStoppedError(ReactorError, RuntimeError):
+    """The system is stopping or stopped, so it accepts no more events."""
+
+
+class SupervisorEscalation(ReactorError, RuntimeError):
+    """A supervisor exceeded its restart intensity and gave up.
+
+    Attributes:
+        supervisor: the name of the supervisor that gave up.
+        chain: the supervisors the failure climbed through, innermost first.
+        reason: the last failure that made the innermost supervisor give up.
+    """
+
+    def __init__(self, supervisor: str, chain: Sequence[str], reason: BaseException | None) -> None:
+        self.supervisor = supervisor
+        self.chain = tuple(chain)
+        self.reason = reason
+        path = " -> ".join(self.chain)
+        cause = f": {type(reason).__name__}: {reason}" if reason is not None else ""
+        super().__init__(
+            f"supervisor {supervisor!r} exceeded its restart intensity (escalated through "
+            f"{path}){cause}; raise max_restarts/within_s or fix the failing child"
+        )
+
+
+class IdleTimeout(ReactorError, TimeoutError):
+    """``wait_idle`` ran out of time with events still unsettled."""

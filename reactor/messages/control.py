@@ -1,0 +1,161 @@
+"""Internal control messages between reactor's actors.
+
+These are the wire protocol inside one process: channels, consumers, producers
+and supervisors talk only through them. All are frozen, slotted attrs classes,
+so a message can be shared between threads without copying.
+
+Demand protocol (Reactive Streams rule 1.1: never deliver more than asked):
+a member joins a group with an initial ``demand``; each :class:`Deliver`
+spends one unit per item; each item settled by :class:`Ack` or :class:`Nack`
+gives one unit back. A member therefore never holds more than ``demand``
+events, whether in its mailbox or in its handler.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+import attrs
+
+if TYPE_CHECKING:
+    from reactor.messages.event import Event
+
+__all__ = [
+    "Ack",
+    "ChildExited",
+    "Deliver",
+    "Delivery",
+    "ErrorInfo",
+    "ExitReason",
+    "Join",
+    "Leave",
+    "Nack",
+    "Publish",
+    "Tick",
+    "Wake",
+]
+
+
+@attrs.frozen(slots=True)
+class ErrorInfo:
+    """A failure, described without keeping the exception (or its frames) alive."""
+
+    type: str
+    message: str
+    traceback: str
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> ErrorInfo:
+        import traceback
+
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return cls(type=type(exc).__qualname__, message=str(exc), traceback=text)
+
+
+@attrs.frozen(slots=True)
+class Publish:
+    """Events that a publisher has already taken capacity credits for."""
+
+    events: tuple[Event, ...]
+
+
+@attrs.frozen(slots=True)
+class Delivery:
+    """One event handed to one group member; ``attempt`` counts from 1."""
+
+    seq: int
+    event: Event
+    attempt: int
+
+
+@attrs.frozen(slots=True)
+class Deliver:
+    """A batch of deliveries from a channel to one member of one group."""
+
+    channel: str
+    group: str
+    epoch: int
+    items: tuple[Delivery, ...]
+
+
+@attrs.frozen(slots=True)
+class Join:
+    """A member (re)joins a group; the reply is the member's new epoch.
+
+    A rejoin under the same member name hands everything the member still held
+    back to the group's queue, in order, and fences off the old incarnation:
+    acks carrying an older epoch are ignored.
+    """
+
+    group: str
+    member: str
+    address: Any
+    demand: int
+
+
+@attrs.frozen(slots=True)
+class Leave:
+    """A member leaves its group; whatever it held is queued for the others."""
+
+    group: str
+    member: str
+    epoch: int
+
+
+@attrs.frozen(slots=True)
+class Ack:
+    """The handler returned for these sequence numbers."""
+
+    group: str
+    member: str
+    epoch: int
+    seqs: tuple[int, ...]
+
+
+@attrs.frozen(slots=True)
+class Nack:
+    """The handler failed on ``seq``; redeliver it or dead-letter it."""
+
+    group: str
+    member: str
+    epoch: int
+    seq: int
+    error: ErrorInfo
+    consumer: str
+
+
+ExitKind = Literal["normal", "crash", "timeout", "escalated"]
+
+
+@attrs.frozen(slots=True)
+class ExitReason:
+    """Why an actor incarnation ended."""
+
+    kind: ExitKind
+    error: ErrorInfo | None = None
+    exception: BaseException | None = attrs.field(default=None, eq=False, repr=False)
+
+    @property
+    def abnormal(self) -> bool:
+        return self.kind != "normal"
+
+
+@attrs.frozen(slots=True)
+class ChildExited:
+    """A supervised child's incarnation ended; sent to its supervisor."""
+
+    name: str
+    incarnation: int
+    reason: ExitReason
+
+
+@attrs.frozen(slots=True)
+class Tick:
+    """A timer fired; ``token`` tells the receiver which timer."""
+
+    token: Any = None
+
+
+@attrs.frozen(slots=True)
+class Wake:
+    """Wakes an actor blocked on its mailbox so it notices a stop request."""

@@ -1,0 +1,71 @@
+"""The ``$system`` topics and the events reactor publishes on them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reactor.messages.control import ErrorInfo
+from reactor.messages.event import Event
+
+__all__ = [
+    "ACTOR_FAILED",
+    "ACTOR_RESTARTED",
+    "ACTOR_STARTED",
+    "ACTOR_STOPPED",
+    "DEADLETTER",
+    "EVENT_DROPPED",
+    "SUPERVISOR_ESCALATED",
+    "SYSTEM_CHANNEL",
+    "dead_letter",
+    "dropped",
+    "lifecycle",
+]
+
+SYSTEM_CHANNEL = "$system"
+ACTOR_STARTED = "$system.actor.started"
+ACTOR_FAILED = "$system.actor.failed"
+ACTOR_RESTARTED = "$system.actor.restarted"
+ACTOR_STOPPED = "$system.actor.stopped"
+SUPERVISOR_ESCALATED = "$system.supervisor.escalated"
+EVENT_DROPPED = "$system.event.dropped"
+DEADLETTER = "$deadletter"
+
+
+def lifecycle(topic: str, actor: str, **data: Any) -> Event:
+    """A lifecycle event about ``actor``; ``data`` adds topic-specific fields."""
+    return Event.create(topic, {"actor": actor, **data}, key=actor, source="reactor/supervision")
+
+
+def dead_letter(
+    event: Event,
+    error: ErrorInfo,
+    *,
+    attempts: int,
+    consumer: str,
+    group: str,
+    channel: str,
+) -> Event:
+    """The ``$deadletter`` event for ``event``, which failed ``attempts`` times."""
+    return event.derive(
+        DEADLETTER,
+        {
+            "event": event,
+            "error_type": error.type,
+            "message": error.message,
+            "traceback": error.traceback,
+            "attempts": attempts,
+            "consumer": consumer,
+            "group": group,
+            "channel": channel,
+        },
+        source=f"reactor/channel/{channel}",
+    )
+
+
+def dropped(event: Event, *, channel: str, policy: str) -> Event:
+    """The ``$system.event.dropped`` event for ``event``, dropped by ``policy``."""
+    return event.derive(
+        EVENT_DROPPED,
+        {"event": event, "channel": channel, "policy": policy},
+        source=f"reactor/channel/{channel}",
+    )

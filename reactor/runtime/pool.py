@@ -1,0 +1,108 @@
+"""Pools: N consumer members in one group, scaled between ``min_size`` and ``max_size``.
+
+A pool is a supervisor whose children are interchangeable members of one
+consumer group. Every ``interval_s`` it looks at the group's backlog:
+
+* backlog per member above ``scale_up_backlog`` for ``up_after`` looks in a row,
+  and fewer than ``max_size`` members: one member more;
+* no backlog for ``down_after`` looks in a row, and more than ``min_size``
+  members: the newest member leaves (whatever it held goes back to the group).
+
+Scaling up is quick and scaling down slow on purpose: a burst is served at once,
+and a pause between bursts does not make the pool flap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from reactor.actors.base import ActorContext
+from reactor.channels.backend import GroupStats
+from reactor.messages.control import Tick
+from reactor.supervision.supervisor import ChildSpec, Supervisor, SupervisorConfig
+
+__all__ = ["Pool", "PoolConfig", "Scaling"]
+
+_AUTOSCALE = "autoscale"
+
+
+@attrs.frozen(slots=True)
+class Scaling:
+    """When a pool grows and shrinks."""
+
+    interval_s: float = 0.25
+    scale_up_backlog: int = 100
+    up_after: int = 2
+    down_after: int = 8
+
+
+@attrs.frozen(slots=True, eq=False)
+class PoolConfig:
+    """A pool's members and the statistics it scales on."""
+
+    min_size: int
+    max_size: int
+    member: Callable[[int], ChildSpec]
+    group_stats: Callable[[], GroupStats | None]
+    scaling: Scaling = attrs.field(factory=Scaling)
+
+
+class Pool(Supervisor):
+    """A supervisor of identical group members that autoscales on backlog."""
+
+    def __init__(self, context: ActorContext, config: SupervisorConfig, pool: PoolConfig) -> None:
+        initial = tuple(pool.member(index) for index in range(1, pool.min_size + 1))
+        super().__init__(context, attrs.evolve(config, children=initial))
+        self.pool = pool
+        self._next_index = pool.min_size + 1
+        self._up_streak = 0
+        self._down_streak = 0
+        self.scale_events: list[tuple[str, int]] = []
+
+    @property
+    def size(self) -> int:
+        return len(self.children)
+
+    def on_start(self) -> None:
+        super().on_start()
+        self._arm_autoscale()
+
+    def on_receive(self, message: Any) -> Any:
+        if type(message) is Tick and message.token == (_AUTOSCALE, self.actor_incarnation):
+            self._autoscale()
+            self._arm_autoscale()
+            return None
+        return super().on_receive(message)
+
+    def _arm_autoscale(self) -> None:
+        address, tick = self.actor_address, Tick((_AUTOSCALE, self.actor_incarnation))
+        self.actor_clock.call_later(self.pool.scaling.interval_s, lambda: address.tell(tick))
+
+    def _autoscale(self) -> None:
+        stats = self.pool.group_stats()
+        if stats is None:
+            return
+        scaling = self.pool.scaling
+        size = self.size
+        if stats.backlog > scaling.scale_up_backlog * max(1, size):
+            self._up_streak += 1
+            self._down_streak = 0
+        elif stats.backlog == 0:
+            self._down_streak += 1
+            self._up_streak = 0
+        else:
+            self._up_streak = self._down_streak = 0
+        if self._up_streak >= scaling.up_after and size < self.pool.max_size:
+            self._up_streak = 0
+            index = self._next_index
+            self._next_index += 1
+            if self._add_child(self.pool.member(index)):
+                self.scale_events.append(("up", self.size))
+        elif self._down_streak >= scaling.down_after and size > self.pool.min_size:
+            self._down_streak = 0
+            newest = self.children[-1]
+            self._remove_child(newest.spec.name)
+            self.scale_events.append(("down", self.size))

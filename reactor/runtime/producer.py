@@ -1,0 +1,179 @@
+"""Producers: actors that turn a source into events on a channel.
+
+* An iterable or generator is pulled in batches, as fast as the channel's
+  capacity allows (a full channel slows the producer: backpressure). When it is
+  exhausted the producer finishes, and the system knows.
+* A callable with ``interval=`` is polled every ``interval`` seconds; it returns
+  ``None`` (nothing now), an :class:`~reactor.Event`, or the data of one event.
+
+``rate=`` caps either kind at that many events per second (a token bucket on the
+system clock). An item that is already an :class:`~reactor.Event` is published as
+it is; anything else becomes the data of a new event on the producer's topic.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import attrs
+
+from reactor.actors.base import ActorContext, ReactorActor
+from reactor.messages.control import Tick
+from reactor.messages.event import Event
+from reactor.runtime.router import Router
+
+__all__ = ["ProducerActor", "ProducerRuntime"]
+
+_PULL = "pull"
+
+
+@attrs.define(eq=False)
+class ProducerRuntime:
+    """What every incarnation of one producer shares: the source and its position."""
+
+    name: str
+    channel: str
+    topic: str
+    router: Router
+    iterator: Iterator[Any] | None = None
+    poll: Callable[[], Any] | None = None
+    interval: float | None = None
+    rate: float | None = None
+    key: Callable[[Any], str | None] | None = None
+    batch_size: int = 128
+    # Pulled from the source but not yet in the channel (a stop came first).
+    backlog: deque[Event] = attrs.field(factory=deque)
+    finished: threading.Event = attrs.field(factory=threading.Event)
+    on_finished: Callable[[], None] | None = None
+    published: int = 0
+
+    @property
+    def finite(self) -> bool:
+        return self.iterator is not None
+
+    def start(self, context: ActorContext) -> ReactorActor:
+        return ProducerActor.spawn(context, self)
+
+    def make_event(self, item: Any) -> Event:
+        if isinstance(item, Event):
+            return item
+        key = self.key(item) if self.key is not None else None
+        return Event.create(self.topic, item, key=key, source=self.name)
+
+
+class ProducerActor(ReactorActor):
+    """One incarnation of a producer; it schedules its own pulls as messages."""
+
+    def __init__(self, context: ActorContext, runtime: ProducerRuntime) -> None:
+        super().__init__(context)
+        self.runtime = runtime
+        self.tokens = 0.0
+        self.refilled_at = 0.0
+
+    def on_start(self) -> None:
+        self.refilled_at = self.actor_clock.monotonic()
+        self.tokens = min(self.runtime.rate or 0.0, 1.0) if self.runtime.rate else 0.0
+        if self.runtime.finished.is_set():
+            return
+        if self.runtime.poll is not None:
+            self._schedule(self.runtime.interval or 0.0)
+        else:
+            self.actor_address.tell(Tick(self._token))
+
+    @property
+    def _token(self) -> tuple[str, int]:
+        # Timers outlive an incarnation; a restarted producer ignores its predecessor's.
+        return (_PULL, self.actor_incarnation)
+
+    def on_receive(self, message: Any) -> Any:
+        if type(message) is Tick:
+            if message.token != self._token:
+                return None
+            if self.runtime.poll is not None:
+                self._poll()
+            else:
+                self._pull()
+            return None
+        return super().on_receive(message)
+
+    # -- sources -----------------------------------------------------------------------
+
+    def _pull(self) -> None:
+        runtime = self.runtime
+        allowed = self._allowance(runtime.batch_size)
+        if allowed == 0:
+            return
+        backlog = runtime.backlog
+        assert runtime.iterator is not None
+        exhausted = False
+        while len(backlog) < allowed:
+            try:
+                item = next(runtime.iterator)
+            except StopIteration:
+                exhausted = True
+                break
+            backlog.append(runtime.make_event(item))
+        self._flush()
+        if self._actor_stop_requested:
+            return
+        if exhausted and not backlog:
+            self._finish()
+        else:
+            self.actor_address.tell(Tick(self._token))
+
+    def _poll(self) -> None:
+        runtime = self.runtime
+        assert runtime.poll is not None
+        if self._allowance(1):
+            item = runtime.poll()
+            if item is not None:
+                runtime.backlog.append(runtime.make_event(item))
+            self._flush()
+        self._schedule(runtime.interval or 0.0)
+
+    def _flush(self) -> None:
+        runtime = self.runtime
+        backlog = runtime.backlog
+        if not backlog:
+            return
+        events = list(backlog)
+        sent = runtime.router.publish(
+            runtime.channel, events, timeout=None, cancelled=lambda: self._actor_stop_requested
+        )
+        for _ in range(sent):
+            backlog.popleft()
+        runtime.published += sent
+        self.actor_counters.handled += sent
+
+    def _finish(self) -> None:
+        runtime = self.runtime
+        runtime.finished.set()
+        if runtime.on_finished is not None:
+            runtime.on_finished()
+        # A normal exit: the producer is transient, so it is not restarted.
+        self.request_stop()
+
+    # -- rate limit --------------------------------------------------------------------
+
+    def _allowance(self, wanted: int) -> int:
+        """How many events may go now; schedules the next pull when it is 0."""
+        rate = self.runtime.rate
+        if rate is None:
+            return wanted
+        now = self.actor_clock.monotonic()
+        self.tokens = min(max(rate, 1.0), self.tokens + (now - self.refilled_at) * rate)
+        self.refilled_at = now
+        allowed = min(wanted, int(self.tokens))
+        if allowed == 0:
+            if self.runtime.poll is None:
+                self._schedule((1.0 - self.tokens) / rate)
+            return 0
+        self.tokens -= allowed
+        return allowed
+
+    def _schedule(self, delay: float) -> None:
+        address, tick = self.actor_address, Tick(self._token)
+        self.actor_clock.call_later(delay, lambda: address.tell(tick))

@@ -1,0 +1,112 @@
+"""Getting events into channels: credits first, then the channel's mailbox."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+
+from reactor.channels.backend import Channel
+from reactor.errors import BackpressureTimeout, UnknownChannelError
+from reactor.messages import lifecycle
+from reactor.messages.control import Publish
+from reactor.messages.event import Event
+
+__all__ = ["Router"]
+
+logger = logging.getLogger("reactor")
+
+# Blocking waits are cut into slices this long so a stop request is noticed.
+_SLICE_S = 0.05
+
+
+class Router:
+    """Publishes events into the system's channels, applying each one's overflow policy.
+
+    Thread-safety: every method may be called from any thread.
+    """
+
+    def __init__(self, channels: Mapping[str, Channel]) -> None:
+        self.channels = dict(channels)
+
+    def channel(self, name: str) -> Channel:
+        channel = self.channels.get(name)
+        if channel is None:
+            known = ", ".join(sorted(self.channels)) or "none"
+            raise UnknownChannelError(
+                f"no channel named {name!r} in this system (channels: {known}); "
+                "declare it with topology.channel()"
+            )
+        return channel
+
+    def publish(
+        self,
+        channel_name: str,
+        events: Sequence[Event],
+        *,
+        timeout: float | None,
+        overdraft: bool = False,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> int:
+        """Publish ``events`` in order; return how many entered the channel.
+
+        Fewer than ``len(events)`` only under ``drop_newest`` (the rest are counted
+        and reported as dropped) or when ``cancelled()`` turned true while waiting.
+
+        Raises:
+            UnknownChannelError: no such channel.
+            BackpressureTimeout: ``block`` channel still full after ``timeout``.
+            ChannelFull: ``reject`` channel without room for the events.
+        """
+        channel = self.channel(channel_name)
+        gate = channel.gate
+        address = channel.address
+        sent = 0
+        total = len(events)
+        while sent < total:
+            if cancelled is None:
+                granted = gate.acquire(total - sent, timeout, overdraft=overdraft)
+            else:
+                granted = self._acquire_cancellable(channel, total - sent, timeout, overdraft, cancelled)
+                if granted < 0:
+                    return sent
+            if granted == 0:
+                self._dropped(channel, events[sent:])
+                return sent
+            address.tell(Publish(tuple(events[sent : sent + granted])))
+            sent += granted
+        return sent
+
+    def publish_system(self, event: Event) -> None:
+        """Publish a ``$system`` event; never blocks (the channel evicts the oldest)."""
+        channel = self.channels.get(lifecycle.SYSTEM_CHANNEL)
+        if channel is None:
+            return
+        channel.gate.acquire(1, None, overdraft=True)
+        channel.address.tell(Publish((event,)))
+
+    def _acquire_cancellable(
+        self,
+        channel: Channel,
+        count: int,
+        timeout: float | None,
+        overdraft: bool,
+        cancelled: Callable[[], bool],
+    ) -> int:
+        waited = 0.0
+        while True:
+            slice_s = _SLICE_S if timeout is None else min(_SLICE_S, max(0.0, timeout - waited))
+            try:
+                return channel.gate.acquire(count, slice_s, overdraft=overdraft)
+            except BackpressureTimeout:
+                waited += slice_s
+                if cancelled():
+                    return -1
+                if timeout is not None and waited >= timeout:
+                    raise
+
+    def _dropped(self, channel: Channel, events: Sequence[Event]) -> None:
+        channel.gate.count_dropped(len(events))
+        if channel.name == lifecycle.SYSTEM_CHANNEL:
+            return  # reporting a dropped $system event on $system could never end
+        for event in events:
+            self.publish_system(lifecycle.dropped(event, channel=channel.name, policy="drop_newest"))

@@ -1,0 +1,1 @@
+"""Layer 3: supervisors, strategies, restart types and backoff."""
