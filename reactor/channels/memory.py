@@ -251,7 +251,8 @@ class _MemoryChannelActor(ReactorActor):
             # Nobody subscribes to these topics: they are settled on arrival, as on a broker.
             log.unrouted += unrouted
             self.gate.release(unrouted)
-        if self.gate.over_capacity:
+        if self.gate.overflow == "drop_oldest" and self.gate.over_capacity:
+            # Only drop_oldest evicts; other policies go over capacity only by overdraft.
             self._evict_oldest()
         for group in touched:
             self._dispatch(group)
@@ -443,10 +444,12 @@ class _MemoryChannelActor(ReactorActor):
         return member.epoch
 
     def _leave(self, leave: Leave) -> None:
-        found = self._member(leave.group, leave.member, leave.epoch)
-        if found is None:
+        group = self.log.groups.get(leave.group)
+        member = group.members.get(leave.member) if group is not None else None
+        if group is None or member is None:
             return
-        group, member = found
+        if leave.epoch and leave.epoch != member.epoch:
+            return  # epoch 0: the supervisor removing the member, whatever its incarnation
         self._release_in_flight(group, member)
         del group.members[member.name]
         self._repartition(group)

@@ -95,7 +95,11 @@ class Join:
 
 @attrs.frozen(slots=True)
 class Leave:
-    """A member leaves its group; whatever it held is queued for the others."""
+    """A member leaves its group; whatever it held is queued for the others.
+
+    ``epoch`` 0 means "whatever the incarnation": sent by the supervisor when it
+    removes the member for good.
+    """
 
     group: str
     member: str

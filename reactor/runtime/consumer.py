@@ -156,6 +156,16 @@ class ConsumerActor(ReactorActor):
         return super().on_receive(message)
 
     def _handle_batch(self, items: tuple[Delivery, ...]) -> None:
+        counters = self.actor_counters
+        epoch = self.epoch
+        counters.received += len(items)
+        counters.in_flight = len(items)
+        try:
+            self._handle_items(items, epoch)
+        finally:
+            counters.in_flight = 0
+
+    def _handle_items(self, items: tuple[Delivery, ...], epoch: int) -> None:
         runtime = self.runtime
         counters = self.actor_counters
         latency = counters.latency
@@ -163,8 +173,6 @@ class ConsumerActor(ReactorActor):
         handle = self.handle
         assert handle is not None
         clock = self.actor_clock
-        epoch = self.epoch
-        counters.received += len(items)
         acked: list[int] = []
         for item in items:
             if self._actor_stop_requested:
@@ -205,6 +213,7 @@ class ConsumerActor(ReactorActor):
             if dedup is not None:
                 dedup.add(event.id)
             acked.append(item.seq)
+            counters.in_flight -= 1
         self._settle(acked)
 
     def _settle(self, seqs: list[int]) -> None:
