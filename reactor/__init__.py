@@ -43,9 +43,9 @@ logging.getLogger("reactor").addHandler(logging.NullHandler())
 
 __all__ = [
     "ActorMetrics",
+    "Backoff",
     "BackpressureError",
     "BackpressureTimeout",
-    "Backoff",
     "ChannelFull",
     "ChannelStats",
     "Clock",

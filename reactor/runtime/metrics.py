@@ -78,7 +78,7 @@ class SystemMetrics:
 
     def to_dict(self) -> dict[str, object]:
         """Plain dicts and lists, ready for ``json.dumps``."""
-        return attrs.asdict(self, recurse=True, retain_collection_types=False)
+        return attrs.asdict(self, recurse=True)
 
 
 @attrs.frozen(slots=True)

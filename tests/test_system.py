@@ -1,0 +1,143 @@
+"""The System's face: public names, metrics, health, lifecycle and signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import attrs
+import pytest
+
+import reactor
+from reactor import Topology
+from reactor.testing import Recorder, wait_for
+
+
+def test_all_lists_exactly_the_public_names() -> None:
+    public = {name for name in vars(reactor) if not name.startswith("_")}
+    # Modules and the __future__ import are not API.
+    modules = {
+        name for name in public if type(getattr(reactor, name)).__name__ in ("module", "_Feature")
+    }
+    assert sorted(reactor.__all__) == reactor.__all__
+    assert set(reactor.__all__) - {"__version__"} == public - modules
+
+
+def test_every_error_is_a_reactor_error_and_a_builtin() -> None:
+    for name in reactor.__all__:
+        value = getattr(reactor, name)
+        if isinstance(value, type) and issubclass(value, BaseException):
+            assert issubclass(value, reactor.ReactorError)
+            if value is not reactor.ReactorError and value is not reactor.BackpressureError:
+                assert len(value.__mro__) > 4, f"{name} should also subclass a fitting built-in"
+
+
+def test_metrics_are_a_frozen_snapshot() -> None:
+    topo = Topology("metrics")
+    topo.channel("c")
+    topo.consumer("x", Recorder(), channel="c")
+    with topo.start() as system:
+        for n in range(10):
+            system.publish("c", "t.x", n)
+        system.wait_idle(5)
+        snapshot = system.metrics()
+        system.publish("c", "t.x", 10)
+        system.wait_idle(5)
+        assert snapshot.channel("c").published == 10
+        assert system.metrics().channel("c").published == 11
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            snapshot.state = "x"  # type: ignore[misc]
+        consumer = snapshot.actor("x")
+        assert (consumer.kind, consumer.state, consumer.handled, consumer.supervisor) == (
+            "consumer", "running", 10, "$consumers",
+        )
+        assert consumer.latency.count == 10
+        assert snapshot.to_dict()["channels"][0]["name"] == "c"
+        kinds = {a.name: a.kind for a in snapshot.actors}
+        assert kinds["channel:c"] == "channel" and kinds["$root"] == "supervisor"
+
+
+def test_health_reports_what_is_wrong() -> None:
+    topo = Topology("health")
+    topo.channel("c", capacity=1)
+    gate = threading.Event()
+    topo.consumer("x", lambda e: gate.wait(10), channel="c")
+    system = topo.start()
+    try:
+        assert system.health().ok
+        system.publish("c", "t.x", 1)
+        health = system.health()
+        assert health.status == "degraded"
+        assert "channel 'c' is full (1/1)" in health.problems
+    finally:
+        gate.set()
+        system.stop()
+    assert system.health().status == "stopped"
+
+
+def test_a_system_starts_once() -> None:
+    topo = Topology("once")
+    topo.channel("c")
+    system = topo.start()
+    system.stop()
+    with pytest.raises(reactor.SystemStoppedError, match="already started"):
+        system.start()
+    system.stop()  # stopping twice is harmless
+
+
+def test_invalid_topology_starts_nothing() -> None:
+    topo = Topology("invalid")
+    topo.consumer("x", Recorder(), channel="missing")
+    before = threading.active_count()
+    with pytest.raises(reactor.TopologyError, match="unknown channel 'missing'"):
+        topo.start()
+    assert threading.active_count() == before
+
+
+def test_lifecycle_events_can_be_consumed_like_any_topic() -> None:
+    topo = Topology("watch")
+    topo.channel("c")
+    watched = Recorder()
+    topo.consumer("watch", watched, channel="$system", pattern="$system.actor.started")
+    topo.consumer("x", Recorder(), channel="c")
+    with topo.start() as system:
+        wait_for(lambda: {"x", "channel:c"} <= {e.data["actor"] for e in watched.events})
+        system.wait_idle(5)
+
+
+def test_run_forever_drains_on_sigterm(tmp_path: Path) -> None:
+    script = tmp_path / "service.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import sys
+            from reactor import Topology
+
+            handled = []
+            topo = Topology("service")
+            topo.channel("c")
+            topo.consumer("x", lambda e: handled.append(e.data), channel="c")
+            system = topo.start()
+            for n in range(100):
+                system.publish("c", "t.x", n)
+            print("ready", flush=True)
+            system.run_forever(drain_timeout=10)
+            print("handled", len(handled), system.state, flush=True)
+            """
+        )
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    process = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == "ready"
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=30)
+    assert process.returncode == 0
+    assert out.strip() == "handled 100 stopped"
