@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +21,8 @@ from typing import Protocol
 import attrs
 
 __all__ = ["Clock", "SystemClock", "Timer"]
+
+logger = logging.getLogger("reactor")
 
 
 class Timer(Protocol):
@@ -66,8 +69,8 @@ class SystemClock:
         self._thread: threading.Thread | None = None
         self._closed = False
 
-    def monotonic(self) -> float:
-        return time.monotonic()
+    # The C function itself: consumers read the clock around every handler call.
+    monotonic = staticmethod(time.monotonic)
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
         scheduled = _Scheduled(time.monotonic() + max(0.0, delay), callback)
@@ -111,6 +114,4 @@ class SystemClock:
                 try:
                     scheduled.callback()
                 except Exception:  # a broken callback must not kill every other timer
-                    import logging
-
-                    logging.getLogger("reactor").exception("timer callback %r failed", scheduled.callback)
+                    logger.exception("timer callback %r failed", scheduled.callback)

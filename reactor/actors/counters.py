@@ -29,22 +29,21 @@ class LatencySnapshot:
 class LatencySummary:
     """A ring of the last 1024 latencies plus running totals: O(1) to record."""
 
-    __slots__ = ("_index", "_ring", "count", "total")
+    __slots__ = ("_ring", "count", "total")
 
     def __init__(self) -> None:
         self._ring: list[float] = []
-        self._index = 0
         self.count = 0
         self.total = 0.0
 
     def record(self, seconds: float) -> None:
-        self.count += 1
+        count = self.count = self.count + 1
         self.total += seconds
-        if len(self._ring) < _RING:
-            self._ring.append(seconds)
+        ring = self._ring
+        if count <= _RING:
+            ring.append(seconds)
         else:
-            self._ring[self._index] = seconds
-            self._index = (self._index + 1) % _RING
+            ring[count % _RING] = seconds
 
     def snapshot(self) -> LatencySnapshot:
         values = sorted(self._ring[:])  # slicing a list is one C call: safe against the writer

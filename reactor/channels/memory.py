@@ -227,11 +227,14 @@ class _MemoryChannelActor(ReactorActor):
     def _publish(self, events: Iterable[Event]) -> None:
         log = self.log
         entries = log.entries
+        routes = log.routes
         touched: set[_Group] = set()
         unrouted = 0
         for event in events:
             log.published += 1
-            groups = self._routes(event.topic)
+            groups = routes.get(event.topic)
+            if groups is None:
+                groups = self._routes(event.topic)
             if not groups:
                 unrouted += 1
                 continue

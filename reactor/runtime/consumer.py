@@ -213,7 +213,6 @@ class ConsumerActor(ReactorActor):
             if dedup is not None:
                 dedup.add(event.id)
             acked.append(item.seq)
-            counters.in_flight -= 1
         self._settle(acked)
 
     def _settle(self, seqs: list[int]) -> None:
