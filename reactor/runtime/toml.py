@@ -1,0 +1,929 @@
+"""Topologies declared in a TOML file.
+
+:func:`load_topology` (also :meth:`reactor.Topology.from_toml`) reads a file,
+builds the same :class:`~reactor.runtime.topology.Topology` the builder API
+would, validates it, and reports every problem of the file at once in one
+:class:`~reactor.errors.TopologyError`: syntax errors, unknown keys, values of
+the wrong type, handlers that cannot be imported, unknown or cyclic supervisor
+parents, and everything :meth:`Topology.validate` finds. Problems carry the
+file name and, when it can be found, the line (``shop.toml: line 12: ...``).
+
+The format
+----------
+
+Every table is optional except the ones a declaration refers to. Names of
+channels, producers, supervisors, consumers and pools are the table keys.
+
+.. code-block:: toml
+
+    [topology]
+    name = "shop"                 # default: the file name without .toml
+    strategy = "one_for_one"      # root strategy: one_for_one | one_for_all | rest_for_one
+    max_restarts = 10             # restart intensity of the root of the consumer tree
+    within_s = 10
+    backoff = { min_s = 0.01, max_s = 5.0 }
+
+    [channels.orders]
+    capacity = 10000
+    overflow = "block"            # block | drop_oldest | drop_newest | reject
+    backend = "memory"
+    max_batch = 128
+
+    [channels.audit]
+
+    [producers.web]
+    channel = "orders"            # required
+    topic = "orders.created"      # required
+    source = "shop_handlers:orders"   # required; see "References" below
+    interval = 0.1                # seconds between polls of a callable source
+    rate = 100                    # most events per second
+    key = "customer"              # the event key: this field of dict data
+    batch_size = 128
+    restart = "transient"
+
+    [supervisors.billing-tree]
+    strategy = "rest_for_one"
+    max_restarts = 3
+    within_s = 5
+    backoff = { min_s = 0.01, max_s = 2.0, multiplier = 2.0, jitter = 0.2, reset_after_s = 10 }
+    restart = "permanent"
+
+    [supervisors.notify]
+    parent = "billing-tree"       # default: the top level; parents may come before or after
+
+    [consumers.billing]
+    channel = "orders"            # required
+    pattern = "orders.created"    # or a list: ["orders.created", "orders.updated"]
+    handler = "shop_handlers:bill"    # required
+    supervisor = "billing-tree"   # default: the top level
+    group = "billing"             # default: the consumer's name
+    max_deliveries = 5
+    idempotent = true
+    dedup_window = 100000
+    restart = "permanent"         # permanent | transient | temporary
+    output = "orders"             # channel for returned events (default: channel)
+    prefetch = 256
+    handler_timeout = 2.0
+    shutdown_s = 5.0
+
+    [pools.mailer]                # every consumer key except restart, plus:
+    channel = "orders"
+    pattern = "orders.paid"
+    handler = "shop_handlers:send_mail"
+    supervisor = "notify"
+    output = "audit"
+    min_size = 1
+    max_size = 8
+    scaling = { interval_s = 0.25, scale_up_backlog = 100, up_after = 2, down_after = 8 }
+
+    [consumers.auditor]
+    channel = "audit"
+    handler = "shop_handlers:record"
+
+Children of a supervisor (consumers, pools and nested supervisors) start in the
+order their tables appear in the file and stop in reverse order.
+
+References
+----------
+
+``handler`` and ``source`` are ``"module:attribute"`` references (the attribute
+may be dotted, ``"module:Class.method"``). The module is imported normally
+first; if no such module is importable, ``<module>.py`` (or the package
+``<module>/``) next to the TOML file is loaded, so a file and its handlers can
+sit together in a folder that is not a package. That folder is on
+``sys.path`` only while the module is imported, so the handler module can import
+its siblings.
+
+A ``source`` may name:
+
+* an iterable: its events are published until it is exhausted;
+* a generator function (or any function taking no arguments) and no
+  ``interval``: it is called to get the iterable; a generator function is
+  called afresh each time the topology is started;
+* a callable and an ``interval``: it is polled every ``interval`` seconds and
+  returns ``None``, an event, or event data.
+
+Thread-safety: :func:`load_topology` may run in any thread; imports of handler
+modules from a TOML file's folder are serialised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import importlib
+import importlib.util
+import inspect
+import os
+import re
+import sys
+import threading
+import tomllib
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from reactor.errors import TopologyError
+from reactor.runtime.pool import Scaling
+from reactor.runtime.topology import (
+    ConsumerDecl,
+    SupervisorDecl,
+    SupervisorScope,
+    Topology,
+)
+from reactor.supervision.strategy import Backoff, OneForAll, OneForOne, RestForOne, Strategy
+
+__all__ = ["load_topology"]
+
+Where = tuple[str, ...]
+
+_STRATEGIES: dict[str, type[Strategy]] = {
+    "one_for_one": OneForOne,
+    "one_for_all": OneForAll,
+    "rest_for_one": RestForOne,
+}
+
+_SECTIONS = ("topology", "channels", "producers", "supervisors", "consumers", "pools")
+
+# Allowed keys of each kind of table, with the type each value must have.
+_STRATEGY_KEYS = {
+    "strategy": "str",
+    "max_restarts": "int",
+    "within_s": "number",
+    "backoff": "table",
+}
+_KEYS: dict[str, dict[str, str]] = {
+    "topology": {"name": "str", **_STRATEGY_KEYS},
+    "channels": {"backend": "str", "capacity": "int", "overflow": "str", "max_batch": "int"},
+    "producers": {
+        "channel": "str",
+        "topic": "str",
+        "source": "str",
+        "interval": "number",
+        "rate": "number",
+        "key": "str",
+        "batch_size": "int",
+        "restart": "str",
+    },
+    "supervisors": {**_STRATEGY_KEYS, "parent": "str", "restart": "str"},
+    "consumers": {
+        "channel": "str",
+        "pattern": "patterns",
+        "handler": "str",
+        "supervisor": "str",
+        "group": "str",
+        "max_deliveries": "int",
+        "idempotent": "bool",
+        "dedup_window": "int",
+        "restart": "str",
+        "output": "str",
+        "prefetch": "int",
+        "handler_timeout": "number",
+        "shutdown_s": "number",
+    },
+    "backoff": {
+        "min_s": "number",
+        "max_s": "number",
+        "multiplier": "number",
+        "jitter": "number",
+        "reset_after_s": "number",
+    },
+    "scaling": {
+        "interval_s": "number",
+        "scale_up_backlog": "int",
+        "up_after": "int",
+        "down_after": "int",
+    },
+}
+_KEYS["pools"] = {
+    **{key: kind for key, kind in _KEYS["consumers"].items() if key != "restart"},
+    "min_size": "int",
+    "max_size": "int",
+    "scaling": "table",
+}
+_REQUIRED: dict[str, tuple[str, ...]] = {
+    "producers": ("channel", "topic", "source"),
+    "consumers": ("channel", "handler"),
+    "pools": ("channel", "handler"),
+}
+_EXPECTED = {
+    "str": "a string",
+    "int": "an integer",
+    "number": "a number",
+    "bool": "true or false",
+    "table": "a table",
+    "patterns": "a pattern string or an array of pattern strings",
+}
+# Keys the loader interprets itself instead of passing them to the builder.
+_LOADER_KEYS = frozenset({"handler", "source", "supervisor", "parent", "scaling"})
+
+_SYNTAX_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
+_SYNTAX_END = re.compile(r"\s*\(at end of document\)$")
+_HEADER = re.compile(r"^\s*\[(?!\[)(?P<path>[^\]]*)\]\s*(?:#.*)?$")
+_ANY_HEADER = re.compile(r"^\s*\[")
+_KEY_PART = re.compile(
+    r"""\s*(?:(?P<bare>[A-Za-z0-9_-]+)|"(?P<basic>(?:[^"\\]|\\.)*)"|'(?P<literal>[^']*)')\s*"""
+)
+_BARE = re.compile(r"[A-Za-z0-9_-]+")
+_VALIDATE_SUBJECT = re.compile(r"^(channel|producer|consumer|pool|supervisor) '((?:[^'\\]|\\.)*)'")
+_BUILDER_HINT = re.compile(r"declare it with topology\.channel\('((?:[^'\\]|\\.)*)'\)")
+_KIND_SECTION = {
+    "channel": "channels",
+    "producer": "producers",
+    "consumer": "consumers",
+    "pool": "pools",
+    "supervisor": "supervisors",
+}
+
+# Serialises imports that put a TOML file's folder on sys.path for a moment.
+_import_lock = threading.Lock()
+# Modules this loader executed from a TOML file's folder, by module name. Such a
+# module sits in sys.modules, but must not hide a same-named module beside a
+# different TOML file, so it does not count as "importable normally".
+_from_folder: dict[str, ModuleType] = {}
+
+
+def load_topology(path: str | os.PathLike[str]) -> Topology:
+    """Read a topology from a TOML file and validate it.
+
+    Args:
+        path: the TOML file; see the module documentation for its format.
+
+    Returns:
+        A validated :class:`~reactor.runtime.topology.Topology` with ``source`` set
+        to ``path``; start it with :meth:`~reactor.runtime.topology.Topology.start`.
+
+    Raises:
+        TopologyError: the file is missing, unreadable or invalid. ``problems``
+            lists every problem found, each naming the file, table and key
+            (and the line, when it can be found) and what to do.
+
+    Thread-safety: safe; handler modules are imported under a lock.
+    """
+    file = Path(path)
+    source = str(path)
+    if not file.exists():
+        raise TopologyError(
+            f"topology file {source!r} does not exist; check the path "
+            f"(relative paths start from {os.getcwd()!r})",
+            source=source,
+        )
+    if not file.is_file():
+        raise TopologyError(
+            f"topology file {source!r} is not a file; pass the path of a .toml file", source=source
+        )
+    try:
+        text = file.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise TopologyError(
+            f"cannot read topology file {source!r}: {exc.strerror or exc}; check its permissions",
+            source=source,
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise TopologyError(
+            f"{file.name}: byte {exc.start}: the file is not UTF-8 text ({exc.reason}); "
+            "save it as UTF-8",
+            source=source,
+        ) from exc
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise TopologyError(_syntax_problem(file.name, text, exc), source=source) from exc
+    return _Loader(file, text).load(document)
+
+
+def _syntax_problem(name: str, text: str, exc: tomllib.TOMLDecodeError) -> str:
+    message = str(exc)
+    position = _SYNTAX_POSITION.search(message)
+    if position is not None:
+        where = f"line {position.group(1)}, column {position.group(2)}"
+        message = message[: position.start()]
+    elif _SYNTAX_END.search(message) is not None:
+        where = f"line {text.count(chr(10)) + 1} (end of file)"
+        message = _SYNTAX_END.sub("", message)
+    else:
+        where = "syntax"
+    return f"{name}: {where}: {message}; fix the TOML syntax there"
+
+
+class _Unresolved:
+    """Stands in for a handler or source that could not be resolved.
+
+    The loader always raises when one is left in the topology; it exists so that
+    :meth:`Topology.validate` still checks the rest of the declaration without
+    reporting the missing handler a second time.
+    """
+
+    def __call__(self, event: Any) -> None:
+        raise RuntimeError("unresolved handler from a topology file that failed to load")
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(())
+
+
+_UNRESOLVED = _Unresolved()
+
+
+class _FreshIterable:
+    """An iterable that calls a generator function anew on every ``iter()``.
+
+    A topology can be started more than once; each start gets a fresh generator
+    instead of one exhausted by the previous run.
+    """
+
+    def __init__(self, function: Callable[[], Iterable[Any]], reference: str) -> None:
+        self.function = function
+        self.reference = reference
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.function())
+
+    def __repr__(self) -> str:
+        return f"<source {self.reference}>"
+
+
+class _Locator:
+    """Finds the line of a table or of a key in the file text, best effort.
+
+    tomllib does not report positions, so this scans for ``[a.b]`` headers and
+    ``key =`` lines. Inline tables and dotted keys fall back to the line of the
+    enclosing key.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.lines = text.splitlines()
+        self.headers: dict[Where, int] = {}
+        for index, line in enumerate(self.lines):
+            match = _HEADER.match(line)
+            if match is not None:
+                parts = _split_key(match.group("path"))
+                if parts is not None:
+                    self.headers.setdefault(parts, index)
+
+    def table_line(self, where: Where) -> int | None:
+        """1-based line of the table ``where``, if found."""
+        index = self.headers.get(where)
+        if index is not None:
+            return index + 1
+        if len(where) > 1:
+            return self.key_line(where[:-1], where[-1])
+        return None
+
+    def key_line(self, where: Where, key: str) -> int | None:
+        """1-based line of ``key`` inside the table ``where``, if found."""
+        if not where:
+            return self._top_level_line(key)
+        start = self.headers.get(where)
+        if start is None:
+            if len(where) > 1:
+                # A table written inline or with dotted keys: point at its key.
+                return self.key_line(where[:-1], where[-1])
+            return None
+        for index in range(start + 1, len(self.lines)):
+            line = self.lines[index]
+            if _ANY_HEADER.match(line):
+                break
+            match = _KEY_PART.match(line)
+            if match is not None and _part(match) == key:
+                rest = line[match.end() :]
+                if rest.startswith(("=", ".")):
+                    return index + 1
+        return start + 1
+
+    def _top_level_line(self, key: str) -> int | None:
+        for index, line in enumerate(self.lines):
+            if _ANY_HEADER.match(line):
+                break
+            match = _KEY_PART.match(line)
+            if (
+                match is not None
+                and _part(match) == key
+                and line[match.end() :].startswith(("=", "."))
+            ):
+                return index + 1
+        for path, index in sorted(self.headers.items(), key=lambda item: item[1]):
+            if path[:1] == (key,):
+                return index + 1
+        return None
+
+
+def _part(match: re.Match[str]) -> str:
+    for group in ("bare", "basic", "literal"):
+        value = match.group(group)
+        if value is not None:
+            return value
+    return ""
+
+
+def _split_key(text: str) -> Where | None:
+    parts: list[str] = []
+    position = 0
+    while True:
+        match = _KEY_PART.match(text, position)
+        if match is None:
+            return None
+        parts.append(_part(match))
+        position = match.end()
+        if position == len(text):
+            return tuple(parts)
+        if text[position] != ".":
+            return None
+        position += 1
+
+
+def _dotted(where: Where) -> str:
+    return ".".join(part if _BARE.fullmatch(part) else f'"{part}"' for part in where)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        text = repr(value)
+        return f"an array {text if len(text) <= 60 else text[:57] + '...'}"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | str):
+        return repr(value)
+    return f"a {type(value).__name__} ({value})"
+
+
+def _type_ok(kind: str, value: Any) -> bool:
+    if kind == "str":
+        return isinstance(value, str)
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "number":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "table":
+        return isinstance(value, dict)
+    if kind == "patterns":
+        return isinstance(value, str) or (
+            isinstance(value, list) and all(isinstance(item, str) for item in value)
+        )
+    raise AssertionError(f"unknown value kind {kind!r}")
+
+
+def _suggest(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+class _Loader:
+    """Turns one parsed TOML document into a Topology, collecting every problem."""
+
+    def __init__(self, file: Path, text: str) -> None:
+        self.file = file
+        self.folder = file.resolve().parent
+        self.locator = _Locator(text)
+        self.problems: list[tuple[int, str]] = []  # (line or sys.maxsize, problem)
+        self.modules: dict[str, ModuleType | str] = {}  # module name -> module or error text
+        # Start order of each declaration among its supervisor's siblings.
+        self.order: dict[int, tuple[int, int]] = {}
+        self.sequence = 0
+
+    # -- reporting -------------------------------------------------------------------
+
+    def report(self, line: int | None, message: str) -> None:
+        where = f"line {line}: " if line is not None else ""
+        self.problems.append((line or sys.maxsize, f"{self.file.name}: {where}{message}"))
+
+    def report_at(self, where: Where, key: str | None, message: str) -> None:
+        line = self.locator.table_line(where) if key is None else self.locator.key_line(where, key)
+        self.report(line, message)
+
+    # -- reading tables ----------------------------------------------------------------
+
+    def table(self, where: Where, kind: str, value: Any) -> dict[str, Any] | None:
+        """Check one table's keys and value types; return the well-typed values."""
+        if not isinstance(value, dict):
+            self.report_at(
+                where[:-1], where[-1], f"{_dotted(where)} must be a table, got {_describe(value)}"
+            )
+            return None
+        allowed = _KEYS[kind]
+        good: dict[str, Any] = {}
+        for key, item in value.items():
+            if key not in allowed:
+                self.report_at(
+                    where,
+                    key,
+                    f"{_dotted(where)}: unknown key {key!r}{_suggest(key, allowed)} "
+                    f"(allowed: {', '.join(allowed)})",
+                )
+                continue
+            expected = allowed[key]
+            if not _type_ok(expected, item):
+                self.report_at(
+                    where,
+                    key,
+                    f"{_dotted((*where, key))} must be {_EXPECTED[expected]}, "
+                    f"got {_describe(item)}",
+                )
+                continue
+            good[key] = item
+        for key in _REQUIRED.get(kind, ()):
+            if key not in value:
+                self.report_at(
+                    where, None, f"{_dotted(where)}: missing required key {key!r}; add {key} = ..."
+                )
+        return good
+
+    def section(self, document: dict[str, Any], name: str) -> dict[str, Any]:
+        value = document.get(name, {})
+        if not isinstance(value, dict):
+            self.report_at(
+                (),
+                name,
+                f"{name} must be a table of [{name}.<name>] tables, got {_describe(value)}",
+            )
+            return {}
+        return value
+
+    def place(self, decl: ConsumerDecl | SupervisorDecl, where: Where) -> None:
+        """Remember where ``decl`` appears in the file, to start siblings in file order."""
+        line = self.locator.table_line(where)
+        self.sequence += 1
+        self.order[id(decl)] = (line if line is not None else sys.maxsize, self.sequence)
+
+    # -- the document ------------------------------------------------------------------
+
+    def load(self, document: dict[str, Any]) -> Topology:
+        for key, value in document.items():
+            if key not in _SECTIONS:
+                hint = _suggest(key, _SECTIONS)
+                if not hint and not isinstance(value, dict) and key in _KEYS["topology"]:
+                    hint = "; did you mean to put it under [topology]?"
+                self.report_at(
+                    (), key, f"unknown table {key!r}{hint} (allowed: {', '.join(_SECTIONS)})"
+                )
+
+        settings = self.table(("topology",), "topology", document.get("topology", {})) or {}
+        name = settings.get("name", self.file.stem)
+        topology = Topology(name, strategy=self.strategy(("topology",), settings))
+        topology.source = str(self.file)
+
+        for channel, value in self.section(document, "channels").items():
+            where = ("channels", channel)
+            options = self.table(where, "channels", value)
+            if options is not None:
+                topology.channel(channel, **options)
+
+        supervisors = self.supervisors(topology, self.section(document, "supervisors"))
+        for kind in ("consumers", "pools"):
+            for consumer, value in self.section(document, kind).items():
+                self.consumer(topology, supervisors, kind, consumer, value)
+        self.sort(topology.root)
+
+        for producer, value in self.section(document, "producers").items():
+            self.producer(topology, producer, value)
+
+        # The file's own problems in file order, then what the builder's checks find.
+        problems = [problem for _, problem in sorted(self.problems, key=lambda item: item[0])]
+        try:
+            topology.validate()
+        except TopologyError as exc:
+            problems += [self.locate_validation(problem) for problem in exc.problems]
+        if problems:
+            raise TopologyError(problems, source=str(self.file))
+        return topology
+
+    def strategy(self, where: Where, settings: dict[str, Any]) -> Strategy:
+        kind = settings.get("strategy", "one_for_one")
+        cls = _STRATEGIES.get(kind)
+        if cls is None:
+            self.report_at(
+                where,
+                "strategy",
+                f"{_dotted((*where, 'strategy'))}: unknown strategy "
+                f"{kind!r}{_suggest(kind, _STRATEGIES)} "
+                f"(use one of {', '.join(_STRATEGIES)})",
+            )
+            cls = OneForOne
+        options: dict[str, Any] = {}
+        for key in ("max_restarts", "within_s"):
+            if key not in settings:
+                continue
+            if settings[key] < 0:
+                self.report_at(
+                    where, key, f"{_dotted((*where, key))} must be >= 0, got {settings[key]!r}"
+                )
+            else:
+                options[key] = settings[key]
+        if "backoff" in settings:
+            backoff = self.table((*where, "backoff"), "backoff", settings["backoff"])
+            if backoff:
+                try:
+                    options["backoff"] = Backoff(**backoff)
+                except (TypeError, ValueError) as exc:
+                    self.report_at(where, "backoff", f"{_dotted((*where, 'backoff'))}: {exc}")
+        try:
+            return cls(**options)
+        except (TypeError, ValueError) as exc:
+            self.report_at(where, None, f"{_dotted(where)}: {exc}")
+            return cls()
+
+    def supervisors(self, topology: Topology, section: dict[str, Any]) -> dict[str, SupervisorDecl]:
+        """Declare every supervisor, then nest them by ``parent``, refusing cycles."""
+        nodes: dict[str, SupervisorDecl] = {}
+        parents: dict[str, str | None] = {}
+        for name, value in section.items():
+            where = ("supervisors", name)
+            settings = self.table(where, "supervisors", value)
+            if settings is None:
+                continue
+            node = SupervisorDecl(
+                name, self.strategy(where, settings), settings.get("restart", "permanent")
+            )
+            nodes[name] = node
+            parents[name] = settings.get("parent")
+            self.place(node, where)
+
+        for name, parent in parents.items():
+            if parent is not None and parent not in nodes:
+                known = ", ".join(nodes) or "none declared"
+                self.report_at(
+                    ("supervisors", name),
+                    "parent",
+                    f"supervisors.{_dotted((name,))}.parent: unknown supervisor {parent!r}"
+                    f"{_suggest(parent, nodes)} (supervisors: {known}); declare "
+                    f"[supervisors.{_dotted((parent,))}] or remove the parent key",
+                )
+                parents[name] = None
+
+        in_cycle: set[str] = set()
+        for start in parents:
+            chain: list[str] = []
+            current: str | None = start
+            while current is not None and current not in chain and current not in in_cycle:
+                chain.append(current)
+                current = parents[current]
+            if current is not None and current in chain:
+                cycle = chain[chain.index(current) :]
+                if cycle[0] == start:  # report each cycle once, from its first member in file order
+                    loop = " -> ".join([*cycle, cycle[0]])
+                    self.report_at(
+                        ("supervisors", start),
+                        "parent",
+                        f"supervisors.{_dotted((start,))}.parent: supervisors form a cycle "
+                        f"({loop}); a supervisor cannot be its own ancestor, remove one of "
+                        "these parent keys",
+                    )
+                in_cycle.update(cycle)
+
+        for name, node in nodes.items():
+            parent = parents[name]
+            # A supervisor in a cycle goes to the top level, so its children still get validated.
+            holder = topology.root if parent is None or name in in_cycle else nodes[parent]
+            holder.children.append(node)
+        return nodes
+
+    def consumer(
+        self,
+        topology: Topology,
+        supervisors: dict[str, SupervisorDecl],
+        kind: str,
+        name: str,
+        value: Any,
+    ) -> None:
+        where = (kind, name)
+        settings = self.table(where, kind, value)
+        if settings is None or "channel" not in settings:
+            return
+        node = topology.root
+        supervisor = settings.get("supervisor")
+        if supervisor is not None:
+            if supervisor in supervisors:
+                node = supervisors[supervisor]
+            else:
+                known = ", ".join(supervisors) or "none declared"
+                self.report_at(
+                    where,
+                    "supervisor",
+                    f"{_dotted((*where, 'supervisor'))}: unknown supervisor {supervisor!r}"
+                    f"{_suggest(supervisor, supervisors)} (supervisors: {known}); declare "
+                    f"[supervisors.{_dotted((supervisor,))}] or remove the supervisor key",
+                )
+        handler: Any = _UNRESOLVED
+        if "handler" in settings:
+            resolved = self.resolve(where, "handler", settings["handler"])
+            if resolved is not None:
+                handler = resolved
+        options = {key: item for key, item in settings.items() if key not in _LOADER_KEYS}
+        if isinstance(options.get("pattern"), list):
+            options["pattern"] = tuple(options["pattern"])
+        scope = SupervisorScope(topology, node)
+        if kind == "pools":
+            if "scaling" in settings:
+                scaling = self.table((*where, "scaling"), "scaling", settings["scaling"])
+                if scaling is not None:
+                    options["scaling"] = Scaling(**scaling)
+            scope.pool(name, handler, **options)
+        else:
+            scope.consumer(name, handler, **options)
+        self.place(node.children[-1], where)
+
+    def producer(self, topology: Topology, name: str, value: Any) -> None:
+        where = ("producers", name)
+        settings = self.table(where, "producers", value)
+        if settings is None or not all(key in settings for key in _REQUIRED["producers"]):
+            return
+        options = {key: item for key, item in settings.items() if key not in _LOADER_KEYS}
+        source: Any = _UNRESOLVED
+        resolved = self.resolve(where, "source", settings["source"])
+        if resolved is not None:
+            source = self.source(where, settings, resolved)
+        topology.producer(name, source=source, **options)
+
+    def source(  # noqa: PLR0911 - one exit per kind of source, each explained where it is
+        self, where: Where, settings: dict[str, Any], value: Any
+    ) -> Any:
+        """Turn a resolved ``source`` into what ProducerDecl expects."""
+        reference = settings["source"]
+        if isinstance(value, Iterable) or not callable(value) or "interval" in settings:
+            return value  # Topology.validate explains what is wrong with it, if anything
+        try:
+            signature = inspect.signature(value)
+        except (TypeError, ValueError):
+            return value
+        required = [
+            parameter
+            for parameter in signature.parameters.values()
+            if parameter.default is inspect.Parameter.empty
+            and parameter.kind
+            in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
+        ]
+        if required:
+            self.report_at(
+                where,
+                "source",
+                f"{_dotted((*where, 'source'))}: {reference!r} is a callable taking arguments; "
+                "add interval = <seconds> to poll it, or name an iterable or a function "
+                "taking no arguments",
+            )
+            return _UNRESOLVED
+        if inspect.isgeneratorfunction(value):
+            return _FreshIterable(value, reference)
+        try:
+            produced = value()
+        except Exception as exc:
+            self.report_at(
+                where,
+                "source",
+                f"{_dotted((*where, 'source'))}: calling {reference!r} to get the events "
+                f"raised {type(exc).__name__}: {exc}; fix the function, or add interval = "
+                "<seconds> to poll it instead",
+            )
+            return _UNRESOLVED
+        if not isinstance(produced, Iterable):
+            self.report_at(
+                where,
+                "source",
+                f"{_dotted((*where, 'source'))}: {reference!r} returned "
+                f"{type(produced).__name__}, not an iterable of events; return an iterable, "
+                "or add interval = <seconds> to poll it",
+            )
+            return _UNRESOLVED
+        return produced
+
+    def sort(self, node: SupervisorDecl) -> None:
+        """Order each supervisor's children as their tables appear in the file."""
+        node.children.sort(key=lambda child: self.order.get(id(child), (sys.maxsize, 0)))
+        for child in node.children:
+            if isinstance(child, SupervisorDecl):
+                self.sort(child)
+
+    def locate_validation(self, problem: str) -> str:
+        """Give a problem found by Topology.validate a file, line and TOML wording."""
+        problem = _BUILDER_HINT.sub(
+            lambda m: f"add a [channels.{_dotted((m.group(1),))}] table", problem
+        )
+        match = _VALIDATE_SUBJECT.match(problem)
+        line = None
+        if match is not None:
+            section = _KIND_SECTION[match.group(1)]
+            line = self.locator.table_line((section, match.group(2)))
+            if line is None and section == "consumers":
+                line = self.locator.table_line(("pools", match.group(2)))
+        where = f"line {line}: " if line is not None else ""
+        return f"{self.file.name}: {where}{problem}"
+
+    # -- references ------------------------------------------------------------------
+
+    def resolve(self, where: Where, key: str, reference: str) -> Any:
+        """Resolve ``"module:attribute"``; report and return None when it cannot be."""
+        label = _dotted((*where, key))
+        module_name, colon, attribute = reference.partition(":")
+        module_name, attribute = module_name.strip(), attribute.strip()
+        if not colon or not module_name or not attribute:
+            guess = reference.rsplit(".", 1)
+            example = (
+                f"{guess[0]}:{guess[1]}"
+                if len(guess) == 2 and guess[0] and guess[1]
+                else "module:function"
+            )
+            self.report_at(
+                where,
+                key,
+                f"{label}: {reference!r} is not a 'module:attribute' reference; "
+                f"write it like {example!r}",
+            )
+            return None
+        module = self.module(module_name)
+        if isinstance(module, str):
+            self.report_at(where, key, f"{label}: cannot resolve {reference!r}: {module}")
+            return None
+        value: Any = module
+        for part in attribute.split("."):
+            try:
+                value = getattr(value, part)
+            except AttributeError:
+                owner = (
+                    module_name
+                    if value is module
+                    else f"{module_name}:{attribute.rsplit('.', 1)[0]}"
+                )
+                names = [name for name in dir(value) if not name.startswith("_")]
+                self.report_at(
+                    where,
+                    key,
+                    f"{label}: cannot resolve {reference!r}: {owner!r} has no attribute "
+                    f"{part!r}{_suggest(part, names)}",
+                )
+                return None
+        return value
+
+    def module(self, name: str) -> ModuleType | str:
+        """Import ``name``, or load it from the TOML file's folder; an error text if neither."""
+        cached = self.modules.get(name)
+        if cached is None:
+            cached = self.modules[name] = self._import(name)
+        return cached
+
+    def _import(  # noqa: PLR0911 - one exit per way an import can end
+        self, name: str
+    ) -> ModuleType | str:
+        local = self._local_file(name)
+        previous = sys.modules.get(name)
+        loaded_here = previous is not None and _from_folder.get(name) is previous
+        if not (loaded_here and local is not None):
+            try:
+                return importlib.import_module(name)
+            except ModuleNotFoundError as exc:
+                missing = exc.name or ""
+                if not (name == missing or name.startswith(missing + ".")):
+                    return f"importing module {name!r} failed: {type(exc).__name__}: {exc}"
+            except Exception as exc:  # the user's module may raise anything at import
+                return f"importing module {name!r} failed: {type(exc).__name__}: {exc}"
+        if local is None:
+            return (
+                f"no module named {name!r}: it is not importable and there is no "
+                f"{name.replace('.', '/')}.py in {str(self.folder)!r}; check the name, "
+                "install the module, or put it next to the TOML file"
+            )
+        if (
+            loaded_here
+            and previous is not None
+            and getattr(previous, "__file__", None) == str(local)
+        ):
+            return previous
+        try:
+            return self._load_local(name, local)
+        except Exception as exc:
+            return f"importing {str(local)!r} failed: {type(exc).__name__}: {exc}"
+
+    def _local_file(self, name: str) -> Path | None:
+        base = self.folder.joinpath(*name.split("."))
+        for candidate in (base.with_name(base.name + ".py"), base / "__init__.py"):
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def _load_local(self, name: str, file: Path) -> ModuleType:
+        folder = str(self.folder)
+        with _import_lock:
+            # The folder is on sys.path only while the module runs, so it can import siblings.
+            sys.path.insert(0, folder)
+            try:
+                if "." in name:
+                    module = importlib.import_module(name)
+                else:
+                    spec = importlib.util.spec_from_file_location(name, file)
+                    if spec is None or spec.loader is None:
+                        raise ImportError(f"cannot make an import spec for {str(file)!r}")
+                    module = importlib.util.module_from_spec(spec)
+                    # Registered before running, as a normal import does (dataclasses need it).
+                    sys.modules[name] = module
+                    try:
+                        spec.loader.exec_module(module)
+                    except BaseException:
+                        sys.modules.pop(name, None)
+                        raise
+            finally:
+                with contextlib.suppress(ValueError):
+                    sys.path.remove(folder)
+            _from_folder[name] = module
+        return module
