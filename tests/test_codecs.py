@@ -1,0 +1,435 @@
+"""JSON and CloudEvents codecs: exact round trips, interop, and undecodable bytes."""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import json
+from datetime import UTC, date, datetime, time, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import attrs
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from reactor import messages
+from reactor.errors import DecodeError
+from reactor.messages import CloudEventsCodec, Codec, Event, JsonCodec
+
+CODECS = [JsonCodec(), CloudEventsCodec()]
+
+
+class Color(enum.Enum):
+    RED = 1
+
+
+def full_event(data: Any = None, **overrides: Any) -> Event:
+    fields: dict[str, Any] = {
+        "key": "customer-7",
+        "source": "web",
+        "headers": {"traceparent": "00-abc", "X-Tenant": "acme", "type": "clash"},
+        "causation_id": "parent-id",
+        "correlation_id": "flow-id",
+    }
+    fields.update(overrides)
+    return Event.create("orders.created", data, **fields)
+
+
+def test_the_codecs_satisfy_the_protocol() -> None:
+    for codec in CODECS:
+        assert isinstance(codec, Codec)
+    assert (JsonCodec.name, JsonCodec.content_type) == ("json", "application/json")
+    assert CloudEventsCodec().name == "cloudevents"
+    assert CloudEventsCodec().content_type == "application/cloudevents+json"
+
+
+def test_package_exports() -> None:
+    assert messages.__all__ == sorted(messages.__all__)
+    public = {
+        name
+        for name, value in vars(messages).items()
+        if not name.startswith("_") and not inspect.ismodule(value)
+    }
+    assert set(messages.__all__) == public
+
+
+@pytest.mark.parametrize("codec", CODECS, ids=lambda c: c.name)
+@pytest.mark.parametrize(
+    "data",
+    [None, 1, "s", 1.5, -0.0, True, [1, [2, {"a": None}]], {"a": {"b": [1.25, "x"]}}, {}, []],
+    ids=repr,
+)
+def test_round_trip_of_json_data(codec: Codec, data: Any) -> None:
+    e = full_event(data)
+    assert codec.decode(codec.encode(e)) == e
+
+
+@pytest.mark.parametrize("codec", CODECS, ids=lambda c: c.name)
+def test_round_trip_with_minimal_fields(codec: Codec) -> None:
+    e = Event.create("$system.actor.started")
+    assert codec.decode(codec.encode(e)) == e
+    bare = attrs.evolve(e, correlation_id=None)
+    assert codec.decode(codec.encode(bare)) == bare
+
+
+def test_json_round_trips_tagged_values() -> None:
+    inner = Event.create("inner.event", {"n": 1})
+    data = {
+        "bytes": b"\x00\xff",
+        "decimal": Decimal("1.10"),
+        "aware": datetime(2024, 1, 2, 3, 4, 5, 6, tzinfo=timezone(timedelta(hours=-3))),
+        "naive": datetime(2024, 1, 2, 3, 4, 5),
+        "date": date(2024, 1, 2),
+        "time": time(1, 2, 3, 4),
+        "delta": timedelta(days=-1, seconds=5, microseconds=7),
+        "uuid": UUID(int=99),
+        "complex": complex(1, float("inf")),
+        "inf": float("-inf"),
+        "set": {1, "a", (1, 2)},
+        "int keys": {1: "one", (2, 3): "tuple", None: "none"},
+        "tag clash": {"__reactor__": "bytes", "b64": "not really"},
+        "event": inner,
+    }
+    e = full_event(data)
+    decoded = JsonCodec().decode(JsonCodec().encode(e))
+    assert decoded == e
+    assert type(decoded.data["decimal"]) is Decimal
+    assert decoded.data["event"] == inner
+    assert str(decoded.data["decimal"]) == "1.10"
+
+
+def test_json_refuses_unencodable_values_naming_the_path() -> None:
+    e = Event.create("a", {"items": [1, {"color": Color.RED}]})
+    with pytest.raises(TypeError, match=r"data\['items'\]\[1\]\['color'\].*Color"):
+        JsonCodec().encode(e)
+
+
+def test_cloudevents_layout() -> None:
+    e = full_event({"n": 1})
+    ce = json.loads(CloudEventsCodec().encode(e))
+    assert ce["specversion"] == "1.0"
+    assert ce["id"] == e.id
+    assert ce["source"] == "web"
+    assert ce["type"] == "orders.created"
+    assert ce["time"].endswith("Z")
+    assert ce["datacontenttype"] == "application/json"
+    assert ce["data"] == {"n": 1}
+    assert ce["partitionkey"] == "customer-7"
+    assert ce["correlationid"] == "flow-id"
+    assert ce["causationid"] == "parent-id"
+    assert ce["traceparent"] == "00-abc"  # a valid extension name: its own attribute
+    # Not valid extension names (upper case, or taken): packed into one extension.
+    assert json.loads(ce["reactorheaders"]) == {"X-Tenant": "acme", "type": "clash"}
+    assert "X-Tenant" not in ce
+
+
+def test_cloudevents_bytes_data_uses_data_base64() -> None:
+    e = full_event(b"\x00binary")
+    ce = json.loads(CloudEventsCodec().encode(e))
+    assert ce["datacontenttype"] == "application/octet-stream"
+    assert "data" not in ce
+    assert CloudEventsCodec().decode(CloudEventsCodec().encode(e)) == e
+
+
+@pytest.mark.parametrize(
+    ("data", "path"),
+    [
+        ({"when": date(2024, 1, 1)}, r"data\['when'\]"),
+        ([1, b"x"], r"data\[1\]"),
+        ({1: "a"}, r"data.*not a str"),
+        ({"x": float("nan")}, r"data\['x'\]"),
+    ],
+)
+def test_cloudevents_refuses_non_json_data(data: Any, path: str) -> None:
+    with pytest.raises(TypeError, match=path):
+        CloudEventsCodec().encode(Event.create("a", data))
+
+
+def ce_bytes(**attributes: Any) -> bytes:
+    base: dict[str, Any] = {"specversion": "1.0", "id": "1", "source": "/tool", "type": "a.b"}
+    base.update(attributes)
+    return json.dumps({k: v for k, v in base.items() if v is not ...}).encode()
+
+
+def test_cloudevents_from_other_tools() -> None:
+    codec = CloudEventsCodec()
+    e = codec.decode(
+        ce_bytes(
+            time="2024-05-01T14:00:00.123456789+02:00",
+            data={"x": [1]},
+            subject="orders/1",
+            comexampleint=42,
+            comexamplebool=True,
+            comexamplenull=None,
+        )
+    )
+    assert e.time == datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    assert e.time.tzinfo is UTC
+    assert e.data == {"x": (1,)}
+    assert e.key is None
+    assert e.correlation_id is None
+    assert e.causation_id is None
+    assert e.headers == {"subject": "orders/1", "comexampleint": "42", "comexamplebool": "true"}
+    # Re-encoding keeps what an Event can hold.
+    assert codec.decode(codec.encode(e)) == e
+
+    assert codec.decode(ce_bytes(time="2024-05-01t12:00:00z")).time == datetime(
+        2024, 5, 1, 12, tzinfo=UTC
+    )
+    assert codec.decode(ce_bytes(datacontenttype="text/plain", data="hi")).data == "hi"
+    assert codec.decode(ce_bytes(datacontenttype="application/json", data="hi")).data == "hi"
+    assert codec.decode(ce_bytes(data={"__reactor__": "bytes"})).data == {"__reactor__": "bytes"}
+    assert codec.decode(ce_bytes(partitionkey=None)).key is None
+
+
+def test_cloudevent_without_time_gets_the_decode_time() -> None:
+    before = datetime.now(UTC)
+    e = CloudEventsCodec().decode(ce_bytes())
+    assert before <= e.time <= datetime.now(UTC)
+
+
+CE_ERRORS = [
+    (b"\xff\xfe", "not UTF-8"),
+    (b"{not json", "not JSON"),
+    (b"[1, 2]", "JSON array"),
+    (b"", "not JSON"),
+    (ce_bytes(id=...), "missing required attribute 'id'"),
+    (ce_bytes(source=...), "'source'"),
+    (ce_bytes(type=...), "'type'"),
+    (ce_bytes(specversion=...), "'specversion'"),
+    (ce_bytes(specversion="0.3"), "'specversion' is '0.3'"),
+    (ce_bytes(id=""), "'id'"),
+    (ce_bytes(id=7), "'id'"),
+    (ce_bytes(type="com.example/created"), "'type'"),
+    (ce_bytes(type="orders.#"), "'type'"),
+    (ce_bytes(time="yesterday"), "'time'"),
+    (ce_bytes(time="2024-05-01T12:00:00"), "'time'"),  # no offset
+    (ce_bytes(time="2024-13-01T12:00:00Z"), "'time'"),
+    (ce_bytes(time=1714564800), "'time'"),
+    (ce_bytes(partitionkey=7), "'partitionkey'"),
+    (ce_bytes(data=1, data_base64="AA=="), "both 'data' and 'data_base64'"),
+    (ce_bytes(data_base64="!!"), "'data_base64'"),
+    (ce_bytes(datacontenttype="text/plain", data=[1]), "'data'"),
+    (ce_bytes(comexample={"a": 1}), "'comexample'"),
+    (ce_bytes(reactorheaders="{"), "'reactorheaders'"),
+    (ce_bytes(reactorheaders='{"a": 1}'), "'reactorheaders'"),
+]
+
+
+@pytest.mark.parametrize(("raw", "reason"), CE_ERRORS, ids=[r for _, r in CE_ERRORS])
+def test_cloudevents_decode_errors_say_what_is_wrong(raw: bytes, reason: str) -> None:
+    with pytest.raises(DecodeError) as info:
+        CloudEventsCodec().decode(raw)
+    assert reason in str(info.value)
+
+
+def json_event_bytes(**changes: Any) -> bytes:
+    obj = json.loads(JsonCodec().encode(full_event({"n": 1})))
+    obj.update(changes)
+    return json.dumps({k: v for k, v in obj.items() if v is not ...}).encode()
+
+
+JSON_ERRORS = [
+    (b"\x80", "not UTF-8"),
+    (b"nope", "not JSON"),
+    (b'"text"', "JSON string"),
+    (b"1" * 5000, "JSON"),  # an int too long for Python to read
+    (b"[" * 100_000, "JSON"),  # nesting too deep
+    (json_event_bytes(v=2), "format version"),
+    (json_event_bytes(v=...), "format version"),
+    (json_event_bytes(id=...), "missing 'id'"),
+    (json_event_bytes(data=...), "missing 'data'"),
+    (json_event_bytes(topic="a b"), "'topic'"),
+    (json_event_bytes(topic=None), "'topic'"),
+    (json_event_bytes(time="2024"), "'time'"),
+    (json_event_bytes(headers={"a": 1}), "'headers'"),
+    (json_event_bytes(headers=[]), "'headers'"),
+    (json_event_bytes(key=5), "'key'"),
+    (json_event_bytes(source=""), "source"),
+    (json_event_bytes(data={"__reactor__": "nope"}), "unknown tag 'nope'"),
+    (json_event_bytes(data={"__reactor__": "bytes", "b64": "%%"}), "'bytes'"),
+    (json_event_bytes(data={"__reactor__": "decimal", "value": "x"}), "'decimal'"),
+    (json_event_bytes(data={"__reactor__": "set", "items": 3}), "'items'"),
+    (json_event_bytes(data={"__reactor__": "map", "items": [[1]]}), "pair"),
+    (json_event_bytes(data={"__reactor__": "float", "value": "1.5"}), "'float'"),
+    (json_event_bytes(data={"__reactor__": "timedelta", "days": True}), "'days'"),
+    (json_event_bytes(data={"__reactor__": "event", "value": {"v": 1}}), "missing"),
+    (json_event_bytes(data={"__reactor__": "set", "items": [{"a": 1}, [1]]}), None),
+]
+
+
+@pytest.mark.parametrize(("raw", "reason"), JSON_ERRORS, ids=range(len(JSON_ERRORS)))
+def test_json_decode_errors_say_what_is_wrong(raw: bytes, reason: str | None) -> None:
+    if reason is None:  # valid after all: set members are frozen before hashing
+        assert JsonCodec().decode(raw).data == frozenset({FrozenDictOf(a=1), (1,)})
+        return
+    with pytest.raises(DecodeError) as info:
+        JsonCodec().decode(raw)
+    assert reason in str(info.value)
+
+
+def FrozenDictOf(**items: Any) -> Any:
+    return messages.FrozenDict(items)
+
+
+@pytest.mark.parametrize("codec", CODECS, ids=lambda c: c.name)
+def test_non_bytes_input_is_a_decode_error(codec: Codec) -> None:
+    with pytest.raises(DecodeError, match="expected bytes"):
+        codec.decode("{}")  # type: ignore[arg-type]
+
+
+# --- properties -------------------------------------------------------------------
+
+words = st.text("abcXYZ019_-", min_size=1, max_size=5)
+topics = st.lists(words, min_size=1, max_size=4).map(".".join)
+ids = st.text(min_size=1, max_size=12)
+json_data = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
+    max_leaves=15,
+)
+extra_data = st.recursive(
+    json_data
+    | st.binary(max_size=8)
+    | st.decimals(allow_nan=False)
+    | st.datetimes(timezones=st.none() | st.just(UTC))
+    | st.dates()
+    | st.times()
+    | st.timedeltas()
+    | st.uuids()
+    | st.floats(allow_nan=False)
+    | st.complex_numbers(allow_nan=False),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.frozensets(st.integers() | st.text(max_size=3), max_size=3)
+        | st.dictionaries(
+            st.integers() | st.text(max_size=5) | st.just("__reactor__"), children, max_size=3
+        )
+    ),
+    max_leaves=15,
+)
+header_names = st.text(min_size=1, max_size=8) | st.sampled_from(["id", "type", "data", "ok"])
+times = st.datetimes(
+    min_value=datetime(1970, 1, 2),
+    max_value=datetime(9999, 12, 30),
+    timezones=st.just(UTC) | st.just(timezone(timedelta(hours=5, minutes=30))),
+)
+
+
+def events(data: st.SearchStrategy[Any]) -> st.SearchStrategy[Event]:
+    return st.builds(
+        Event.create,
+        topic=topics,
+        data=data,
+        key=st.none() | st.text(max_size=8),
+        source=ids,
+        headers=st.dictionaries(header_names, st.text(max_size=8), max_size=4),
+        correlation_id=st.none() | ids,
+        causation_id=st.none() | ids,
+        id=st.none() | ids,
+        time=st.none() | times,
+    )
+
+
+@given(events(json_data))
+def test_cloudevents_round_trip(event: Event) -> None:
+    codec = CloudEventsCodec()
+    assert codec.decode(codec.encode(event)) == event
+
+
+@given(events(json_data | extra_data))
+def test_json_round_trip(event: Event) -> None:
+    codec = JsonCodec()
+    decoded = codec.decode(codec.encode(event))
+    assert decoded == event
+    assert decoded.time.tzinfo is UTC
+
+
+@pytest.mark.parametrize("codec", CODECS, ids=lambda c: c.name)
+@given(raw=st.binary(max_size=64))
+def test_arbitrary_bytes_decode_or_raise_decode_error(codec: Codec, raw: bytes) -> None:
+    try:
+        event = codec.decode(raw)
+    except DecodeError:
+        return
+    assert isinstance(event, Event)
+
+
+attribute_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=12) | st.floats(),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+known_names = st.sampled_from(
+    [
+        "specversion",
+        "id",
+        "source",
+        "type",
+        "time",
+        "datacontenttype",
+        "data",
+        "data_base64",
+        "partitionkey",
+        "correlationid",
+        "causationid",
+        "reactorheaders",
+        "v",
+        "topic",
+        "key",
+        "headers",
+        "correlation_id",
+        "causation_id",
+        "__reactor__",
+        "items",
+        "value",
+        "b64",
+    ]
+)
+plausible_values = (
+    attribute_values
+    | st.sampled_from(["1.0", "a.b", "2024-01-01T00:00:00Z", "AA==", "application/json"])
+    | st.just(1)
+)
+
+
+@pytest.mark.parametrize("codec", CODECS, ids=lambda c: c.name)
+@given(obj=st.dictionaries(known_names | st.text(max_size=6), plausible_values, max_size=12))
+def test_arbitrary_json_objects_decode_or_raise_decode_error(
+    codec: Codec, obj: dict[str, Any]
+) -> None:
+    raw = json.dumps(obj).encode()
+    try:
+        event = codec.decode(raw)
+    except DecodeError:
+        return
+    assert isinstance(event, Event)
+
+
+@pytest.mark.parametrize("codec", CODECS, ids=lambda c: c.name)
+@given(
+    event=events(json_data), cut=st.integers(min_value=0, max_value=400), flip=st.integers(0, 255)
+)
+def test_damaged_encodings_decode_or_raise_decode_error(
+    codec: Codec, event: Event, cut: int, flip: int
+) -> None:
+    raw = bytearray(codec.encode(event))
+    if raw:
+        raw[cut % len(raw)] ^= flip
+    for candidate in (bytes(raw), bytes(raw[:cut])):
+        try:
+            decoded = codec.decode(candidate)
+        except DecodeError:
+            continue
+        assert isinstance(decoded, Event)
