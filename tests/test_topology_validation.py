@@ -332,3 +332,21 @@ def test_start_refuses_an_invalid_topology_and_starts_nothing() -> None:
     topo.consumer("billing", channel="orders")
     with pytest.raises(TopologyError, match="consumer 'billing': has no handler"):
         topo.start()
+
+
+def test_validation_covers_pool_member_names_scaling_and_option_types() -> None:
+    from reactor import Scaling
+
+    topo = Topology("more")
+    topo.channel("c")
+    topo.pool("mailer", lambda e: None, channel="c", max_size=3, scaling=Scaling(interval_s=0))
+    topo.consumer("mailer-2", lambda e: None, channel="c")
+    topo.consumer("odd", lambda e: None, channel="c", pattern=5, shutdown_s=0, group="")  # type: ignore[arg-type]
+    with pytest.raises(TopologyError) as caught:
+        topo.validate()
+    text = str(caught.value)
+    assert "'mailer-2': the name is taken by a member of pool 'mailer'" in text
+    assert "scaling.interval_s must be a positive number" in text
+    assert "pattern must be a str, got int" in text
+    assert "shutdown_s must be a positive number" in text
+    assert "group must be a non-empty string" in text

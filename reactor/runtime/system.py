@@ -215,7 +215,7 @@ class System:
             if isinstance(child, SupervisorDecl):
                 children.append(self._consumer_tree_spec(child, node.name))
             elif isinstance(child, PoolDecl):
-                children.append(self._pool_spec(child, node.name))
+                children.append(self._pool_spec(child, node))
             else:
                 children.append(self._member_spec(child, child.name, node.name))
         return self._supervisor_spec(node.name, children, node.strategy, node.restart, parent)
@@ -266,9 +266,9 @@ class System:
             on_removed=removed,
         )
 
-    def _pool_spec(self, decl: PoolDecl, supervisor: str) -> ChildSpec:
+    def _pool_spec(self, decl: PoolDecl, node: SupervisorDecl) -> ChildSpec:
         counters = ActorCounters()
-        self._register(decl.name, "pool", supervisor, counters, None)
+        self._register(decl.name, "pool", node.name, counters, None)
         channel = self._channels[decl.channel]
 
         def group_stats() -> Any:
@@ -284,9 +284,8 @@ class System:
             group_stats,
             decl.scaling,
         )
-        config = SupervisorConfig(
-            decl.name, self.topology.root.strategy, publish_system=self._publish_system, seed=self._seed
-        )
+        # Members restart under the strategy of the supervisor the pool was declared in.
+        config = SupervisorConfig(decl.name, node.strategy, publish_system=self._publish_system, seed=self._seed)
         return ChildSpec(
             decl.name,
             lambda context: Pool.spawn(context, config, pool),

@@ -90,7 +90,11 @@ class ConsumerDecl:
 
     @property
     def patterns(self) -> tuple[str, ...]:
-        return (self.pattern,) if isinstance(self.pattern, str) else tuple(self.pattern)
+        if isinstance(self.pattern, str):
+            return (self.pattern,)
+        if isinstance(self.pattern, Iterable):
+            return tuple(self.pattern)
+        return (self.pattern,)  # not a str: validate() reports it
 
     @property
     def output_channel(self) -> str:
@@ -164,7 +168,7 @@ class _Scope:
             name=name,
             channel=channel,
             handler=handler,
-            pattern=pattern if isinstance(pattern, str) else tuple(pattern),
+            pattern=pattern if isinstance(pattern, str) or not isinstance(pattern, Iterable) else tuple(pattern),
             group=group,
             max_deliveries=max_deliveries,
             idempotent=idempotent,
@@ -206,7 +210,7 @@ class _Scope:
             name=name,
             channel=channel,
             handler=handler,
-            pattern=pattern if isinstance(pattern, str) else tuple(pattern),
+            pattern=pattern if isinstance(pattern, str) or not isinstance(pattern, Iterable) else tuple(pattern),
             group=group,
             max_deliveries=max_deliveries,
             idempotent=idempotent,
@@ -403,13 +407,19 @@ class Topology(_Scope):
         for decl, _ in self.walk():
             kind = "supervisor" if isinstance(decl, SupervisorDecl) else "pool" if isinstance(decl, PoolDecl) else "consumer"
             entries.append((decl.name, kind))
+        # Pool members are named "<pool>-<n>": those names are taken too.
+        for decl, _ in self.walk():
+            if isinstance(decl, PoolDecl) and isinstance(decl.max_size, int):
+                entries += [(f"{decl.name}-{n}", f"member of pool {decl.name!r}") for n in range(1, decl.max_size + 1)]
         for name, kind in entries:
             if not isinstance(name, str) or not name:
                 problems.append(f"a {kind} has an empty or non-string name: {name!r}")
                 continue
             if name.startswith("$"):
                 problems.append(f"{kind} {name!r}: names starting with '$' are reserved for reactor")
-            if name in seen:
+            if name in seen and kind.startswith("member of pool"):
+                problems.append(f"{seen[name]} {name!r}: the name is taken by a {kind}; rename one of them")
+            elif name in seen:
                 problems.append(f"{kind} {name!r}: the name is already used by a {seen[name]}; names must be unique")
             else:
                 seen[name] = kind
@@ -469,6 +479,14 @@ class Topology(_Scope):
                     problems.append(f"{what}: {exc}")
             if not decl.patterns:
                 problems.append(f"{what}: needs at least one pattern")
+            if decl.group is not None and (not isinstance(decl.group, str) or not decl.group):
+                problems.append(f"{what}: group must be a non-empty string, got {decl.group!r}")
+            if not isinstance(decl.idempotent, bool):
+                problems.append(f"{what}: idempotent must be true or false, got {decl.idempotent!r}")
+            if not (_non_negative(decl.shutdown_s) and decl.shutdown_s > 0):
+                problems.append(f"{what}: shutdown_s must be a positive number of seconds, got {decl.shutdown_s!r}")
+            if isinstance(decl, PoolDecl):
+                problems += _check_scaling(what, decl.scaling)
             problems += _check_handler(what, decl.handler)
             if not _positive_int(decl.max_deliveries):
                 problems.append(f"{what}: max_deliveries must be a positive integer, got {decl.max_deliveries!r}")
@@ -543,6 +561,18 @@ def _check_handler(what: str, handler: Any) -> list[str]:
     if callable(getattr(handler, "handle", None)) or callable(handler):
         return []
     return [f"{what}: handler must be a function or have a handle(event) method, got {type(handler).__name__}"]
+
+
+def _check_scaling(what: str, scaling: Any) -> list[str]:
+    if not isinstance(scaling, Scaling):
+        return [f"{what}: scaling must be a reactor.Scaling, got {type(scaling).__name__}"]
+    problems = []
+    if not (_non_negative(scaling.interval_s) and scaling.interval_s > 0):
+        problems.append(f"{what}: scaling.interval_s must be a positive number, got {scaling.interval_s!r}")
+    for field in ("scale_up_backlog", "up_after", "down_after"):
+        if not _positive_int(getattr(scaling, field)):
+            problems.append(f"{what}: scaling.{field} must be a positive integer, got {getattr(scaling, field)!r}")
+    return problems
 
 
 def _positive_int(value: Any) -> bool:
