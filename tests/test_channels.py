@@ -362,3 +362,44 @@ def test_a_bad_handler_result_is_a_failure_that_ends_in_dead_letters(backend: st
     assert "returned int 42" in letter["message"]
     assert letter["attempts"] == 2
     assert (letter["consumer"], letter["group"], letter["channel"]) == ("x", "x", "c")
+
+
+def test_a_member_never_holds_more_than_its_demand(backend: str) -> None:
+    topo = Topology("demand")
+    topo.channel("c", backend=backend)
+    gate, recorder = threading.Event(), Recorder()
+
+    def handle(event: Event) -> None:
+        gate.wait(10)
+        recorder(event)
+
+    topo.consumer("x", handle, channel="c", prefetch=3)
+    with topo.start() as system:
+        for n in range(20):
+            system.publish("c", "t.x", n)
+        wait_for(lambda: system.metrics().group("c", "x").backlog == 17)
+        group = system.metrics().group("c", "x")
+        assert (group.in_flight, group.delivered) == (3, 3)
+        gate.set()
+        system.wait_idle(5)
+        assert recorder.data() == list(range(20))
+
+
+def test_memory_stays_bounded_when_the_producer_outruns_the_consumer(backend: str) -> None:
+    import tracemalloc
+
+    # A distinct ~2 KB string per event: 5,000 of them queued would be ~10 MB.
+    topo = Topology("bounded")
+    topo.channel("c", backend=backend, capacity=20)
+    handled = []
+    topo.consumer("slow", lambda e: handled.append(e.data["n"]) or time.sleep(0.0001), channel="c", prefetch=4)
+    topo.producer("fast", channel="c", topic="t.x", source=({"n": n, "p": f"{n:0>2000}"} for n in range(5_000)))
+    tracemalloc.start()
+    try:
+        with topo.start() as system:
+            system.wait_idle(60)
+            _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert handled == list(range(5_000))
+    assert peak < 3_000_000, f"peak {peak / 1e6:.1f} MB: events are piling up somewhere"
