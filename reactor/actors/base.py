@@ -96,6 +96,9 @@ class ReactorActor(pykka.ThreadingActor):
         self._actor_stop_requested = False
         self._actor_fenced = False
         self._actor_stop_replies: list[pykka.Future[Any]] = []
+        # Why this incarnation ended; set before ``actor_stopped`` and before the parent
+        # is told, so a supervisor holding the actor can read the true reason.
+        self.actor_exit_reason: ExitReason | None = None
 
     @classmethod
     def spawn(cls, *args: Any, **kwargs: Any) -> Self:
@@ -222,6 +225,7 @@ class ReactorActor(pykka.ThreadingActor):
             except BaseException:
                 logger.exception("%s failed in on_crash", self.actor_address.name)
         pykka.ActorRegistry.unregister(self.actor_ref)
+        self.actor_exit_reason = reason
         self.actor_stopped.set()
         for reply in self._actor_stop_replies:
             reply.set(None)

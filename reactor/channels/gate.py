@@ -48,6 +48,7 @@ class CapacityGate:
         self.peak = 0
         self.dropped = 0
         self._cond = threading.Condition(threading.Lock())
+        self._waiting = 0  # publishers blocked in acquire(); release() skips notify when 0
         self._on_idle = on_idle
 
     def acquire(self, count: int, timeout: float | None, *, overdraft: bool = False) -> int:
@@ -74,15 +75,17 @@ class CapacityGate:
                 )
             if self.overflow == "drop_newest":
                 return self._take(max(0, free))
-            if self.overflow == "drop_oldest":
-                ceiling = self.capacity * _DROP_OLDEST_CEILING
-                if not self._cond.wait_for(lambda: self.used < ceiling, timeout):
-                    raise self._timeout(timeout)
-                return self._take(min(count, ceiling - self.used))
-            # block: take what is free as soon as any is, so big batches cannot starve.
-            if not self._cond.wait_for(lambda: self.used < self.capacity, timeout):
-                raise self._timeout(timeout)
-            return self._take(min(count, self.capacity - self.used))
+            # block (and drop_oldest past its ceiling): take what is free as soon as
+            # any is, so a big batch cannot starve behind small ones.
+            limit = self.capacity * (_DROP_OLDEST_CEILING if self.overflow == "drop_oldest" else 1)
+            if self.used >= limit:
+                self._waiting += 1
+                try:
+                    if not self._cond.wait_for(lambda: self.used < limit, timeout):
+                        raise self._timeout(timeout)
+                finally:
+                    self._waiting -= 1
+            return self._take(min(count, limit - self.used))
 
     def release(self, count: int) -> None:
         """Give back credits for settled events."""
@@ -90,7 +93,8 @@ class CapacityGate:
             return
         with self._cond:
             self.used -= count
-            self._cond.notify_all()
+            if self._waiting:
+                self._cond.notify_all()
             idle = self.used == 0
         if idle and self._on_idle is not None:
             self._on_idle()

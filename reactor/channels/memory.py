@@ -34,7 +34,7 @@ from reactor.channels.backend import (
 )
 from reactor.channels.gate import CapacityGate
 from reactor.messages import lifecycle
-from reactor.messages.control import Ack, Deliver, Delivery, Join, Leave, Nack, Publish
+from reactor.messages.control import Ack, Deliver, Join, Leave, Nack, Publish
 from reactor.messages.event import Event
 from reactor.messages.topics import TopicPattern
 
@@ -292,8 +292,10 @@ class _MemoryChannelActor(ReactorActor):
         keyed = member.keyed
         shared = group.shared
         in_flight = member.in_flight
-        items: list[Delivery] = []
-        while len(items) < limit:
+        seqs: list[int] = []
+        events: list[Event] = []
+        tries: list[int] = []
+        while len(seqs) < limit:
             if keyed and (not shared or keyed[0] < shared[0]):
                 seq = keyed.popleft()
             elif shared:
@@ -306,13 +308,17 @@ class _MemoryChannelActor(ReactorActor):
             attempt = attempts.pop(seq, 0) + 1 if attempts else 1
             in_flight[seq] = attempt
             entry.inflight += 1
-            items.append(Delivery(seq, entry.event, attempt))
-        if items:
-            count = len(items)
+            seqs.append(seq)
+            events.append(entry.event)
+            tries.append(attempt)
+        if seqs:
+            count = len(seqs)
             member.demand -= count
             group.delivered += count
             self.log.delivered += count
-            member.address.tell(Deliver(self.channel.name, group.name, member.epoch, tuple(items)))
+            member.address.tell(
+                Deliver(self.channel.name, group.name, member.epoch, tuple(seqs), tuple(events), tuple(tries))
+            )
 
     # -- settlement ----------------------------------------------------------------
 

@@ -73,12 +73,25 @@ class Delivery(NamedTuple):
 
 @attrs.frozen(slots=True)
 class Deliver:
-    """A batch of deliveries from a channel to one member of one group."""
+    """A batch from a channel to one member of one group.
+
+    Three parallel tuples rather than one object per event: a channel builds one
+    of these for every batch, and per-event objects were most of its cost.
+    """
 
     channel: str
     group: str
     epoch: int
-    items: tuple[Delivery, ...]
+    seqs: tuple[int, ...]
+    events: tuple[Event, ...]
+    attempts: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    def items(self) -> list[Delivery]:
+        """The batch as one :class:`Delivery` per event."""
+        return [Delivery(*item) for item in zip(self.seqs, self.events, self.attempts, strict=True)]
 
 
 @attrs.frozen(slots=True)

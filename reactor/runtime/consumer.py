@@ -30,7 +30,7 @@ import attrs
 from reactor.actors.address import Address
 from reactor.actors.base import ActorContext, ReactorActor
 from reactor.actors.counters import ActorCounters
-from reactor.messages.control import Ack, Deliver, Delivery, ErrorInfo, Join, Leave, Nack
+from reactor.messages.control import Ack, Deliver, ErrorInfo, Join, Leave, Nack
 from reactor.messages.event import Event
 from reactor.runtime.dedup import DedupWindow
 from reactor.runtime.router import Router
@@ -150,22 +150,21 @@ class ConsumerActor(ReactorActor):
     def on_receive(self, message: Any) -> Any:
         if type(message) is Deliver:
             if message.epoch == self.epoch:
-                self._handle_batch(message.items)
+                self._handle_batch(message)
             # else: sent to an earlier incarnation; the channel took those events back
             return None
         return super().on_receive(message)
 
-    def _handle_batch(self, items: tuple[Delivery, ...]) -> None:
+    def _handle_batch(self, batch: Deliver) -> None:
         counters = self.actor_counters
-        epoch = self.epoch
-        counters.received += len(items)
-        counters.in_flight = len(items)
+        counters.received += len(batch)
+        counters.in_flight = len(batch)
         try:
-            self._handle_items(items, epoch)
+            self._handle_items(batch, self.epoch)
         finally:
             counters.in_flight = 0
 
-    def _handle_items(self, items: tuple[Delivery, ...], epoch: int) -> None:
+    def _handle_items(self, batch: Deliver, epoch: int) -> None:
         runtime = self.runtime
         counters = self.actor_counters
         latency = counters.latency
@@ -174,14 +173,13 @@ class ConsumerActor(ReactorActor):
         assert handle is not None
         clock = self.actor_clock
         acked: list[int] = []
-        for item in items:
+        for seq, event in zip(batch.seqs, batch.events, strict=True):
             if self._actor_stop_requested:
                 break  # the rest stay with the channel and go to the next incarnation
-            event = item.event
             if dedup is not None and event.id in dedup:
-                acked.append(item.seq)
+                acked.append(seq)
                 continue
-            counters.current = (epoch, item.seq)
+            counters.current = (epoch, seq)
             counters.busy_since = clock.monotonic()
             started = time.perf_counter()
             try:
@@ -201,7 +199,7 @@ class ConsumerActor(ReactorActor):
                     return
                 self._settle(acked)
                 runtime.channel_address.tell(
-                    Nack(runtime.group, runtime.member, epoch, item.seq, ErrorInfo.from_exception(exc), runtime.name)
+                    Nack(runtime.group, runtime.member, epoch, seq, ErrorInfo.from_exception(exc), runtime.name)
                 )
                 raise
             counters.busy_since = None
@@ -212,7 +210,7 @@ class ConsumerActor(ReactorActor):
             counters.handled += 1
             if dedup is not None:
                 dedup.add(event.id)
-            acked.append(item.seq)
+            acked.append(seq)
         self._settle(acked)
 
     def _settle(self, seqs: list[int]) -> None:

@@ -40,6 +40,10 @@ __all__ = ["ChildSpec", "Supervisor", "SupervisorConfig"]
 logger = logging.getLogger("reactor")
 
 _START_TIMEOUT_S = 30.0
+# The token of every restart timer. Each pending child carries its own due time, so a
+# timer only says "look again": an early or stale one (even one left in the mailbox by
+# an earlier incarnation of this supervisor) starts nothing that is not due.
+_RESTART = "restart"
 
 
 @attrs.frozen(slots=True, eq=False)
@@ -86,7 +90,7 @@ class SupervisorConfig:
 
 
 class _Child:
-    __slots__ = ("actor", "address", "consecutive", "incarnation", "last_start", "spec")
+    __slots__ = ("actor", "address", "consecutive", "incarnation", "last_start", "restart_at", "spec")
 
     def __init__(self, spec: ChildSpec) -> None:
         self.spec = spec
@@ -95,6 +99,9 @@ class _Child:
         self.incarnation = 0
         self.consecutive = 0  # restarts in a row, for backoff
         self.last_start = 0.0
+        # While pending a restart: when it falls due (clock time). None means "with the
+        # next restart": a child that waits for an earlier one that failed to start.
+        self.restart_at: float | None = None
 
     @property
     def counters(self) -> ActorCounters:
@@ -117,7 +124,6 @@ class Supervisor(ReactorActor):
         self._restarts: deque[float] = deque()
         self._rng = random.Random(config.seed)
         self._pending_restart: list[_Child] = []
-        self._restart_token = 0
         self._watchdog_token: object | None = None
         self._giving_up = False
 
@@ -163,14 +169,26 @@ class Supervisor(ReactorActor):
     def _start_children(self, children: list[_Child]) -> None:
         for index, child in enumerate(children):
             reason = self._start_child(child)
-            if reason is not None:
-                # The rest wait: the failure is handled like a crash of this child,
-                # which may restart it (and, by strategy, the ones after it).
-                for later in children[index + 1 :]:
-                    if later not in self._pending_restart:
-                        self._pending_restart.append(later)
-                self._handle_exit(child, reason)
-                return
+            if reason is None:
+                continue
+            # Start order is kept: the rest wait for this child. Its failure is handled
+            # like a crash, which may restart it (and, by strategy, the ones after it).
+            rest = [c for c in children[index + 1 :] if c not in self._pending_restart]
+            for later in rest:
+                later.restart_at = None  # due with the next restart, which is this child's
+                self._pending_restart.append(later)
+            self._handle_exit(child, reason)
+            waiting = [c for c in rest if c in self._pending_restart and c.restart_at is None]
+            if child in self._pending_restart:
+                # Its restart is delayed (backoff): the rest start with it, not before.
+                for later in waiting:
+                    later.restart_at = child.restart_at
+            elif child.actor is None and waiting:
+                # It is not coming back (a temporary child): nothing left to wait for.
+                for later in waiting:
+                    self._pending_restart.remove(later)
+                self._start_children(waiting)
+            return
 
     def _start_child(self, child: _Child) -> ExitReason | None:
         child.incarnation += 1
@@ -214,23 +232,42 @@ class Supervisor(ReactorActor):
         child.actor = None
         child.counters.state = "stopping"
         actor.request_stop()
+        data: dict[str, Any] = {"incarnation": child.incarnation}
         if not actor.join(child.spec.shutdown_s):
             actor.fence()
             logger.warning(
                 "%s did not stop within %ss; abandoned its thread", child.spec.name, child.spec.shutdown_s
             )
+            data["reason"] = "timeout"
+        else:
+            # Its exit report will be ignored (we no longer hold it), so a failure while
+            # stopping (on_stop raised) is told here; OTP reports it as a shutdown_error.
+            reason = actor.actor_exit_reason
+            if reason is not None and reason.abnormal and reason.error is not None:
+                logger.warning(
+                    "%s failed while stopping: %s: %s", child.spec.name, reason.error.type, reason.error.message
+                )
+                data.update(reason=reason.kind, error_type=reason.error.type, message=reason.error.message)
         child.counters.state = "stopped"
-        self._emit(lifecycle.ACTOR_STOPPED, child, incarnation=child.incarnation)
+        self._emit(lifecycle.ACTOR_STOPPED, child, **data)
 
     # -- exits -----------------------------------------------------------------------
 
     def _child_exited(self, message: ChildExited) -> None:
         child = self._find(message.name)
-        if child is None or child.incarnation != message.incarnation or child.actor is None:
+        actor = child.actor if child is not None else None
+        if child is None or actor is None or child.incarnation != message.incarnation:
             return  # a stale report: that incarnation was already stopped or replaced
-        child.actor.join(1.0)  # it is past its last line; reap the thread
+        if not actor.actor_stopped.is_set():
+            # The incarnation we hold is alive, so this report is from another actor with
+            # the same name and number: a child of an earlier incarnation of this
+            # supervisor, stopped by it, whose report waited in our (shared) mailbox.
+            return
+        actor.join(1.0)  # it is past its last line; reap the thread
         child.actor = None
-        self._handle_exit(child, message.reason)
+        # The actor's own record is the truth even if a stale report came first.
+        reason = actor.actor_exit_reason if actor.actor_exit_reason is not None else message.reason
+        self._handle_exit(child, reason)
 
     def _handle_exit(self, child: _Child, reason: ExitReason) -> None:
         spec = child.spec
@@ -244,6 +281,7 @@ class Supervisor(ReactorActor):
                 error_type=reason.error.type if reason.error else reason.kind,
                 message=reason.error.message if reason.error else "",
                 reason=reason.kind,
+                incarnation=child.incarnation,
             )
         else:
             counters.state = "stopped"
@@ -284,9 +322,15 @@ class Supervisor(ReactorActor):
         if now - child.last_start >= self.strategy.backoff.reset_after_s:
             child.consecutive = 0
         child.consecutive += 1
-        delay = self.strategy.backoff.delay(child.consecutive, self._rng)
+        due = now + self.strategy.backoff.delay(child.consecutive, self._rng)
+        # A group restarts together, in start order, so it waits for the member whose
+        # own backoff ends last; other pending children keep their own due times.
+        for member in group:
+            if member in self._pending_restart and member.restart_at is not None:
+                due = max(due, member.restart_at)
         for member in group:
             member.counters.state = "restarting"
+            member.restart_at = due
             if member not in self._pending_restart:
                 self._pending_restart.append(member)
         self._pending_restart.sort(key=self.children.index)
@@ -295,19 +339,23 @@ class Supervisor(ReactorActor):
             lifecycle.ACTOR_RESTARTED,
             child,
             attempt=child.consecutive,
-            backoff_s=delay,
+            backoff_s=due - now,
             incarnation=child.incarnation + 1,
         )
-        if delay > 0:
-            self._restart_token += 1
-            token = ("restart", self._restart_token)
-            self.actor_clock.call_later(delay, lambda: self.actor_address.tell(Tick(token)))
+        if due > now:
+            address = self.actor_address
+            self.actor_clock.call_later(due - now, lambda: address.tell(Tick(_RESTART)))
         else:
-            self._restart_pending()
+            self._restart_due()
 
-    def _restart_pending(self) -> None:
-        pending, self._pending_restart = self._pending_restart, []
-        self._start_children(pending)
+    def _restart_due(self) -> None:
+        """Start, in start order, every pending child whose restart is due."""
+        now = self.actor_clock.monotonic()
+        due = [c for c in self._pending_restart if c.restart_at is None or c.restart_at <= now]
+        if not due:
+            return
+        self._pending_restart = [c for c in self._pending_restart if c not in due]
+        self._start_children(due)
 
     def _escalate(self, reason: ExitReason) -> None:
         cause = reason.exception
@@ -330,8 +378,8 @@ class Supervisor(ReactorActor):
     # -- timers ----------------------------------------------------------------------
 
     def _tick(self, token: Any) -> None:
-        if token == ("restart", self._restart_token):
-            self._restart_pending()
+        if token == _RESTART:
+            self._restart_due()
         elif token is not None and token is self._watchdog_token:
             self._watchdog()
             self._arm_watchdog()

@@ -1,0 +1,609 @@
+"""The ``reactor`` command line (also ``python -m reactor``).
+
+Commands::
+
+    reactor run TARGET [--dashboard/--no-dashboard] [--duration S] [--json] [--metrics-port P]
+    reactor demo [NAME] [--duration S] [--no-dashboard] [--json]
+    reactor graph TARGET [--format tree|mermaid]
+    reactor version
+
+``TARGET`` is a ``.toml`` topology file or ``module:attribute`` naming a
+:class:`~reactor.Topology` or a function that returns one (``module`` may also be
+a path to a ``.py`` file; modules are looked up in the current directory too).
+
+Exit codes: 0 success, 1 runtime failure (an escalation reached the root
+supervisor), 2 usage or topology error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import signal
+import sys
+import threading
+import tomllib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType, ModuleType
+from typing import Any
+
+from rich.console import Console, RenderableType
+from rich.text import Text
+from rich.tree import Tree
+
+import reactor
+from reactor.errors import SupervisorEscalation, TopologyError
+from reactor.faces.dashboard import Dashboard
+from reactor.faces.export import MetricsServer, serve_metrics
+from reactor.runtime.system import System
+from reactor.runtime.topology import ConsumerDecl, PoolDecl, SupervisorDecl, Topology
+
+__all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "UsageError", "load_target", "main"]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+# How long a graceful drain may take at the end of --duration or after Ctrl-C.
+DRAIN_TIMEOUT_S = 30.0
+STATUS_INTERVAL_S = 1.0
+
+
+class UsageError(Exception):
+    """A bad command line or target; the message says what to do. Exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so ``main`` can return 2 itself."""
+
+    def error(self, message: str) -> Any:
+        raise UsageError(f"{self.prog}: {message}\n{self.format_usage().strip()}")
+
+
+# -- targets ---------------------------------------------------------------------------
+
+
+def load_target(target: str) -> Topology:
+    """The topology that ``target`` names.
+
+    Args:
+        target: a ``.toml`` file, or ``module:attribute`` where the attribute is a
+            :class:`Topology` or a zero-argument function returning one; ``module``
+            is a dotted module name (looked up in the current directory too) or a
+            path to a ``.py`` file.
+
+    Raises:
+        UsageError: the target cannot be found or is not a topology.
+        TopologyError: the TOML file is invalid (the message names the file and key).
+    """
+    if target.endswith(".toml"):
+        return _load_toml(target)
+    if ":" not in target:
+        if os.path.exists(target):
+            return _load_toml(target)
+        raise UsageError(
+            f"target {target!r} is neither a .toml file nor module:attribute; "
+            "try `reactor run shop.toml` or `reactor run myapp.topology:build`"
+        )
+    module_name, _, attribute = target.rpartition(":")
+    if not module_name or not attribute:
+        raise UsageError(f"target {target!r}: expected module:attribute, e.g. myapp:topology")
+    module = _import(module_name, target)
+    try:
+        value = getattr(module, attribute)
+    except AttributeError:
+        raise UsageError(
+            f"target {target!r}: module {module_name!r} has no attribute {attribute!r}"
+        ) from None
+    if isinstance(value, Topology):
+        return value
+    if callable(value):
+        try:
+            value = value()
+        except TopologyError:
+            raise
+        except Exception as exc:
+            raise UsageError(
+                f"target {target!r}: calling {attribute}() raised {type(exc).__name__}: {exc}"
+            ) from exc
+        if isinstance(value, Topology):
+            return value
+        raise UsageError(
+            f"target {target!r}: {attribute}() returned {type(value).__name__}, "
+            "not a reactor.Topology"
+        )
+    raise UsageError(
+        f"target {target!r}: {attribute} is a {type(value).__name__}; "
+        "it must be a reactor.Topology or a function returning one"
+    )
+
+
+def _load_toml(path: str) -> Topology:
+    if not os.path.exists(path):
+        raise UsageError(f"topology file {path!r} does not exist")
+    try:
+        return Topology.from_toml(path)
+    except TopologyError:
+        raise
+    except tomllib.TOMLDecodeError as exc:
+        raise TopologyError(f"not valid TOML: {exc}", source=path) from exc
+    except ModuleNotFoundError as exc:
+        if exc.name == "reactor.runtime.toml":
+            raise UsageError(f"cannot load {path!r}: this reactor has no TOML loader") from exc
+        raise TopologyError(f"cannot import a handler: {exc}", source=path) from exc
+    except OSError as exc:
+        raise UsageError(f"cannot read topology file {path!r}: {exc}") from exc
+
+
+def _import(module_name: str, target: str) -> ModuleType:
+    if module_name.endswith(".py"):
+        return _import_file(module_name, target)
+    # A console script's sys.path starts with the script's directory, not the
+    # current one, yet `reactor run app:topo` means ./app.py, as with `python -m`.
+    cwd = os.getcwd()
+    added = cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module_name.startswith(exc.name):
+            raise UsageError(
+                f"target {target!r}: no module named {module_name!r} (looked in {cwd} and sys.path)"
+            ) from exc
+        raise UsageError(f"target {target!r}: importing {module_name!r} failed: {exc}") from exc
+    except Exception as exc:
+        raise UsageError(
+            f"target {target!r}: importing {module_name!r} raised {type(exc).__name__}: {exc}"
+        ) from exc
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
+
+
+def _import_file(path: str, target: str) -> ModuleType:
+    if not os.path.exists(path):
+        raise UsageError(f"target {target!r}: file {path!r} does not exist")
+    name = "_reactor_target_" + os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise UsageError(f"target {target!r}: cannot import {path!r}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(name, None)
+        raise UsageError(
+            f"target {target!r}: importing {path!r} raised {type(exc).__name__}: {exc}"
+        ) from exc
+    return module
+
+
+# -- running ---------------------------------------------------------------------------
+
+
+def run_topology(
+    topology: Topology,
+    *,
+    out: Console,
+    err: Console,
+    dashboard: bool,
+    json: bool = False,
+    duration: float | None = None,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
+    panels: Sequence[tuple[str, Callable[[], RenderableType]]] = (),
+) -> int:
+    """Start ``topology``, show it, and stop it after ``duration`` or on Ctrl-C / SIGTERM.
+
+    Returns:
+        The exit code: 0, or 1 if an escalation reached the root supervisor.
+
+    Raises:
+        TopologyError: the topology is invalid; nothing was started.
+    """
+    system = topology.start()
+    server: MetricsServer | None = None
+    try:
+        if metrics_port is not None:
+            server = serve_metrics(system, metrics_port, metrics_host)
+            err.print(f"serving Prometheus metrics on {server.url}", highlight=False)
+    except OSError as exc:
+        system.stop(timeout=5.0, drain=False)
+        raise UsageError(f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}") from exc
+
+    live = dashboard and not json
+    view = Dashboard(system, console=out, panels=panels)
+    announcer = _Announcer(err, live)
+    view_done = threading.Event()
+    viewer = threading.Thread(
+        target=_show,
+        args=(view, system, announcer, view_done),
+        kwargs={"live": live, "json": json},
+        name="reactor-dashboard",
+        daemon=True,
+    )
+    viewer.start()
+    try:
+        if duration is None:
+            system.run_forever(drain_timeout=DRAIN_TIMEOUT_S)
+        else:
+            _run_for(system, duration, announcer)
+        system.wait(timeout=0)  # raises if the root gave up while we were stopping
+        return EXIT_OK
+    except SupervisorEscalation as exc:
+        err.print(Text(f"reactor: {system.name}: {exc}", style="bold red"), soft_wrap=True)
+        return EXIT_FAILURE
+    finally:
+        view_done.set()
+        viewer.join(5.0)
+        if server is not None:
+            server.close()
+        if system.state not in ("stopped", "failed"):
+            system.stop(timeout=5.0, drain=False)
+
+
+def _run_for(system: System, duration: float, announcer: _Announcer) -> None:
+    """Run ``duration`` seconds, then drain and stop; Ctrl-C drains early, twice stops."""
+    with _sigterm_as_interrupt():
+        try:
+            if system.wait(timeout=duration):
+                return  # stopped (or failed: wait raised) on its own
+        except KeyboardInterrupt:
+            pass
+        announcer.draining()
+        try:
+            system.stop(timeout=DRAIN_TIMEOUT_S)
+        except KeyboardInterrupt:
+            system.stop(timeout=1.0, drain=False)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    # With --duration we wait in the main thread ourselves; SIGTERM must drain like Ctrl-C.
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class _Announcer:
+    """Says "draining…" once, whoever notices first: the signal path or the watcher."""
+
+    def __init__(self, err: Console, live: bool) -> None:
+        self._err = err
+        self._live = live
+        self._lock = threading.Lock()
+        self.said = False
+
+    def draining(self) -> None:
+        with self._lock:
+            if self.said:
+                return
+            self.said = True
+        if not self._live:  # the live dashboard shows it in its header instead
+            self._err.print(
+                "draining… (Ctrl-C again to stop at once)", style="yellow", highlight=False
+            )
+
+
+def _show(
+    view: Dashboard,
+    system: System,
+    announcer: _Announcer,
+    done: threading.Event,
+    *,
+    live: bool,
+    json: bool,
+) -> None:
+    """The viewer thread: live frames or status lines, and the news that we are draining."""
+
+    def watch() -> None:
+        # Signals are handled by System.run_forever; we only see their effect.
+        while not done.wait(0.05):
+            if system.state == "stopping":
+                announcer.draining()
+
+    watcher = threading.Thread(target=watch, name="reactor-dashboard-watch", daemon=True)
+    watcher.start()
+    try:
+        if live:
+            view.run(stop_event=done)
+        else:
+            view.run_lines(stop_event=done, json=json, interval_s=STATUS_INTERVAL_S)
+    finally:
+        done.set()
+        watcher.join(1.0)
+
+
+# -- graph -----------------------------------------------------------------------------
+
+
+def graph_tree(topology: Topology) -> Tree:
+    """The topology's declarations as a rich tree: channels, producers, supervision."""
+    tree = Tree(Text(f"topology {topology.name}", style="bold"))
+    channels = tree.add(Text("channels", style="bold"))
+    for channel in topology.channels.values():
+        channels.add(
+            Text.assemble(
+                (channel.name, "bold cyan"),
+                f"  {channel.backend}, capacity {channel.capacity}, overflow {channel.overflow}",
+            )
+        )
+    producers = tree.add(Text("producers", style="bold"))
+    for producer in topology.producers:
+        producers.add(
+            Text.assemble(
+                (producer.name, "bold green"), f"  → {producer.channel} ({producer.topic})"
+            )
+        )
+    supervision = tree.add(_supervisor_label(topology.root))
+    _graph_children(supervision, topology.root)
+    return tree
+
+
+def _supervisor_label(node: SupervisorDecl) -> Text:
+    strategy = node.strategy
+    return Text.assemble(
+        (node.name, "bold magenta"),
+        f"  supervisor {strategy.kind}, "
+        f"max {strategy.max_restarts} restarts in {strategy.within_s:g}s",
+    )
+
+
+def _graph_children(branch: Tree, node: SupervisorDecl) -> None:
+    for child in node.children:
+        if isinstance(child, SupervisorDecl):
+            _graph_children(branch.add(_supervisor_label(child)), child)
+            continue
+        patterns = ", ".join(child.patterns)
+        where = f"  ← {child.channel} [{patterns}]"
+        if child.group:
+            where += f" group {child.group}"
+        if child.output:
+            where += f" → {child.output}"
+        if isinstance(child, PoolDecl):
+            label = Text.assemble(
+                (child.name, "bold yellow"), f"  pool {child.min_size}..{child.max_size}", where
+            )
+        else:
+            label = Text.assemble((child.name, "bold yellow"), "  consumer", where)
+        branch.add(label)
+
+
+def graph_mermaid(topology: Topology) -> str:
+    """The topology as a mermaid flowchart: producers → channels → consumers,
+    each supervisor a subgraph."""
+    ids: dict[tuple[str, str], str] = {}
+
+    def node_id(kind: str, name: str) -> str:
+        key = (kind, name)
+        if key not in ids:
+            safe = "".join(ch if ch.isalnum() else "_" for ch in name)
+            ids[key] = f"{kind}_{safe}_{len(ids)}"
+        return ids[key]
+
+    def label(text: str) -> str:
+        return '"' + text.replace('"', "#quot;") + '"'
+
+    lines = ["flowchart LR"]
+    channel_names = list(topology.channels)
+    used_system = any(decl.channel == "$system" for decl in topology.consumers())
+    if used_system:
+        channel_names.append("$system")
+    for name in channel_names:
+        lines.append(f"    {node_id('ch', name)}[({label(name)})]")
+    for producer in topology.producers:
+        lines.append(f"    {node_id('p', producer.name)}([{label(producer.name)}])")
+
+    def declare(node: SupervisorDecl, depth: int) -> None:
+        indent = "    " * depth
+        for child in node.children:
+            if isinstance(child, SupervisorDecl):
+                title = f"{child.name} ({child.strategy.kind})"
+                lines.append(f"{indent}subgraph {node_id('sup', child.name)}[{label(title)}]")
+                declare(child, depth + 1)
+                lines.append(f"{indent}end")
+            elif isinstance(child, PoolDecl):
+                text = f"{child.name} pool {child.min_size}..{child.max_size}"
+                lines.append(f"{indent}{node_id('c', child.name)}[[{label(text)}]]")
+            else:
+                lines.append(f"{indent}{node_id('c', child.name)}[{label(child.name)}]")
+
+    declare(topology.root, 1)
+    for producer in topology.producers:
+        lines.append(
+            f"    {node_id('p', producer.name)} -->|{label(producer.topic)}| "
+            f"{node_id('ch', producer.channel)}"
+        )
+    consumers: list[ConsumerDecl] = topology.consumers()
+    for consumer in consumers:
+        patterns = ", ".join(consumer.patterns)
+        lines.append(
+            f"    {node_id('ch', consumer.channel)} -->|{label(patterns)}| "
+            f"{node_id('c', consumer.name)}"
+        )
+        if consumer.output is not None:
+            lines.append(
+                f"    {node_id('c', consumer.name)} -.->|returns| {node_id('ch', consumer.output)}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+# -- commands --------------------------------------------------------------------------
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="reactor", description="An event-driven runtime on the actor model.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    run = commands.add_parser("run", help="run a topology (a .toml file or module:attribute)")
+    run.add_argument("target", metavar="TARGET", help="a .toml file or module:attribute")
+    _add_run_options(run)
+    run.add_argument(
+        "--metrics-port", type=int, metavar="P", help="serve Prometheus metrics on loopback port P"
+    )
+    run.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST", help=argparse.SUPPRESS)
+
+    demo = commands.add_parser("demo", help="run a demo; without NAME, list them")
+    demo.add_argument("name", nargs="?", metavar="NAME", help="the demo to run")
+    _add_run_options(demo)
+
+    graph = commands.add_parser("graph", help="show a topology as a tree or a mermaid flowchart")
+    graph.add_argument("target", metavar="TARGET", help="a .toml file or module:attribute")
+    graph.add_argument("--format", choices=("tree", "mermaid"), default="tree")
+
+    commands.add_parser("version", help="print reactor's version")
+
+    worker = commands.add_parser("worker", help="run part of a topology (not available yet)")
+    worker.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dashboard",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="live dashboard (default: on when stdout is a terminal)",
+    )
+    parser.add_argument(
+        "--duration", type=_seconds, metavar="S", help="run S seconds, then drain and stop"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="write one JSON metrics snapshot per second"
+    )
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``reactor`` command line.
+
+    Args:
+        argv: the arguments, without the program name (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit code: 0 success, 1 runtime failure, 2 usage or topology error.
+    """
+    out = Console()
+    err = Console(stderr=True)
+    parser = _build_parser()
+    try:
+        try:
+            args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+        except SystemExit as exc:  # --help and --version exit through argparse
+            return exc.code if isinstance(exc.code, int) else EXIT_OK
+        if args.command is None:
+            out.print(parser.format_help(), highlight=False, markup=False)
+            return EXIT_USAGE
+        handler: Callable[[argparse.Namespace, Console, Console], int] = _COMMANDS[args.command]
+        return handler(args, out, err)
+    except UsageError as exc:
+        err.print(str(exc), highlight=False, markup=False, soft_wrap=True)
+        return EXIT_USAGE
+    except TopologyError as exc:
+        err.print(f"reactor: {exc}", highlight=False, markup=False, soft_wrap=True)
+        return EXIT_USAGE
+
+
+def _dashboard_wanted(args: argparse.Namespace, out: Console) -> bool:
+    if args.json:
+        return False
+    if args.dashboard is None:
+        return out.is_terminal
+    return bool(args.dashboard)
+
+
+def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
+    topology = load_target(args.target)
+    return run_topology(
+        topology,
+        out=out,
+        err=err,
+        dashboard=_dashboard_wanted(args, out),
+        json=args.json,
+        duration=args.duration,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+    )
+
+
+def _cmd_demo(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from reactor.demos import DEMOS  # noqa: PLC0415 - demos load only when asked for
+
+    if args.name is None:
+        width = max(len(name) for name in DEMOS)
+        for name, entry in DEMOS.items():
+            out.print(
+                f"{name:<{width}}  {entry.description}",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
+        return EXIT_OK
+    demo = DEMOS.get(args.name)
+    if demo is None:
+        raise UsageError(f"no demo named {args.name!r}; choose one of: {', '.join(DEMOS)}")
+    topology = demo.build()
+    panels = demo.panels(topology) if demo.panels is not None else ()
+    return run_topology(
+        topology,
+        out=out,
+        err=err,
+        dashboard=_dashboard_wanted(args, out),
+        json=args.json,
+        duration=args.duration,
+        panels=panels,
+    )
+
+
+def _cmd_graph(args: argparse.Namespace, out: Console, err: Console) -> int:
+    topology = load_target(args.target)
+    topology.validate()
+    if args.format == "mermaid":
+        out.out(graph_mermaid(topology), end="", highlight=False)
+    else:
+        out.print(graph_tree(topology))
+    return EXIT_OK
+
+
+def _cmd_version(args: argparse.Namespace, out: Console, err: Console) -> int:
+    out.print(f"reactor {reactor.__version__}", highlight=False)
+    return EXIT_OK
+
+
+def _cmd_worker(args: argparse.Namespace, out: Console, err: Console) -> int:
+    err.print(
+        "reactor worker: not available yet (it arrives with the Redis backend)", highlight=False
+    )
+    return EXIT_USAGE
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace, Console, Console], int]] = {
+    "run": _cmd_run,
+    "demo": _cmd_demo,
+    "graph": _cmd_graph,
+    "version": _cmd_version,
+    "worker": _cmd_worker,
+}

@@ -1,0 +1,608 @@
+"""A live console dashboard of a running :class:`~reactor.System`, drawn with rich.
+
+The dashboard only reads what any user may read: :meth:`System.metrics`,
+:meth:`System.health` and :meth:`System.recent_lifecycle`. It never reaches into
+an actor, so drawing it cannot block or slow one: a frame costs one snapshot.
+
+Shown, top to bottom:
+
+* a header: system name and state, uptime, total throughput, health;
+* the supervision tree, each actor's state in colour, restarts, mailbox, in-flight;
+* per consumer (a pool counts as one): events/s now, a history bar of the last
+  ``history_s`` seconds, handler latency p50/p99, failures;
+* per channel and group: published, backlog, in-flight, dropped, dead letters;
+* the latest lifecycle events: failures, restarts, escalations, dead letters, drops.
+
+When stdout is not a terminal, :meth:`Dashboard.run_lines` writes one compact
+status line (or one JSON snapshot) per interval instead.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from rich import box
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+from reactor.faces.export import metrics_json
+from reactor.messages import lifecycle
+from reactor.runtime.metrics import ActorMetrics, Health, SystemMetrics
+
+if TYPE_CHECKING:
+    from reactor.messages.event import Event
+    from reactor.runtime.system import System
+
+__all__ = ["MAX_REFRESH_PER_SECOND", "Dashboard", "sparkline"]
+
+MAX_REFRESH_PER_SECOND = 10.0
+
+STATE_STYLES: Mapping[str, str] = {
+    "running": "green",
+    "starting": "cyan",
+    "restarting": "bold yellow",
+    "stopping": "yellow",
+    "stopped": "dim",
+    "failed": "bold red",
+}
+HEALTH_STYLES: Mapping[str, str] = {
+    "ok": "bold green",
+    "degraded": "bold yellow",
+    "failed": "bold red",
+    "stopped": "dim",
+    "starting": "cyan",
+}
+_SUPERVISOR_KINDS = ("supervisor", "pool")
+_HANDLER_KINDS = ("consumer", "pool")
+_BARS = " ▁▂▃▄▅▆▇█"
+_HISTORY_CELLS = 20
+_EVENT_LINES = 8
+# Lifecycle topics worth a line in the events panel; "started" and "stopped" are
+# routine and would push the interesting ones out.
+_NOTABLE = (
+    lifecycle.ACTOR_FAILED,
+    lifecycle.ACTOR_RESTARTED,
+    lifecycle.SUPERVISOR_ESCALATED,
+    lifecycle.DEADLETTER,
+    lifecycle.EVENT_DROPPED,
+)
+
+
+def sparkline(values: Sequence[float], width: int) -> str:
+    """``values`` as a bar of ``width`` block characters, scaled to their maximum.
+
+    The values are bucketed (each cell shows the mean of its bucket) and
+    right-aligned: the newest value is the rightmost cell, missing history is blank.
+    """
+    if width <= 0:
+        return ""
+    if not values:
+        return " " * width
+    if len(values) > width:
+        # Whole buckets, newest at the right; the oldest bucket may be partial.
+        size = math.ceil(len(values) / width)
+        start = len(values) % size
+        buckets = [values[:start]] if start else []
+        buckets += [values[i : i + size] for i in range(start, len(values), size)]
+        cells = [sum(bucket) / len(bucket) for bucket in buckets]
+    else:
+        cells = list(values)
+    top = max(cells)
+    if top <= 0:
+        bars = "".join(_BARS[0] if value == 0 else _BARS[1] for value in cells)
+    else:
+        steps = len(_BARS) - 1
+        # Any activity gets at least the lowest bar, so a trickle is not drawn as nothing.
+        bars = "".join(
+            _BARS[0] if value <= 0 else _BARS[max(1, round(value / top * steps))] for value in cells
+        )
+    return bars.rjust(width)
+
+
+class _Rates:
+    """Events/s of one consumer, from successive ``handled`` counters."""
+
+    __slots__ = ("history", "recent", "second", "second_count")
+
+    def __init__(self, history_s: int) -> None:
+        self.recent: collections.deque[tuple[float, int]] = collections.deque()
+        self.history: collections.deque[float] = collections.deque(maxlen=history_s)
+        self.second: int | None = None
+        self.second_count = 0.0
+
+    def observe(self, now: float, handled: int) -> None:
+        recent = self.recent
+        if recent:
+            last_time, last_handled = recent[-1]
+            # A member that left a pool takes its count with it: never a negative rate.
+            delta = max(0, handled - last_handled)
+            self._account(now, last_time, delta)
+        recent.append((now, handled))
+        while len(recent) > 2 and recent[1][0] <= now - 1.0:
+            recent.popleft()
+
+    def _account(self, now: float, then: float, delta: int) -> None:
+        # Spread a delta over the whole seconds it covers, so the history has one
+        # value per second whatever the sampling interval.
+        # A sample closes the interval (then, now]: a sample taken exactly on a
+        # second boundary belongs to the second that just ended.
+        second = math.ceil(now) - 1
+        if self.second is None:
+            self.second = math.ceil(then) - 1
+        while self.second < second:
+            self.history.append(self.second_count)
+            self.second_count = 0.0
+            self.second += 1
+        self.second_count += delta
+
+    def now(self) -> float:
+        recent = self.recent
+        if len(recent) < 2:
+            return 0.0
+        (first_time, first), (last_time, last) = recent[0], recent[-1]
+        span = last_time - first_time
+        return max(0, last - first) / span if span > 0 else 0.0
+
+
+class Dashboard:
+    """A live view of one running system.
+
+    Args:
+        system: the system to show.
+        console: where to draw; a new :class:`rich.console.Console` on stdout by default.
+        refresh_per_second: frames per second, capped at 10 so that drawing never
+            costs the system noticeable throughput.
+        history_s: seconds of events/s history kept per consumer.
+        clock: monotonic time source for rates (tests pass a fake one).
+        panels: extra ``(title, render)`` panels drawn after the built-in ones,
+            e.g. a demo's read model; ``render`` is called once per frame.
+
+    Thread-safety: :meth:`render`, :meth:`status_line` and the run methods update
+    the rate history; call them from one thread at a time.
+    """
+
+    def __init__(
+        self,
+        system: System,
+        console: Console | None = None,
+        refresh_per_second: float = 4,
+        history_s: int = 60,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        panels: Sequence[tuple[str, Callable[[], RenderableType]]] = (),
+    ) -> None:
+        if refresh_per_second <= 0:
+            raise ValueError(f"refresh_per_second must be > 0, got {refresh_per_second!r}")
+        self.system = system
+        self.console = console if console is not None else Console()
+        self.refresh_per_second = min(float(refresh_per_second), MAX_REFRESH_PER_SECOND)
+        self.history_s = max(1, int(history_s))
+        self.panels = tuple(panels)
+        self._clock = clock
+        self._rates: dict[str, _Rates] = {}
+
+    # -- sampling --------------------------------------------------------------------
+
+    def observe(self, metrics: SystemMetrics) -> None:
+        """Record a snapshot's ``handled`` counters into the events/s history."""
+        now = self._clock()
+        for name, handled in _handled_by_consumer(metrics).items():
+            rates = self._rates.get(name)
+            if rates is None:
+                rates = self._rates[name] = _Rates(self.history_s)
+            rates.observe(now, handled)
+
+    def rate(self, consumer: str) -> float:
+        """Events/s handled by ``consumer`` (a pool: all its members) over the last second."""
+        rates = self._rates.get(consumer)
+        return rates.now() if rates is not None else 0.0
+
+    def history(self, consumer: str) -> tuple[float, ...]:
+        """Events handled by ``consumer`` in each of the last ``history_s`` whole seconds."""
+        rates = self._rates.get(consumer)
+        return tuple(rates.history) if rates is not None else ()
+
+    # -- rendering -------------------------------------------------------------------
+
+    def render(self, metrics: SystemMetrics | None = None) -> RenderableType:
+        """Build one frame from a fresh snapshot (or ``metrics``, if given).
+
+        Returns:
+            A rich renderable; it adapts to the width it is drawn at.
+        """
+        if metrics is None:
+            metrics = self.system.metrics()
+        self.observe(metrics)
+        health = self.system.health()
+        recent = self.system.recent_lifecycle(200)
+        parts: list[RenderableType] = [
+            self._header(metrics, health, recent),
+            self._tree(metrics),
+            self._consumers(metrics),
+            self._channels(metrics),
+            self._events(recent),
+        ]
+        for title, render in self.panels:
+            parts.append(Panel(render(), title=title, title_align="left", box=box.ROUNDED))
+        return _Frame(parts)
+
+    def _header(
+        self, metrics: SystemMetrics, health: Health, recent: Sequence[Event]
+    ) -> RenderableType:
+        handled = _handled_by_consumer(metrics)
+        throughput = sum(self.rate(name) for name in handled)
+        dead = sum(channel.dead_lettered for channel in metrics.channels)
+        restarts = sum(actor.restarts for actor in metrics.actors)
+        line = Text()
+        line.append(f"{metrics.name}", style="bold")
+        line.append("  ")
+        state = "draining…" if metrics.state == "stopping" else metrics.state
+        line.append(state, style=STATE_STYLES.get(metrics.state, ""))
+        line.append(f"  up {_duration(metrics.uptime_s)}")
+        line.append(f"  {_si(throughput)} ev/s", style="bold")
+        line.append(f"  handled {_si(sum(handled.values()))}")
+        line.append(f"  restarts {restarts}", style="yellow" if restarts else "")
+        line.append(f"  dead letters {dead}", style="red" if dead else "")
+        line.append("  health ")
+        line.append(health.status, style=HEALTH_STYLES.get(health.status, ""))
+        rows: list[RenderableType] = [line]
+        for problem in health.problems[:3]:
+            rows.append(Text(f"  ! {problem}", style="yellow", overflow="ellipsis", no_wrap=True))
+        if len(health.problems) > 3:
+            rows.append(Text(f"  … and {len(health.problems) - 3} more", style="yellow"))
+        return Panel(Group(*rows), title="reactor", title_align="left", box=box.ROUNDED)
+
+    def _tree(self, metrics: SystemMetrics) -> RenderableType:
+        children: dict[str, list[ActorMetrics]] = collections.defaultdict(list)
+        for actor in metrics.actors:
+            children[actor.supervisor].append(actor)
+        roots = children.get("", [])
+        tree = Tree(Text("supervision", style="bold"), guide_style="dim")
+        for root in roots:
+            self._branch(tree, root, children)
+        return tree
+
+    def _branch(
+        self, parent: Tree, actor: ActorMetrics, children: Mapping[str, list[ActorMetrics]]
+    ) -> None:
+        kids = children.get(actor.name, [])
+        if actor.name == "$channels" and all(kid.state == "running" for kid in kids):
+            # Channels have their own table; folding them keeps the tree on one screen.
+            label = _actor_label(actor)
+            label.append(f"  {len(kids)} channels running", style="dim")
+            parent.add(label)
+            return
+        node = parent.add(_actor_label(actor))
+        for kid in kids:
+            self._branch(node, kid, children)
+
+    def _consumers(self, metrics: SystemMetrics) -> RenderableType:
+        table = Table(
+            title="consumers",
+            title_justify="left",
+            title_style="bold",
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
+            expand=False,
+        )
+        table.add_column("consumer", overflow="ellipsis", no_wrap=True, min_width=8, max_width=24)
+        table.add_column("ev/s", justify="right", no_wrap=True)
+        table.add_column(f"last {self.history_s}s", no_wrap=True, overflow="crop", min_width=6)
+        table.add_column("p50", justify="right", no_wrap=True)
+        table.add_column("p99", justify="right", no_wrap=True)
+        table.add_column("handled", justify="right", no_wrap=True)
+        table.add_column("failed", justify="right", no_wrap=True)
+        members: dict[str, list[ActorMetrics]] = collections.defaultdict(list)
+        for actor in metrics.actors:
+            if actor.kind == "member":
+                members[actor.supervisor].append(actor)
+        for actor in metrics.actors:
+            if actor.kind not in _HANDLER_KINDS:
+                continue
+            group = members.get(actor.name, []) if actor.kind == "pool" else [actor]
+            name = Text(actor.name)
+            if actor.kind == "pool":
+                name.append(f" ×{len(group)}", style="cyan")  # noqa: RUF001 - a multiplication sign
+            p50 = max((member.latency.p50 for member in group), default=0.0)
+            p99 = max((member.latency.p99 for member in group), default=0.0)
+            failed = sum(member.failed for member in group)
+            table.add_row(
+                name,
+                f"{self.rate(actor.name):.1f}",
+                Text(sparkline(self.history(actor.name), _HISTORY_CELLS), style="cyan"),
+                _latency(p50),
+                _latency(p99),
+                _si(sum(member.handled for member in group)),
+                Text(str(failed), style="red" if failed else "dim"),
+            )
+        return table
+
+    def _channels(self, metrics: SystemMetrics) -> RenderableType:
+        table = Table(
+            title="channels and groups",
+            title_justify="left",
+            title_style="bold",
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
+            expand=False,
+        )
+        table.add_column(
+            "channel / group", overflow="ellipsis", no_wrap=True, min_width=10, max_width=24
+        )
+        table.add_column("published", justify="right", no_wrap=True)
+        table.add_column("backlog", justify="right", no_wrap=True)
+        table.add_column("in-flight", justify="right", no_wrap=True)
+        table.add_column("fill", justify="right", no_wrap=True)
+        table.add_column("dropped", justify="right", no_wrap=True)
+        table.add_column("dead", justify="right", no_wrap=True)
+        for channel in metrics.channels:
+            full = channel.unsettled >= channel.capacity
+            fill = Text(
+                f"{channel.unsettled}/{_si(channel.capacity)}",
+                style="bold red"
+                if full
+                else ("yellow" if channel.unsettled > channel.capacity // 2 else ""),
+            )
+            table.add_row(
+                Text(channel.name, style="bold dim" if channel.name.startswith("$") else "bold"),
+                _si(channel.published),
+                _count(channel.backlog, "yellow"),
+                _count(channel.in_flight, ""),
+                fill,
+                _count(channel.dropped, "red"),
+                _count(channel.dead_lettered, "red"),
+            )
+            for group in channel.groups:
+                table.add_row(
+                    Text(f" └ {group.name}", style="dim" if channel.name.startswith("$") else ""),
+                    Text(f"{_si(group.delivered)} dlv", style="dim"),
+                    _count(group.backlog, "yellow"),
+                    _count(group.in_flight, ""),
+                    Text(f"{group.members} mbr", style="dim"),
+                    Text(""),
+                    _count(group.dead_lettered, "red"),
+                )
+        return table
+
+    def _events(self, recent: Sequence[Event]) -> RenderableType:
+        notable = [event for event in recent if event.topic in _NOTABLE][-_EVENT_LINES:]
+        if not notable:
+            body: RenderableType = Text("no failures, restarts or dead letters yet", style="dim")
+        else:
+            body = Group(*(_event_line(event) for event in notable))
+        return Panel(body, title="latest lifecycle events", title_align="left", box=box.ROUNDED)
+
+    # -- status lines ----------------------------------------------------------------
+
+    def status_line(self, metrics: SystemMetrics, health: Health | None = None) -> str:
+        """One compact line: state, uptime, throughput, restarts, backlog, dead letters, health.
+
+        Also records ``metrics`` into the rate history, so successive calls give
+        events/s.
+        """
+        self.observe(metrics)
+        handled = _handled_by_consumer(metrics)
+        throughput = sum(self.rate(name) for name in handled)
+        restarts = sum(actor.restarts for actor in metrics.actors)
+        backlog = sum(channel.backlog for channel in metrics.channels)
+        dead = sum(channel.dead_lettered for channel in metrics.channels)
+        dropped = sum(channel.dropped for channel in metrics.channels)
+        parts = [
+            f"{metrics.name} {metrics.state}",
+            f"up {_duration(metrics.uptime_s)}",
+            f"{throughput:.1f} ev/s",
+            f"handled {sum(handled.values())}",
+            f"restarts {restarts}",
+            f"backlog {backlog}",
+            f"dropped {dropped}",
+            f"dead letters {dead}",
+        ]
+        if health is not None:
+            parts.append(f"health {health.status}")
+        return " | ".join(parts)
+
+    @staticmethod
+    def json_line(metrics: SystemMetrics) -> str:
+        """The snapshot as one line of JSON (:func:`reactor.faces.export.metrics_json`)."""
+        return metrics_json(metrics)
+
+    # -- running ---------------------------------------------------------------------
+
+    def run(self, duration: float | None = None, stop_event: threading.Event | None = None) -> None:
+        """Draw live frames until ``duration`` elapses, ``stop_event`` is set or the system ends.
+
+        The last frame stays on the screen. Frames are drawn from this thread
+        (rich's own refresh thread is not used), at most ``refresh_per_second``.
+        """
+        interval = 1.0 / self.refresh_per_second
+        deadline = None if duration is None else time.monotonic() + duration
+        stop = stop_event if stop_event is not None else threading.Event()
+        with Live(
+            self.render(),
+            console=self.console,
+            auto_refresh=False,
+            transient=False,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        ) as live:
+            while not _finished(self.system, stop, deadline, interval):
+                live.update(self.render(), refresh=True)
+            live.update(self.render(), refresh=True)
+
+    def run_lines(
+        self,
+        duration: float | None = None,
+        stop_event: threading.Event | None = None,
+        *,
+        json: bool = False,
+        interval_s: float = 1.0,
+    ) -> None:
+        """Write one status line (or one JSON snapshot) per interval: the non-TTY mode.
+
+        Ends, after a last line, when ``duration`` elapses, ``stop_event`` is set or
+        the system ends.
+        """
+        deadline = None if duration is None else time.monotonic() + duration
+        stop = stop_event if stop_event is not None else threading.Event()
+        self.observe(self.system.metrics())
+        while not _finished(self.system, stop, deadline, interval_s):
+            self._write_line(json)
+        self._write_line(json)
+
+    def _write_line(self, json: bool) -> None:
+        metrics = self.system.metrics()
+        line = self.json_line(metrics) if json else self.status_line(metrics, self.system.health())
+        # out(): no markup, highlighting or wrapping, so a JSON line stays one line.
+        self.console.out(line, highlight=False)
+
+
+def _finished(
+    system: System, stop: threading.Event, deadline: float | None, interval: float
+) -> bool:
+    """Wait up to one interval; True once it is time to draw the last frame."""
+    wait = interval if deadline is None else max(0.0, min(interval, deadline - time.monotonic()))
+    if stop.wait(wait):
+        return True
+    if deadline is not None and time.monotonic() >= deadline:
+        return True
+    return system.state in ("stopped", "failed")
+
+
+class _Frame:
+    """A frame's parts, laid out by the width they get: stacked when narrow,
+    tree beside the consumers when there is room."""
+
+    _SIDE_BY_SIDE = 150
+
+    def __init__(self, parts: list[RenderableType]) -> None:
+        self.parts = parts
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        header, tree, consumers, *rest = self.parts
+        yield header
+        if options.max_width >= self._SIDE_BY_SIDE:
+            grid = Table.grid(padding=(0, 2))
+            grid.add_column(ratio=2)
+            grid.add_column(ratio=3)
+            grid.add_row(tree, consumers)
+            yield grid
+        else:
+            yield tree
+            yield consumers
+        yield from rest
+
+
+def _handled_by_consumer(metrics: SystemMetrics) -> dict[str, int]:
+    """``handled`` per consumer, pool members summed into their pool."""
+    handled: dict[str, int] = {}
+    pools = {actor.name for actor in metrics.actors if actor.kind == "pool"}
+    for actor in metrics.actors:
+        if actor.kind == "consumer":
+            handled[actor.name] = handled.get(actor.name, 0) + actor.handled
+        elif actor.kind == "pool":
+            handled.setdefault(actor.name, 0)
+        elif actor.kind == "member" and actor.supervisor in pools:
+            handled[actor.supervisor] = handled.get(actor.supervisor, 0) + actor.handled
+    return handled
+
+
+def _actor_label(actor: ActorMetrics) -> Text:
+    label = Text()
+    label.append(actor.name, style="bold" if actor.kind in _SUPERVISOR_KINDS else "")
+    label.append(f" {actor.kind}", style="dim")
+    label.append(" ● ", style=STATE_STYLES.get(actor.state, ""))
+    label.append(actor.state, style=STATE_STYLES.get(actor.state, ""))
+    if actor.restarts:
+        label.append(f"  ↻ {actor.restarts} restarts", style="yellow")
+    if actor.mailbox:
+        label.append(f"  mbox {actor.mailbox}", style="cyan")
+    if actor.in_flight:
+        label.append(f"  in-flight {actor.in_flight}", style="cyan")
+    if actor.kind == "producer":
+        label.append(f"  sent {_si(actor.handled)}", style="dim")
+    return label
+
+
+def _event_line(event: Event) -> Text:
+    data: Any = event.data if isinstance(event.data, Mapping) else {}
+    stamp = event.time.astimezone().strftime("%H:%M:%S") if isinstance(event.time, datetime) else ""
+    line = Text(no_wrap=True, overflow="ellipsis")
+    line.append(f"{stamp} ", style="dim")
+    actor = str(data.get("actor", "?"))
+    if event.topic == lifecycle.ACTOR_FAILED:
+        line.append("✖ failed    ", style="red")
+        line.append(actor, style="bold")
+        line.append(f"  {data.get('error_type', '')}: {data.get('message', '')}")
+    elif event.topic == lifecycle.ACTOR_RESTARTED:
+        line.append("↻ restarted ", style="yellow")
+        line.append(actor, style="bold")
+        backoff = data.get("backoff_s")
+        line.append(f"  attempt {data.get('attempt', '?')}")
+        if isinstance(backoff, int | float) and backoff > 0:
+            line.append(f", after {backoff * 1000:.0f} ms")
+    elif event.topic == lifecycle.SUPERVISOR_ESCALATED:
+        line.append("⚠ escalated ", style="bold red")
+        line.append(actor, style="bold")
+        line.append(f"  {data.get('error_type', '')}: {data.get('message', '')}")
+    elif event.topic == lifecycle.DEADLETTER:
+        original = data.get("event")
+        topic = getattr(original, "topic", "?")
+        line.append("☠ dead letter ", style="bold red")
+        line.append(str(topic), style="bold")
+        line.append(
+            f"  from {data.get('consumer', '?')} after {data.get('attempts', '?')} attempts: "
+            f"{data.get('error_type', '')}: {data.get('message', '')}"
+        )
+    elif event.topic == lifecycle.EVENT_DROPPED:
+        original = data.get("event")
+        line.append("↓ dropped   ", style="magenta")
+        line.append(str(getattr(original, "topic", "?")), style="bold")
+        line.append(f"  on {data.get('channel', '?')} ({data.get('policy', '?')})")
+    else:
+        line.append(f"{event.topic} {actor}")
+    return line
+
+
+def _count(value: int, style: str) -> Text:
+    return Text(_si(value), style=style if value else "dim")
+
+
+def _si(value: float) -> str:
+    """A count in at most 5 characters: 999, 12.3k, 4.5M."""
+    if abs(value) < 1000:
+        return f"{value:.0f}" if isinstance(value, int) or value == int(value) else f"{value:.1f}"
+    for unit, scale in (("k", 1e3), ("M", 1e6), ("G", 1e9)):
+        if abs(value) < scale * 1000:
+            return f"{value / scale:.1f}{unit}"
+    return f"{value / 1e12:.1f}T"
+
+
+def _latency(seconds: float) -> str:
+    if seconds <= 0:
+        return "-"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f}µs"
+    if seconds < 1.0:
+        return f"{seconds * 1e3:.1f}ms"
+    return f"{seconds:.2f}s"
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"

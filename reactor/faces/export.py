@@ -1,0 +1,339 @@
+"""Metrics for machines: JSON snapshots and the Prometheus text exposition format.
+
+* :func:`metrics_dict` / :func:`metrics_json`: a :class:`~reactor.SystemMetrics`
+  snapshot as plain data, for log shippers (``reactor run --json``).
+* :func:`prometheus_text`: the same snapshot in Prometheus text format 0.0.4.
+* :func:`serve_metrics`: a tiny HTTP server on loopback that answers
+  ``GET /metrics`` (Prometheus), ``GET /metrics.json`` and ``GET /health``.
+
+Nothing here prints: the server's request log goes to the ``reactor`` logger.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+from collections.abc import Iterable
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from reactor.runtime.metrics import SystemMetrics
+
+if TYPE_CHECKING:
+    from reactor.runtime.system import System
+
+__all__ = [
+    "PROMETHEUS_CONTENT_TYPE",
+    "MetricsServer",
+    "metrics_dict",
+    "metrics_json",
+    "prometheus_text",
+    "serve_metrics",
+]
+
+logger = logging.getLogger("reactor")
+
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# Consumers and pool members are the actors whose handler latency means something;
+# other kinds would only add series that stay at zero forever.
+_HANDLER_KINDS = ("consumer", "member")
+
+
+def metrics_dict(metrics: SystemMetrics) -> dict[str, Any]:
+    """A snapshot as plain dicts, lists and scalars, ready for :func:`json.dumps`.
+
+    Args:
+        metrics: a snapshot from :meth:`System.metrics`.
+
+    Returns:
+        The snapshot's fields, recursively converted; tuples become lists.
+    """
+    try:
+        return metrics.to_dict()
+    except TypeError:
+        # SystemMetrics.to_dict passes ``retain_collection_types`` to attrs.asdict,
+        # which only the legacy ``attr.asdict`` accepts; the new API already turns
+        # tuples into lists, which is what JSON wants.
+        return attrs.asdict(metrics, recurse=True)
+
+
+def metrics_json(metrics: SystemMetrics) -> str:
+    """A snapshot as one line of JSON (no newline inside), for JSON-lines logs.
+
+    Non-finite floats are written as ``null`` so that strict parsers accept the line.
+    """
+    return json.dumps(_finite(metrics_dict(metrics)), separators=(",", ":"), default=str)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
+# -- Prometheus ----------------------------------------------------------------------
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _labels(labels: dict[str, str]) -> str:
+    if not labels:
+        return ""
+    inner = ",".join(f'{key}="{_escape(value)}"' for key, value in labels.items())
+    return "{" + inner + "}"
+
+
+def _number(value: float) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value))
+
+
+class _Family:
+    """One metric family: its HELP and TYPE lines, then its samples."""
+
+    def __init__(self, name: str, kind: str, help_text: str) -> None:
+        self.name = name
+        self.kind = kind
+        self.help_text = help_text
+        self.samples: list[tuple[str, dict[str, str], float]] = []
+
+    def add(self, labels: dict[str, str], value: float, suffix: str = "") -> None:
+        self.samples.append((self.name + suffix, labels, value))
+
+    def lines(self) -> Iterable[str]:
+        yield f"# HELP {self.name} {self.help_text}"
+        yield f"# TYPE {self.name} {self.kind}"
+        for name, labels, value in self.samples:
+            yield f"{name}{_labels(labels)} {_number(value)}"
+
+
+_CHANNEL_FAMILIES = (
+    ("published", "counter", "_total", "Events published into the channel."),
+    ("delivered", "counter", "_total", "Deliveries to consumers, redeliveries included."),
+    ("acked", "counter", "_total", "Deliveries acknowledged by a consumer."),
+    ("dropped", "counter", "_total", "Events dropped by the overflow policy."),
+    ("dead_lettered", "counter", "_total", "Events sent to $deadletter after max_deliveries."),
+    ("unrouted", "counter", "_total", "Events that matched no group's pattern."),
+    ("backlog", "gauge", "", "Events waiting for a consumer."),
+    ("in_flight", "gauge", "", "Events delivered and not yet acknowledged."),
+    ("unsettled", "gauge", "", "Events published and not yet settled (counts against capacity)."),
+    ("capacity", "gauge", "", "Most unsettled events the channel holds."),
+)
+
+_GROUP_FAMILIES = (
+    ("delivered", "counter", "_total", "Deliveries to the group's members."),
+    ("acked", "counter", "_total", "Deliveries the group acknowledged."),
+    ("nacked", "counter", "_total", "Deliveries that failed in a handler."),
+    ("redelivered", "counter", "_total", "Deliveries made again after a failure or a crash."),
+    ("dead_lettered", "counter", "_total", "The group's events sent to $deadletter."),
+    ("backlog", "gauge", "", "Events waiting for one of the group's members."),
+    ("in_flight", "gauge", "", "Events the group's members hold."),
+    ("members", "gauge", "", "Members in the group."),
+)
+
+_ACTOR_FAMILIES = (
+    ("restarts", "counter", "_total", "Times the actor was restarted by its supervisor."),
+    ("received", "counter", "_total", "Events the actor received."),
+    ("handled", "counter", "_total", "Events the actor handled (published, for a producer)."),
+    ("failed", "counter", "_total", "Events whose handler raised."),
+    ("in_flight", "gauge", "", "Events the actor holds right now."),
+    ("mailbox", "gauge", "", "Messages waiting in the actor's mailbox."),
+)
+
+
+def prometheus_text(metrics: SystemMetrics) -> str:
+    """A snapshot in the Prometheus text exposition format (version 0.0.4).
+
+    Metric names start with ``reactor_``: ``reactor_channel_*{channel}``,
+    ``reactor_group_*{channel,group}``, ``reactor_actor_*{actor,kind,supervisor}``,
+    ``reactor_actor_state{actor,state}`` (1 for the current state) and
+    ``reactor_handler_latency_seconds`` (a summary with quantiles 0.5 and 0.99
+    over each consumer's last calls). Every series carries a ``system`` label.
+
+    Args:
+        metrics: a snapshot from :meth:`System.metrics`.
+
+    Returns:
+        The exposition text, ending with a newline.
+    """
+    system = {"system": metrics.name}
+    families: list[_Family] = []
+
+    uptime = _Family("reactor_uptime_seconds", "gauge", "Seconds since the system started.")
+    uptime.add(system, metrics.uptime_s)
+    families.append(uptime)
+
+    for field, kind, suffix, help_text in _CHANNEL_FAMILIES:
+        family = _Family(f"reactor_channel_{field}{suffix}", kind, help_text)
+        for channel in metrics.channels:
+            family.add({**system, "channel": channel.name}, getattr(channel, field))
+        families.append(family)
+
+    for field, kind, suffix, help_text in _GROUP_FAMILIES:
+        family = _Family(f"reactor_group_{field}{suffix}", kind, help_text)
+        for channel in metrics.channels:
+            for group in channel.groups:
+                family.add(
+                    {**system, "channel": channel.name, "group": group.name}, getattr(group, field)
+                )
+        families.append(family)
+
+    for field, kind, suffix, help_text in _ACTOR_FAMILIES:
+        family = _Family(f"reactor_actor_{field}{suffix}", kind, help_text)
+        for actor in metrics.actors:
+            labels = {
+                **system,
+                "actor": actor.name,
+                "kind": actor.kind,
+                "supervisor": actor.supervisor,
+            }
+            family.add(labels, getattr(actor, field))
+        families.append(family)
+
+    state = _Family("reactor_actor_state", "gauge", "1 for the state each actor is in right now.")
+    for actor in metrics.actors:
+        state.add({**system, "actor": actor.name, "state": actor.state}, 1)
+    families.append(state)
+
+    latency = _Family(
+        "reactor_handler_latency_seconds",
+        "summary",
+        "Handler latency of each consumer; quantiles over its last 1024 calls.",
+    )
+    for actor in metrics.actors:
+        if actor.kind not in _HANDLER_KINDS:
+            continue
+        labels = {**system, "actor": actor.name}
+        snapshot = actor.latency
+        latency.add({**labels, "quantile": "0.5"}, snapshot.p50)
+        latency.add({**labels, "quantile": "0.99"}, snapshot.p99)
+        latency.add(labels, snapshot.count, "_count")
+        latency.add(labels, snapshot.mean * snapshot.count, "_sum")
+    families.append(latency)
+
+    lines = [line for family in families for line in family.lines()]
+    return "\n".join(lines) + "\n"
+
+
+# -- HTTP ----------------------------------------------------------------------------
+
+
+class MetricsServer(HTTPServer):
+    """An HTTP server answering metrics requests for one system, in its own thread.
+
+    Stop it with :meth:`close` (or ``shutdown()``, ``server_close()`` and
+    ``thread.join()``), or use it as a context manager.
+
+    Attributes:
+        system: the system whose metrics are served.
+        thread: the daemon thread, named ``reactor-metrics``, that serves requests.
+    """
+
+    system: System
+    thread: threading.Thread
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (useful when asked for port 0)."""
+        return int(self.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """``http://host:port/metrics``."""
+        host = self.server_address[0]
+        return f"http://{host!s}:{self.port}/metrics"
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop serving, release the socket and join the thread (within ``timeout``)."""
+        if self.thread.is_alive():
+            self.shutdown()
+        self.server_close()
+        self.thread.join(timeout)
+
+    def __enter__(self) -> MetricsServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class _MetricsHandler(BaseHTTPRequestHandler):
+    server: MetricsServer
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        system = self.server.system
+        if path in ("/", "/metrics"):
+            self._reply(200, PROMETHEUS_CONTENT_TYPE, prometheus_text(system.metrics()))
+        elif path == "/metrics.json":
+            self._reply(200, "application/json", metrics_json(system.metrics()) + "\n")
+        elif path == "/health":
+            health = system.health()
+            body = json.dumps({"status": health.status, "problems": list(health.problems)})
+            # A load balancer only looks at the status code.
+            self._reply(200 if health.status == "ok" else 503, "application/json", body + "\n")
+        else:
+            self._reply(
+                404, "text/plain; charset=utf-8", "try /metrics, /metrics.json or /health\n"
+            )
+
+    def _reply(self, status: int, content_type: str, body: str) -> None:
+        data = body.encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # The stdlib writes every request to stderr; library code never prints.
+        logger.debug("metrics server: " + format, *args)
+
+
+def serve_metrics(system: System, port: int, host: str = "127.0.0.1") -> MetricsServer:
+    """Serve ``system``'s metrics over HTTP from a daemon thread named ``reactor-metrics``.
+
+    ``GET /metrics`` answers Prometheus text, ``GET /metrics.json`` one JSON
+    snapshot, ``GET /health`` the health (status 503 unless ``ok``). The server
+    binds loopback by default: metrics name every actor and channel, so exposing
+    them beyond the host is a decision for the caller.
+
+    Args:
+        system: the running system.
+        port: TCP port; 0 picks a free one (read it back from ``server.port``).
+        host: the address to bind.
+
+    Returns:
+        The running server. The caller must stop it: ``server.close()``.
+
+    Raises:
+        OSError: the port could not be bound.
+    """
+    server = MetricsServer((host, port), _MetricsHandler)
+    server.system = system
+    server.thread = threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": 0.1},
+        name="reactor-metrics",
+        daemon=True,
+    )
+    server.thread.start()
+    return server
