@@ -116,6 +116,13 @@ class Channel(Protocol):
     def start_actor(self, context: ActorContext) -> ReactorActor:
         """Start one incarnation of the channel's actor on ``context.address``."""
 
+    def send(self, events: tuple[Event, ...]) -> None:
+        """Hand events the publisher holds credits for to the channel.
+
+        Runs in the publisher's thread. A durable backend returns only once the
+        events are stored; the memory backend just queues them for its actor.
+        """
+
     def stats(self) -> ChannelStats:
         """A snapshot of the channel's counters; never blocks the channel."""
 

@@ -152,6 +152,9 @@ class MemoryChannel:
     def start_actor(self, context: ActorContext) -> ReactorActor:
         return _MemoryChannelActor.spawn(context, self)
 
+    def send(self, events: tuple[Event, ...]) -> None:
+        self.address.tell(Publish(events))
+
     def stats(self) -> ChannelStats:
         log = self.log
         groups = tuple(

@@ -138,7 +138,7 @@ class _Rates:
         # second boundary belongs to the second that just ended.
         second = math.ceil(now) - 1
         if self.second is None:
-            self.second = math.ceil(then) - 1
+            self.second = int(then)
         while self.second < second:
             self.history.append(self.second_count)
             self.second_count = 0.0

@@ -8,7 +8,6 @@ from collections.abc import Callable, Mapping, Sequence
 from reactor.channels.backend import Channel
 from reactor.errors import BackpressureTimeout, UnknownChannelError
 from reactor.messages import lifecycle
-from reactor.messages.control import Publish
 from reactor.messages.event import Event
 
 __all__ = ["Router"]
@@ -59,7 +58,6 @@ class Router:
         """
         channel = self.channel(channel_name)
         gate = channel.gate
-        address = channel.address
         sent = 0
         total = len(events)
         while sent < total:
@@ -72,7 +70,11 @@ class Router:
             if granted == 0:
                 self._dropped(channel, events[sent:])
                 return sent
-            address.tell(Publish(tuple(events[sent : sent + granted])))
+            try:
+                channel.send(tuple(events[sent : sent + granted]))
+            except BaseException:
+                gate.release(granted)  # nothing entered the channel: give the credits back
+                raise
             sent += granted
         return sent
 
@@ -82,7 +84,7 @@ class Router:
         if channel is None:
             return
         channel.gate.acquire(1, None, overdraft=True)
-        channel.address.tell(Publish((event,)))
+        channel.send((event,))
 
     def _acquire_cancellable(
         self,

@@ -26,7 +26,7 @@ from reactor.actors.address import Address
 from reactor.actors.base import ActorContext
 from reactor.actors.counters import ActorCounters
 from reactor.channels.backend import Channel, ChannelConfig, ChannelServices, GroupSpec
-from reactor.channels.memory import MemoryBackend
+from reactor.channels.registry import backend_for
 from reactor.clock import Clock, SystemClock
 from reactor.errors import IdleTimeout, SupervisorEscalation, SystemStoppedError
 from reactor.messages import lifecycle
@@ -47,7 +47,6 @@ logger = logging.getLogger("reactor")
 
 SYSTEM_CHANNEL_CAPACITY = 10_000
 _RECENT_LIFECYCLE = 200
-_BACKENDS = {"memory": MemoryBackend()}
 
 
 class _ActorEntry:
@@ -163,8 +162,7 @@ class System:
             )
         )
         for config in configs:
-            backend = _BACKENDS[config.backend.split(":", 1)[0]]
-            self._channels[config.name] = backend.open(config, services)
+            self._channels[config.name] = backend_for(config.backend).open(config, services)
         self._router.channels.update(self._channels)
 
     # -- child specs -----------------------------------------------------------------

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 
 from reactor.channels.gate import OVERFLOW_POLICIES, Overflow
+from reactor.channels.registry import known_schemes, scheme_of
 from reactor.errors import InvalidTopicError, TopologyError
 from reactor.messages import lifecycle
 from reactor.messages.topics import TopicPattern, validate_topic
@@ -37,7 +38,6 @@ __all__ = [
 H = TypeVar("H")
 
 DEFAULT_STRATEGY = OneForOne()
-_BACKENDS = ("memory",)
 
 
 @attrs.define(eq=False)
@@ -387,9 +387,9 @@ class Topology(_Scope):
             what = f"channel {decl.name!r}"
             if not isinstance(decl.name, str) or not decl.name or decl.name.startswith("$"):
                 problems.append(f"{what}: a channel name must be a non-empty string not starting with '$'")
-            backend = decl.backend.split(":", 1)[0] if isinstance(decl.backend, str) else decl.backend
-            if backend not in _BACKENDS:
-                problems.append(f"{what}: unknown backend {decl.backend!r}; use one of {', '.join(_BACKENDS)}")
+            backends = known_schemes()
+            if not isinstance(decl.backend, str) or scheme_of(decl.backend) not in backends:
+                problems.append(f"{what}: unknown backend {decl.backend!r}; use one of {', '.join(backends)}")
             if not _positive_int(decl.capacity):
                 problems.append(f"{what}: capacity must be a positive integer, got {decl.capacity!r}")
             if decl.overflow not in OVERFLOW_POLICIES:
