@@ -10,13 +10,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from benchmarks import pipeline
+from benchmarks import pipeline, supervision
 
 Benchmark = Callable[[list[str]], int]
 
 BENCHMARKS: dict[str, Benchmark] = {
     "pipeline": pipeline.main,
-    # "supervision": supervision.main,  (planned)
+    "supervision": supervision.main,
     # "sqlite": sqlite.main,            (planned)
     # "redis": redis.main,              (planned)
 }
