@@ -115,8 +115,10 @@ def test_run_forever_drains_on_sigterm(tmp_path: Path) -> None:
     script.write_text(
         textwrap.dedent(
             """
-            import sys
+            import signal
+            import threading
             from reactor import Topology
+            from reactor.testing import wait_for
 
             handled = []
             topo = Topology("service")
@@ -125,7 +127,13 @@ def test_run_forever_drains_on_sigterm(tmp_path: Path) -> None:
             system = topo.start()
             for n in range(100):
                 system.publish("c", "t.x", n)
-            print("ready", flush=True)
+
+            def announce():
+                # Ready once run_forever has installed its handler, not before.
+                wait_for(lambda: signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL)
+                print("ready", flush=True)
+
+            threading.Thread(target=announce, daemon=True).start()
             system.run_forever(drain_timeout=10)
             print("handled", len(handled), system.state, flush=True)
             """
