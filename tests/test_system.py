@@ -149,3 +149,29 @@ def test_run_forever_drains_on_sigterm(tmp_path: Path) -> None:
     out, _ = process.communicate(timeout=30)
     assert process.returncode == 0
     assert out.strip() == "handled 100 stopped"
+
+
+def test_only_starts_the_named_part_of_a_topology() -> None:
+    topo = Topology("partial")
+    topo.channel("c")
+    billing, mail, audit = Recorder(), Recorder(), Recorder()
+    with topo.supervisor("tree") as tree:
+        tree.consumer("billing", billing, channel="c")
+        tree.consumer("mail", mail, channel="c")
+    topo.consumer("audit", audit, channel="c")
+    topo.producer("feed", channel="c", topic="t.x", source=range(5))
+    with topo.start(only={"billing", "feed"}) as system:
+        billing.wait_for_count(5)
+        names = {a.name for a in system.metrics().actors}
+        assert {"billing", "tree", "feed"} <= names
+        assert not {"mail", "audit"} & names
+        system.stop(drain=False)  # mail and audit have no members here: nothing drains them
+    assert len(mail) == len(audit) == 0
+
+
+def test_only_rejects_unknown_names() -> None:
+    topo = Topology("partial")
+    topo.channel("c")
+    topo.consumer("billing", Recorder(), channel="c")
+    with pytest.raises(reactor.TopologyError, match="'biling'"):
+        topo.start(only={"biling"})

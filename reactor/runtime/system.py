@@ -28,7 +28,7 @@ from reactor.actors.counters import ActorCounters
 from reactor.channels.backend import Channel, ChannelConfig, ChannelServices, GroupSpec
 from reactor.channels.registry import backend_for
 from reactor.clock import Clock, SystemClock
-from reactor.errors import IdleTimeout, SupervisorEscalation, SystemStoppedError
+from reactor.errors import IdleTimeout, SupervisorEscalation, SystemStoppedError, TopologyError
 from reactor.messages import lifecycle
 from reactor.messages.event import Event
 from reactor.runtime.consumer import ConsumerRuntime
@@ -65,8 +65,18 @@ class System:
     Thread-safety: every public method may be called from any thread.
     """
 
-    def __init__(self, topology: Topology, *, clock: Clock | None = None, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        topology: Topology,
+        *,
+        clock: Clock | None = None,
+        seed: int | None = None,
+        only: Iterable[str] | None = None,
+    ) -> None:
         self.topology = topology
+        # Run just these consumers, pools, supervisors (with their subtree) and producers:
+        # a worker process runs part of a topology whose channels live on a broker.
+        self.only: frozenset[str] | None = frozenset(only) if only is not None else None
         self.name = topology.name
         self.clock: Clock = clock if clock is not None else SystemClock()
         self._owns_clock = clock is None
@@ -99,6 +109,7 @@ class System:
             if self._state != "created":
                 raise SystemStoppedError(f"system {self.name!r} was already started; build a new one")
             self.topology.validate()
+            self._check_only()
             self._state = "starting"
         self._open_channels()
         children = (
@@ -107,7 +118,10 @@ class System:
                 [self._channel_spec(channel) for channel in self._channels.values()],
             ),
             self._consumer_tree_spec(self.topology.root),
-            self._supervisor_spec("$producers", [self._producer_spec(p) for p in self.topology.producers]),
+            self._supervisor_spec(
+                "$producers",
+                [self._producer_spec(p) for p in self.topology.producers if self._selected(p.name)],
+            ),
         )
         config = SupervisorConfig(
             "$root",
@@ -207,11 +221,31 @@ class System:
             counters=counters,
         )
 
-    def _consumer_tree_spec(self, node: SupervisorDecl, parent: str = "$root") -> ChildSpec:
+    def _selected(self, name: str) -> bool:
+        return self.only is None or name in self.only
+
+    def _check_only(self) -> None:
+        if self.only is None:
+            return
+        known = {p.name for p in self.topology.producers} | {d.name for d, _ in self.topology.walk()}
+        unknown = sorted(self.only - known)
+        if unknown:
+            raise TopologyError(
+                [f"--only names {name!r}, which is not a consumer, pool, supervisor or producer "
+                 f"of topology {self.topology.name!r}" for name in unknown],
+                source=self.topology.source,
+            )
+
+    def _consumer_tree_spec(
+        self, node: SupervisorDecl, parent: str = "$root", selected: bool = False
+    ) -> ChildSpec:
+        selected = selected or self._selected(node.name)
         children = []
         for child in node.children:
+            if not (selected or self._selected(child.name) or _contains_selected(child, self._selected)):
+                continue
             if isinstance(child, SupervisorDecl):
-                children.append(self._consumer_tree_spec(child, node.name))
+                children.append(self._consumer_tree_spec(child, node.name, selected))
             elif isinstance(child, PoolDecl):
                 children.append(self._pool_spec(child, node))
             else:
@@ -593,6 +627,12 @@ class System:
 
     def __repr__(self) -> str:
         return f"<System {self.name!r} {self._state}>"
+
+
+def _contains_selected(decl: Any, selected: Any) -> bool:
+    if not isinstance(decl, SupervisorDecl):
+        return False
+    return any(selected(child.name) or _contains_selected(child, selected) for child in decl.children)
 
 
 def _left(deadline: float | None) -> float:

@@ -530,8 +530,21 @@ class Topology(_Scope):
 
     # -- running ---------------------------------------------------------------------
 
-    def start(self, *, clock: Clock | None = None, seed: int | None = None) -> System:
+    def start(
+        self,
+        *,
+        clock: Clock | None = None,
+        seed: int | None = None,
+        only: Iterable[str] | None = None,
+    ) -> System:
         """Validate, then start every channel, consumer and producer.
+
+        Args:
+            clock: the clock for timers, backoff and intensity (tests pass a FakeClock).
+            seed: seeds the supervisors' backoff jitter, for repeatable runs.
+            only: start just these consumers, pools, supervisors (with everything
+                under them) and producers; channels are always opened. For worker
+                processes that share a topology over a broker.
 
         Returns:
             The running :class:`~reactor.System`; use it as a context manager to stop it.
@@ -541,7 +554,7 @@ class Topology(_Scope):
         """
         from reactor.runtime.system import System
 
-        return System(self, clock=clock, seed=seed).start()
+        return System(self, clock=clock, seed=seed, only=only).start()
 
     @classmethod
     def from_toml(cls, path: str) -> Topology:
