@@ -13,6 +13,7 @@ events, whether in its mailbox or in its handler.
 
 from __future__ import annotations
 
+import traceback
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import attrs
@@ -46,8 +47,6 @@ class ErrorInfo:
 
     @classmethod
     def from_exception(cls, exc: BaseException) -> ErrorInfo:
-        import traceback
-
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         return cls(type=type(exc).__qualname__, message=str(exc), traceback=text)
 

@@ -481,6 +481,7 @@ class System:
 
         Raises:
             IdleTimeout: still busy after ``timeout`` seconds; names what is busy.
+            SupervisorEscalation: the system failed; nothing will get idle any more.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
 
@@ -491,8 +492,8 @@ class System:
 
         with self._idle:
             while not idle():
-                if self._state == "failed":
-                    break
+                if self._failure is not None:
+                    raise self._failure
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise IdleTimeout(self._busy_report(timeout))
