@@ -206,7 +206,11 @@ def run_topology(
     Raises:
         TopologyError: the topology is invalid; nothing was started.
     """
-    system = topology.start()
+    try:
+        system = topology.start()
+    except SupervisorEscalation as exc:  # a child kept failing to start
+        err.print(Text(f"reactor: {topology.name}: {exc}", style="bold red"), soft_wrap=True)
+        return EXIT_FAILURE
     server: MetricsServer | None = None
     try:
         if metrics_port is not None:
@@ -231,6 +235,8 @@ def run_topology(
     try:
         if duration is None:
             system.run_forever(drain_timeout=DRAIN_TIMEOUT_S)
+            # A drain can finish before the watcher's next look; say it anyway.
+            announcer.draining()
         else:
             _run_for(system, duration, announcer)
         system.wait(timeout=0)  # raises if the root gave up while we were stopping

@@ -1,0 +1,282 @@
+"""The ``reactor`` command line: exit codes, targets, graph output, run."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import reactor
+from reactor.faces.cli import main
+from reactor.testing import wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
+SHOP_TOML = ROOT / "demos" / "shop.toml"
+
+APP = """
+import reactor
+
+def build():
+    topo = reactor.Topology("shop")
+    topo.channel("orders", capacity=500)
+    topo.channel("mail", capacity=100)
+    topo.producer("web", channel="orders", topic="orders.created", source=range(20), rate=200)
+    with topo.supervisor("billing-tree", reactor.RestForOne(max_restarts=3, within_s=5)) as sup:
+        sup.consumer("billing", bill, channel="orders", pattern="orders.created")
+        sup.pool("mailer", send, channel="orders", pattern="orders.billed", output="mail",
+                 min_size=1, max_size=3)
+    topo.consumer("audit", record, channel="orders", pattern="orders.#", group="audit")
+    topo.consumer("outbox", record, channel="mail", pattern="mail.#")
+    return topo
+
+def bill(event):
+    return ("orders.billed", {"n": event.data})
+
+def send(event):
+    return ("mail.sent", {"n": event.data["n"]})
+
+def record(event):
+    return None
+
+def explode(event):
+    raise RuntimeError("this consumer always fails")
+
+def doomed():
+    topo = reactor.Topology("doomed", strategy=reactor.OneForOne(max_restarts=0))
+    topo.channel("jobs")
+    topo.producer("feed", channel="jobs", topic="jobs.new", source=[1])
+    topo.consumer("explode", explode, channel="jobs")
+    return topo
+
+topology = build()
+not_a_topology = 42
+"""
+
+
+@pytest.fixture
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A module in the current directory; returns its (unique) name."""
+    name = f"cliapp_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(APP)
+    monkeypatch.chdir(tmp_path)
+    yield name
+    sys.modules.pop(name, None)
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["version"]) == 0
+    assert capsys.readouterr().out.strip() == f"reactor {reactor.__version__}"
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert main(["nonsense"]) == 2
+    assert "invalid choice" in capsys.readouterr().err
+    assert main(["demo", "sensors", "--duration", "soon"]) == 2
+    assert "expected a number of seconds" in capsys.readouterr().err
+    assert main(["demo", "no-such-demo"]) == 2
+    assert "no demo named 'no-such-demo'" in capsys.readouterr().err
+    assert main(["worker"]) == 2
+    assert "not available yet" in capsys.readouterr().err
+    assert main(["--help"]) == 0
+
+
+def test_bad_toml_exits_2_naming_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[channels.orders\ncapacity = 10\n")
+    assert main(["run", str(broken), "--duration", "0", "--no-dashboard"]) == 2
+    assert "broken.toml" in capsys.readouterr().err
+    assert main(["graph", str(broken)]) == 2
+    assert "broken.toml" in capsys.readouterr().err
+
+
+def test_invalid_topology_in_toml_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "wrong.toml"
+    bad.write_text(
+        textwrap.dedent(
+            """
+            [channels.orders]
+            capacity = 10
+
+            [consumers.billing]
+            channel = "nowhere"
+            handler = "json:dumps"
+            """
+        )
+    )
+    assert main(["graph", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "wrong.toml" in err
+    assert "nowhere" in err
+
+
+def test_missing_targets_exit_2(app: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["graph", "missing.toml"]) == 2
+    assert "missing.toml" in capsys.readouterr().err
+    assert main(["graph", "no_such_module_here:topology"]) == 2
+    assert "no module named 'no_such_module_here'" in capsys.readouterr().err
+    assert main(["graph", f"{app}:nothing"]) == 2
+    assert "has no attribute 'nothing'" in capsys.readouterr().err
+    assert main(["graph", f"{app}:not_a_topology"]) == 2
+    assert "must be a reactor.Topology" in capsys.readouterr().err
+    assert main(["graph", "just-a-word"]) == 2
+
+
+def test_graph_tree(app: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["graph", f"{app}:build"]) == 0
+    out = capsys.readouterr().out
+    for expected in (
+        "topology shop",
+        "orders  memory, capacity 500",
+        "web  → orders (orders.created)",
+        "billing-tree  supervisor rest_for_one, max 3 restarts in 5s",
+        "mailer  pool 1..3  ← orders [orders.billed] → mail",
+        "audit  consumer  ← orders [orders.#] group audit",
+    ):
+        assert expected in out, f"{expected!r} not in:\n{out}"
+    # The tree nests the pool under its supervisor.
+    lines = out.splitlines()
+    billing = next(i for i, line in enumerate(lines) if "billing-tree" in line)
+    mailer = next(i for i, line in enumerate(lines) if "mailer" in line)
+    assert mailer > billing
+    assert lines[mailer].index("mailer") > lines[billing].index("billing-tree")
+
+
+def test_graph_mermaid(app: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["graph", f"{app}:topology", "--format", "mermaid"]) == 0
+    out = capsys.readouterr().out
+    lines = [line.strip() for line in out.splitlines()]
+    assert lines[0] == "flowchart LR"
+    assert any(
+        line.startswith("subgraph sup_billing_tree") and "rest_for_one" in line for line in lines
+    )
+    assert lines.count("end") == 1
+    assert any(
+        line.startswith("p_web") and '-->|"orders.created"| ch_orders' in line for line in lines
+    )
+    assert any(line.startswith("ch_orders") and '-->|"orders.#"| c_audit' in line for line in lines)
+    assert any(line.startswith("c_mailer") and "-.->|returns| ch_mail" in line for line in lines)
+
+
+@pytest.mark.skipif(not SHOP_TOML.exists(), reason="demos/shop.toml is not in this checkout")
+def test_graph_of_the_shop_toml(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["graph", str(SHOP_TOML)]) == 0
+    out = capsys.readouterr().out
+    assert "topology shop" in out
+    assert "billing-tree" in out
+    assert main(["graph", str(SHOP_TOML), "--format", "mermaid"]) == 0
+    assert "subgraph" in capsys.readouterr().out
+
+
+def test_run_module_attribute_for_a_duration(app: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", f"{app}:build", "--duration", "1", "--no-dashboard"]) == 0
+    captured = capsys.readouterr()
+    status = captured.out.strip().splitlines()
+    assert status, "no status line written"
+    assert status[-1].startswith("shop stopped")
+    assert "handled" in status[-1]
+    assert "draining" in captured.err
+
+
+def test_run_json_lines(app: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", f"{app}:topology", "--duration", "0.5", "--json"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    snapshots = [json.loads(line) for line in lines]
+    assert snapshots[-1]["name"] == "shop"
+    assert snapshots[-1]["state"] == "stopped"
+
+
+def test_escalation_exits_1(app: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", f"{app}:doomed", "--duration", "10", "--no-dashboard"]) == 1
+    err = capsys.readouterr().err
+    assert "exceeded its restart intensity" in err
+    assert "this consumer always fails" in err
+
+
+def test_sigint_drains_and_exits_0(tmp_path: Path) -> None:
+    (tmp_path / "sigapp.py").write_text(APP)
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "reactor", "run", "sigapp:build", "--no-dashboard"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        first = threading.Event()
+        lines: list[str] = []
+
+        def read() -> None:
+            assert process.stdout is not None
+            for line in process.stdout:
+                lines.append(line)
+                first.set()
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        assert first.wait(20), "the CLI never wrote a status line"
+        process.send_signal(signal.SIGINT)
+        assert process.wait(20) == 0
+        reader.join(5)
+        assert process.stderr is not None
+        assert "draining" in process.stderr.read()
+        assert lines[-1].startswith("shop stopped")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(5)
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def test_metrics_port_serves_prometheus_while_running(
+    app: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    codes: list[int] = []
+    runner = threading.Thread(
+        target=lambda: codes.append(
+            main(
+                ["run", f"{app}:build", "--duration", "3", "--no-dashboard", "--metrics-port", "0"]
+            )
+        )
+    )
+    runner.start()
+    err = ""
+    try:
+
+        def announced() -> str | None:
+            nonlocal err
+            err += capsys.readouterr().err
+            found = re.search(r"http://127\.0\.0\.1:\d+/metrics", err)
+            return found.group(0) if found else None
+
+        url = wait_for(announced, timeout=10, message="the metrics URL was never printed")
+        with urllib.request.urlopen(url, timeout=5) as response:
+            body = response.read().decode()
+        assert 'reactor_channel_published_total{system="shop",channel="orders"}' in body
+    finally:
+        runner.join(30)
+    assert codes == [0]
+    assert not [thread for thread in threading.enumerate() if thread.name == "reactor-metrics"]

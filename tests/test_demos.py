@@ -1,0 +1,157 @@
+"""Every demo runs: from the CLI, as a script, under a terminal, and does what it says."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import select
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+import pytest
+
+from reactor.demos import DEMOS
+from reactor.demos.orders import OrderView
+from reactor.faces.cli import main
+from reactor.testing import wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\x1b[()][A-Z0-9]|\r")
+
+
+def _env() -> dict[str, str]:
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return dict(os.environ, PYTHONPATH=path)
+
+
+def test_demo_lists_every_demo_on_one_line_each(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[0] for line in lines] == list(DEMOS)
+    assert set(DEMOS) == {"sensors", "orders", "fanout"}
+
+
+@pytest.mark.parametrize("name", list(DEMOS))
+def test_demo_runs_for_a_duration(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", name, "--duration", "2", "--no-dashboard"]) == 0
+    status = capsys.readouterr().out.strip().splitlines()
+    assert status[-1].startswith(f"{name} stopped")
+
+
+@pytest.mark.parametrize("name", list(DEMOS))
+def test_demo_script_runs(name: str) -> None:
+    script = ROOT / "demos" / f"{name}.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--duration", "0.5", "--no-dashboard"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=_env(),
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"{name} stopped" in result.stdout
+
+
+def test_sensors_demo_under_a_terminal_shows_the_tree_and_restarts() -> None:
+    master, slave = os.openpty()
+    # A known window size: rich reads it from the terminal.
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 120, 0, 0))
+    env = _env()
+    env["TERM"] = "xterm-256color"
+    for variable in ("NO_COLOR", "COLUMNS", "LINES"):
+        env.pop(variable, None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "reactor", "demo", "sensors", "--duration", "3"],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        cwd=ROOT,
+        env=env,
+        close_fds=True,
+    )
+    os.close(slave)
+    output = bytearray()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                output += chunk
+            elif process.poll() is not None:
+                break
+        assert process.wait(10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(5)
+        os.close(master)
+    screen = ANSI.sub("", output.decode("utf-8", "replace"))
+    assert "\x1b" in output.decode("utf-8", "replace"), "not drawn as a live terminal view"
+    assert "supervision" in screen
+    assert "$root" in screen
+    assert "detection supervisor" in screen
+    assert re.search(r"detector consumer ● \w+ +↻ [1-9]\d* restarts", screen), screen[-3000:]
+    assert "↻ restarted detector" in screen
+
+
+# -- what each demo shows --------------------------------------------------------------
+
+
+def test_sensors_restart_alert_and_dead_letter() -> None:
+    system = DEMOS["sensors"].build().start()
+    try:
+        wait_for(lambda: system.metrics().actor("detector").restarts >= 1, timeout=10)
+        wait_for(lambda: system.metrics().channel("telemetry").dead_lettered >= 1, timeout=10)
+        wait_for(lambda: system.metrics().actor("dead-letters").handled >= 1, timeout=10)
+        assert system.metrics().channel("telemetry").published > 0
+    finally:
+        system.stop(timeout=10)
+
+
+def test_orders_saga_ships_compensates_and_keeps_the_read_model() -> None:
+    topology = DEMOS["orders"].build()
+    view = next(
+        decl.handler for decl in topology.consumers() if isinstance(decl.handler, OrderView)
+    )
+    panels = DEMOS["orders"].panels
+    assert panels is not None
+    assert panels(topology)
+    system = topology.start()
+    try:
+        wait_for(
+            lambda: view.counts().get("shipped", 0) >= 1, timeout=10, message="nothing shipped"
+        )
+        wait_for(
+            lambda: view.counts().get("cancelled", 0) >= 1, timeout=10, message="no compensation"
+        )
+        wait_for(lambda: system.metrics().actor("payments").restarts >= 1, timeout=10)
+    finally:
+        system.stop(timeout=10)
+    assert view.mismatched == 0, "a saga event lost its order's correlation id"
+
+
+def test_fanout_pool_scales_up_under_a_burst() -> None:
+    system = DEMOS["fanout"].build().start()
+    try:
+
+        def members() -> int:
+            return sum(1 for actor in system.metrics().actors if actor.kind == "member")
+
+        wait_for(lambda: members() >= 2, timeout=10, message="the pool never scaled up")
+        groups = {group.name for group in system.metrics().channel("feed").groups}
+        assert groups == {"indexer", "workers", "forwarder"}
+    finally:
+        system.stop(timeout=15)
