@@ -19,8 +19,6 @@ from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import TYPE_CHECKING, Any
 
-import attrs
-
 from reactor.runtime.metrics import SystemMetrics
 
 if TYPE_CHECKING:
@@ -53,13 +51,7 @@ def metrics_dict(metrics: SystemMetrics) -> dict[str, Any]:
     Returns:
         The snapshot's fields, recursively converted; tuples become lists.
     """
-    try:
-        return metrics.to_dict()
-    except TypeError:
-        # SystemMetrics.to_dict passes ``retain_collection_types`` to attrs.asdict,
-        # which only the legacy ``attr.asdict`` accepts; the new API already turns
-        # tuples into lists, which is what JSON wants.
-        return attrs.asdict(metrics, recurse=True)
+    return dict(metrics.to_dict())
 
 
 def metrics_json(metrics: SystemMetrics) -> str:
