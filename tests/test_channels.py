@@ -13,11 +13,13 @@ import reactor
 from reactor import Event, Topology
 from reactor.testing import Recorder, wait_for
 
-BACKENDS = ["memory"]
+BACKENDS = ["memory", "sqlite"]
 
 
 @pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
+def backend(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/c.db"  # a fresh log file per test
     return str(request.param)
 
 

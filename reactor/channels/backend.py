@@ -9,6 +9,7 @@ backend it has: ``memory`` today, durable logs and brokers behind the same face.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 import attrs
@@ -34,11 +35,17 @@ __all__ = [
 
 @attrs.frozen(slots=True)
 class GroupSpec:
-    """A consumer group's subscription on one channel."""
+    """A consumer group's subscription on one channel.
+
+    ``start`` is where a group the channel has never seen begins in a durable
+    log: ``"earliest"``, ``"latest"``, an offset or a ``datetime``. The memory
+    backend has no history, so it ignores it.
+    """
 
     name: str
     patterns: tuple[str, ...]
     max_deliveries: int = 5
+    start: str | int | datetime = "earliest"
 
 
 @attrs.frozen(slots=True)
@@ -82,6 +89,7 @@ class GroupStats:
     nacked: int
     redelivered: int
     dead_lettered: int
+    expired: int = 0  # deleted by retention before this group settled them (durable logs)
 
 
 @attrs.frozen(slots=True)
@@ -103,6 +111,7 @@ class ChannelStats:
     backlog: int
     in_flight: int
     groups: tuple[GroupStats, ...]
+    expired: int = 0  # events retention deleted before some group settled them
 
 
 class Channel(Protocol):

@@ -28,7 +28,7 @@ from reactor.actors.counters import ActorCounters
 from reactor.channels.backend import Channel, ChannelConfig, ChannelServices, GroupSpec
 from reactor.channels.registry import backend_for
 from reactor.clock import Clock, SystemClock
-from reactor.errors import IdleTimeout, SupervisorEscalation, SystemStoppedError, TopologyError
+from reactor.errors import IdleTimeout, ReactorError, SupervisorEscalation, SystemStoppedError, TopologyError
 from reactor.messages import lifecycle
 from reactor.messages.event import Event
 from reactor.runtime.consumer import ConsumerRuntime
@@ -152,7 +152,7 @@ class System:
         groups: dict[str, dict[str, GroupSpec]] = collections.defaultdict(dict)
         for decl in self.topology.consumers():
             groups[decl.channel].setdefault(
-                decl.group_name, GroupSpec(decl.group_name, decl.patterns, decl.max_deliveries)
+                decl.group_name, GroupSpec(decl.group_name, decl.patterns, decl.max_deliveries, decl.start)
             )
         services = ChannelServices(self.clock, self._publish_system, self._notify_idle)
         configs = [
@@ -175,8 +175,15 @@ class System:
                 tuple(groups[lifecycle.SYSTEM_CHANNEL].values()),
             )
         )
-        for config in configs:
-            self._channels[config.name] = backend_for(config.backend).open(config, services)
+        try:
+            for config in configs:
+                self._channels[config.name] = backend_for(config.backend).open(config, services)
+        except BaseException:
+            # A durable channel holds a file lock: give back what was opened before the failure.
+            for channel in self._channels.values():
+                channel.close()
+            self._channels.clear()
+            raise
         self._router.channels.update(self._channels)
 
     # -- child specs -----------------------------------------------------------------
@@ -258,7 +265,10 @@ class System:
         key = (decl.channel, decl.group_name)
         window = self._dedup.get(key)
         if window is None:
-            window = self._dedup[key] = DedupWindow(decl.dedup_window)
+            # A durable channel keeps the handled ids in its own store, so dedup survives restarts.
+            durable = getattr(self._channels[decl.channel], "dedup_window", None)
+            window = durable(decl.group_name, decl.dedup_window) if durable else DedupWindow(decl.dedup_window)
+            self._dedup[key] = window
         return window
 
     def _member_spec(self, decl: ConsumerDecl, member: str, supervisor: str) -> ChildSpec:
@@ -391,6 +401,32 @@ class System:
         """
         self._check_running()
         return self._router.publish(channel, list(events), timeout=timeout)
+
+    def replay(self, channel: str, group: str, from_: Any = "earliest") -> int:
+        """Rewind ``group`` on a durable ``channel`` so it gets every event from ``from_`` on again.
+
+        Args:
+            channel: a channel with a log (``sqlite``).
+            group: a group declared on it.
+            from_: ``"earliest"``, ``"latest"``, an offset, or a ``datetime``.
+
+        Returns:
+            The first offset the group will be given.
+
+        Raises:
+            UnknownChannelError: no such channel.
+            ReactorError: the channel's backend keeps no log (``memory``).
+            LookupError: no such group. ValueError: bad ``from_``.
+        """
+        self._check_running()
+        handle = self._router.channel(channel)
+        replay = getattr(handle, "replay", None)
+        if replay is None:
+            raise ReactorError(
+                f"channel {channel!r} (backend {handle.config.backend!r}) keeps no log to replay; "
+                "declare it with a durable backend such as backend='sqlite:///path.db'"
+            )
+        return int(replay(group, from_))
 
     def _check_running(self) -> None:
         if self._state not in ("running", "starting"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -83,6 +84,7 @@ class ConsumerDecl:
     prefetch: int = 256
     handler_timeout: float | None = None
     shutdown_s: float = 5.0
+    start: str | int | datetime = "earliest"
 
     @property
     def group_name(self) -> str:
@@ -143,6 +145,7 @@ class _Scope:
         prefetch: int = 256,
         handler_timeout: float | None = None,
         shutdown_s: float = 5.0,
+        start: str | int | datetime = "earliest",
     ) -> Any:
         """Declare a consumer; use it plainly or as a decorator.
 
@@ -160,6 +163,9 @@ class _Scope:
             prefetch: events the channel may hand this consumer ahead of time.
             handler_timeout: seconds before a running handler counts as hung.
             shutdown_s: how long a stop of this consumer may take.
+            start: where a group new to a durable log (``sqlite``) begins:
+                ``"earliest"`` (default), ``"latest"``, an offset, or a ``datetime``.
+                A group the log knows resumes where it left off; ``memory`` ignores it.
 
         Returns:
             The handler when used as ``consumer(name, handler, ...)``, or a decorator.
@@ -178,6 +184,7 @@ class _Scope:
             prefetch=prefetch,
             handler_timeout=handler_timeout,
             shutdown_s=shutdown_s,
+            start=start,
         )
         self._node.children.append(decl)
         return _decorator(decl) if handler is None else handler
@@ -200,6 +207,7 @@ class _Scope:
         prefetch: int = 64,
         handler_timeout: float | None = None,
         shutdown_s: float = 5.0,
+        start: str | int | datetime = "earliest",
     ) -> Any:
         """Declare a pool of ``min_size`` to ``max_size`` members in one group.
 
@@ -219,6 +227,7 @@ class _Scope:
             prefetch=prefetch,
             handler_timeout=handler_timeout,
             shutdown_s=shutdown_s,
+            start=start,
             min_size=min_size,
             max_size=max_size,
             scaling=scaling if scaling is not None else Scaling(),
@@ -496,6 +505,14 @@ class Topology(_Scope):
                 problems.append(f"{what}: dedup_window must be a positive integer, got {decl.dedup_window!r}")
             if decl.restart not in RESTART_TYPES:
                 problems.append(f"{what}: unknown restart type {decl.restart!r}; use one of {', '.join(RESTART_TYPES)}")
+            if not (
+                decl.start in ("earliest", "latest")
+                or isinstance(decl.start, datetime)
+                or (isinstance(decl.start, int) and not isinstance(decl.start, bool) and decl.start >= 0)
+            ):
+                problems.append(
+                    f"{what}: start must be 'earliest', 'latest', an offset >= 0 or a datetime, got {decl.start!r}"
+                )
             if decl.handler_timeout is not None and not (_non_negative(decl.handler_timeout) and decl.handler_timeout > 0):
                 problems.append(f"{what}: handler_timeout must be a positive number of seconds, got {decl.handler_timeout!r}")
             if isinstance(decl, PoolDecl) and not (

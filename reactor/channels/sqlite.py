@@ -1,0 +1,1388 @@
+"""The ``sqlite`` backend: a durable, append-only log per channel in one SQLite file.
+
+URL: ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``, with
+options in the query string::
+
+    sqlite:///data/orders.db?synchronous=full&max_events=1000000&max_age=86400
+
+=================  ==========================================================
+option             meaning
+=================  ==========================================================
+``synchronous``    ``normal`` (default) or ``full``. The log runs in WAL mode;
+                   with ``normal`` a commit survives a crash of the *process*
+                   (even ``SIGKILL``) but the last commits may be lost if the
+                   *machine* loses power; ``full`` fsyncs every commit and
+                   survives power loss too, at a cost in append throughput.
+``max_events``     retention: keep at most this many events in the log (the
+                   oldest go first; checked as the log grows, with 10% slack).
+``max_age``        retention: delete events appended more than this many
+                   seconds ago (checked every ``max_age / 4`` s, at most 60 s).
+=================  ==========================================================
+
+Several channels may share one file: every table has a ``channel`` column.
+
+**What is stored.** Each event gets the next offset (``seq``, from 1, never
+reused) and is written (JSON, :class:`~reactor.messages.codecs.JsonCodec`,
+never pickle) with its topic and append time *in the publisher's thread*,
+before ``publish()`` returns: one transaction per batch. Each group stores a
+committed offset, the watermark below which every event it routes has been
+settled (acked, dead-lettered, dropped or expired). Above the watermark, each
+delivery's attempt count and each ack are stored too, so after a restart a
+group resumes at its watermark, skips what it already acked, and gets back
+what was delivered but not acked *with its attempt count*: a delivery that
+never came back counts as a spent attempt, so an event that kills the process
+every time is dead-lettered after ``max_deliveries`` restarts instead of
+killing it forever. Dead letters are also kept in the ``reactor_deadletters``
+table, since the ``$system`` channel they are published on is in memory.
+
+**Where a new group starts** (``start=`` of ``consumer()`` / ``pool()``):
+``"earliest"`` (the default: a group never seen before gets every event
+still in the log, so nothing stored is lost to it), ``"latest"`` (only
+events published from now on), an offset (``int``: the first offset to
+deliver), or a ``datetime`` (the first event appended at or after it; naive
+means UTC). A group the log already knows resumes where it left off, whatever
+``start`` says; :meth:`SqliteChannel.replay` (``System.replay``) rewinds it.
+
+**Capacity.** A publisher takes one credit per event; on this backend the
+channel keeps one credit per *(event, group that routes it)* until that group
+settles it, taking the extra credits without waiting. So ``capacity`` bounds
+the deliveries owed, and memory stays bounded however many groups there are.
+At open, the events the declared groups still owe from earlier runs are
+counted too (``wait_idle`` waits for them), and memory holds only a window of
+them, paged from the file as demand arrives.
+
+**Retention** never deletes an event a group has not settled silently: it is
+reported as a ``$system.retention.forced`` event (data: channel, group, count,
+first and last offset) and counted in :attr:`GroupStats.expired` /
+:attr:`ChannelStats.expired`; the group moves past the deleted events.
+
+**One writer.** A process that opens a log holds ``<file>.lock`` with
+``flock`` until it closes it; another process gets :class:`LogLockedError`.
+A file that is not a reactor log gets :class:`LogFormatError`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from heapq import merge
+from typing import Any
+from urllib.parse import parse_qs
+
+import attrs
+
+from reactor.actors.address import Address
+from reactor.actors.base import ActorContext, ReactorActor
+from reactor.channels.backend import (
+    ChannelConfig,
+    ChannelServices,
+    ChannelStats,
+    GroupSpec,
+    GroupStats,
+)
+from reactor.channels.gate import CapacityGate
+from reactor.channels.memory import _insert_sorted, _Member, _partition
+from reactor.channels.registry import register_backend
+from reactor.channels.sqlite_store import (
+    LogFormatError,
+    LogLockedError,
+    LogStore,
+    Synchronous,
+    open_store,
+    release_store,
+)
+from reactor.errors import DecodeError, SystemStoppedError, TopologyError
+from reactor.messages import lifecycle
+from reactor.messages.codecs import JsonCodec
+from reactor.messages.control import Ack, Deliver, ErrorInfo, Join, Leave, Nack
+from reactor.messages.event import Event
+from reactor.messages.topics import TopicPattern
+from reactor.runtime.dedup import DedupWindow
+
+__all__ = [
+    "RETENTION_FORCED",
+    "DurableDedupWindow",
+    "LogFormatError",
+    "LogLockedError",
+    "SqliteBackend",
+    "SqliteChannel",
+    "SqliteOptions",
+    "StartPosition",
+    "parse_url",
+]
+
+logger = logging.getLogger("reactor")
+
+RETENTION_FORCED = "$system.retention.forced"
+
+StartPosition = str | int | datetime
+
+# Rows read from the file per page, and the most events one group keeps in memory
+# ahead of its watermark (at least this, or the channel's capacity if larger).
+_PAGE = 512
+_MIN_WINDOW = 1024
+# Acks are written lazily (when the mailbox is empty, before any delivery, or past this).
+_ACK_FLUSH = 4096
+_ASK_TIMEOUT_S = 30.0
+
+_codec = JsonCodec()
+
+
+# -- options -----------------------------------------------------------------------
+
+
+@attrs.frozen(slots=True)
+class SqliteOptions:
+    """What a ``sqlite:`` URL says: the file and its options."""
+
+    path: str
+    synchronous: Synchronous = "normal"
+    max_events: int | None = None
+    max_age: float | None = None
+
+
+def parse_url(url: str, channel: str = "?") -> SqliteOptions:
+    """Parse ``sqlite:///path.db?option=value``.
+
+    Raises:
+        TopologyError: malformed URL or an unknown or bad option; names the channel.
+    """
+    what = f"channel {channel!r}"
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or len(url) == len(prefix):
+        raise TopologyError(
+            f"{what}: sqlite backend URL {url!r} must look like sqlite:///relative/path.db "
+            "or sqlite:////absolute/path.db"
+        )
+    path, _, query = url[len(prefix) :].partition("?")
+    if not path or path.endswith("/"):
+        raise TopologyError(f"{what}: sqlite backend URL {url!r} names no file")
+    options: dict[str, Any] = {}
+    for name, values in parse_qs(query, keep_blank_values=True, strict_parsing=False).items():
+        value = values[-1]
+        if name == "synchronous":
+            if value.lower() not in ("normal", "full"):
+                raise TopologyError(
+                    f"{what}: synchronous must be 'normal' or 'full', got {value!r}"
+                )
+            options[name] = value.lower()
+        elif name == "max_events":
+            if not value.isdigit() or int(value) < 1:
+                raise TopologyError(f"{what}: max_events must be a positive integer, got {value!r}")
+            options[name] = int(value)
+        elif name == "max_age":
+            try:
+                age = float(value)
+            except ValueError:
+                age = -1.0
+            if not age > 0:
+                raise TopologyError(
+                    f"{what}: max_age must be a positive number of seconds, got {value!r}"
+                )
+            options[name] = age
+        else:
+            raise TopologyError(
+                f"{what}: unknown sqlite option {name!r} in {url!r}; known: max_age, max_events, synchronous"
+            )
+    return SqliteOptions(path, **options)
+
+
+# -- internal messages -------------------------------------------------------------
+
+
+@attrs.frozen(slots=True)
+class _Appended:
+    """Events stored at offsets ``first ..``; sent by ``send`` in offset order."""
+
+    first: int
+    events: tuple[Event, ...]
+
+
+@attrs.frozen(slots=True)
+class _Replay:
+    group: str
+    start: Any
+
+
+@attrs.frozen(slots=True)
+class _Retain:
+    """Enforce retention now (timer or test); the reply is how many events were deleted."""
+
+    now: float | None = None
+    timer: bool = False
+
+
+# -- state -------------------------------------------------------------------------
+
+
+class _Entry:
+    __slots__ = ("event", "inflight", "refs")
+
+    def __init__(self, event: Event) -> None:
+        self.event = event
+        self.refs = 0  # groups holding it (queued or in flight)
+        self.inflight = 0  # groups holding it in a member right now
+
+
+class _Group:
+    """One declared group: its position in the log and the window it holds in memory."""
+
+    __slots__ = (
+        "acked",
+        "acked_unflushed",
+        "attempts",
+        "committed",
+        "cursor",
+        "dead_lettered",
+        "delivered",
+        "expired",
+        "flushed",
+        "ghosts",
+        "max_deliveries",
+        "members",
+        "nacked",
+        "name",
+        "order",
+        "orphans",
+        "outstanding",
+        "owed",
+        "patterns",
+        "preacked",
+        "redelivered",
+        "shared",
+        "unsettled",
+    )
+
+    def __init__(self, spec: GroupSpec, committed: int) -> None:
+        self.name = spec.name
+        self.patterns = tuple(TopicPattern.compile(p) for p in spec.patterns)
+        self.max_deliveries = spec.max_deliveries
+        self.members: dict[str, _Member] = {}
+        self.order: list[_Member] = []  # members sorted by name: the partition ring
+        self.shared: deque[int] = deque()
+        self.orphans: deque[int] = deque()
+        self.attempts: dict[int, int] = {}  # seq -> deliveries already spent
+        self.committed = committed  # every routed seq <= committed is settled
+        self.flushed = committed  # what the file says
+        self.cursor = committed  # every seq <= cursor has been looked at
+        self.outstanding: deque[int] = deque()  # routed seqs in (committed, cursor], in order
+        self.unsettled: set[int] = set()  # ... of which not settled yet (queued or in flight)
+        self.preacked: set[int] = set()  # acked above the watermark in an earlier run
+        self.ghosts: dict[str, set[int]] = {}  # member -> seqs it held when a replay rewound us
+        self.acked_unflushed: list[int] = []
+        self.owed = 0  # credits: routed events in (committed, head] not settled
+        self.delivered = 0
+        self.acked = 0
+        self.nacked = 0
+        self.redelivered = 0
+        self.dead_lettered = 0
+        self.expired = 0
+
+    def matches(self, topic: str) -> bool:
+        return any(pattern.matches(topic) for pattern in self.patterns)
+
+    def queued(self) -> int:
+        return len(self.shared) + len(self.orphans) + sum(len(m.keyed) for m in list(self.order))
+
+    def in_flight(self) -> int:
+        return sum(len(m.in_flight) for m in list(self.order))
+
+
+class _State:
+    """Everything the channel actor owns; survives restarts of the actor."""
+
+    def __init__(self, groups: dict[str, _Group], head: int, low: int) -> None:
+        self.groups = groups
+        self.entries: dict[int, _Entry] = {}
+        self.head = head  # last offset the actor has heard of
+        self.low = low  # first offset still in the file (head + 1 when empty)
+        self.deliveries: list[tuple[int, str, int, int]] = []
+        self.deadletters: list[tuple[Any, ...]] = []
+        self.dirty: set[_Group] = set()
+        self.outbox: list[tuple[Address, Deliver]] = []
+        self.release = 0
+        self.published = 0
+        self.delivered = 0
+        self.acked = 0
+        self.dropped = 0
+        self.dead_lettered = 0
+        self.unrouted = 0
+        self.expired = 0
+
+
+# -- the handle --------------------------------------------------------------------
+
+
+class SqliteChannel:
+    """Handle of one channel whose log lives in a SQLite file.
+
+    Thread-safety: :meth:`send`, :meth:`stats`, :meth:`replay` and
+    :meth:`dedup_window` may be called from any thread.
+    """
+
+    def __init__(
+        self,
+        config: ChannelConfig,
+        services: ChannelServices,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.name = config.name
+        self.config = config
+        self.services = services
+        self.options = parse_url(config.backend, config.name)
+        self.wall_clock = wall_clock
+        self.gate = CapacityGate(config.name, config.capacity, config.overflow, services.on_idle)
+        self.address = Address(f"channel:{config.name}")
+        self.window = max(_MIN_WINDOW, config.capacity)
+        self._routes: dict[str, tuple[_Group, ...]] = {}
+        self._closed = False
+        self.store: LogStore = open_store(self.options.path, self.options.synchronous, config.name)
+        try:
+            self.channel_id, self._head = self.store.channel_id(config.name)
+            self.reader = self.store.reader()
+            self._last_appended = self._read_last_appended()
+            self.state = self._recover()
+        except BaseException:
+            release_store(self.store, config.name)
+            raise
+
+    # -- opening ---------------------------------------------------------------------
+
+    def _read_last_appended(self) -> float:
+        row = self.reader.execute(
+            "SELECT appended FROM reactor_log WHERE channel = ? ORDER BY seq DESC LIMIT 1",
+            (self.channel_id,),
+        ).fetchone()
+        return float(row[0]) if row else 0.0
+
+    def _recover(self) -> _State:
+        cid = self.channel_id
+        head = self._head
+        row = self.reader.execute(
+            "SELECT min(seq) FROM reactor_log WHERE channel = ?", (cid,)
+        ).fetchone()
+        low = int(row[0]) if row[0] is not None else head + 1
+        known = dict(
+            self.reader.execute(
+                "SELECT grp, committed FROM reactor_groups WHERE channel = ?", (cid,)
+            ).fetchall()
+        )
+        groups: dict[str, _Group] = {}
+        new_rows = []
+        for spec in self.config.groups:
+            if spec.name in known:
+                committed = int(known[spec.name])
+            else:
+                committed = self._position(spec.start, low, head, f"group {spec.name!r}")
+                new_rows.append((cid, spec.name, committed))
+            groups[spec.name] = _Group(spec, committed)
+        if new_rows:
+            with self.store.transaction() as db:
+                db.executemany(
+                    "INSERT INTO reactor_groups(channel, grp, committed) VALUES (?, ?, ?)", new_rows
+                )
+        owed = 0
+        for group in groups.values():
+            for seq, attempts, topic in self.reader.execute(
+                "SELECT p.seq, p.attempts, l.topic FROM reactor_pending p JOIN reactor_log l "
+                "ON l.channel = p.channel AND l.seq = p.seq "
+                "WHERE p.channel = ? AND p.grp = ? AND p.seq > ?",
+                (cid, group.name, group.committed),
+            ):
+                if not group.matches(topic):
+                    continue
+                if attempts < 0:
+                    group.preacked.add(seq)
+                else:
+                    group.attempts[seq] = attempts
+            group.owed = self._count_routed(group, group.committed, head) - len(group.preacked)
+            owed += group.owed
+        if owed:
+            # What earlier runs left unsettled: wait_idle waits for it, publishers make room for it.
+            self.gate.acquire(owed, None, overdraft=True)
+        return _State(groups, head, low)
+
+    def _position(self, start: Any, low: int, head: int, what: str) -> int:
+        """The committed offset for a group starting at ``start``: one before its first event."""
+        if start == "earliest":
+            return low - 1
+        if start == "latest":
+            return head
+        if isinstance(start, int) and not isinstance(start, bool) and start >= 0:
+            return min(max(start - 1, low - 1), head)
+        if isinstance(start, datetime):
+            when = start if start.tzinfo is not None else start.replace(tzinfo=UTC)
+            return self._first_at_or_after(when.timestamp(), low, head) - 1
+        raise ValueError(
+            f"channel {self.name!r}, {what}: start must be 'earliest', 'latest', an offset >= 0 "
+            f"or a datetime, got {start!r}"
+        )
+
+    def _first_at_or_after(self, timestamp: float, low: int, head: int) -> int:
+        # Append times never decrease with the offset (send() makes sure), and offsets in
+        # [low, head] are contiguous, so a binary search over point reads finds the first.
+        lo, hi = low, head + 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            row = self.reader.execute(
+                "SELECT appended FROM reactor_log WHERE channel = ? AND seq = ?",
+                (self.channel_id, mid),
+            ).fetchone()
+            if row is None or row[0] >= timestamp:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+    def _count_routed(self, group: _Group, after: int, upto: int) -> int:
+        if upto <= after:
+            return 0
+        total = 0
+        for topic, count in self.reader.execute(
+            "SELECT topic, count(*) FROM reactor_log WHERE channel = ? AND seq > ? AND seq <= ? GROUP BY topic",
+            (self.channel_id, after, upto),
+        ):
+            if group.matches(topic):
+                total += count
+        return total
+
+    def routes(self, topic: str) -> tuple[_Group, ...]:
+        groups = self._routes.get(topic)
+        if groups is None:
+            groups = tuple(g for g in self.state.groups.values() if g.matches(topic))
+            self._routes[topic] = groups
+        return groups
+
+    # -- the Channel protocol --------------------------------------------------------
+
+    def start_actor(self, context: ActorContext) -> ReactorActor:
+        return _SqliteChannelActor.spawn(context, self)
+
+    def send(self, events: tuple[Event, ...]) -> None:
+        """Append ``events`` to the log (one transaction) and hand them to the actor.
+
+        Runs in the publisher's thread and returns once the events are committed.
+
+        Raises:
+            SystemStoppedError: the channel was closed.
+            TypeError: an event's data has no JSON form (nothing was stored).
+        """
+        bodies = [_codec.encode(event) for event in events]  # outside the lock: the costly part
+        extra = 0
+        unrouted = 0
+        for event in events:
+            fanout = len(self.routes(event.topic))
+            if fanout == 0:
+                unrouted += 1
+            else:
+                extra += fanout - 1
+        if extra:
+            # One credit per (event, group): never wait here, the publisher already did.
+            self.gate.acquire(extra, None, overdraft=True)
+        try:
+            with self.store.lock:
+                if self._closed:
+                    raise SystemStoppedError(
+                        f"channel {self.name!r} is closed; it accepts no more events"
+                    )
+                now = self.wall_clock()
+                now = max(now, self._last_appended)  # keep append times monotonic in the offset
+                self._last_appended = now
+                first = self._head + 1
+                cid = self.channel_id
+                rows = [
+                    (cid, first + i, now, event.topic, body)
+                    for i, (event, body) in enumerate(zip(events, bodies, strict=True))
+                ]
+                db = self.store.writer
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    db.executemany(
+                        "INSERT INTO reactor_log(channel, seq, appended, topic, body) VALUES (?, ?, ?, ?, ?)",
+                        rows,
+                    )
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                self._head = first + len(events) - 1
+                # Counted here, not in the actor: unrouted events settle before it hears of them.
+                state = self.state
+                state.published += len(events)
+                state.unrouted += unrouted
+                # Under the lock, so the actor hears of appends in offset order.
+                self.address.tell(_Appended(first, events))
+        except BaseException:
+            if extra:
+                self.gate.release(extra)
+            raise
+        if unrouted:
+            self.gate.release(unrouted)  # nobody routes them: settled on arrival, kept in the log
+
+    def stats(self) -> ChannelStats:
+        state = self.state
+        groups = tuple(
+            GroupStats(
+                name=g.name,
+                patterns=tuple(p.pattern for p in g.patterns),
+                members=len(g.order),
+                backlog=max(0, g.owed - g.in_flight()),
+                in_flight=g.in_flight(),
+                delivered=g.delivered,
+                acked=g.acked,
+                nacked=g.nacked,
+                redelivered=g.redelivered,
+                dead_lettered=g.dead_lettered,
+                expired=g.expired,
+            )
+            for g in list(state.groups.values())
+        )
+        return ChannelStats(
+            name=self.name,
+            backend="sqlite",
+            capacity=self.gate.capacity,
+            overflow=self.gate.overflow,
+            unsettled=self.gate.used,
+            peak_unsettled=self.gate.peak,
+            published=state.published,
+            delivered=state.delivered,
+            acked=state.acked,
+            dropped=state.dropped + self.gate.dropped,
+            dead_lettered=state.dead_lettered,
+            unrouted=state.unrouted,
+            backlog=sum(g.backlog for g in groups),
+            in_flight=sum(g.in_flight for g in groups),
+            groups=groups,
+            expired=state.expired,
+        )
+
+    def close(self) -> None:
+        """Write what is still buffered, close the connections, release the file lock."""
+        with self.store.lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            _flush(self, self.state)
+        except Exception:
+            logger.exception("channel %r: could not write its last offsets on close", self.name)
+        finally:
+            self.reader.close()
+            release_store(self.store, self.name)
+
+    # -- beyond the protocol -----------------------------------------------------------
+
+    def replay(self, group: str, from_: StartPosition = "earliest") -> int:
+        """Rewind ``group`` so that it gets every event from ``from_`` on again.
+
+        Args:
+            group: a group declared on this channel.
+            from_: ``"earliest"``, ``"latest"``, an offset, or a ``datetime``.
+
+        Returns:
+            The first offset the group will be given (``head + 1`` if none).
+
+        Raises:
+            LookupError: no such group. ValueError: bad ``from_``.
+        """
+        return int(self.address.ask(_Replay(group, from_), timeout=_ASK_TIMEOUT_S))
+
+    def enforce_retention(self, now: float | None = None) -> int:
+        """Apply ``max_events`` / ``max_age`` now (as of wall time ``now``); returns events deleted."""
+        return int(self.address.ask(_Retain(now), timeout=_ASK_TIMEOUT_S))
+
+    def dedup_window(self, group: str, size: int) -> DurableDedupWindow:
+        """The handled-id window of ``group``, kept in this log's file.
+
+        Raises:
+            ValueError: ``size`` < 1.
+        """
+        return DurableDedupWindow(self.store, self.channel_id, group, size)
+
+    @property
+    def head(self) -> int:
+        """The last offset appended to this channel's log."""
+        return self._head
+
+
+# -- the actor ---------------------------------------------------------------------
+
+
+class _SqliteChannelActor(ReactorActor):
+    def __init__(self, context: ActorContext, channel: SqliteChannel) -> None:
+        super().__init__(context)
+        self.channel = channel
+        self.state = channel.state
+        self.gate = channel.gate
+        self.max_batch = channel.config.max_batch
+        self.window = channel.window
+        self.timer: Any = None
+
+    def on_start(self) -> None:
+        self._arm_timer()
+
+    def on_stop(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        _flush(self.channel, self.state)
+        self._send_outbox()
+
+    def on_crash(self, reason: Any) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+
+    def _arm_timer(self) -> None:
+        age = self.channel.options.max_age
+        if age is None:
+            return
+        address = self.actor_address
+        self.timer = self.actor_clock.call_later(
+            min(60.0, age / 4), lambda: address.tell(_Retain(timer=True))
+        )
+
+    def on_receive(self, message: Any) -> Any:
+        kind = type(message)
+        reply: Any = None
+        if kind is _Appended:
+            self._appended(message)
+        elif kind is Ack:
+            self._ack(message)
+        elif kind is Nack:
+            self._nack(message)
+        elif kind is Join:
+            reply = self._join(message)
+        elif kind is Leave:
+            self._leave(message)
+        elif kind is _Replay:
+            reply = self._replay(message)
+        elif kind is _Retain:
+            reply = self._retain(message.now)
+            if message.timer:
+                self._arm_timer()
+        else:
+            return super().on_receive(message)
+        self._end_of_message()
+        return reply
+
+    def _end_of_message(self) -> None:
+        state = self.state
+        if state.outbox or state.deadletters:
+            _flush(self.channel, state)  # attempts must be on disk before the deliveries leave
+            self._send_outbox()
+        elif state.dirty and (self.actor_address.depth() == 0 or _unflushed(state) > _ACK_FLUSH):
+            _flush(self.channel, state)
+        if state.release:
+            released, state.release = state.release, 0
+            self.gate.release(released)
+
+    def _send_outbox(self) -> None:
+        outbox, self.state.outbox = self.state.outbox, []
+        for address, deliver in outbox:
+            address.tell(deliver)
+
+    # -- appends -----------------------------------------------------------------------
+
+    def _appended(self, message: _Appended) -> None:
+        state = self.state
+        first = message.first
+        events = message.events
+        last = first + len(events) - 1
+        state.head = last
+        routes = self.channel.routes
+        taken: dict[_Group, bool] = {}
+        for offset, event in enumerate(events):
+            groups = routes(event.topic)
+            if not groups:
+                continue
+            seq = first + offset
+            for group in groups:
+                group.owed += 1
+                live = taken.get(group)
+                if live is None:
+                    # Caught up with the log and room in the window: take them as they come.
+                    live = taken[group] = (
+                        group.cursor == first - 1 and len(group.outstanding) < self.window
+                    )
+                if live:
+                    self._take(group, seq, event)
+        for group in state.groups.values():
+            if taken.get(group, group.cursor == first - 1):
+                group.cursor = last
+        if self.gate.overflow == "drop_oldest" and self.gate.over_capacity:
+            self._evict_oldest()
+        max_events = self.channel.options.max_events
+        if max_events is not None and state.head - state.low + 1 > max_events + max_events // 10:
+            self._retain(None)
+        for group in taken:
+            self._dispatch(group)
+
+    def _take(self, group: _Group, seq: int, event: Event) -> None:
+        entries = self.state.entries
+        entry = entries.get(seq)
+        if entry is None:
+            entry = entries[seq] = _Entry(event)
+        entry.refs += 1
+        group.outstanding.append(seq)
+        group.unsettled.add(seq)
+        key = event.key
+        if key is None:
+            group.shared.append(seq)
+        elif group.order:
+            _partition(key, group.order).keyed.append(seq)
+        else:
+            group.orphans.append(seq)
+
+    def _page(self, group: _Group) -> None:
+        """Read the next events ``group`` routes from the file, up to its window."""
+        state = self.state
+        reader = self.channel.reader
+        routes = self.channel.routes
+        entries = state.entries
+        while group.cursor < state.head and len(group.outstanding) < self.window:
+            rows = reader.execute(
+                "SELECT seq, topic, body FROM reactor_log WHERE channel = ? AND seq > ? AND seq <= ? "
+                "ORDER BY seq LIMIT ?",
+                (self.channel.channel_id, group.cursor, state.head, _PAGE),
+            ).fetchall()
+            if not rows:
+                group.cursor = state.head  # deleted by retention meanwhile
+                break
+            for seq, topic, body in rows:
+                group.cursor = seq
+                if group not in routes(topic):
+                    continue
+                if seq in group.preacked:
+                    group.preacked.discard(seq)
+                    continue
+                entry = entries.get(seq)
+                if entry is not None:
+                    event = entry.event
+                else:
+                    try:
+                        event = _codec.decode(body)
+                    except DecodeError as exc:
+                        logger.error(
+                            "channel %r: offset %d cannot be decoded, skipped: %s",
+                            self.channel.name,
+                            seq,
+                            exc,
+                        )
+                        group.owed -= 1
+                        state.release += 1
+                        state.dropped += 1
+                        continue
+                self._take(group, seq, event)
+                if len(group.outstanding) >= self.window:
+                    break
+        self._advance(group)
+
+    # -- delivery ------------------------------------------------------------------------
+
+    def _dispatch(self, group: _Group) -> None:
+        for _ in range(1024):  # each round delivers or pages, or we stop; the cap is a safety net
+            demand = sum(m.demand for m in group.order)
+            if demand <= 0:
+                return
+            paged = False
+            if (
+                group.cursor < self.state.head
+                and len(group.outstanding) < self.window
+                and group.queued() < max(demand, self.max_batch)
+            ):
+                before = group.cursor
+                self._page(group)
+                paged = group.cursor != before
+            progressed = False
+            for member in group.order:
+                if (
+                    member.demand > 0
+                    and (member.keyed or group.shared)
+                    and self._fill(group, member)
+                ):
+                    progressed = True
+            if not (progressed or paged):
+                return
+
+    def _fill(self, group: _Group, member: _Member) -> bool:
+        state = self.state
+        limit = min(member.demand, self.max_batch)
+        entries = state.entries
+        attempts = group.attempts
+        keyed = member.keyed
+        shared = group.shared
+        unsettled = group.unsettled
+        in_flight = member.in_flight
+        seqs: list[int] = []
+        events: list[Event] = []
+        tries: list[int] = []
+        settled_any = False
+        while len(seqs) < limit:
+            if keyed and (not shared or keyed[0] < shared[0]):
+                seq = keyed.popleft()
+            elif shared:
+                seq = shared.popleft()
+            else:
+                break
+            entry = entries.get(seq)
+            if entry is None or seq not in unsettled:
+                continue  # dropped or expired while queued
+            spent = attempts.pop(seq, 0) if attempts else 0
+            if spent >= group.max_deliveries:
+                # Delivered that many times in earlier runs and never settled: the process
+                # stopped each time (a poison event?). Dead-letter it rather than loop.
+                error = ErrorInfo(
+                    "DeliveryAbandoned",
+                    f"delivered {spent} times to group {group.name!r} without being acked or "
+                    "nacked: the process stopped while it was in flight each time",
+                    "",
+                )
+                self._dead_letter(group, seq, entry, error, spent, consumer="")
+                settled_any = True
+                continue
+            attempt = spent + 1
+            in_flight[seq] = attempt
+            entry.inflight += 1
+            seqs.append(seq)
+            events.append(entry.event)
+            tries.append(attempt)
+        if settled_any:
+            self._advance(group)
+        if not seqs:
+            return settled_any
+        count = len(seqs)
+        member.demand -= count
+        group.delivered += count
+        state.delivered += count
+        cid = self.channel.channel_id
+        state.deliveries += [(cid, group.name, seq, n) for seq, n in zip(seqs, tries, strict=True)]
+        state.outbox.append(
+            (
+                member.address,
+                Deliver(
+                    self.channel.name,
+                    group.name,
+                    member.epoch,
+                    tuple(seqs),
+                    tuple(events),
+                    tuple(tries),
+                ),
+            )
+        )
+        return True
+
+    # -- settlement ------------------------------------------------------------------------
+
+    def _settle(self, group: _Group, seq: int) -> None:
+        """``group`` is done with ``seq``: acked, dead-lettered, dropped or expired."""
+        group.unsettled.discard(seq)
+        entries = self.state.entries
+        entry = entries.get(seq)
+        if entry is not None:
+            entry.refs -= 1
+            if entry.refs <= 0:
+                del entries[seq]
+        group.owed -= 1
+        group.acked_unflushed.append(seq)
+        self.state.release += 1
+
+    def _advance(self, group: _Group) -> None:
+        """Move the watermark over the unbroken run of settled events at its front."""
+        outstanding = group.outstanding
+        unsettled = group.unsettled
+        while outstanding and outstanding[0] not in unsettled:
+            outstanding.popleft()
+        committed = outstanding[0] - 1 if outstanding else group.cursor
+        if committed != group.committed:
+            group.committed = committed
+        if group.committed != group.flushed or group.acked_unflushed:
+            self.state.dirty.add(group)
+
+    def _member(
+        self, group_name: str, member_name: str, epoch: int
+    ) -> tuple[_Group, _Member] | None:
+        group = self.state.groups.get(group_name)
+        if group is None:
+            return None
+        member = group.members.get(member_name)
+        if member is None or member.epoch != epoch:
+            return None  # a fenced-off incarnation: its word no longer counts
+        return group, member
+
+    def _ack(self, ack: Ack) -> None:
+        found = self._member(ack.group, ack.member, ack.epoch)
+        if found is None:
+            return
+        group, member = found
+        entries = self.state.entries
+        in_flight = member.in_flight
+        ghosts = group.ghosts.get(member.name)
+        settled = 0
+        for seq in ack.seqs:
+            if ghosts and seq in ghosts:
+                ghosts.discard(seq)  # held from before a replay: only its demand comes back
+                member.demand += 1
+                continue
+            if in_flight.pop(seq, None) is None:
+                continue
+            settled += 1
+            entry = entries.get(seq)
+            if entry is not None:
+                entry.inflight -= 1
+            self._settle(group, seq)
+        member.demand += settled
+        group.acked += settled
+        self.state.acked += settled
+        self._advance(group)
+        self._dispatch(group)
+
+    def _nack(self, nack: Nack) -> None:
+        found = self._member(nack.group, nack.member, nack.epoch)
+        if found is None:
+            return
+        group, member = found
+        ghosts = group.ghosts.get(member.name)
+        if ghosts and nack.seq in ghosts:
+            ghosts.discard(nack.seq)
+            member.demand += 1
+            self._dispatch(group)
+            return
+        attempt = member.in_flight.pop(nack.seq, None)
+        if attempt is None:
+            return
+        member.demand += 1
+        group.nacked += 1
+        entry = self.state.entries.get(nack.seq)
+        if entry is None:
+            self._dispatch(group)
+            return
+        entry.inflight -= 1
+        if attempt >= group.max_deliveries:
+            self._dead_letter(group, nack.seq, entry, nack.error, attempt, nack.consumer)
+            self._advance(group)
+        else:
+            group.attempts[nack.seq] = attempt
+            group.redelivered += 1
+            self._requeue(group, [nack.seq])
+        self._dispatch(group)
+
+    def _dead_letter(
+        self, group: _Group, seq: int, entry: _Entry, error: ErrorInfo, attempts: int, consumer: str
+    ) -> None:
+        state = self.state
+        group.dead_lettered += 1
+        state.dead_lettered += 1
+        state.deadletters.append(
+            (
+                self.channel.channel_id,
+                group.name,
+                seq,
+                attempts,
+                error.type,
+                error.message,
+                error.traceback,
+                _codec.encode(entry.event),
+            )
+        )
+        # Published before it is settled: a crash in between can duplicate it, not lose it.
+        self.channel.services.publish_system(
+            lifecycle.dead_letter(
+                entry.event,
+                error,
+                attempts=attempts,
+                consumer=consumer,
+                group=group.name,
+                channel=self.channel.name,
+            )
+        )
+        self._settle(group, seq)
+
+    def _requeue(self, group: _Group, seqs: Iterable[int]) -> None:
+        entries = self.state.entries
+        for seq in seqs:
+            entry = entries.get(seq)
+            if entry is None or seq not in group.unsettled:
+                continue
+            key = entry.event.key
+            if key is None:
+                _insert_sorted(group.shared, seq)
+            elif group.order:
+                _insert_sorted(_partition(key, group.order).keyed, seq)
+            else:
+                _insert_sorted(group.orphans, seq)
+
+    def _release_in_flight(self, group: _Group, member: _Member) -> None:
+        """Hand back everything a member holds, unhandled: its attempts are not spent."""
+        held = sorted(member.in_flight.items())
+        member.in_flight.clear()
+        group.ghosts.pop(member.name, None)
+        entries = self.state.entries
+        for seq, attempt in held:
+            entry = entries.get(seq)
+            if entry is None:
+                continue
+            entry.inflight -= 1
+            if attempt > 1:
+                group.attempts[seq] = attempt - 1
+        self._requeue(group, (seq for seq, _ in held))
+
+    def _evict_oldest(self) -> None:
+        excess = self.gate.over_capacity
+        candidates: list[tuple[int, _Group]] = []
+        for group in self.state.groups.values():
+            queues = [group.shared, group.orphans, *(m.keyed for m in group.order)]
+            candidates += [
+                (seq, group) for queue in queues for seq in queue if seq in group.unsettled
+            ]
+        candidates.sort(key=lambda item: item[0])
+        for seq, group in candidates[:excess]:
+            entry = self.state.entries.get(seq)
+            if entry is None:
+                continue
+            self.state.dropped += 1
+            self.channel.services.publish_system(
+                lifecycle.dropped(entry.event, channel=self.channel.name, policy="drop_oldest")
+            )
+            group.attempts.pop(seq, None)
+            self._settle(group, seq)  # its queue entry is skipped lazily
+        for group in self.state.groups.values():
+            self._advance(group)
+
+    # -- membership ------------------------------------------------------------------------
+
+    def _join(self, join: Join) -> int:
+        group = self.state.groups.get(join.group)
+        if group is None:
+            raise LookupError(
+                f"channel {self.channel.name!r} has no group {join.group!r}; declare the "
+                "consumer in the topology so the channel knows its subscription"
+            )
+        member = group.members.get(join.member)
+        if member is not None:
+            self._release_in_flight(group, member)
+            member.epoch += 1
+            member.address = join.address
+            member.demand = join.demand
+        else:
+            member = _Member(join.member, join.address, join.demand)
+            group.members[join.member] = member
+            self._repartition(group)
+        self._dispatch(group)
+        return member.epoch
+
+    def _leave(self, leave: Leave) -> None:
+        group = self.state.groups.get(leave.group)
+        member = group.members.get(leave.member) if group is not None else None
+        if group is None or member is None:
+            return
+        if leave.epoch and leave.epoch != member.epoch:
+            return
+        self._release_in_flight(group, member)
+        del group.members[member.name]
+        self._repartition(group)
+        self._dispatch(group)
+
+    def _repartition(self, group: _Group) -> None:
+        old_queues = [m.keyed for m in group.order]
+        group.order = sorted(group.members.values(), key=lambda m: m.name)
+        pending = list(merge(group.orphans, *old_queues))
+        for member in group.order:
+            member.keyed = deque()
+        group.orphans = deque()
+        entries = self.state.entries
+        for seq in pending:
+            entry = entries.get(seq)
+            if entry is None or seq not in group.unsettled:
+                continue
+            key = entry.event.key
+            if key is None:
+                _insert_sorted(group.shared, seq)
+            elif group.order:
+                _partition(key, group.order).keyed.append(seq)
+            else:
+                group.orphans.append(seq)
+
+    # -- replay and retention ----------------------------------------------------------------
+
+    def _replay(self, replay: _Replay) -> int:
+        state = self.state
+        channel = self.channel
+        group = state.groups.get(replay.group)
+        if group is None:
+            known = ", ".join(sorted(state.groups)) or "none"
+            raise LookupError(
+                f"channel {channel.name!r} has no group {replay.group!r} (groups: {known})"
+            )
+        position = channel._position(
+            replay.start, state.low, state.head, f"replay of group {group.name!r}"
+        )
+        owed = channel._count_routed(group, position, state.head)
+        if owed:
+            self.gate.acquire(owed, None, overdraft=True)  # before the release: never look idle
+        # Whatever members hold now is theirs to finish; their acks only give demand back.
+        for member in group.order:
+            if member.in_flight:
+                group.ghosts.setdefault(member.name, set()).update(member.in_flight)
+                for seq in member.in_flight:
+                    entry = state.entries.get(seq)
+                    if entry is not None:
+                        entry.inflight -= 1
+                member.in_flight.clear()
+            member.keyed.clear()
+        for seq in list(group.unsettled):
+            entry = state.entries.get(seq)
+            if entry is not None:
+                entry.refs -= 1
+                if entry.refs <= 0:
+                    del state.entries[seq]
+        state.release += group.owed
+        group.owed = owed
+        group.unsettled.clear()
+        group.outstanding.clear()
+        group.shared.clear()
+        group.orphans.clear()
+        group.attempts.clear()
+        group.preacked.clear()
+        group.acked_unflushed.clear()
+        group.committed = group.cursor = position
+        with channel.store.transaction() as db:
+            db.execute(
+                "DELETE FROM reactor_pending WHERE channel = ? AND grp = ?",
+                (channel.channel_id, group.name),
+            )
+            db.execute(
+                "UPDATE reactor_groups SET committed = ? WHERE channel = ? AND grp = ?",
+                (position, channel.channel_id, group.name),
+            )
+        group.flushed = position
+        self._dispatch(group)
+        return position + 1
+
+    def _retain(self, now: float | None) -> int:
+        state = self.state
+        channel = self.channel
+        options = channel.options
+        cid = channel.channel_id
+        cutoff = state.low  # first offset to keep
+        if options.max_events is not None:
+            cutoff = max(cutoff, state.head - options.max_events + 1)
+        if options.max_age is not None:
+            wall = channel.wall_clock() if now is None else now
+            cutoff = max(
+                cutoff, channel._first_at_or_after(wall - options.max_age, state.low, state.head)
+            )
+        if cutoff <= state.low:
+            return 0
+        last = cutoff - 1
+        forced: list[tuple[str, int, int]] = []  # group, events it loses, first offset lost
+        for group in state.groups.values():
+            if group.committed >= last:
+                continue
+            lost = 0
+            for queue in (group.shared, group.orphans, *(m.keyed for m in group.order)):
+                for seq in [s for s in queue if s <= last and s in group.unsettled]:
+                    self._settle(group, seq)
+                    lost += 1
+            if group.cursor < last:
+                unread = channel._count_routed(group, group.cursor, last)
+                group.owed -= unread
+                state.release += unread
+                lost += unread
+                group.cursor = last
+            group.preacked = {s for s in group.preacked if s > last}
+            if lost:
+                forced.append((group.name, lost, group.committed + 1))
+                group.expired += lost
+                state.expired += lost
+            self._advance(group)
+        # Groups in the file that this topology does not declare lose events too: say so.
+        declared = set(state.groups)
+        stale = channel.reader.execute(
+            "SELECT grp, committed FROM reactor_groups WHERE channel = ? AND committed < ?",
+            (cid, last),
+        ).fetchall()
+        for name, committed in stale:
+            if name not in declared:
+                lost = last - max(int(committed), state.low - 1)
+                if lost > 0:
+                    forced.append((name, lost, max(int(committed), state.low - 1) + 1))
+                    state.expired += lost
+        _flush(channel, state)
+        with channel.store.transaction() as db:
+            deleted = db.execute(
+                "DELETE FROM reactor_log WHERE channel = ? AND seq < ?", (cid, cutoff)
+            ).rowcount
+            db.execute("DELETE FROM reactor_pending WHERE channel = ? AND seq < ?", (cid, cutoff))
+            db.execute(
+                "UPDATE reactor_groups SET committed = ? WHERE channel = ? AND committed < ?",
+                (last, cid, last),
+            )
+            db.execute(
+                "UPDATE reactor_channels SET head = max(head, ?) WHERE id = ?", (state.head, cid)
+            )
+        state.low = cutoff
+        for name, lost, first in forced:
+            logger.warning(
+                "channel %r: retention deleted %d event(s) group %r had not acked (offsets %d..%d)",
+                channel.name,
+                lost,
+                name,
+                first,
+                last,
+            )
+            channel.services.publish_system(
+                Event.create(
+                    RETENTION_FORCED,
+                    {
+                        "channel": channel.name,
+                        "group": name,
+                        "count": lost,
+                        "first": first,
+                        "last": last,
+                    },
+                    key=channel.name,
+                    source=f"reactor/channel/{channel.name}",
+                )
+            )
+        return int(deleted)
+
+
+def _unflushed(state: _State) -> int:
+    return sum(len(g.acked_unflushed) for g in state.dirty)
+
+
+def _flush(channel: SqliteChannel, state: _State) -> None:
+    """Write attempts, acks, watermarks and dead letters in one transaction."""
+    if not (state.deliveries or state.dirty or state.deadletters):
+        return
+    cid = channel.channel_id
+    deliveries, state.deliveries = state.deliveries, []
+    deadletters, state.deadletters = state.deadletters, []
+    dirty, state.dirty = state.dirty, set()
+    with channel.store.transaction() as db:
+        if deliveries:
+            db.executemany(
+                "INSERT INTO reactor_pending(channel, grp, seq, attempts) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(channel, grp, seq) DO UPDATE SET attempts = excluded.attempts",
+                deliveries,
+            )
+        for group in dirty:
+            acked, group.acked_unflushed = group.acked_unflushed, []
+            above = [(cid, group.name, seq) for seq in acked if seq > group.committed]
+            if above:
+                db.executemany(
+                    "INSERT INTO reactor_pending(channel, grp, seq, attempts) VALUES (?, ?, ?, -1) "
+                    "ON CONFLICT(channel, grp, seq) DO UPDATE SET attempts = -1",
+                    above,
+                )
+            if group.committed != group.flushed:
+                db.execute(
+                    "DELETE FROM reactor_pending WHERE channel = ? AND grp = ? AND seq <= ?",
+                    (cid, group.name, group.committed),
+                )
+                db.execute(
+                    "UPDATE reactor_groups SET committed = ? WHERE channel = ? AND grp = ?",
+                    (group.committed, cid, group.name),
+                )
+                group.flushed = group.committed
+        if deadletters:
+            db.executemany(
+                "INSERT OR REPLACE INTO reactor_deadletters(channel, grp, seq, attempts, error_type, "
+                "message, traceback, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                deadletters,
+            )
+
+
+# -- durable dedup -----------------------------------------------------------------
+
+
+class DurableDedupWindow(DedupWindow):
+    """A :class:`~reactor.runtime.dedup.DedupWindow` whose ids are also in the log's file.
+
+    ``add`` commits the id before it returns, so an event whose handler returned
+    (and which the consumer then acks) is skipped after a restart even if its ack
+    never reached the file. The window keeps the last ``size`` ids, in memory and
+    on disk; opening it reloads them.
+
+    Thread-safety: members of one group share the window; ``add`` may be called
+    from any thread.
+    """
+
+    __slots__ = ("_channel", "_group", "_n", "_store")
+
+    def __init__(self, store: LogStore, channel_id: int, group: str, size: int) -> None:
+        super().__init__(size)
+        self._store = store
+        self._channel = channel_id
+        self._group = group
+        with store.lock:
+            rows = store.writer.execute(
+                "SELECT n, event_id FROM reactor_dedup WHERE channel = ? AND grp = ? ORDER BY n DESC LIMIT ?",
+                (channel_id, group, size),
+            ).fetchall()
+        self._n = int(rows[0][0]) if rows else 0
+        for _, event_id in reversed(rows):
+            super().add(event_id)
+
+    def add(self, event_id: str) -> None:
+        store = self._store
+        with store.lock:
+            if event_id in self:
+                return
+            super().add(event_id)
+            self._n += 1
+            n = self._n
+            db = store.writer
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except Exception:
+                # The channel closed under an abandoned handler: nothing to record any more.
+                logger.debug("dedup window of group %r: log closed, id not recorded", self._group)
+                return
+            try:
+                db.execute(
+                    "INSERT OR REPLACE INTO reactor_dedup(channel, grp, n, event_id) VALUES (?, ?, ?, ?)",
+                    (self._channel, self._group, n, event_id),
+                )
+                if n % max(1, self.size // 4) == 0:
+                    db.execute(
+                        "DELETE FROM reactor_dedup WHERE channel = ? AND grp = ? AND n <= ?",
+                        (self._channel, self._group, n - self.size),
+                    )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+
+# -- the backend -------------------------------------------------------------------
+
+
+class SqliteBackend:
+    """Opens ``sqlite:`` channels.
+
+    Attributes:
+        wall_clock: the time stamped on appended events (for ``start=datetime``,
+            replay by time and ``max_age``); tests may replace it.
+    """
+
+    scheme = "sqlite"
+
+    def __init__(self, wall_clock: Callable[[], float] = time.time) -> None:
+        self.wall_clock = wall_clock
+
+    def open(self, config: ChannelConfig, services: ChannelServices) -> SqliteChannel:
+        """Open the channel's log (creating the file if needed).
+
+        Raises:
+            TopologyError: bad URL or option.
+            LogLockedError: another process writes this log.
+            LogFormatError: the file is not a reactor log.
+        """
+        return SqliteChannel(config, services, self.wall_clock)
+
+
+BACKEND = SqliteBackend()
+register_backend(BACKEND)

@@ -1,0 +1,288 @@
+"""The file under the ``sqlite`` backend: schema, single-writer lock, connections.
+
+One :class:`LogStore` per database file per process, shared by every channel
+that lives in that file and reference-counted by them. It owns:
+
+* the **lock file** ``<db>.lock``, held with ``fcntl.flock(LOCK_EX | LOCK_NB)``
+  for as long as the store is open: a second process that opens the log gets
+  :class:`LogLockedError` at once instead of interleaving writes with ours. The
+  kernel drops the lock when the process dies, even by ``SIGKILL``;
+* the **writer connection**, guarded by :attr:`LogStore.lock`: publishers append
+  through it in their own threads, channel actors record offsets and attempts
+  through it, durable dedup windows record handled ids through it. Every write
+  is one explicit transaction;
+* the **schema** (``reactor_*`` tables, WAL mode) and the format check that
+  refuses a foreign or corrupted file with :class:`LogFormatError`.
+
+Readers (one per channel actor) open their own connections with
+:meth:`LogStore.reader`; WAL lets them read while the writer writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from typing import Literal
+
+from reactor.errors import ReactorError
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "LogFormatError",
+    "LogLockedError",
+    "LogStore",
+    "Synchronous",
+    "open_store",
+]
+
+FORMAT = "reactor-sqlite-log"
+FORMAT_VERSION = "1"
+
+Synchronous = Literal["normal", "full"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS reactor_meta(
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS reactor_channels(
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    head INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS reactor_log(
+    channel INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    appended REAL NOT NULL,
+    topic TEXT NOT NULL,
+    body BLOB NOT NULL,
+    PRIMARY KEY (channel, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS reactor_groups(
+    channel INTEGER NOT NULL,
+    grp TEXT NOT NULL,
+    committed INTEGER NOT NULL,
+    PRIMARY KEY (channel, grp)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS reactor_pending(
+    channel INTEGER NOT NULL,
+    grp TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    PRIMARY KEY (channel, grp, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS reactor_dedup(
+    channel INTEGER NOT NULL,
+    grp TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    event_id TEXT NOT NULL,
+    PRIMARY KEY (channel, grp, n)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS reactor_deadletters(
+    channel INTEGER NOT NULL,
+    grp TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    error_type TEXT NOT NULL,
+    message TEXT NOT NULL,
+    traceback TEXT NOT NULL,
+    body BLOB NOT NULL,
+    PRIMARY KEY (channel, grp, seq)
+) WITHOUT ROWID;
+"""
+
+
+class LogLockedError(ReactorError, RuntimeError):
+    """Another process (or another open channel) already owns this log for writing."""
+
+
+class LogFormatError(ReactorError, ValueError):
+    """The file is not a reactor log: corrupted, foreign, or from a newer reactor."""
+
+
+class LogStore:
+    """One open log file: its lock, its writer connection and its channels.
+
+    Thread-safety: hold :attr:`lock` around every use of :attr:`writer`; the
+    other methods may be called from any thread.
+    """
+
+    def __init__(self, path: str, synchronous: Synchronous) -> None:
+        self.path = path
+        self.synchronous = synchronous
+        self.lock = threading.Lock()
+        self.refs = 0
+        self.channels: set[str] = set()
+        self._lock_fd = _take_lock(path)
+        try:
+            self.writer = _connect(path, synchronous)
+            _check_and_create(self.writer, path)
+        except BaseException:
+            _drop_lock(self._lock_fd)
+            raise
+
+    def reader(self) -> sqlite3.Connection:
+        """A new connection for one channel actor's reads (not shared between threads at once)."""
+        return _connect(self.path, self.synchronous, read_only=True)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``with store.transaction() as db:`` one write transaction under :attr:`lock`."""
+        with self.lock:
+            db = self.writer
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def channel_id(self, name: str) -> tuple[int, int]:
+        """The id of channel ``name`` in this file (created if new) and its last seq."""
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO reactor_channels(name) VALUES (?)", (name,))
+            cid, head = db.execute(
+                "SELECT id, head FROM reactor_channels WHERE name = ?", (name,)
+            ).fetchone()
+            last = db.execute(
+                "SELECT max(seq) FROM reactor_log WHERE channel = ?", (cid,)
+            ).fetchone()[0]
+        return int(cid), max(int(head), int(last or 0))
+
+    def close(self) -> None:
+        with self.lock:
+            self.writer.close()
+        _drop_lock(self._lock_fd)
+
+
+_STORES: dict[str, LogStore] = {}
+_STORES_LOCK = threading.Lock()
+
+
+def open_store(path: str, synchronous: Synchronous, channel: str) -> LogStore:
+    """Open (or share) the store for ``path`` and claim ``channel`` in it.
+
+    Raises:
+        LogLockedError: another process holds the file, or ``channel`` is already
+            open in this process.
+        LogFormatError: the file is not a reactor log.
+    """
+    real = os.path.realpath(path)
+    with _STORES_LOCK:
+        store = _STORES.get(real)
+        if store is None:
+            store = LogStore(real, synchronous)
+            _STORES[real] = store
+        if channel in store.channels:
+            raise LogLockedError(
+                f"channel {channel!r} of sqlite log {path} is already open in this process; "
+                "a channel's log has one writer: stop the other system first"
+            )
+        store.channels.add(channel)
+        store.refs += 1
+        return store
+
+
+def release_store(store: LogStore, channel: str) -> None:
+    """Give back ``channel``'s claim; the last one closes the file and drops the lock."""
+    with _STORES_LOCK:
+        store.channels.discard(channel)
+        store.refs -= 1
+        if store.refs > 0:
+            return
+        _STORES.pop(store.path, None)
+    store.close()
+
+
+def _take_lock(path: str) -> int:
+    lock_path = f"{path}.lock"
+    directory = os.path.dirname(lock_path) or "."
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(
+            f"cannot open sqlite log {path}: directory {directory} does not exist; create it first"
+        )
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise LogLockedError(
+            f"sqlite log {path} is already open for writing by another process "
+            f"(pid {holder}, lock file {lock_path}); one process owns a log: stop it, "
+            "or give this channel another file"
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
+    return fd
+
+
+def _drop_lock(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
+def _connect(path: str, synchronous: Synchronous, *, read_only: bool = False) -> sqlite3.Connection:
+    # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE ... COMMIT), so
+    # nothing is ever held open between calls by the sqlite3 module's own logic.
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30.0)
+    try:
+        db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        if read_only:
+            db.execute("PRAGMA query_only=ON")
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        raise _format_error(path, exc) from None
+    return db
+
+
+def _format_error(path: str, exc: sqlite3.DatabaseError) -> LogFormatError:
+    return LogFormatError(
+        f"sqlite log {path} cannot be read ({exc}): the file is corrupted or is not a "
+        "SQLite database; restore it from a backup or point the channel at another file"
+    )
+
+
+def _check_and_create(db: sqlite3.Connection, path: str) -> None:
+    try:
+        tables = {
+            row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        if tables and "reactor_meta" not in tables:
+            raise LogFormatError(
+                f"sqlite log {path} is a foreign database (tables: {', '.join(sorted(tables))}) "
+                "without reactor's log tables; point the channel at another file"
+            )
+        if "reactor_meta" in tables:
+            meta = dict(db.execute("SELECT key, value FROM reactor_meta").fetchall())
+            if meta.get("format") != FORMAT:
+                raise LogFormatError(
+                    f"sqlite log {path} has a reactor_meta table but format "
+                    f"{meta.get('format')!r}, not {FORMAT!r}; point the channel at another file"
+                )
+            if meta.get("version") != FORMAT_VERSION:
+                raise LogFormatError(
+                    f"sqlite log {path} is format version {meta.get('version')!r}; this reactor "
+                    f"reads version {FORMAT_VERSION}: upgrade reactor or use another file"
+                )
+        mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise LogFormatError(f"sqlite log {path} cannot use WAL mode (got {mode!r})")
+        # executescript commits on its own; the schema is idempotent (IF NOT EXISTS).
+        db.executescript(_SCHEMA)
+        db.execute(
+            "INSERT OR IGNORE INTO reactor_meta(key, value) VALUES ('format', ?), ('version', ?)",
+            (FORMAT, FORMAT_VERSION),
+        )
+    except sqlite3.DatabaseError as exc:
+        raise _format_error(path, exc) from None
