@@ -161,8 +161,11 @@ def test_pool_scales_up_under_backlog_and_down_when_idle() -> None:
                 assert clock.wait_for_timers(1)
                 clock.advance(1.0)
             wait_for(lambda e=expected: members() == e)  # type: ignore[misc]
-        names = {a.name for a in system.metrics().actors if a.kind == "member"}
+        snapshot = system.metrics()
+        names = {a.name for a in snapshot.actors if a.kind == "member"}
         assert names == {"workers-1"}
+        # Removed members' work stays counted, in the pool's own counters.
+        assert snapshot.actor("workers").handled + snapshot.actor("workers-1").handled == 200
 
 
 def test_removing_a_pool_member_hands_back_what_it_held() -> None:

@@ -226,7 +226,7 @@ def run_topology(
     view_done = threading.Event()
     viewer = threading.Thread(
         target=_show,
-        args=(view, system, announcer, view_done),
+        args=(view, view_done),
         kwargs={"live": live, "json": json},
         name="reactor-dashboard",
         daemon=True,
@@ -234,9 +234,9 @@ def run_topology(
     viewer.start()
     try:
         if duration is None:
-            system.run_forever(drain_timeout=DRAIN_TIMEOUT_S)
-            # A drain can finish before the watcher's next look; say it anyway.
-            announcer.draining()
+            system.run_forever(
+                drain_timeout=DRAIN_TIMEOUT_S, on_signal=lambda signum, again: announcer.draining()
+            )
         else:
             _run_for(system, duration, announcer)
         system.wait(timeout=0)  # raises if the root gave up while we were stopping
@@ -286,7 +286,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 class _Announcer:
-    """Says "draining…" once, whoever notices first: the signal path or the watcher."""
+    """Says "draining…" once, whoever notices first: a signal or the end of --duration."""
 
     def __init__(self, err: Console, live: bool) -> None:
         self._err = err
@@ -307,23 +307,12 @@ class _Announcer:
 
 def _show(
     view: Dashboard,
-    system: System,
-    announcer: _Announcer,
     done: threading.Event,
     *,
     live: bool,
     json: bool,
 ) -> None:
-    """The viewer thread: live frames or status lines, and the news that we are draining."""
-
-    def watch() -> None:
-        # Signals are handled by System.run_forever; we only see their effect.
-        while not done.wait(0.05):
-            if system.state == "stopping":
-                announcer.draining()
-
-    watcher = threading.Thread(target=watch, name="reactor-dashboard-watch", daemon=True)
-    watcher.start()
+    """The viewer thread: live frames or status lines."""
     try:
         if live:
             view.run(stop_event=done)
@@ -331,7 +320,6 @@ def _show(
             view.run_lines(stop_event=done, json=json, interval_s=STATUS_INTERVAL_S)
     finally:
         done.set()
-        watcher.join(1.0)
 
 
 # -- graph -----------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -293,7 +293,13 @@ class System:
         def removed() -> None:
             runtime.leave()
             if kind == "member":
+                # A removed pool member's work stays counted, in its pool's counters.
                 self._actors.pop(member, None)
+                pool = self._actors.get(supervisor)
+                if pool is not None:
+                    pool.counters.received += counters.received
+                    pool.counters.handled += counters.handled
+                    pool.counters.failed += counters.failed
 
         return ChildSpec(
             member,
@@ -619,8 +625,18 @@ class System:
             raise self._failure
         return stopped
 
-    def run_forever(self, *, drain_timeout: float = 30.0) -> None:
+    def run_forever(
+        self, *, drain_timeout: float = 30.0, on_signal: Callable[[int, bool], None] | None = None
+    ) -> None:
         """Run until SIGINT or SIGTERM, then drain and stop; a second signal stops at once.
+
+        Signals are handled only when called from the main thread.
+
+        Args:
+            drain_timeout: how long the graceful stop may take.
+            on_signal: called with the signal number and whether this is the second
+                signal (stop at once) as soon as one arrives; the CLI uses it to say
+                that it is draining.
 
         Raises:
             SupervisorEscalation: the root supervisor gave up.
@@ -628,7 +644,9 @@ class System:
         signals = {}
         stopping = threading.Event()
 
-        def on_signal(signum: int, frame: FrameType | None) -> None:
+        def handle_signal(signum: int, frame: FrameType | None) -> None:
+            if on_signal is not None:
+                on_signal(signum, stopping.is_set())
             if stopping.is_set():
                 threading.Thread(target=self.stop, kwargs={"timeout": 1.0, "drain": False}, daemon=True).start()
                 self._done.set()
@@ -641,7 +659,7 @@ class System:
         in_main = threading.current_thread() is threading.main_thread()
         if in_main:
             for signum in (signal.SIGINT, signal.SIGTERM):
-                signals[signum] = signal.signal(signum, on_signal)
+                signals[signum] = signal.signal(signum, handle_signal)
         try:
             while not self._done.wait(0.2):  # short waits keep the main thread responsive to signals
                 pass
