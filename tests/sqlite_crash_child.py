@@ -1,0 +1,73 @@
+"""Child process for ``test_sqlite_crash.py``: publish and consume on a sqlite log until killed.
+
+Usage: ``python tests/sqlite_crash_child.py DB OUT ROUND FIRST COUNT``
+
+* publishes ``COUNT`` events with data ``FIRST .. FIRST+COUNT-1`` in small batches
+  and, after each ``publish_many`` returns, appends ``P n`` for each to ``OUT``;
+* two idempotent consumers of one group append ``H round member n`` to ``OUT``
+  for every event they handle (the side effect), with one ``write`` per line so
+  lines from threads never interleave;
+* when everything is published, waits until idle, stops cleanly and writes ``DONE``.
+
+The parent kills it with SIGKILL at random points, then runs it again.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Run from the repository root without installing.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from reactor import Event, Topology  # noqa: E402
+
+
+def main() -> int:
+    db, out, round_, first, count = (
+        sys.argv[1],
+        sys.argv[2],
+        sys.argv[3],
+        int(sys.argv[4]),
+        int(sys.argv[5]),
+    )
+    fd = os.open(out, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def write(line: str) -> None:
+        os.write(fd, (line + "\n").encode())
+
+    def member(name: str):  # type: ignore[no-untyped-def]
+        def handle(event: Event) -> None:
+            write(f"H {round_} {name} {event.data}")
+
+        return handle
+
+    topo = Topology("crash")
+    topo.channel("c", backend=f"sqlite:///{db}", capacity=500)
+    for name in ("m1", "m2"):
+        topo.consumer(
+            name,
+            member(name),
+            channel="c",
+            group="g",
+            idempotent=True,
+            max_deliveries=1000,
+            prefetch=32,
+        )
+    system = topo.start()
+    write(f"S {round_}")
+    batch = 7  # small, odd batches: kills land between and inside commits
+    for start in range(first, first + count, batch):
+        numbers = list(range(start, min(start + batch, first + count)))
+        system.publish_many("c", [Event.create("t.x", n) for n in numbers])
+        for n in numbers:
+            write(f"P {n}")
+    system.wait_idle(60)
+    system.stop(timeout=30)
+    write(f"DONE {round_}")
+    os.close(fd)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
