@@ -9,6 +9,7 @@ import pykka
 import pytest
 
 from reactor.actors.base import reactor_threads
+from redis_support import redis_server, redis_url  # noqa: F401 - fixtures for the redis tests
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,151 @@
+"""A private ``redis-server`` for the tests, and helpers to talk to it.
+
+The session fixture starts one server on a free loopback port, with no
+persistence, in a temporary directory; each test gets a fresh key prefix on it
+(``redis_url``). Tests that restart or stop Redis start their own server with
+:class:`RedisServer`. Without ``redis-server`` the redis tests are skipped,
+except in CI (``CI=true``), where that is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+__all__ = ["RedisServer", "free_port", "redis_server", "redis_url", "require_redis_server"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def require_redis_server() -> str:
+    """The path of ``redis-server``; skips the test (fails in CI) if there is none."""
+    path = shutil.which("redis-server")
+    if path is None:
+        message = "redis-server is not installed (apt-get install redis-server)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"{message}; CI must run the redis tests")
+        pytest.skip(message)
+    try:
+        import redis  # noqa: F401
+    except ModuleNotFoundError:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("redis-py is not installed; CI installs it with the test extra")
+        pytest.skip("redis-py is not installed (pip install reactor-actors[redis])")
+    return path
+
+
+class RedisServer:
+    """One ``redis-server`` process on a loopback port, in its own directory."""
+
+    def __init__(self, directory: Path, *, aof: bool = False, port: int | None = None) -> None:
+        self.binary = require_redis_server()
+        self.directory = directory
+        self.aof = aof
+        self.port = port or free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        args = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--dir",
+            str(self.directory),
+            "--protected-mode",
+            "no",
+            "--daemonize",
+            "no",
+        ]
+        if self.aof:
+            args += ["--appendonly", "yes", "--appendfsync", "always"]
+        else:
+            args += ["--appendonly", "no"]
+        self.process = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        self.wait_ready(timeout)
+
+    def client(self) -> Any:
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=1.0)
+
+    def wait_ready(self, timeout: float) -> None:
+        import redis
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with self.client() as client:
+                    client.ping()
+                    return
+            except (redis.ConnectionError, redis.exceptions.BusyLoadingError):
+                if time.monotonic() > deadline:
+                    raise
+                if self.process is not None and self.process.poll() is not None:
+                    raise RuntimeError(
+                        f"redis-server exited with {self.process.returncode}"
+                    ) from None
+                time.sleep(0.02)  # polling a port that is not open yet: nothing to wait on
+
+    def stop(self) -> None:
+        process = self.process
+        if process is None:
+            return
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+        self.process = None
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """The session's private redis-server (no persistence)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> Iterator[str]:
+    """A channel URL with a key prefix of its own, on the session's server."""
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    yield f"{redis_server.url}?prefix={prefix}&lease=2"
+    with redis_server.client() as client:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
