@@ -33,7 +33,14 @@ from reactor.actors.base import ActorContext, ReactorActor
 from reactor.errors import SupervisorEscalation
 from reactor.messages import lifecycle
 from reactor.messages.event import Event
-from reactor.supervision.strategy import Backoff, OneForAll, OneForOne, RestartType, RestForOne, Strategy
+from reactor.supervision.strategy import (
+    Backoff,
+    OneForAll,
+    OneForOne,
+    RestartType,
+    RestForOne,
+    Strategy,
+)
 from reactor.supervision.supervisor import ChildSpec, StopChildren, Supervisor, SupervisorConfig
 from reactor.testing import FakeClock, wait_for
 
@@ -86,11 +93,12 @@ class Journal:
             return len(self.entries)
 
     def actor(self, name: str, incarnation: int) -> Worker:
-        return wait_for(
+        worker: Worker = wait_for(
             lambda: self.actors.get((name, incarnation)),
             TIMEOUT,
             message=f"{name}#{incarnation} never started",
         )
+        return worker
 
     def live(self) -> dict[str, list[int]]:
         """Incarnations whose thread is still running, per child name."""
@@ -138,7 +146,9 @@ class Worker(ReactorActor):
     def on_start(self) -> None:
         self.journal.record("start", self.name, self.actor_incarnation)
         if self.fail_start(self.name, self.actor_incarnation):
-            raise RuntimeError(f"{self.name}#{self.actor_incarnation} failed in on_start on purpose")
+            raise RuntimeError(
+                f"{self.name}#{self.actor_incarnation} failed in on_start on purpose"
+            )
 
     def on_stop(self) -> None:
         self.journal.record("stop", self.name, self.actor_incarnation)
@@ -206,7 +216,11 @@ class Tree:
         )
 
     def nested(
-        self, name: str, strategy: Strategy, children: list[ChildSpec], restart: RestartType = "permanent"
+        self,
+        name: str,
+        strategy: Strategy,
+        children: list[ChildSpec],
+        restart: RestartType = "permanent",
     ) -> ChildSpec:
         config = self.config(name, strategy, children)
         return ChildSpec(
@@ -302,9 +316,7 @@ def expected_after_b_exits(
     entries += [("stop", name, 1) for name in swept]
     # ...then the group starts in start order, without the temporary siblings.
     group = sorted([*swept, "b"])
-    entries += [
-        ("start", name, 2) for name in group if name == "b" or sibling_type != "temporary"
-    ]
+    entries += [("start", name, 2) for name in group if name == "b" or sibling_type != "temporary"]
     return entries
 
 
@@ -315,10 +327,12 @@ def expected_after_b_exits(
 def test_strategy_restart_type_exit_kind(
     tree: Tree, strategy: str, b_type: RestartType, exit_kind: str, sibling_type: RestartType
 ) -> None:
-    sup = tree.start(
-        STRATEGIES[strategy],
-        [tree.worker("a", sibling_type), tree.worker("b", b_type), tree.worker("c", sibling_type)],
-    )
+    specs = [
+        tree.worker("a", sibling_type),
+        tree.worker("b", b_type),
+        tree.worker("c", sibling_type),
+    ]
+    sup = tree.start(STRATEGIES[strategy], specs)
     assert tree.journal.snapshot() == [("start", "a", 1), ("start", "b", 1), ("start", "c", 1)]
     mark = tree.journal.mark()
 
@@ -331,13 +345,19 @@ def test_strategy_restart_type_exit_kind(
     stopped = {name for what, name, _ in expected if what == "stop"} | (
         {"b"} if exit_kind == "crash" else set()
     )
-    live = {name: [started.get(name, 1)] for name in "abc" if name in started or name not in stopped}
+    live = {
+        name: [started.get(name, 1)] for name in "abc" if name in started or name not in stopped
+    }
     assert tree.journal.live() == live
     # A restarted child answers on its old address; a swept temporary child is gone for good.
     for name, (incarnation,) in live.items():
         assert tree.addresses[name].ask("ping", timeout=TIMEOUT) == (name, incarnation)
-    restarted = [e["actor"] for e in tree.lifecycle(lifecycle.ACTOR_RESTARTED)]
-    assert restarted == (["b"] if "b" in started else [])
+    # One restarted event, for b, naming the group that restarts with it.
+    restarted = [(e["actor"], e["group"]) for e in tree.lifecycle(lifecycle.ACTOR_RESTARTED)]
+    assert restarted == ([("b", tuple(sorted(started)))] if "b" in started else [])
+    assert {spec.name: spec.counters.restarts for spec in specs} == {
+        name: int(name in started) for name in "abc"
+    }
 
 
 def test_temporary_sibling_swept_twice_is_never_restarted(tree: Tree) -> None:
@@ -349,7 +369,10 @@ def test_temporary_sibling_swept_twice_is_never_restarted(tree: Tree) -> None:
     exit_child(tree, sup, "a", 1, "crash")
     exit_child(tree, sup, "c", 2, "crash")
     assert tree.journal.live() == {"a": [3], "c": [3]}
-    assert [e for e in tree.journal.snapshot() if e[1] == "t"] == [("start", "t", 1), ("stop", "t", 1)]
+    assert [e for e in tree.journal.snapshot() if e[1] == "t"] == [
+        ("start", "t", 1),
+        ("stop", "t", 1),
+    ]
 
 
 # -- 2. restart intensity and escalation -----------------------------------------------
@@ -440,8 +463,12 @@ def test_escalation_climbs_two_levels_to_the_root(tree: Tree) -> None:
         OneForOne(max_restarts=3, within_s=5, backoff=NO_BACKOFF),
         [tree.worker("x"), tree.worker("y")],
     )
-    mid = tree.nested("mid", RestForOne(max_restarts=0, backoff=NO_BACKOFF), [tree.worker("m"), leaf])
-    root = tree.start(OneForAll(max_restarts=0, backoff=NO_BACKOFF), [tree.worker("r"), mid], name="root")
+    mid = tree.nested(
+        "mid", RestForOne(max_restarts=0, backoff=NO_BACKOFF), [tree.worker("m"), leaf]
+    )
+    root = tree.start(
+        OneForAll(max_restarts=0, backoff=NO_BACKOFF), [tree.worker("r"), mid], name="root"
+    )
     for incarnation in (1, 2, 3, 4):
         tree.tell("y", "crash")
         if incarnation < 4:
@@ -466,7 +493,11 @@ def test_repeated_on_start_failure_escalates(tree: Tree) -> None:
     # b starts once, then every restart fails in on_start: each failure counts as a crash.
     sup = tree.start(
         OneForOne(max_restarts=3, within_s=5, backoff=NO_BACKOFF),
-        [tree.worker("a"), tree.worker("b", fail_start=lambda name, inc: inc > 1), tree.worker("c")],
+        [
+            tree.worker("a"),
+            tree.worker("b", fail_start=lambda name, inc: inc > 1),
+            tree.worker("c"),
+        ],
     )
     tree.tell("b", "crash")
     assert tree.escalated.wait(TIMEOUT)
@@ -486,7 +517,11 @@ def test_failed_initial_start_delays_later_children_until_its_restart(tree: Tree
     # after it, in order, never before.
     sup = tree.start(
         OneForOne(backoff=NO_BACKOFF),
-        [tree.worker("a"), tree.worker("b", fail_start=lambda name, inc: inc == 1), tree.worker("c")],
+        [
+            tree.worker("a"),
+            tree.worker("b", fail_start=lambda name, inc: inc == 1),
+            tree.worker("c"),
+        ],
     )
     settle(sup)
     assert tree.journal.snapshot() == [
@@ -501,7 +536,11 @@ def test_failed_initial_start_delays_later_children_until_its_restart(tree: Tree
 def test_temporary_child_failing_its_first_start_does_not_block_the_others(tree: Tree) -> None:
     sup = tree.start(
         OneForOne(backoff=NO_BACKOFF),
-        [tree.worker("a"), tree.worker("t", "temporary", fail_start=lambda n, i: True), tree.worker("c")],
+        [
+            tree.worker("a"),
+            tree.worker("t", "temporary", fail_start=lambda n, i: True),
+            tree.worker("c"),
+        ],
     )
     settle(sup)
     assert tree.journal.live() == {"a": [1], "c": [1]}
@@ -518,7 +557,9 @@ def crash_and_wait_for_timer(tree: Tree, sup: Supervisor, name: str, incarnation
     assert tree.clock.wait_for_timers(1), "the supervisor scheduled no restart"
 
 
-def assert_restarts_after(tree: Tree, sup: Supervisor, name: str, incarnation: int, delay: float) -> None:
+def assert_restarts_after(
+    tree: Tree, sup: Supervisor, name: str, incarnation: int, delay: float
+) -> None:
     """``name`` restarts as incarnation ``incarnation`` exactly ``delay`` fake seconds on."""
     tree.clock.advance(delay / 2)
     settle(sup)
@@ -563,7 +604,9 @@ def test_backoff_is_capped_at_max_s(tree: Tree) -> None:
 def test_each_child_keeps_its_own_backoff(tree: Tree) -> None:
     # one_for_one children back off independently: a crash of one child must neither
     # hurry a sibling's pending restart nor hold it back.
-    sup = tree.start(OneForOne(max_restarts=100, backoff=BACKOFF), [tree.worker("a"), tree.worker("b")])
+    sup = tree.start(
+        OneForOne(max_restarts=100, backoff=BACKOFF), [tree.worker("a"), tree.worker("b")]
+    )
     exit_child(tree, sup, "a", 1, "crash")  # a: immediate
     crash_and_wait_for_timer(tree, sup, "a", 2)  # a: 0.5 s pending
     exit_child(tree, sup, "b", 1, "crash")  # b: its first, immediate
@@ -636,7 +679,11 @@ def test_on_stop_exception_on_a_normal_exit_is_a_crash(tree: Tree) -> None:
 def test_on_stop_exception_during_a_sweep_does_not_stop_the_sweep(tree: Tree) -> None:
     sup = tree.start(
         OneForAll(backoff=NO_BACKOFF),
-        [tree.worker("a"), tree.worker("b"), tree.worker("c", fail_stop=lambda name, inc: inc == 1)],
+        [
+            tree.worker("a"),
+            tree.worker("b"),
+            tree.worker("c", fail_stop=lambda name, inc: inc == 1),
+        ],
     )
     mark = tree.journal.mark()
     exit_child(tree, sup, "a", 1, "crash")

@@ -83,7 +83,7 @@ class ReactorActor(pykka.ThreadingActor):
     def __init__(self, context: ActorContext) -> None:
         super().__init__()
         # Swap pykka's fresh inbox for the address's, before anything can hold a ref.
-        self.actor_inbox = context.address.inbox  # type: ignore[assignment]
+        self.actor_inbox = context.address.inbox
         self._actor_ref = pykka.ActorRef(self)
         self.actor_context = context
         self.actor_address = context.address

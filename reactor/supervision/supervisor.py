@@ -90,7 +90,15 @@ class SupervisorConfig:
 
 
 class _Child:
-    __slots__ = ("actor", "address", "consecutive", "incarnation", "last_start", "restart_at", "spec")
+    __slots__ = (
+        "actor",
+        "address",
+        "consecutive",
+        "incarnation",
+        "last_start",
+        "restart_at",
+        "spec",
+    )
 
     def __init__(self, spec: ChildSpec) -> None:
         self.spec = spec
@@ -236,18 +244,26 @@ class Supervisor(ReactorActor):
         if not actor.join(child.spec.shutdown_s):
             actor.fence()
             logger.warning(
-                "%s did not stop within %ss; abandoned its thread", child.spec.name, child.spec.shutdown_s
+                "%s did not stop within %ss; abandoned its thread",
+                child.spec.name,
+                child.spec.shutdown_s,
             )
             data["reason"] = "timeout"
         else:
-            # Its exit report will be ignored (we no longer hold it), so a failure while
-            # stopping (on_stop raised) is told here; OTP reports it as a shutdown_error.
+            # Its exit report will be ignored (we no longer hold it), so an abnormal end
+            # (on_stop raised, or a crash raced the stop) is told here, as OTP reports a
+            # shutdown_error.
             reason = actor.actor_exit_reason
             if reason is not None and reason.abnormal and reason.error is not None:
                 logger.warning(
-                    "%s failed while stopping: %s: %s", child.spec.name, reason.error.type, reason.error.message
+                    "%s ended abnormally while being stopped: %s: %s",
+                    child.spec.name,
+                    reason.error.type,
+                    reason.error.message,
                 )
-                data.update(reason=reason.kind, error_type=reason.error.type, message=reason.error.message)
+                data.update(
+                    reason=reason.kind, error_type=reason.error.type, message=reason.error.message
+                )
         child.counters.state = "stopped"
         self._emit(lifecycle.ACTOR_STOPPED, child, **data)
 
@@ -330,17 +346,19 @@ class Supervisor(ReactorActor):
                 due = max(due, member.restart_at)
         for member in group:
             member.counters.state = "restarting"
+            # Swept siblings count too: metrics say how often each actor was restarted.
+            member.counters.restarts += 1
             member.restart_at = due
             if member not in self._pending_restart:
                 self._pending_restart.append(member)
         self._pending_restart.sort(key=self.children.index)
-        child.counters.restarts += 1
         self._emit(
             lifecycle.ACTOR_RESTARTED,
             child,
             attempt=child.consecutive,
             backoff_s=due - now,
             incarnation=child.incarnation + 1,
+            group=[member.spec.name for member in group],
         )
         if due > now:
             address = self.actor_address
@@ -390,7 +408,7 @@ class Supervisor(ReactorActor):
             return
         token = object()
         self._watchdog_token = token
-        period = max(0.005, min(timeouts) / 4)  # type: ignore[type-var]
+        period = max(0.005, min(timeouts) / 4)
         self.actor_clock.call_later(period, lambda: self.actor_address.tell(Tick(token)))
 
     def _watchdog(self) -> None:
@@ -407,7 +425,9 @@ class Supervisor(ReactorActor):
             child.counters.busy_since = None
             if child.spec.on_abandoned is not None:
                 child.spec.on_abandoned(child.counters)
-            logger.warning("%s: handler ran longer than %ss; abandoned it", child.spec.name, timeout)
+            logger.warning(
+                "%s: handler ran longer than %ss; abandoned it", child.spec.name, timeout
+            )
             error = ErrorInfo(
                 "HandlerTimeout",
                 f"handler of {child.spec.name} ran longer than its handler_timeout of {timeout}s",
@@ -447,7 +467,9 @@ class Supervisor(ReactorActor):
     # -- $system events --------------------------------------------------------------
 
     def _emit(self, topic: str, child: _Child, **data: Any) -> None:
-        self._emit_raw(topic, child.spec.name, kind=child.spec.kind, supervisor=self.config.name, **data)
+        self._emit_raw(
+            topic, child.spec.name, kind=child.spec.kind, supervisor=self.config.name, **data
+        )
 
     def _emit_raw(self, topic: str, actor: str, **data: Any) -> None:
         publish = self.config.publish_system
