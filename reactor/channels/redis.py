@@ -133,6 +133,7 @@ from reactor.messages.codecs import CloudEventsCodec
 from reactor.messages.control import Ack, Deliver, ErrorInfo, Join, Leave, Nack, Tick
 from reactor.messages.event import Event
 from reactor.messages.topics import TopicPattern
+from reactor.runtime.dedup import DedupWindow
 
 try:
     import redis as redis_py
@@ -148,6 +149,7 @@ __all__ = [
     "FIELD",
     "RedisBackend",
     "RedisChannel",
+    "RedisDedupWindow",
     "RedisUnavailable",
     "entry_seq",
     "seq_entry_id",
@@ -661,6 +663,10 @@ class RedisChannel:
             expired=state.trimmed,
         )
 
+    def dedup_window(self, group: str, size: int) -> RedisDedupWindow:
+        """The dedup window of ``group``, shared through Redis with every worker."""
+        return RedisDedupWindow(self, group, size)
+
     @property
     def trimmed(self) -> int:
         """Pending entries found deleted by retention (``maxlen``/``maxage``)."""
@@ -926,6 +932,71 @@ class _Reader(threading.Thread):
             seq = entry_seq(entry_id)
             result[seq] = max(int(spent or 0) + 1, counts.get(seq, 1))
         return result
+
+
+# -- durable dedup ---------------------------------------------------------------------
+
+
+class RedisDedupWindow(DedupWindow):
+    """A dedup window shared by every worker of a group, kept in Redis.
+
+    ``idempotent=True`` consumers on a redis channel get one: ``add`` records the
+    id (``ZADD`` into ``{prefix}:{channel}:seen:{group}``, scored by a counter,
+    trimmed to the last ``size`` ids) before the consumer acks, so a worker that
+    claims the entry of a worker killed between the handler's return and its ack
+    skips it. ``in`` asks Redis when the id is not in the local window (one round
+    trip per new event: the price of idempotence across processes). If Redis is
+    unreachable the check answers "not seen" (handle again: at-least-once).
+
+    Thread-safety: members of one group share the window; methods may be called
+    from any thread.
+    """
+
+    __slots__ = ("_channel", "_key", "_lock", "_n")
+
+    def __init__(self, channel: RedisChannel, group: str, size: int) -> None:
+        super().__init__(size)
+        self._channel = channel
+        self._key = f"{channel.stream}:seen:{group}"
+        self._lock = threading.Lock()
+        self._n = 0
+
+    def __contains__(self, event_id: object) -> bool:
+        if super().__contains__(event_id):
+            return True
+        try:
+            found = self._channel.client.zscore(self._key, str(event_id)) is not None
+        except Exception as exc:
+            if not _is_connection_error(exc):
+                raise
+            return False
+        if found:
+            super().add(str(event_id))
+        return found
+
+    def add(self, event_id: str) -> None:
+        with self._lock:
+            if super().__contains__(event_id):
+                return
+            super().add(event_id)
+            self._n += 1
+            n = self._n
+        try:
+            pipe = self._channel.client.pipeline(transaction=False)
+            pipe.zadd(self._key, {event_id: time.time()}, nx=True)
+            if n % max(1, self.size // 4) == 0:
+                pipe.zremrangebyrank(self._key, 0, -(self.size + 1))
+            pipe.execute()
+        except Exception as exc:
+            if not _is_connection_error(exc):
+                raise
+            logger.warning(
+                "channel %r: could not record handled event %s in Redis (%s); another worker "
+                "may handle it again if this one dies before acking it",
+                self._channel.name,
+                event_id,
+                exc,
+            )
 
 
 # -- the actor -------------------------------------------------------------------------
