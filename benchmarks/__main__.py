@@ -10,14 +10,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from benchmarks import pipeline, supervision
+from benchmarks import pipeline, sqlite, supervision
 
 Benchmark = Callable[[list[str]], int]
 
 BENCHMARKS: dict[str, Benchmark] = {
     "pipeline": pipeline.main,
     "supervision": supervision.main,
-    # "sqlite": sqlite.main,            (planned)
+    "sqlite": sqlite.main,
     # "redis": redis.main,              (planned)
 }
 

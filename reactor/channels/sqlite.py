@@ -238,8 +238,10 @@ class _Group:
         "cursor",
         "dead_lettered",
         "delivered",
+        "delivered_hwm",
         "expired",
         "flushed",
+        "flushed_hwm",
         "ghosts",
         "max_deliveries",
         "members",
@@ -251,12 +253,13 @@ class _Group:
         "owed",
         "patterns",
         "preacked",
+        "recovered_hwm",
         "redelivered",
         "shared",
         "unsettled",
     )
 
-    def __init__(self, spec: GroupSpec, committed: int) -> None:
+    def __init__(self, spec: GroupSpec, committed: int, delivered: int = 0) -> None:
         self.name = spec.name
         self.patterns = tuple(TopicPattern.compile(p) for p in spec.patterns)
         self.max_deliveries = spec.max_deliveries
@@ -267,6 +270,12 @@ class _Group:
         self.attempts: dict[int, int] = {}  # seq -> deliveries already spent
         self.committed = committed  # every routed seq <= committed is settled
         self.flushed = committed  # what the file says
+        # First deliveries are not written one by one: the file keeps the highest offset
+        # ever delivered, and after a restart every unsettled offset up to it counts one
+        # spent attempt. Redeliveries (attempt > 1) get a row each in reactor_pending.
+        self.delivered_hwm = delivered
+        self.flushed_hwm = delivered
+        self.recovered_hwm = delivered
         self.cursor = committed  # every seq <= cursor has been looked at
         self.outstanding: deque[int] = deque()  # routed seqs in (committed, cursor], in order
         self.unsettled: set[int] = set()  # ... of which not settled yet (queued or in flight)
@@ -365,20 +374,22 @@ class SqliteChannel:
             "SELECT min(seq) FROM reactor_log WHERE channel = ?", (cid,)
         ).fetchone()
         low = int(row[0]) if row[0] is not None else head + 1
-        known = dict(
-            self.reader.execute(
-                "SELECT grp, committed FROM reactor_groups WHERE channel = ?", (cid,)
-            ).fetchall()
-        )
+        known = {
+            name: (committed, delivered)
+            for name, committed, delivered in self.reader.execute(
+                "SELECT grp, committed, delivered FROM reactor_groups WHERE channel = ?", (cid,)
+            )
+        }
         groups: dict[str, _Group] = {}
         new_rows = []
         for spec in self.config.groups:
             if spec.name in known:
-                committed = int(known[spec.name])
+                committed, delivered = (int(v) for v in known[spec.name])
             else:
                 committed = self._position(spec.start, low, head, f"group {spec.name!r}")
+                delivered = committed
                 new_rows.append((cid, spec.name, committed))
-            groups[spec.name] = _Group(spec, committed)
+            groups[spec.name] = _Group(spec, committed, delivered)
         if new_rows:
             with self.store.transaction() as db:
                 db.executemany(
@@ -727,6 +738,8 @@ class _SqliteChannelActor(ReactorActor):
         entry.refs += 1
         group.outstanding.append(seq)
         group.unsettled.add(seq)
+        if seq <= group.recovered_hwm and seq not in group.attempts:
+            group.attempts[seq] = 1  # delivered before the restart, never settled
         key = event.key
         if key is None:
             group.shared.append(seq)
@@ -857,7 +870,12 @@ class _SqliteChannelActor(ReactorActor):
         group.delivered += count
         state.delivered += count
         cid = self.channel.channel_id
-        state.deliveries += [(cid, group.name, seq, n) for seq, n in zip(seqs, tries, strict=True)]
+        for seq, n in zip(seqs, tries, strict=True):
+            if n > 1:
+                state.deliveries.append((cid, group.name, seq, n))
+            elif seq > group.delivered_hwm:
+                group.delivered_hwm = seq
+        state.dirty.add(group)
         state.outbox.append(
             (
                 member.address,
@@ -1147,14 +1165,15 @@ class _SqliteChannelActor(ReactorActor):
         group.preacked.clear()
         group.acked_unflushed.clear()
         group.committed = group.cursor = position
+        group.delivered_hwm = group.flushed_hwm = group.recovered_hwm = position
         with channel.store.transaction() as db:
             db.execute(
                 "DELETE FROM reactor_pending WHERE channel = ? AND grp = ?",
                 (channel.channel_id, group.name),
             )
             db.execute(
-                "UPDATE reactor_groups SET committed = ? WHERE channel = ? AND grp = ?",
-                (position, channel.channel_id, group.name),
+                "UPDATE reactor_groups SET committed = ?, delivered = ? WHERE channel = ? AND grp = ?",
+                (position, position, channel.channel_id, group.name),
             )
         group.flushed = position
         self._dispatch(group)
@@ -1282,11 +1301,13 @@ def _flush(channel: SqliteChannel, state: _State) -> None:
                     "DELETE FROM reactor_pending WHERE channel = ? AND grp = ? AND seq <= ?",
                     (cid, group.name, group.committed),
                 )
+            if group.committed != group.flushed or group.delivered_hwm != group.flushed_hwm:
                 db.execute(
-                    "UPDATE reactor_groups SET committed = ? WHERE channel = ? AND grp = ?",
-                    (group.committed, cid, group.name),
+                    "UPDATE reactor_groups SET committed = ?, delivered = ? WHERE channel = ? AND grp = ?",
+                    (group.committed, group.delivered_hwm, cid, group.name),
                 )
                 group.flushed = group.committed
+                group.flushed_hwm = group.delivered_hwm
         if deadletters:
             db.executemany(
                 "INSERT OR REPLACE INTO reactor_deadletters(channel, grp, seq, attempts, error_type, "

@@ -67,6 +67,7 @@ CREATE TABLE IF NOT EXISTS reactor_groups(
     channel INTEGER NOT NULL,
     grp TEXT NOT NULL,
     committed INTEGER NOT NULL,
+    delivered INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (channel, grp)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS reactor_pending(
