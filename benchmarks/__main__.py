@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from benchmarks import pipeline, sqlite, supervision
+from benchmarks import pipeline, redis, sqlite, supervision
 
 Benchmark = Callable[[list[str]], int]
 
@@ -18,7 +18,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "pipeline": pipeline.main,
     "supervision": supervision.main,
     "sqlite": sqlite.main,
-    # "redis": redis.main,              (planned)
+    "redis": redis.main,
 }
 
 USAGE = "usage: python -m benchmarks {list | NAME [--help] [options]}"

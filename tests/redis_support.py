@@ -82,9 +82,7 @@ class RedisServer:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
         else:
             args += ["--appendonly", "no"]
-        self.process = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.wait_ready(timeout)
 
     def client(self) -> Any:
@@ -149,3 +147,47 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
         keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
         if keys:
             client.delete(*keys)
+
+
+# -- a worker process for the scale-out tests and the benchmark --------------------------
+
+
+def worker_topology(url: str, events: int = 0, work_s: float = 0.0) -> Any:
+    """``feed`` publishes ``events`` numbers; ``work`` (idempotent) records each in Redis.
+
+    The handler's side effect is ``HSETNX effects {id} {pid}`` (idempotent by
+    itself); ``done`` lists every completed handling, duplicates included.
+    """
+    import redis
+
+    from reactor import Event, Topology
+
+    prefix = url.split("prefix=")[1].split("&")[0]
+    client = redis.Redis.from_url(url.split("?")[0])
+    pid = str(os.getpid())
+
+    def work(event: Event) -> None:
+        if work_s:
+            time.sleep(work_s)  # the handler's work, not synchronisation
+        pipe = client.pipeline(transaction=False)
+        pipe.hsetnx(f"{prefix}:effects", event.id, pid)
+        pipe.rpush(f"{prefix}:done", event.id)
+        pipe.execute()
+
+    topo = Topology("scale")
+    topo.channel("jobs", backend=url, capacity=5_000)
+    topo.producer(
+        "feed", channel="jobs", topic="jobs.run", source=({"n": n} for n in range(events))
+    )
+    topo.consumer("work", work, channel="jobs", idempotent=True, prefetch=32)
+    return topo
+
+
+if __name__ == "__main__":  # python tests/redis_support.py URL [WORK_S]: one worker
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from reactor.runtime.worker import run_worker
+
+    work_seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 0.0
+    sys.exit(run_worker(worker_topology(sys.argv[1], work_s=work_seconds), "work"))
