@@ -53,7 +53,7 @@ class _Server:
             raise SystemExit("redis-server is not installed (apt-get install redis-server)")
         self.port = _free_port()
         self.dir = tempfile.TemporaryDirectory(prefix="reactor-bench-redis-")
-        self.process = subprocess.Popen(  # noqa: S603 - our own arguments
+        self.process = subprocess.Popen(
             [
                 binary,
                 "--port",
@@ -70,7 +70,7 @@ class _Server:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        import redis
+        import redis  # noqa: PLC0415 - redis-py is optional
 
         deadline = time.monotonic() + 10
         while True:
@@ -100,7 +100,7 @@ def _payload(n: int) -> dict[str, Any]:
 
 
 def _raw(url: str, events: int, batch: int) -> float:
-    import redis
+    import redis  # noqa: PLC0415 - redis-py is optional
 
     client = redis.Redis.from_url(url)
     stream = f"raw-{uuid.uuid4().hex[:8]}"
@@ -146,7 +146,7 @@ def _raw(url: str, events: int, batch: int) -> float:
 
 
 def _reactor(url: str, events: int, batch: int) -> float:
-    from reactor import Event, Topology
+    from reactor import Event, Topology  # noqa: PLC0415 - redis-py is optional
 
     prefix = f"b{uuid.uuid4().hex[:8]}"
     topo = Topology("bench-redis")
@@ -161,7 +161,7 @@ def _reactor(url: str, events: int, batch: int) -> float:
             system.publish_many("orders", items[first : first + batch], timeout=60)
         system.wait_idle(120)
         elapsed = time.perf_counter() - started
-    import redis
+    import redis  # noqa: PLC0415 - redis-py is optional
 
     client = redis.Redis.from_url(url)
     client.delete(f"{prefix}:orders")
@@ -173,7 +173,7 @@ def _reactor(url: str, events: int, batch: int) -> float:
 
 
 def _worker_topology(url: str, work_ms: float) -> Any:
-    from reactor import Event, Topology
+    from reactor import Event, Topology  # noqa: PLC0415 - redis-py is optional
 
     def work(event: Event) -> None:
         end = time.perf_counter() + work_ms / 1000
@@ -187,10 +187,10 @@ def _worker_topology(url: str, work_ms: float) -> Any:
 
 
 def _scale(url: str, events: int, workers: int, work_ms: float) -> float:
-    import redis
+    import redis  # noqa: PLC0415 - redis-py is optional
 
-    from reactor import Event
-    from reactor.messages.codecs import CloudEventsCodec
+    from reactor import Event  # noqa: PLC0415 - redis-py is optional
+    from reactor.messages.codecs import CloudEventsCodec  # noqa: PLC0415 - redis-py is optional
 
     prefix = f"s{uuid.uuid4().hex[:8]}"
     channel_url = f"{url}?prefix={prefix}&start=0"
@@ -206,7 +206,7 @@ def _scale(url: str, events: int, workers: int, work_ms: float) -> float:
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     started = time.perf_counter()
     procs = [
-        subprocess.Popen(  # noqa: S603 - our own module
+        subprocess.Popen(
             [
                 sys.executable,
                 "-m",
@@ -238,7 +238,7 @@ def _scale(url: str, events: int, workers: int, work_ms: float) -> float:
 
 
 def _run_worker(url: str, work_ms: float) -> int:
-    from reactor.runtime.worker import run_worker
+    from reactor.runtime.worker import run_worker  # noqa: PLC0415 - redis-py is optional
 
     return run_worker(_worker_topology(url, work_ms), "work")
 
@@ -272,7 +272,8 @@ def main(argv: list[str]) -> int:
                 seconds = fn(url, args.events, args.batch)
                 runs.append(seconds)
                 print(
-                    f"  round {round_}  {name:<8} {args.events / seconds:>10,.0f} events/s ({seconds:.3f} s)",
+                    f"  round {round_}  {name:<8} {args.events / seconds:>10,.0f} events/s "
+                    f"({seconds:.3f} s)",
                     flush=True,
                 )
         raw_rate = args.events / min(raw_runs)
@@ -285,10 +286,12 @@ def main(argv: list[str]) -> int:
         one = min(_scale(url, args.scale_events, 1, args.work_ms) for _ in range(args.repeat))
         two = min(_scale(url, args.scale_events, 2, args.work_ms) for _ in range(args.repeat))
         print(
-            f"  1 worker         {args.scale_events / one:>10,.0f} events/s ({one:.2f} s, incl. start)"
+            f"  1 worker         {args.scale_events / one:>10,.0f} events/s "
+            f"({one:.2f} s, incl. start)"
         )
         print(
-            f"  2 workers        {args.scale_events / two:>10,.0f} events/s ({two:.2f} s, incl. start)"
+            f"  2 workers        {args.scale_events / two:>10,.0f} events/s "
+            f"({two:.2f} s, incl. start)"
         )
         print(f"  scale-out        {one / two:>10.2f}x")
     finally:

@@ -39,7 +39,7 @@ def require_redis_server() -> str:
             pytest.fail(f"{message}; CI must run the redis tests")
         pytest.skip(message)
     try:
-        import redis  # noqa: F401
+        import redis  # noqa: F401, PLC0415 - only whether it is installed
     except ModuleNotFoundError:
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail("redis-py is not installed; CI installs it with the test extra")
@@ -86,12 +86,12 @@ class RedisServer:
         self.wait_ready(timeout)
 
     def client(self) -> Any:
-        import redis
+        import redis  # noqa: PLC0415 - redis-py is optional
 
         return redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=1.0)
 
     def wait_ready(self, timeout: float) -> None:
-        import redis
+        import redis  # noqa: PLC0415 - redis-py is optional
 
         deadline = time.monotonic() + timeout
         while True:
@@ -158,12 +158,12 @@ def worker_topology(url: str, events: int = 0, work_s: float = 0.0) -> Any:
     The handler's side effect is ``HSETNX effects {id} {pid}`` (idempotent by
     itself); ``done`` lists every completed handling, duplicates included.
     """
-    import redis
+    import redis  # noqa: PLC0415 - redis-py is optional
 
-    from reactor import Event, Topology
+    from reactor import Event, Topology  # noqa: PLC0415 - redis-py is optional
 
-    prefix = url.split("prefix=")[1].split("&")[0]
-    client = redis.Redis.from_url(url.split("?")[0])
+    prefix = url.split("prefix=")[1].split("&", maxsplit=1)[0]
+    client = redis.Redis.from_url(url.split("?", maxsplit=1)[0])
     pid = str(os.getpid())
 
     def work(event: Event) -> None:

@@ -11,23 +11,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis_support import RedisServer
 
 import reactor
 from reactor import Event, Topology
 from reactor.channels import redis as redis_backend
 from reactor.channels.redis_options import parse_url
 from reactor.testing import Recorder, wait_for
-from redis_support import RedisServer
 
 
 def _client(url: str) -> Any:
-    import redis
+    import redis  # noqa: PLC0415 - redis-py is optional
 
-    return redis.Redis.from_url(url.split("?")[0])
+    return redis.Redis.from_url(url.split("?", maxsplit=1)[0])
 
 
 def _prefix(url: str) -> str:
-    return url.split("prefix=")[1].split("&")[0]
+    return url.split("prefix=")[1].split("&", maxsplit=1)[0]
 
 
 def _cloudevent(event_id: str, topic: str, data: Any, **extra: Any) -> bytes:
@@ -343,10 +343,7 @@ def test_publish_during_an_outage_follows_the_overflow_policy(own_server: RedisS
         wait_for(
             lambda: (
                 len(system.metrics().channels)
-                and all(
-                    system._channels[c].problems()
-                    for c in ("blocky", "picky", "lossy")  # noqa: SLF001
-                )
+                and all(system._channels[c].problems() for c in ("blocky", "picky", "lossy"))
             ),
             timeout=10,
         )

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis_support import worker_topology
 
 from reactor.testing import wait_for
-from redis_support import worker_topology
 
 SUPPORT = Path(__file__).with_name("redis_support.py")
 
@@ -20,15 +20,15 @@ SUPPORT = Path(__file__).with_name("redis_support.py")
 def _spawn(url: str, work_s: float, log: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(SUPPORT.parent.parent)}
     with log.open("wb") as stderr:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(  # noqa: S603 - our own script
+        return subprocess.Popen(
             [sys.executable, str(SUPPORT), url, str(work_s)], env=env, stderr=stderr
         )
 
 
 def _client(url: str) -> Any:
-    import redis
+    import redis  # noqa: PLC0415 - redis-py is optional
 
-    return redis.Redis.from_url(url.split("?")[0])
+    return redis.Redis.from_url(url.split("?", maxsplit=1)[0])
 
 
 @pytest.mark.timeout(60)

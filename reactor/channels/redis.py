@@ -239,6 +239,8 @@ class _RedisGate(CapacityGate):
         super().__init__(channel, capacity, overflow, on_idle)
         self.acquired_total = 0  # credits ever taken
         self.resolved_total = 0  # credits whose events were written, or failed to be
+        self.writing = 0  # writes under way
+        self.write_starts = 0  # writes ever started
         self.down: str | None = None  # why Redis is unreachable, while it is
         self.where = where
 
@@ -247,8 +249,10 @@ class _RedisGate(CapacityGate):
         return super()._take(count)
 
     def resolve(self, count: int) -> None:
+        """The publisher's write of ``count`` events is over (written, or failed)."""
         with self._cond:
             self.resolved_total += count
+            self.writing -= 1
 
     def acquire(self, count: int, timeout: float | None, *, overdraft: bool = False) -> int:
         if self.down is not None and not overdraft:
@@ -278,18 +282,36 @@ class _RedisGate(CapacityGate):
             self.down = reason
             self._cond.notify_all()
 
-    def sync(self, backlog: int, resolved_before: int) -> None:
+    def begin_write(self) -> None:
+        """A publisher starts writing events it holds credits for."""
+        with self._cond:
+            self.writing += 1
+            self.write_starts += 1
+
+    def snapshot(self) -> tuple[int, int, int]:
+        """What :meth:`sync` needs to know about writes, taken before Redis is asked."""
+        with self._cond:
+            return self.resolved_total, self.write_starts, self.writing
+
+    def sync(self, backlog: int, before: tuple[int, int, int]) -> None:
         """Set the count to ``backlog`` read from Redis plus the credits not yet written.
 
-        ``resolved_before`` was read before Redis was asked. If a write finished while
-        Redis answered, its events may be in ``backlog`` and in the credits at once:
-        such a reading may lower the count but not raise it, so a double count never
-        makes a ``drop_newest`` or ``reject`` publisher refuse events it has room for.
+        ``before`` is :meth:`snapshot` from before Redis was asked. If a write was
+        under way meanwhile, its events may be in ``backlog`` and in the credits at
+        once: such a reading may lower the count but not raise it, so a double count
+        never makes a ``drop_newest`` or ``reject`` publisher refuse events it has
+        room for, and a lowered count is still never below the truth.
         """
+        resolved, starts, writing = before
         with self._cond:
             old = self.used
-            new = backlog + max(0, self.acquired_total - resolved_before)
-            if self.resolved_total != resolved_before:
+            new = backlog + max(0, self.acquired_total - resolved)
+            if (
+                writing
+                or self.writing
+                or self.write_starts != starts
+                or self.resolved_total != resolved
+            ):
                 new = min(new, old)
             self.used = new
             if new < old and self._waiting:
@@ -539,6 +561,7 @@ class RedisChannel:
             BackpressureTimeout: Redis stayed unreachable for ``publish_timeout``.
         """
         gate = self.redis_gate
+        gate.begin_write()
         try:
             encode = self.codec.encode
             payloads = [encode(event) for event in events]
@@ -556,8 +579,8 @@ class RedisChannel:
             # Read the backlog afresh first: the monitor's count may hold these
             # events twice for a moment, and evicting on it would drop too many.
             try:
-                resolved_before = gate.resolved_total
-                gate.sync(self._read_backlog(self._group_names), resolved_before)
+                before = gate.snapshot()
+                gate.sync(self._read_backlog(self._group_names), before)
             except Exception as exc:
                 if not _is_connection_error(exc):
                     raise
@@ -610,7 +633,7 @@ class RedisChannel:
                 raise
             self.report_outage(exc)
             return
-        for entry_id, fields in victims:
+        for _entry_id, fields in victims:
             event = self._decode_quietly(_fields(fields))
             if event is not None:
                 self.services.publish_system(
@@ -717,7 +740,7 @@ class RedisChannel:
         names = self._group_names
         while not self._stopping.is_set():
             try:
-                resolved_before = self.redis_gate.resolved_total
+                before = self.redis_gate.snapshot()
                 backlog = self._read_backlog(names)
             except Exception as exc:
                 if not _is_connection_error(exc):
@@ -733,7 +756,7 @@ class RedisChannel:
                 continue
             attempt = 0
             self.report_recovered()
-            self.redis_gate.sync(backlog, resolved_before)
+            self.redis_gate.sync(backlog, before)
             pause = _POLL_BUSY_S if self.gate.used else _POLL_IDLE_S
             self._refresh.wait(pause)
             self._refresh.clear()
@@ -1076,7 +1099,7 @@ class _RedisChannelActor(ReactorActor):
                     f"{item.attempt - 1} time(s)",
                     "",
                 )
-                self._dead(group, seq, event, error, item.attempt - 1, consumer="")
+                self._dead(group, seq, event, error, attempts=item.attempt - 1, consumer="")
                 continue
             held[seq] = event
             if item.attempt > 1:
@@ -1106,7 +1129,7 @@ class _RedisChannelActor(ReactorActor):
             self._settle(group, seq)
         ids = [seq_entry_id(seq) for seq in seqs]
         logger.warning(
-            "channel %r group %r: %d pending entries were removed by retention before they were acked",
+            "channel %r group %r: retention removed %d pending entries before they were acked",
             self.channel.name,
             group.name,
             len(ids),
@@ -1138,7 +1161,14 @@ class _RedisChannelActor(ReactorActor):
         self._settle(group, item.seq)  # after the dead letter: a duplicate beats a loss
 
     def _dead(
-        self, group: _Group, seq: int, event: Event, error: ErrorInfo, attempts: int, consumer: str
+        self,
+        group: _Group,
+        seq: int,
+        event: Event,
+        error: ErrorInfo,
+        *,
+        attempts: int,
+        consumer: str,
     ) -> None:
         group.dead_lettered += 1
         self.state.dead_lettered += 1
@@ -1300,7 +1330,9 @@ class _RedisChannelActor(ReactorActor):
         event = group.held.get(nack.seq)
         if event is not None:
             if attempt >= group.max_deliveries:
-                self._dead(group, nack.seq, event, nack.error, attempt, nack.consumer)
+                self._dead(
+                    group, nack.seq, event, nack.error, attempts=attempt, consumer=nack.consumer
+                )
             else:
                 group.attempts[nack.seq] = attempt
                 group.redelivered += 1
