@@ -8,6 +8,7 @@ every wait is on a condition with a timeout, never a sleep.
 from __future__ import annotations
 
 import collections
+import itertools
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -372,3 +373,90 @@ def test_root_escalation_stops_the_system_and_wait_raises() -> None:
     system.stop(timeout=1.0)
     with pytest.raises(SupervisorEscalation):
         system.wait(timeout=0)
+
+
+def _abandoned_thread_gone(name: str) -> bool:
+    return not any(thread.name == name for thread in threading.enumerate())
+
+
+def test_the_late_result_of_an_abandoned_handler_is_not_published() -> None:
+    fake = FakeClock()
+    entered, release = threading.Event(), threading.Event()
+    calls: collections.Counter[int] = collections.Counter()
+    done: collections.Counter[int] = collections.Counter()
+    lock = threading.Lock()
+
+    def slow(event: Event) -> Any:
+        n = event.data["n"]
+        with lock:
+            calls[n] += 1
+            first = calls[n] == 1
+        if n == 0 and first:
+            entered.set()
+            release.wait(10)
+        return ("job.done", {"n": n})
+
+    def sink(event: Event) -> None:
+        with lock:
+            done[event.data["n"]] += 1
+
+    topo = Topology("late")
+    topo.channel("work")
+    topo.consumer("slow", slow, channel="work", pattern="job.run", handler_timeout=1.0)
+    topo.consumer("sink", sink, channel="work", pattern="job.done")
+    with topo.start(clock=fake) as system:
+        for n in range(3):
+            system.publish("work", "job.run", {"n": n})
+        assert entered.wait(10)
+        while not system.metrics().actor("slow").restarts:
+            assert fake.wait_for_timers(1)
+            fake.advance(0.25)
+        wait_for(lambda: sum(done.values()) == 3, 10)
+        release.set()  # the abandoned call now returns ("job.done", {"n": 0})
+        wait_for(lambda: _abandoned_thread_gone("reactor:slow#1"), 10)
+        system.wait_idle(10)
+        assert dict(done) == {0: 1, 1: 1, 2: 1}
+
+
+def test_an_abandoned_incarnation_returning_late_does_not_blind_the_watchdog() -> None:
+    fake = FakeClock()
+    release1, release2 = threading.Event(), threading.Event()
+    entered1, entered2 = threading.Event(), threading.Event()
+    incarnations = itertools.count(1)
+
+    class Handler:
+        def __init__(self) -> None:
+            self.incarnation = next(incarnations)
+
+        def handle(self, event: Event) -> None:
+            if self.incarnation == 1 and event.data["n"] == 0:
+                entered1.set()
+                release1.wait(10)
+            elif self.incarnation == 2 and event.data["n"] == 1:
+                entered2.set()
+                release2.wait(10)
+
+    def step() -> None:
+        fake.advance(0.25)
+        assert fake.wait_for_timers(1)
+
+    topo = Topology("clobber")
+    topo.channel("work")
+    topo.consumer("slow", Handler, channel="work", pattern="job.#", handler_timeout=1.0)
+    system = topo.start(clock=fake)
+    try:
+        for n in range(3):
+            system.publish("work", "job.run", {"n": n})
+        assert entered1.wait(10)
+        assert fake.wait_for_timers(1)
+        while not system.metrics().actor("slow").restarts:
+            step()
+        assert entered2.wait(10)  # incarnation 2 hangs on #1
+        release1.set()  # incarnation 1, fenced, returns late...
+        wait_for(lambda: _abandoned_thread_gone("reactor:slow#1"), 10)
+        for _ in range(8):  # ...and 2 fake seconds later incarnation 2 is abandoned too
+            step()
+        assert system.metrics().actor("slow").restarts == 2
+    finally:
+        release2.set()
+        system.stop(5)

@@ -63,8 +63,13 @@ class LatencySummary:
 class ActorCounters:
     """Counters of one actor, kept across its restarts (they live with its address)."""
 
+    @property
+    def busy_since(self) -> float | None:
+        """When the current handler call began (clock time), or None when idle."""
+        current = self.current
+        return current[2] if current is not None else None
+
     __slots__ = (
-        "busy_since",
         "current",
         "failed",
         "handled",
@@ -82,9 +87,8 @@ class ActorCounters:
         self.in_flight = 0
         self.restarts = 0
         self.state = "starting"
-        # Monotonic time the current handler call began, or None when idle; the
-        # supervisor's watchdog reads it to find hung handlers.
-        self.busy_since: float | None = None
-        # What the actor is working on (a consumer: its epoch and the event's seq).
-        self.current: tuple[int, int] | None = None
+        # What the actor is working on, set and cleared as one tuple so a reader in
+        # another thread never sees half of it: (epoch, seq, monotonic start) for a
+        # consumer. The supervisor's watchdog reads it to find hung handlers.
+        self.current: tuple[int, int, float] | None = None
         self.latency = LatencySummary()

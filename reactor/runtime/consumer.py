@@ -95,17 +95,13 @@ class ConsumerRuntime:
     def start(self, context: ActorContext) -> ReactorActor:
         return ConsumerActor.spawn(context, self)
 
-    def abandon(self, counters: ActorCounters) -> None:
+    def abandon(self, current: tuple[int, int, float]) -> None:
         """Settle the event a hung incarnation was stuck on: a failed attempt."""
-        current = counters.current
-        if current is None:
-            return
-        epoch, seq = current
+        epoch, seq, _ = current
         error = ErrorInfo(
             "HandlerTimeout", f"handler of consumer {self.name!r} did not return in time", ""
         )
         self.channel_address.tell(Nack(self.group, self.member, epoch, seq, error, self.name))
-        counters.current = None
 
     def leave(self) -> None:
         """Hand back everything this member holds; used when it is removed for good."""
@@ -162,7 +158,8 @@ class ConsumerActor(ReactorActor):
         try:
             self._handle_items(batch, self.epoch)
         finally:
-            counters.in_flight = 0
+            if not self._actor_fenced:  # the counters belong to the next incarnation now
+                counters.in_flight = 0
 
     def _handle_items(self, batch: Deliver, epoch: int) -> None:
         runtime = self.runtime
@@ -179,33 +176,31 @@ class ConsumerActor(ReactorActor):
             if dedup is not None and event.id in dedup:
                 acked.append(seq)
                 continue
-            counters.current = (epoch, seq)
-            counters.busy_since = clock.monotonic()
+            mine = counters.current = (epoch, seq, clock.monotonic())
             started = time.perf_counter()
             try:
                 result = handle(event)
-                if result is not None:
-                    outputs = as_events(event, result, runtime.name)
-                    if outputs:
-                        self._publish(outputs)
+                outputs = as_events(event, result, runtime.name) if result is not None else ()
+                if outputs and not self._actor_fenced:
+                    self._publish(outputs)
             except _Stopping:
-                counters.busy_since = None
-                counters.current = None
+                _clear(counters, mine)
                 break  # not a failure: the event goes back to the channel unacked
             except BaseException as exc:
-                counters.busy_since = None
-                counters.current = None
                 if self._actor_fenced:
-                    return
+                    return  # abandoned: the supervisor already settled this event
+                _clear(counters, mine)
                 self._settle(acked)
+                error = ErrorInfo.from_exception(exc)
                 runtime.channel_address.tell(
-                    Nack(runtime.group, runtime.member, epoch, seq, ErrorInfo.from_exception(exc), runtime.name)
+                    Nack(runtime.group, runtime.member, epoch, seq, error, runtime.name)
                 )
                 raise
-            counters.busy_since = None
-            counters.current = None
             if self._actor_fenced:
-                return  # abandoned while it ran: the event was already given back
+                # Abandoned while it ran: the event was given back and a new incarnation
+                # owns the counters; this late result must change nothing.
+                return
+            _clear(counters, mine)
             latency.record(time.perf_counter() - started)
             counters.handled += 1
             if dedup is not None:
@@ -231,6 +226,12 @@ class ConsumerActor(ReactorActor):
         )
         if sent < len(events) and self._actor_stop_requested:
             raise _Stopping
+
+
+def _clear(counters: ActorCounters, mine: tuple[int, int, float]) -> None:
+    # Compare-and-clear: never wipe what a newer incarnation has set meanwhile.
+    if counters.current is mine:
+        counters.current = None
 
 
 class _Stopping(Exception):  # noqa: N818 - internal control flow, never escapes

@@ -59,8 +59,8 @@ class ChildSpec:
         address: the child's stable address (made from ``name`` when omitted).
         counters: the child's counters, kept across restarts.
         handler_timeout: seconds a handler may run before the child is abandoned.
-        on_abandoned: called (in the supervisor) with the child's counters when a hung
-            incarnation is abandoned, to settle the event it was handling.
+        on_abandoned: called (in the supervisor) with what a hung incarnation was on
+            (its counters' ``current``) when it is abandoned, to settle that event.
         on_removed: called when the child exits for good (not restarted), to hand
             back anything it held.
     """
@@ -73,7 +73,7 @@ class ChildSpec:
     address: Address | None = None
     counters: ActorCounters = attrs.field(factory=ActorCounters)
     handler_timeout: float | None = None
-    on_abandoned: Callable[[ActorCounters], None] | None = None
+    on_abandoned: Callable[[tuple[int, int, float]], None] | None = None
     on_removed: Callable[[], None] | None = None
 
 
@@ -415,16 +415,17 @@ class Supervisor(ReactorActor):
         now = self.actor_clock.monotonic()
         for child in list(self.children):
             timeout = child.spec.handler_timeout
-            busy_since = child.counters.busy_since
-            if timeout is None or busy_since is None or child.actor is None:
+            current = child.counters.current  # one read: what it is on, and since when
+            if timeout is None or current is None or child.actor is None:
                 continue
-            if now - busy_since <= timeout:
+            if now - current[-1] <= timeout:
                 continue
             actor, child.actor = child.actor, None
             actor.fence()
-            child.counters.busy_since = None
+            if child.counters.current is current:
+                child.counters.current = None
             if child.spec.on_abandoned is not None:
-                child.spec.on_abandoned(child.counters)
+                child.spec.on_abandoned(current)
             logger.warning(
                 "%s: handler ran longer than %ss; abandoned it", child.spec.name, timeout
             )
