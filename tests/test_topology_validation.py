@@ -166,11 +166,10 @@ def test_bad_overflow() -> None:
 def test_bad_channel_backend_and_capacity() -> None:
     topo = Topology()
     topo.channel("orders", backend="kafka", capacity=0)
-    problems = problems_of(topo)
-    assert problems == (
-        "channel 'orders': unknown backend 'kafka'; use one of memory",
-        "channel 'orders': capacity must be a positive integer, got 0",
-    )
+    backend, capacity = problems_of(topo)
+    assert backend.startswith("channel 'orders': unknown backend 'kafka'; use one of ")
+    assert {"memory", "sqlite"} <= set(backend.rsplit("use one of ", 1)[1].split(", "))
+    assert capacity == "channel 'orders': capacity must be a positive integer, got 0"
 
 
 def test_group_members_with_different_patterns() -> None:
