@@ -17,6 +17,9 @@ __all__ = [
     "IdleTimeout",
     "ImmutableMessageError",
     "InvalidTopicError",
+    "LogFormatError",
+    "LogLockedError",
+    "NotDurableError",
     "ReactorError",
     "SupervisorEscalation",
     "SystemStoppedError",
@@ -117,3 +120,15 @@ class SupervisorEscalation(ReactorError, RuntimeError):
 
 class IdleTimeout(ReactorError, TimeoutError):
     """``wait_idle`` ran out of time with events still unsettled."""
+
+
+class LogLockedError(ReactorError, RuntimeError):
+    """Another process (or another open channel) already owns this log for writing."""
+
+
+class LogFormatError(ReactorError, ValueError):
+    """The file is not a reactor log: corrupted, foreign, or from a newer reactor."""
+
+
+class NotDurableError(ReactorError, TypeError):
+    """The operation needs a channel that keeps a log (``replay`` on a ``memory`` channel)."""

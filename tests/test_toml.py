@@ -788,3 +788,27 @@ def test_four_problems_in_one_error(write: Callable[..., Path]) -> None:
         "line 10: consumers.billing.handler: cannot resolve 'no_such_module_xyz:bill'",
     ):
         assert sum(expected in problem for problem in error.problems) == 1, expected
+
+
+def test_consumers_take_a_start_position(tmp_path: Path) -> None:
+    module = tmp_path / "start_handlers.py"
+    module.write_text("def handle(event):\n    return None\n")
+    path = tmp_path / "start.toml"
+    path.write_text(
+        "[channels.log]\nbackend = 'memory'\n"
+        "[consumers.a]\nchannel = 'log'\nhandler = 'start_handlers:handle'\nstart = 'latest'\n"
+        "[consumers.b]\nchannel = 'log'\nhandler = 'start_handlers:handle'\nstart = 42\n"
+        "[consumers.c]\nchannel = 'log'\nhandler = 'start_handlers:handle'\n"
+        "start = 2026-01-01T00:00:00Z\n"
+        "[consumers.d]\nchannel = 'log'\nhandler = 'start_handlers:handle'\nstart = 'middle'\n"
+    )
+    with pytest.raises(TopologyError) as caught:
+        Topology.from_toml(str(path))
+    assert len(caught.value.problems) == 1
+    assert "consumers.d.start must be 'earliest', 'latest', an offset" in caught.value.problems[0]
+    path.write_text(path.read_text().rsplit("[consumers.d]", 1)[0])
+    topo = Topology.from_toml(str(path))
+    starts = {decl.name: decl.start for decl in topo.consumers()}
+    assert starts["a"] == "latest"
+    assert starts["b"] == 42
+    assert starts["c"].year == 2026

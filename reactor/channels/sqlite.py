@@ -116,7 +116,7 @@ __all__ = [
 
 logger = logging.getLogger("reactor")
 
-RETENTION_FORCED = "$system.retention.forced"
+RETENTION_FORCED = lifecycle.RETENTION_FORCED
 
 StartPosition = str | int | datetime
 

@@ -28,7 +28,7 @@ import threading
 from collections.abc import Iterator
 from typing import Literal
 
-from reactor.errors import ReactorError
+from reactor.errors import LogFormatError, LogLockedError
 
 __all__ = [
     "FORMAT",
@@ -96,14 +96,6 @@ CREATE TABLE IF NOT EXISTS reactor_deadletters(
     PRIMARY KEY (channel, grp, seq)
 ) WITHOUT ROWID;
 """
-
-
-class LogLockedError(ReactorError, RuntimeError):
-    """Another process (or another open channel) already owns this log for writing."""
-
-
-class LogFormatError(ReactorError, ValueError):
-    """The file is not a reactor log: corrupted, foreign, or from a newer reactor."""
 
 
 class LogStore:

@@ -14,6 +14,7 @@ __all__ = [
     "ACTOR_STOPPED",
     "DEADLETTER",
     "EVENT_DROPPED",
+    "RETENTION_FORCED",
     "SUPERVISOR_ESCALATED",
     "SYSTEM_CHANNEL",
     "dead_letter",
@@ -28,6 +29,7 @@ ACTOR_RESTARTED = "$system.actor.restarted"
 ACTOR_STOPPED = "$system.actor.stopped"
 SUPERVISOR_ESCALATED = "$system.supervisor.escalated"
 EVENT_DROPPED = "$system.event.dropped"
+RETENTION_FORCED = "$system.retention.forced"
 DEADLETTER = "$deadletter"
 
 

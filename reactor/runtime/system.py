@@ -28,7 +28,13 @@ from reactor.actors.counters import ActorCounters
 from reactor.channels.backend import Channel, ChannelConfig, ChannelServices, GroupSpec
 from reactor.channels.registry import backend_for
 from reactor.clock import Clock, SystemClock
-from reactor.errors import IdleTimeout, ReactorError, SupervisorEscalation, SystemStoppedError, TopologyError
+from reactor.errors import (
+    IdleTimeout,
+    NotDurableError,
+    SupervisorEscalation,
+    SystemStoppedError,
+    TopologyError,
+)
 from reactor.messages import lifecycle
 from reactor.messages.event import Event
 from reactor.runtime.consumer import ConsumerRuntime
@@ -421,14 +427,14 @@ class System:
 
         Raises:
             UnknownChannelError: no such channel.
-            ReactorError: the channel's backend keeps no log (``memory``).
+            NotDurableError: the channel's backend keeps no log (``memory``).
             LookupError: no such group. ValueError: bad ``from_``.
         """
         self._check_running()
         handle = self._router.channel(channel)
         replay = getattr(handle, "replay", None)
         if replay is None:
-            raise ReactorError(
+            raise NotDurableError(
                 f"channel {channel!r} (backend {handle.config.backend!r}) keeps no log to replay; "
                 "declare it with a durable backend such as backend='sqlite:///path.db'"
             )

@@ -110,6 +110,7 @@ modules from a TOML file's folder are serialised.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import difflib
 import importlib
 import importlib.util
@@ -181,6 +182,7 @@ _KEYS: dict[str, dict[str, str]] = {
         "prefetch": "int",
         "handler_timeout": "number",
         "shutdown_s": "number",
+        "start": "start",
     },
     "backoff": {
         "min_s": "number",
@@ -214,6 +216,7 @@ _EXPECTED = {
     "bool": "true or false",
     "table": "a table",
     "patterns": "a pattern string or an array of pattern strings",
+    "start": "'earliest', 'latest', an offset (integer) or a date-time",
 }
 # Keys the loader interprets itself instead of passing them to the builder.
 _LOADER_KEYS = frozenset({"handler", "source", "supervisor", "parent", "scaling"})
@@ -460,6 +463,10 @@ def _type_ok(kind: str, value: Any) -> bool:
         return isinstance(value, bool)
     if kind == "table":
         return isinstance(value, dict)
+    if kind == "start":
+        if isinstance(value, datetime.datetime):
+            return True
+        return value in ("earliest", "latest") or (isinstance(value, int) and not isinstance(value, bool))
     if kind == "patterns":
         return isinstance(value, str) or (
             isinstance(value, list) and all(isinstance(item, str) for item in value)
