@@ -88,7 +88,7 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "no-such-demo"]) == 2
     assert "no demo named 'no-such-demo'" in capsys.readouterr().err
     assert main(["worker"]) == 2
-    assert "not available yet" in capsys.readouterr().err
+    assert "TARGET" in capsys.readouterr().err
     assert main(["--help"]) == 0
 
 
@@ -280,3 +280,16 @@ def test_metrics_port_serves_prometheus_while_running(
         runner.join(30)
     assert codes == [0]
     assert not [thread for thread in threading.enumerate() if thread.name == "reactor-metrics"]
+
+
+def test_worker_runs_only_the_named_part(app: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["worker", f"{app}:build", "--only", "audit,outbox", "--duration", "0.3", "--json"]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    names = {actor["name"] for actor in last["actors"]}
+    assert {"audit", "outbox"} <= names
+    assert not {"billing", "mailer", "web"} & names
+
+
+def test_worker_with_an_unknown_name_exits_2(app: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["worker", f"{app}:build", "--only", "biling", "--duration", "0.3"]) == 2
+    assert "'biling'" in capsys.readouterr().err

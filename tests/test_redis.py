@@ -341,12 +341,13 @@ def test_publish_during_an_outage_follows_the_overflow_policy(own_server: RedisS
         events.wait_for_count(1, timeout=10)  # the monitors notice
         assert events.events[0].topic == "$system.channel.disconnected"
         wait_for(
-            lambda: (
-                len(system.metrics().channels)
-                and all(system._channels[c].problems() for c in ("blocky", "picky", "lossy"))
+            lambda: all(
+                any(p.startswith(f"channel {c!r}:") for p in system.health().problems)
+                for c in ("blocky", "picky", "lossy")
             ),
             timeout=10,
         )
+        assert system.health().status == "degraded"
         with pytest.raises(reactor.BackpressureTimeout, match="cannot reach Redis"):
             system.publish("blocky", "t.x", "blocked", timeout=0.1)
         with pytest.raises(reactor.ChannelFull, match="cannot reach Redis"):
@@ -360,6 +361,7 @@ def test_publish_during_an_outage_follows_the_overflow_policy(own_server: RedisS
         system.publish("blocky", "t.x", "after")
         recorder.wait_for_count(2, timeout=10)
         system.wait_idle(10)
+        wait_for(lambda: system.health().ok, timeout=10)
     assert recorder.data() == ["before", "after"]
 
 

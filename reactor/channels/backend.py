@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
 
@@ -18,6 +18,7 @@ from reactor.channels.gate import CapacityGate, Overflow
 
 if TYPE_CHECKING:
     from reactor.actors.address import Address
+    from reactor.channels.dedup import DedupWindow
     from reactor.actors.base import ActorContext, ReactorActor
     from reactor.clock import Clock
     from reactor.messages.event import Event
@@ -28,8 +29,11 @@ __all__ = [
     "ChannelConfig",
     "ChannelServices",
     "ChannelStats",
+    "DurableDedup",
     "GroupSpec",
     "GroupStats",
+    "ReportsProblems",
+    "Replayable",
 ]
 
 
@@ -146,3 +150,31 @@ class ChannelBackend(Protocol):
 
     def open(self, config: ChannelConfig, services: ChannelServices) -> Channel:
         """Open (create or attach to) the channel described by ``config``."""
+
+
+# Optional capabilities: a backend offers them by having the method; the runtime
+# checks with isinstance() and never by backend name.
+
+
+@runtime_checkable
+class Replayable(Protocol):
+    """A channel that keeps a log and can rewind a group over it."""
+
+    def replay(self, group: str, from_: Any = "earliest") -> int:
+        """Rewind ``group``; return the first offset it will be given again."""
+
+
+@runtime_checkable
+class DurableDedup(Protocol):
+    """A channel that keeps idempotent consumers' handled ids in its own store."""
+
+    def dedup_window(self, group: str, size: int) -> DedupWindow:
+        """The dedup window of ``group``, surviving restarts of the process."""
+
+
+@runtime_checkable
+class ReportsProblems(Protocol):
+    """A channel that can be unhealthy on its own (a broker connection lost)."""
+
+    def problems(self) -> tuple[str, ...]:
+        """What is wrong right now, one line each; empty when healthy."""

@@ -133,7 +133,7 @@ from reactor.messages.codecs import CloudEventsCodec
 from reactor.messages.control import Ack, Deliver, ErrorInfo, Join, Leave, Nack, Tick
 from reactor.messages.event import Event
 from reactor.messages.topics import TopicPattern
-from reactor.runtime.dedup import DedupWindow
+from reactor.channels.dedup import DedupWindow
 
 try:
     import redis as redis_py

@@ -100,7 +100,7 @@ from reactor.messages.codecs import JsonCodec
 from reactor.messages.control import Ack, Deliver, ErrorInfo, Join, Leave, Nack
 from reactor.messages.event import Event
 from reactor.messages.topics import TopicPattern
-from reactor.runtime.dedup import DedupWindow
+from reactor.channels.dedup import DedupWindow
 
 __all__ = [
     "RETENTION_FORCED",
@@ -1320,7 +1320,7 @@ def _flush(channel: SqliteChannel, state: _State) -> None:
 
 
 class DurableDedupWindow(DedupWindow):
-    """A :class:`~reactor.runtime.dedup.DedupWindow` whose ids are also in the log's file.
+    """A :class:`~reactor.channels.dedup.DedupWindow` whose ids are also in the log's file.
 
     ``add`` commits the id before it returns, so an event whose handler returned
     (and which the consumer then acks) is skipped after a restart even if its ack

@@ -40,6 +40,7 @@ from reactor.faces.dashboard import Dashboard
 from reactor.faces.export import MetricsServer, serve_metrics
 from reactor.runtime.system import System
 from reactor.runtime.topology import ConsumerDecl, PoolDecl, SupervisorDecl, Topology
+from reactor.runtime.worker import parse_only
 
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "UsageError", "load_target", "main"]
 
@@ -197,8 +198,12 @@ def run_topology(
     metrics_port: int | None = None,
     metrics_host: str = "127.0.0.1",
     panels: Sequence[tuple[str, Callable[[], RenderableType]]] = (),
+    only: frozenset[str] | None = None,
 ) -> int:
     """Start ``topology``, show it, and stop it after ``duration`` or on Ctrl-C / SIGTERM.
+
+    ``only`` starts just the named consumers, pools, supervisors and producers
+    (``reactor worker``).
 
     Returns:
         The exit code: 0, or 1 if an escalation reached the root supervisor.
@@ -207,7 +212,7 @@ def run_topology(
         TopologyError: the topology is invalid; nothing was started.
     """
     try:
-        system = topology.start()
+        system = topology.start(only=only)
     except SupervisorEscalation as exc:  # a child kept failing to start
         err.print(Text(f"reactor: {topology.name}: {exc}", style="bold red"), soft_wrap=True)
         return EXIT_FAILURE
@@ -461,8 +466,17 @@ def _build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("version", help="print reactor's version")
 
-    worker = commands.add_parser("worker", help="run part of a topology (not available yet)")
-    worker.add_argument("rest", nargs=argparse.REMAINDER)
+    worker = commands.add_parser(
+        "worker", help="run part of a topology in this process, sharing its broker channels"
+    )
+    worker.add_argument("target", metavar="TARGET", help="a .toml file or module:attribute")
+    worker.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME[,NAME]",
+        help="consumers, pools, supervisors or producers to run here (default: all)",
+    )
+    _add_run_options(worker)
     return parser
 
 
@@ -588,10 +602,17 @@ def _cmd_version(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace, out: Console, err: Console) -> int:
-    err.print(
-        "reactor worker: not available yet (it arrives with the Redis backend)", highlight=False
+    topology = load_target(args.target)
+    only = parse_only(args.only) if args.only else None
+    return run_topology(
+        topology,
+        out=out,
+        err=err,
+        dashboard=_dashboard_wanted(args, out),
+        json=args.json,
+        duration=args.duration,
+        only=only,
     )
-    return EXIT_USAGE
 
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace, Console, Console], int]] = {

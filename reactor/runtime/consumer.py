@@ -32,7 +32,7 @@ from reactor.actors.base import ActorContext, ReactorActor
 from reactor.actors.counters import ActorCounters
 from reactor.messages.control import Ack, Deliver, ErrorInfo, Join, Leave, Nack
 from reactor.messages.event import Event
-from reactor.runtime.dedup import DedupWindow
+from reactor.channels.dedup import DedupWindow
 from reactor.runtime.router import Router
 
 __all__ = ["ConsumerActor", "ConsumerRuntime", "ResultError", "as_events"]

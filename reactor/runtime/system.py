@@ -25,7 +25,15 @@ from typing import Any
 from reactor.actors.address import Address
 from reactor.actors.base import ActorContext
 from reactor.actors.counters import ActorCounters
-from reactor.channels.backend import Channel, ChannelConfig, ChannelServices, GroupSpec
+from reactor.channels.backend import (
+    Channel,
+    ChannelConfig,
+    ChannelServices,
+    DurableDedup,
+    GroupSpec,
+    Replayable,
+    ReportsProblems,
+)
 from reactor.channels.registry import backend_for
 from reactor.clock import Clock, SystemClock
 from reactor.errors import (
@@ -38,7 +46,7 @@ from reactor.errors import (
 from reactor.messages import lifecycle
 from reactor.messages.event import Event
 from reactor.runtime.consumer import ConsumerRuntime
-from reactor.runtime.dedup import DedupWindow
+from reactor.channels.dedup import DedupWindow
 from reactor.runtime.metrics import ActorMetrics, Health, SystemMetrics
 from reactor.runtime.pool import Pool, PoolConfig
 from reactor.runtime.producer import ProducerRuntime
@@ -272,8 +280,11 @@ class System:
         window = self._dedup.get(key)
         if window is None:
             # A durable channel keeps the handled ids in its own store, so dedup survives restarts.
-            durable = getattr(self._channels[decl.channel], "dedup_window", None)
-            window = durable(decl.group_name, decl.dedup_window) if durable else DedupWindow(decl.dedup_window)
+            channel = self._channels[decl.channel]
+            if isinstance(channel, DurableDedup):
+                window = channel.dedup_window(decl.group_name, decl.dedup_window)
+            else:
+                window = DedupWindow(decl.dedup_window)
             self._dedup[key] = window
         return window
 
@@ -432,13 +443,12 @@ class System:
         """
         self._check_running()
         handle = self._router.channel(channel)
-        replay = getattr(handle, "replay", None)
-        if replay is None:
+        if not isinstance(handle, Replayable):
             raise NotDurableError(
                 f"channel {channel!r} (backend {handle.config.backend!r}) keeps no log to replay; "
                 "declare it with a durable backend such as backend='sqlite:///path.db'"
             )
-        return int(replay(group, from_))
+        return int(handle.replay(group, from_))
 
     def _check_running(self) -> None:
         if self._state not in ("running", "starting"):
@@ -512,6 +522,8 @@ class System:
             gate = channel.gate
             if gate.used >= gate.capacity:
                 problems.append(f"channel {channel.name!r} is full ({gate.used}/{gate.capacity})")
+            if isinstance(channel, ReportsProblems):
+                problems += [f"channel {channel.name!r}: {problem}" for problem in channel.problems()]
         return Health("degraded" if problems else "ok", tuple(problems))
 
     def is_idle(self) -> bool:
