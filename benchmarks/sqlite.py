@@ -29,6 +29,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
+import time
 from collections.abc import Callable
 
 from benchmarks._harness import Result, best_of, describe_machine, now
@@ -42,7 +43,9 @@ _codec = JsonCodec()
 
 
 def _events(count: int) -> list[Event]:
-    return [Event.create(TOPIC, {"n": n, "payload": "x" * 64}, source="bench") for n in range(count)]
+    return [
+        Event.create(TOPIC, {"n": n, "payload": "x" * 64}, source="bench") for n in range(count)
+    ]
 
 
 def _url(path: str, full: bool) -> str:
@@ -71,9 +74,14 @@ def raw_append(events: list[Event], batch: int, workdir: str, full: bool) -> flo
         chunk = events[i : i + batch]
         bodies = [_codec.encode(event) for event in chunk]
         stamp = _wall()
-        rows = [(1, seq + k + 1, stamp, e.topic, b) for k, (e, b) in enumerate(zip(chunk, bodies, strict=True))]
+        rows = [
+            (1, seq + k + 1, stamp, e.topic, b)
+            for k, (e, b) in enumerate(zip(chunk, bodies, strict=True))
+        ]
         db.execute("BEGIN IMMEDIATE")
-        db.executemany("INSERT INTO log(channel, seq, appended, topic, body) VALUES (?, ?, ?, ?, ?)", rows)
+        db.executemany(
+            "INSERT INTO log(channel, seq, appended, topic, body) VALUES (?, ?, ?, ?, ?)", rows
+        )
         db.execute("COMMIT")
         seq += len(chunk)
     seconds = now() - started
@@ -154,7 +162,6 @@ def _raw_db(path: str, full: bool) -> sqlite3.Connection:
 
 
 def _wall() -> float:
-    import time
 
     return time.time()
 
@@ -178,15 +185,27 @@ def _report(title: str, results: list[Result]) -> float:
 
 def main(argv: list[str]) -> int:
     """Durable append and consume throughput of the sqlite backend vs. a raw sqlite3 loop."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks sqlite", description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=50_000, help="events per run (default 50,000)")
-    parser.add_argument("--batch", type=int, default=100, help="events per publish / commit (default 100)")
-    parser.add_argument("--max-batch", type=int, default=128, help="events per delivery / page (default 128)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per variant, best kept (default 3)")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks sqlite", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--events", type=int, default=50_000, help="events per run (default 50,000)"
+    )
+    parser.add_argument(
+        "--batch", type=int, default=100, help="events per publish / commit (default 100)"
+    )
+    parser.add_argument(
+        "--max-batch", type=int, default=128, help="events per delivery / page (default 128)"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs per variant, best kept (default 3)"
+    )
     parser.add_argument("--full", action="store_true", help="synchronous=FULL (fsync every commit)")
     parser.add_argument("--dir", default=None, help="where to put the files (default: a temp dir)")
     args = parser.parse_args(argv)
-    print(f"sqlite: {args.events:,} events, batch {args.batch}, synchronous={'FULL' if args.full else 'NORMAL'}")
+    print(
+        f"sqlite: {args.events:,} events, batch {args.batch}, synchronous={'FULL' if args.full else 'NORMAL'}"
+    )
     print(describe_machine())
     events = _events(args.events)
     workdir = tempfile.mkdtemp(prefix="reactor-bench-", dir=args.dir)
@@ -207,5 +226,7 @@ def main(argv: list[str]) -> int:
         consume_ratio = _report("consume", best_of(consume, args.repeat, args.events))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    print(f"\nsummary: append {append_ratio:.2f}x raw, consume {consume_ratio:.2f}x raw (target {TARGET}x)")
+    print(
+        f"\nsummary: append {append_ratio:.2f}x raw, consume {consume_ratio:.2f}x raw (target {TARGET}x)"
+    )
     return 0

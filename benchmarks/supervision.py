@@ -77,6 +77,8 @@ def main(argv: list[str]) -> int:
         )
     p50 = _quantile(crashes, 0.5) * 1e3
     verdict = "meets" if p50 <= TARGET_P50_MS else "MISSES"
-    print(f"restart p50 {p50:.3f} ms (target <= {TARGET_P50_MS} ms: {verdict}); "
-          f"{p50 / max(_quantile(baseline, 0.5) * 1e3, 1e-9):.1f}x the no-crash gap")
+    print(
+        f"restart p50 {p50:.3f} ms (target <= {TARGET_P50_MS} ms: {verdict}); "
+        f"{p50 / max(_quantile(baseline, 0.5) * 1e3, 1e-9):.1f}x the no-crash gap"
+    )
     return 0

@@ -66,7 +66,9 @@ class TopologyError(ReactorError, ValueError):
     """
 
     def __init__(self, problems: Sequence[str] | str, *, source: str | None = None) -> None:
-        self.problems: tuple[str, ...] = (problems,) if isinstance(problems, str) else tuple(problems)
+        self.problems: tuple[str, ...] = (
+            (problems,) if isinstance(problems, str) else tuple(problems)
+        )
         self.source = source
         where = f" in {source}" if source else ""
         if len(self.problems) == 1:

@@ -138,4 +138,6 @@ class Recorder:
         """
         with self._lock:
             if not self._changed.wait_for(lambda: len(self.events) >= count, timeout):
-                raise TimeoutError(f"recorded {len(self.events)} events, expected {count} within {timeout}s")
+                raise TimeoutError(
+                    f"recorded {len(self.events)} events, expected {count} within {timeout}s"
+                )

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pykka
 import pytest
+from redis_support import redis_server, redis_url  # noqa: F401 - fixtures for the redis tests
 
 from reactor.actors.base import reactor_threads
-from redis_support import redis_server, redis_url  # noqa: F401 - fixtures for the redis tests
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,7 @@ import sys
 # Run from the repository root without installing.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from reactor import Event, Topology  # noqa: E402
+from reactor import Event, Topology
 
 
 def main() -> int:

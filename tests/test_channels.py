@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import tracemalloc
 from collections import defaultdict
 from typing import Any
 
@@ -59,7 +60,10 @@ def test_patterns_route_by_topic(backend: str) -> None:
         assert [e.topic for e in created.events] == ["orders.created"]
         assert sorted(e.topic for e in anything_paid.events) == ["invoices.paid", "orders.paid"]
         assert sorted(e.topic for e in all_orders.events) == [
-            "orders", "orders.a.b", "orders.created", "orders.paid",
+            "orders",
+            "orders.a.b",
+            "orders.created",
+            "orders.paid",
         ]
         assert system.metrics().channel("events").unrouted == 0
 
@@ -137,7 +141,7 @@ def test_bad_input_is_refused_and_loses_nothing(backend: str) -> None:
     with topo.start() as system:
         with pytest.raises(reactor.ImmutableMessageError, match=r"data\['items'\]\[1\]"):
             system.publish("c", "t.x", {"items": [1, object()]})
-        with pytest.raises(reactor.InvalidTopicError, match="or..ders"):
+        with pytest.raises(reactor.InvalidTopicError, match=r"or\.\.ders"):
             system.publish("c", "or..ders", {})
         with pytest.raises(reactor.UnknownChannelError, match="nope"):
             system.publish("nope", "t.x", {})
@@ -183,7 +187,9 @@ def test_processor_feeding_its_own_channel_does_not_deadlock_at_capacity(backend
     topo.consumer("done", finished, channel="work", pattern="work.done")
     # Twice the capacity in chains, each doing 50 hops through the same channel.
     topo.producer(
-        "seed", channel="work", topic="work.step",
+        "seed",
+        channel="work",
+        topic="work.step",
         source=({"chain": c, "hops": 50} for c in range(16)),
     )
     with topo.start() as system:
@@ -205,7 +211,9 @@ def test_fast_producer_slow_consumer_stays_within_capacity(backend: str) -> None
     assert stats.dropped == 0
 
 
-def _blocked_consumer(topo: Topology, channel: str, gate: threading.Event, recorder: Recorder) -> None:
+def _blocked_consumer(
+    topo: Topology, channel: str, gate: threading.Event, recorder: Recorder
+) -> None:
     def handle(event: Event) -> None:
         gate.wait(10)
         recorder(event)
@@ -243,7 +251,9 @@ def test_reject_policy_raises_channel_full(backend: str) -> None:
         assert recorder.data() == [0, 1, 2]
 
 
-def _drop_topology(backend: str, overflow: str) -> tuple[Topology, threading.Event, Recorder, Recorder]:
+def _drop_topology(
+    backend: str, overflow: str
+) -> tuple[Topology, threading.Event, Recorder, Recorder]:
     topo = Topology(overflow)
     topo.channel("c", backend=backend, capacity=3, overflow=overflow)  # type: ignore[arg-type]
     gate, recorder, drops = threading.Event(), Recorder(), Recorder()
@@ -390,14 +400,19 @@ def test_a_member_never_holds_more_than_its_demand(backend: str) -> None:
 
 
 def test_memory_stays_bounded_when_the_producer_outruns_the_consumer(backend: str) -> None:
-    import tracemalloc
-
     # A distinct ~2 KB string per event: 5,000 of them queued would be ~10 MB.
     topo = Topology("bounded")
     topo.channel("c", backend=backend, capacity=20)
     handled = []
-    topo.consumer("slow", lambda e: handled.append(e.data["n"]) or time.sleep(0.0001), channel="c", prefetch=4)
-    topo.producer("fast", channel="c", topic="t.x", source=({"n": n, "p": f"{n:0>2000}"} for n in range(5_000)))
+    topo.consumer(
+        "slow", lambda e: handled.append(e.data["n"]) or time.sleep(0.0001), channel="c", prefetch=4
+    )
+    topo.producer(
+        "fast",
+        channel="c",
+        topic="t.x",
+        source=({"n": n, "p": f"{n:0>2000}"} for n in range(5_000)),
+    )
     tracemalloc.start()
     try:
         with topo.start() as system:

@@ -283,7 +283,10 @@ def test_metrics_port_serves_prometheus_while_running(
 
 
 def test_worker_runs_only_the_named_part(app: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["worker", f"{app}:build", "--only", "audit,outbox", "--duration", "0.3", "--json"]) == 0
+    assert (
+        main(["worker", f"{app}:build", "--only", "audit,outbox", "--duration", "0.3", "--json"])
+        == 0
+    )
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     names = {actor["name"] for actor in last["actors"]}
     assert {"audit", "outbox"} <= names

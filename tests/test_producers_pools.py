@@ -32,7 +32,9 @@ def test_key_by_field_name() -> None:
     topo.channel("c")
     recorder = Recorder()
     topo.consumer("x", recorder, channel="c")
-    topo.producer("p", channel="c", topic="t.x", source=[{"customer": 7}, {"other": 1}], key="customer")
+    topo.producer(
+        "p", channel="c", topic="t.x", source=[{"customer": 7}, {"other": 1}], key="customer"
+    )
     with topo.start() as system:
         system.wait_idle(5)
     assert [e.key for e in recorder.events] == ["7", None]
@@ -125,7 +127,12 @@ def _pool_topology(release: threading.Event, recorder: Recorder, max_size: int =
     topo = Topology("pool")
     topo.channel("jobs")
     topo.pool(
-        "workers", handle, channel="jobs", min_size=1, max_size=max_size, prefetch=2,
+        "workers",
+        handle,
+        channel="jobs",
+        min_size=1,
+        max_size=max_size,
+        prefetch=2,
         scaling=Scaling(interval_s=1.0, scale_up_backlog=5, up_after=2, down_after=3),
     )
     return topo

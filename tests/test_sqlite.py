@@ -298,7 +298,7 @@ def test_replay_of_an_unknown_group_names_it(tmp_path: Path) -> None:
     topo = Topology("unknown")
     topo.channel("c", backend=url(tmp_path / "log.db"))
     topo.consumer("g", Recorder(), channel="c")
-    with topo.start() as system, pytest.raises(LookupError, match="'nope'.*groups: g"):
+    with topo.start() as system, pytest.raises(LookupError, match=r"'nope'.*groups: g"):
         system.replay("c", "nope")
 
 
@@ -371,14 +371,16 @@ def test_max_events_keeps_the_newest_and_reports_what_a_lagging_group_loses(tmp_
         slow_stats = system.metrics().group("c", "slow")
     with sqlite3.connect(tmp_path / "log.db") as db_file:
         kept = db_file.execute("SELECT count(*), min(seq), max(seq) FROM reactor_log").fetchone()
-    assert kept[2] == 300 and 100 <= kept[0] <= 110
+    assert kept[2] == 300
+    assert 100 <= kept[0] <= 110
     assert {e.topic for e in forced.events} == {RETENTION_FORCED}
     lost = sum(e.data["count"] for e in forced.events)
     assert {e.data["group"] for e in forced.events} == {"slow"}
     assert slow_stats.expired == stats.expired == lost > 0
     # The slow group lost exactly what retention reported; everything else reached it, in order.
     assert len(lagging) + lost == 300
-    assert lagging == sorted(lagging) and lagging[-1] == 299
+    assert lagging == sorted(lagging)
+    assert lagging[-1] == 299
     assert system.metrics().group("c", "fast").expired == 0
 
 
@@ -457,7 +459,7 @@ def test_the_same_channel_twice_in_one_process_is_refused(tmp_path: Path) -> Non
     first.channel("c", backend=db)
     second.channel("c", backend=db)
     second.channel("d", backend=url(tmp_path / "other.db"))
-    with first.start(), pytest.raises(LogLockedError, match="'c'.*already open in this process"):
+    with first.start(), pytest.raises(LogLockedError, match=r"'c'.*already open in this process"):
         second.start()
     run(url(tmp_path / "other.db"), Recorder())  # the failed start gave back what it opened
 

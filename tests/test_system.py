@@ -54,12 +54,16 @@ def test_metrics_are_a_frozen_snapshot() -> None:
             snapshot.state = "x"  # type: ignore[misc]
         consumer = snapshot.actor("x")
         assert (consumer.kind, consumer.state, consumer.handled, consumer.supervisor) == (
-            "consumer", "running", 10, "$consumers",
+            "consumer",
+            "running",
+            10,
+            "$consumers",
         )
         assert consumer.latency.count == 10
         assert snapshot.to_dict()["channels"][0]["name"] == "c"
         kinds = {a.name: a.kind for a in snapshot.actors}
-        assert kinds["channel:c"] == "channel" and kinds["$root"] == "supervisor"
+        assert kinds["channel:c"] == "channel"
+        assert kinds["$root"] == "supervisor"
 
 
 def test_health_reports_what_is_wrong() -> None:

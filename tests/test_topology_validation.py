@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from reactor import Event, Topology, TopologyError
+from reactor import Event, Scaling, Topology, TopologyError
 from reactor.errors import ReactorError
 
 
@@ -334,8 +334,6 @@ def test_start_refuses_an_invalid_topology_and_starts_nothing() -> None:
 
 
 def test_validation_covers_pool_member_names_scaling_and_option_types() -> None:
-    from reactor import Scaling
-
     topo = Topology("more")
     topo.channel("c")
     topo.pool("mailer", lambda e: None, channel="c", max_size=3, scaling=Scaling(interval_s=0))

@@ -18,8 +18,8 @@ from reactor.channels.gate import CapacityGate, Overflow
 
 if TYPE_CHECKING:
     from reactor.actors.address import Address
-    from reactor.channels.dedup import DedupWindow
     from reactor.actors.base import ActorContext, ReactorActor
+    from reactor.channels.dedup import DedupWindow
     from reactor.clock import Clock
     from reactor.messages.event import Event
 

@@ -110,8 +110,7 @@ class CapacityGate:
 
     def _take(self, count: int) -> int:
         self.used += count
-        if self.used > self.peak:
-            self.peak = self.used
+        self.peak = max(self.peak, self.used)
         return count
 
     def _timeout(self, timeout: float | None) -> BackpressureTimeout:

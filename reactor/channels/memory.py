@@ -320,12 +320,21 @@ class _MemoryChannelActor(ReactorActor):
             group.delivered += count
             self.log.delivered += count
             member.address.tell(
-                Deliver(self.channel.name, group.name, member.epoch, tuple(seqs), tuple(events), tuple(tries))
+                Deliver(
+                    self.channel.name,
+                    group.name,
+                    member.epoch,
+                    tuple(seqs),
+                    tuple(events),
+                    tuple(tries),
+                )
             )
 
     # -- settlement ----------------------------------------------------------------
 
-    def _member(self, group_name: str, member_name: str, epoch: int) -> tuple[_Group, _Member] | None:
+    def _member(
+        self, group_name: str, member_name: str, epoch: int
+    ) -> tuple[_Group, _Member] | None:
         group = self.log.groups.get(group_name)
         if group is None:
             return None

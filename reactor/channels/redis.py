@@ -123,6 +123,7 @@ from reactor.channels.backend import (
     GroupSpec,
     GroupStats,
 )
+from reactor.channels.dedup import DedupWindow
 from reactor.channels.gate import CapacityGate, Overflow
 from reactor.channels.redis_options import RedisOptions, parse_url
 from reactor.channels.registry import register_backend
@@ -133,7 +134,6 @@ from reactor.messages.codecs import CloudEventsCodec
 from reactor.messages.control import Ack, Deliver, ErrorInfo, Join, Leave, Nack, Tick
 from reactor.messages.event import Event
 from reactor.messages.topics import TopicPattern
-from reactor.channels.dedup import DedupWindow
 
 try:
     import redis as redis_py

@@ -7,6 +7,8 @@ backend it got.
 
 from __future__ import annotations
 
+import importlib
+
 from reactor.channels.backend import ChannelBackend
 from reactor.channels.memory import MemoryBackend
 
@@ -48,7 +50,6 @@ def backend_for(url: str) -> ChannelBackend:
 def _load_optional() -> None:
     # Backends with their own modules register on import; importing here keeps the
     # registry complete without the runtime naming them.
-    import importlib
 
     for module in ("reactor.channels.sqlite", "reactor.channels.redis"):
         try:

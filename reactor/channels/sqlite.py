@@ -83,6 +83,7 @@ from reactor.channels.backend import (
     GroupSpec,
     GroupStats,
 )
+from reactor.channels.dedup import DedupWindow
 from reactor.channels.gate import CapacityGate
 from reactor.channels.memory import _insert_sorted, _Member, _partition
 from reactor.channels.registry import register_backend
@@ -100,7 +101,6 @@ from reactor.messages.codecs import JsonCodec
 from reactor.messages.control import Ack, Deliver, ErrorInfo, Join, Leave, Nack
 from reactor.messages.event import Event
 from reactor.messages.topics import TopicPattern
-from reactor.channels.dedup import DedupWindow
 
 __all__ = [
     "RETENTION_FORCED",
@@ -986,7 +986,7 @@ class _SqliteChannelActor(ReactorActor):
             self._requeue(group, [nack.seq])
         self._dispatch(group)
 
-    def _dead_letter(
+    def _dead_letter(  # noqa: PLR0917 - private helper; each argument is a distinct fact of the letter
         self, group: _Group, seq: int, entry: _Entry, error: ErrorInfo, attempts: int, consumer: str
     ) -> None:
         state = self.state

@@ -30,9 +30,9 @@ import attrs
 from reactor.actors.address import Address
 from reactor.actors.base import ActorContext, ReactorActor
 from reactor.actors.counters import ActorCounters
+from reactor.channels.dedup import DedupWindow
 from reactor.messages.control import Ack, Deliver, ErrorInfo, Join, Leave, Nack
 from reactor.messages.event import Event
-from reactor.channels.dedup import DedupWindow
 from reactor.runtime.router import Router
 
 __all__ = ["ConsumerActor", "ConsumerRuntime", "ResultError", "as_events"]
@@ -211,7 +211,9 @@ class ConsumerActor(ReactorActor):
     def _settle(self, seqs: list[int]) -> None:
         if seqs:
             runtime = self.runtime
-            runtime.channel_address.tell(Ack(runtime.group, runtime.member, self.epoch, tuple(seqs)))
+            runtime.channel_address.tell(
+                Ack(runtime.group, runtime.member, self.epoch, tuple(seqs))
+            )
 
     def _publish(self, events: list[Event]) -> None:
         runtime = self.runtime
@@ -234,5 +236,5 @@ def _clear(counters: ActorCounters, mine: tuple[int, int, float]) -> None:
         counters.current = None
 
 
-class _Stopping(Exception):  # noqa: N818 - internal control flow, never escapes
+class _Stopping(Exception):
     """Stop was requested while a handler's outputs waited for capacity."""

@@ -64,7 +64,9 @@ class Router:
             if cancelled is None:
                 granted = gate.acquire(total - sent, timeout, overdraft=overdraft)
             else:
-                granted = self._acquire_cancellable(channel, total - sent, timeout, overdraft, cancelled)
+                granted = self._acquire_cancellable(
+                    channel, total - sent, timeout, overdraft, cancelled
+                )
                 if granted < 0:
                     return sent
             if granted == 0:
@@ -111,4 +113,6 @@ class Router:
         if channel.name == lifecycle.SYSTEM_CHANNEL:
             return  # reporting a dropped $system event on $system could never end
         for event in events:
-            self.publish_system(lifecycle.dropped(event, channel=channel.name, policy="drop_newest"))
+            self.publish_system(
+                lifecycle.dropped(event, channel=channel.name, policy="drop_newest")
+            )

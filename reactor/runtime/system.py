@@ -34,6 +34,7 @@ from reactor.channels.backend import (
     Replayable,
     ReportsProblems,
 )
+from reactor.channels.dedup import DedupWindow
 from reactor.channels.registry import backend_for
 from reactor.clock import Clock, SystemClock
 from reactor.errors import (
@@ -46,7 +47,6 @@ from reactor.errors import (
 from reactor.messages import lifecycle
 from reactor.messages.event import Event
 from reactor.runtime.consumer import ConsumerRuntime
-from reactor.channels.dedup import DedupWindow
 from reactor.runtime.metrics import ActorMetrics, Health, SystemMetrics
 from reactor.runtime.pool import Pool, PoolConfig
 from reactor.runtime.producer import ProducerRuntime
@@ -66,7 +66,9 @@ _RECENT_LIFECYCLE = 200
 class _ActorEntry:
     __slots__ = ("address", "counters", "kind", "supervisor")
 
-    def __init__(self, kind: str, supervisor: str, counters: ActorCounters, address: Address | None) -> None:
+    def __init__(
+        self, kind: str, supervisor: str, counters: ActorCounters, address: Address | None
+    ) -> None:
         self.kind = kind
         self.supervisor = supervisor
         self.counters = counters
@@ -121,7 +123,9 @@ class System:
         """
         with self._lock:
             if self._state != "created":
-                raise SystemStoppedError(f"system {self.name!r} was already started; build a new one")
+                raise SystemStoppedError(
+                    f"system {self.name!r} was already started; build a new one"
+                )
             self.topology.validate()
             self._check_only()
             self._state = "starting"
@@ -148,7 +152,9 @@ class System:
         root_counters = ActorCounters()
         self._actors["$root"] = _ActorEntry("supervisor", "", root_counters, None)
         self._started_at = time.monotonic()
-        context = ActorContext(Address("$root"), self.clock, counters=root_counters, threads=self._threads)
+        context = ActorContext(
+            Address("$root"), self.clock, counters=root_counters, threads=self._threads
+        )
         root = Supervisor.spawn(context, config)
         self._root = root
         try:
@@ -166,7 +172,8 @@ class System:
         groups: dict[str, dict[str, GroupSpec]] = collections.defaultdict(dict)
         for decl in self.topology.consumers():
             groups[decl.channel].setdefault(
-                decl.group_name, GroupSpec(decl.group_name, decl.patterns, decl.max_deliveries, decl.start)
+                decl.group_name,
+                GroupSpec(decl.group_name, decl.patterns, decl.max_deliveries, decl.start),
             )
         services = ChannelServices(self.clock, self._publish_system, self._notify_idle)
         configs = [
@@ -202,7 +209,14 @@ class System:
 
     # -- child specs -----------------------------------------------------------------
 
-    def _register(self, name: str, kind: str, supervisor: str, counters: ActorCounters, address: Address | None) -> None:
+    def _register(
+        self,
+        name: str,
+        kind: str,
+        supervisor: str,
+        counters: ActorCounters,
+        address: Address | None,
+    ) -> None:
         self._actors[name] = _ActorEntry(kind, supervisor, counters, address)
 
     def _supervisor_spec(
@@ -248,12 +262,17 @@ class System:
     def _check_only(self) -> None:
         if self.only is None:
             return
-        known = {p.name for p in self.topology.producers} | {d.name for d, _ in self.topology.walk()}
+        known = {p.name for p in self.topology.producers} | {
+            d.name for d, _ in self.topology.walk()
+        }
         unknown = sorted(self.only - known)
         if unknown:
             raise TopologyError(
-                [f"--only names {name!r}, which is not a consumer, pool, supervisor or producer "
-                 f"of topology {self.topology.name!r}" for name in unknown],
+                [
+                    f"--only names {name!r}, which is not a consumer, pool, supervisor or producer "
+                    f"of topology {self.topology.name!r}"
+                    for name in unknown
+                ],
                 source=self.topology.source,
             )
 
@@ -263,7 +282,9 @@ class System:
         selected = selected or self._selected(node.name)
         children = []
         for child in node.children:
-            if not (selected or self._selected(child.name) or _contains_selected(child, self._selected)):
+            if not (
+                selected or self._selected(child.name) or _contains_selected(child, self._selected)
+            ):
                 continue
             if isinstance(child, SupervisorDecl):
                 children.append(self._consumer_tree_spec(child, node.name, selected))
@@ -350,7 +371,9 @@ class System:
             decl.scaling,
         )
         # Members restart under the strategy of the supervisor the pool was declared in.
-        config = SupervisorConfig(decl.name, node.strategy, publish_system=self._publish_system, seed=self._seed)
+        config = SupervisorConfig(
+            decl.name, node.strategy, publish_system=self._publish_system, seed=self._seed
+        )
         return ChildSpec(
             decl.name,
             lambda context: Pool.spawn(context, config, pool),
@@ -411,12 +434,18 @@ class System:
             BackpressureTimeout: ``block`` channel still full after ``timeout`` seconds.
             ChannelFull: ``reject`` channel is full.
         """
-        event = topic if isinstance(topic, Event) else Event.create(topic, data, key=key, headers=headers)
+        event = (
+            topic
+            if isinstance(topic, Event)
+            else Event.create(topic, data, key=key, headers=headers)
+        )
         self._check_running()
         self._router.publish(channel, (event,), timeout=timeout)
         return event
 
-    def publish_many(self, channel: str, events: Iterable[Event], *, timeout: float | None = 30.0) -> int:
+    def publish_many(
+        self, channel: str, events: Iterable[Event], *, timeout: float | None = 30.0
+    ) -> int:
         """Publish ready-made events in order, in as few messages as capacity allows.
 
         Returns:
@@ -523,7 +552,9 @@ class System:
             if gate.used >= gate.capacity:
                 problems.append(f"channel {channel.name!r} is full ({gate.used}/{gate.capacity})")
             if isinstance(channel, ReportsProblems):
-                problems += [f"channel {channel.name!r}: {problem}" for problem in channel.problems()]
+                problems += [
+                    f"channel {channel.name!r}: {problem}" for problem in channel.problems()
+                ]
         return Health("degraded" if problems else "ok", tuple(problems))
 
     def is_idle(self) -> bool:
@@ -566,7 +597,11 @@ class System:
             for c in self._channels.values()
             if c.gate.used
         ]
-        busy += [f"producer {p.name!r} is still producing" for p in self._producers if p.finite and not p.finished.is_set()]
+        busy += [
+            f"producer {p.name!r} is still producing"
+            for p in self._producers
+            if p.finite and not p.finished.is_set()
+        ]
         return f"system {self.name!r} not idle after {timeout}s: " + "; ".join(busy)
 
     def _notify_idle(self) -> None:
@@ -606,7 +641,9 @@ class System:
         root.request_stop()
         if not root.join(_left(deadline)):
             root.fence()
-            logger.warning("system %r: actors still running at the stop deadline were abandoned", self.name)
+            logger.warning(
+                "system %r: actors still running at the stop deadline were abandoned", self.name
+            )
         self._finish(deadline)
 
     def _finish(self, deadline: float | None = None) -> None:
@@ -630,7 +667,9 @@ class System:
         with self._lock:
             self._state = "failed"
         logger.error("system %r failed: %s", self.name, escalation)
-        threading.Thread(target=self._finish, args=(time.monotonic() + 10.0,), name="reactor:finish", daemon=True).start()
+        threading.Thread(
+            target=self._finish, args=(time.monotonic() + 10.0,), name="reactor:finish", daemon=True
+        ).start()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the system has stopped; True if it did within ``timeout``.
@@ -666,12 +705,17 @@ class System:
             if on_signal is not None:
                 on_signal(signum, stopping.is_set())
             if stopping.is_set():
-                threading.Thread(target=self.stop, kwargs={"timeout": 1.0, "drain": False}, daemon=True).start()
+                threading.Thread(
+                    target=self.stop, kwargs={"timeout": 1.0, "drain": False}, daemon=True
+                ).start()
                 self._done.set()
                 return
             stopping.set()
             threading.Thread(
-                target=self.stop, kwargs={"timeout": drain_timeout}, name="reactor:drain", daemon=True
+                target=self.stop,
+                kwargs={"timeout": drain_timeout},
+                name="reactor:drain",
+                daemon=True,
             ).start()
 
         in_main = threading.current_thread() is threading.main_thread()
@@ -679,7 +723,9 @@ class System:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 signals[signum] = signal.signal(signum, handle_signal)
         try:
-            while not self._done.wait(0.2):  # short waits keep the main thread responsive to signals
+            while not self._done.wait(
+                0.2
+            ):  # short waits keep the main thread responsive to signals
                 pass
         finally:
             for signum, previous in signals.items():
@@ -705,7 +751,9 @@ class System:
 def _contains_selected(decl: Any, selected: Any) -> bool:
     if not isinstance(decl, SupervisorDecl):
         return False
-    return any(selected(child.name) or _contains_selected(child, selected) for child in decl.children)
+    return any(
+        selected(child.name) or _contains_selected(child, selected) for child in decl.children
+    )
 
 
 def _left(deadline: float | None) -> float:

@@ -452,7 +452,7 @@ def _describe(value: Any) -> str:
     return f"a {type(value).__name__} ({value})"
 
 
-def _type_ok(kind: str, value: Any) -> bool:
+def _type_ok(kind: str, value: Any) -> bool:  # noqa: PLR0911 - one early return per kind reads best
     if kind == "str":
         return isinstance(value, str)
     if kind == "int":
@@ -466,7 +466,9 @@ def _type_ok(kind: str, value: Any) -> bool:
     if kind == "start":
         if isinstance(value, datetime.datetime):
             return True
-        return value in ("earliest", "latest") or (isinstance(value, int) and not isinstance(value, bool))
+        return value in ("earliest", "latest") or (
+            isinstance(value, int) and not isinstance(value, bool)
+        )
     if kind == "patterns":
         return isinstance(value, str) or (
             isinstance(value, list) and all(isinstance(item, str) for item in value)

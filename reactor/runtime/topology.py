@@ -174,7 +174,9 @@ class _Scope:
             name=name,
             channel=channel,
             handler=handler,
-            pattern=pattern if isinstance(pattern, str) or not isinstance(pattern, Iterable) else tuple(pattern),
+            pattern=pattern
+            if isinstance(pattern, str) or not isinstance(pattern, Iterable)
+            else tuple(pattern),
             group=group,
             max_deliveries=max_deliveries,
             idempotent=idempotent,
@@ -218,7 +220,9 @@ class _Scope:
             name=name,
             channel=channel,
             handler=handler,
-            pattern=pattern if isinstance(pattern, str) or not isinstance(pattern, Iterable) else tuple(pattern),
+            pattern=pattern
+            if isinstance(pattern, str) or not isinstance(pattern, Iterable)
+            else tuple(pattern),
             group=group,
             max_deliveries=max_deliveries,
             idempotent=idempotent,
@@ -287,7 +291,9 @@ class Topology(_Scope):
         self.name = name
         self.channels: dict[str, ChannelDecl] = {}
         self.producers: list[ProducerDecl] = []
-        self.root = SupervisorDecl("$consumers", strategy if strategy is not None else DEFAULT_STRATEGY)
+        self.root = SupervisorDecl(
+            "$consumers", strategy if strategy is not None else DEFAULT_STRATEGY
+        )
         self.source: str | None = None  # the file it was loaded from, for error messages
         self._problems: list[str] = []
         super().__init__(self, self.root)
@@ -395,18 +401,26 @@ class Topology(_Scope):
         for decl in self.channels.values():
             what = f"channel {decl.name!r}"
             if not isinstance(decl.name, str) or not decl.name or decl.name.startswith("$"):
-                problems.append(f"{what}: a channel name must be a non-empty string not starting with '$'")
+                problems.append(
+                    f"{what}: a channel name must be a non-empty string not starting with '$'"
+                )
             backends = known_schemes()
             if not isinstance(decl.backend, str) or scheme_of(decl.backend) not in backends:
-                problems.append(f"{what}: unknown backend {decl.backend!r}; use one of {', '.join(backends)}")
+                problems.append(
+                    f"{what}: unknown backend {decl.backend!r}; use one of {', '.join(backends)}"
+                )
             if not _positive_int(decl.capacity):
-                problems.append(f"{what}: capacity must be a positive integer, got {decl.capacity!r}")
+                problems.append(
+                    f"{what}: capacity must be a positive integer, got {decl.capacity!r}"
+                )
             if decl.overflow not in OVERFLOW_POLICIES:
                 problems.append(
                     f"{what}: unknown overflow policy {decl.overflow!r}; use one of {', '.join(OVERFLOW_POLICIES)}"
                 )
             if not _positive_int(decl.max_batch):
-                problems.append(f"{what}: max_batch must be a positive integer, got {decl.max_batch!r}")
+                problems.append(
+                    f"{what}: max_batch must be a positive integer, got {decl.max_batch!r}"
+                )
         return problems
 
     def _check_names(self) -> list[str]:
@@ -414,22 +428,37 @@ class Topology(_Scope):
         seen: dict[str, str] = {}
         entries: list[tuple[str, str]] = [(p.name, "producer") for p in self.producers]
         for decl, _ in self.walk():
-            kind = "supervisor" if isinstance(decl, SupervisorDecl) else "pool" if isinstance(decl, PoolDecl) else "consumer"
+            kind = (
+                "supervisor"
+                if isinstance(decl, SupervisorDecl)
+                else "pool"
+                if isinstance(decl, PoolDecl)
+                else "consumer"
+            )
             entries.append((decl.name, kind))
         # Pool members are named "<pool>-<n>": those names are taken too.
         for decl, _ in self.walk():
             if isinstance(decl, PoolDecl) and isinstance(decl.max_size, int):
-                entries += [(f"{decl.name}-{n}", f"member of pool {decl.name!r}") for n in range(1, decl.max_size + 1)]
+                entries += [
+                    (f"{decl.name}-{n}", f"member of pool {decl.name!r}")
+                    for n in range(1, decl.max_size + 1)
+                ]
         for name, kind in entries:
             if not isinstance(name, str) or not name:
                 problems.append(f"a {kind} has an empty or non-string name: {name!r}")
                 continue
             if name.startswith("$"):
-                problems.append(f"{kind} {name!r}: names starting with '$' are reserved for reactor")
+                problems.append(
+                    f"{kind} {name!r}: names starting with '$' are reserved for reactor"
+                )
             if name in seen and kind.startswith("member of pool"):
-                problems.append(f"{seen[name]} {name!r}: the name is taken by a {kind}; rename one of them")
+                problems.append(
+                    f"{seen[name]} {name!r}: the name is taken by a {kind}; rename one of them"
+                )
             elif name in seen:
-                problems.append(f"{kind} {name!r}: the name is already used by a {seen[name]}; names must be unique")
+                problems.append(
+                    f"{kind} {name!r}: the name is already used by a {seen[name]}; names must be unique"
+                )
             else:
                 seen[name] = kind
         return problems
@@ -454,7 +483,9 @@ class Topology(_Scope):
             source = decl.source
             if callable(source) and not isinstance(source, Iterable):
                 if decl.interval is None:
-                    problems.append(f"{what}: a callable source needs interval= (seconds between polls)")
+                    problems.append(
+                        f"{what}: a callable source needs interval= (seconds between polls)"
+                    )
             elif not isinstance(source, Iterable):
                 problems.append(
                     f"{what}: source must be an iterable or a callable, got {type(source).__name__}"
@@ -462,13 +493,21 @@ class Topology(_Scope):
             if decl.interval is not None and not _non_negative(decl.interval):
                 problems.append(f"{what}: interval must be a number >= 0, got {decl.interval!r}")
             if decl.rate is not None and not (_non_negative(decl.rate) and decl.rate > 0):
-                problems.append(f"{what}: rate must be a positive number of events per second, got {decl.rate!r}")
+                problems.append(
+                    f"{what}: rate must be a positive number of events per second, got {decl.rate!r}"
+                )
             if decl.restart not in RESTART_TYPES:
-                problems.append(f"{what}: unknown restart type {decl.restart!r}; use one of {', '.join(RESTART_TYPES)}")
+                problems.append(
+                    f"{what}: unknown restart type {decl.restart!r}; use one of {', '.join(RESTART_TYPES)}"
+                )
             if not _positive_int(decl.batch_size):
-                problems.append(f"{what}: batch_size must be a positive integer, got {decl.batch_size!r}")
+                problems.append(
+                    f"{what}: batch_size must be a positive integer, got {decl.batch_size!r}"
+                )
             if decl.key is not None and not (callable(decl.key) or isinstance(decl.key, str)):
-                problems.append(f"{what}: key must be a callable or a field name, got {type(decl.key).__name__}")
+                problems.append(
+                    f"{what}: key must be a callable or a field name, got {type(decl.key).__name__}"
+                )
         return problems
 
     def _check_consumers(self) -> list[str]:
@@ -479,7 +518,7 @@ class Topology(_Scope):
             what = f"{kind} {decl.name!r}"
             if not self._known_channel(decl.channel):
                 problems.append(self._unknown_channel(what, decl.channel))
-            if decl.output is not None and not (decl.output in self.channels):
+            if decl.output is not None and decl.output not in self.channels:
                 problems.append(self._unknown_channel(f"{what} (output)", decl.output))
             for pattern in decl.patterns:
                 try:
@@ -491,32 +530,54 @@ class Topology(_Scope):
             if decl.group is not None and (not isinstance(decl.group, str) or not decl.group):
                 problems.append(f"{what}: group must be a non-empty string, got {decl.group!r}")
             if not isinstance(decl.idempotent, bool):
-                problems.append(f"{what}: idempotent must be true or false, got {decl.idempotent!r}")
+                problems.append(
+                    f"{what}: idempotent must be true or false, got {decl.idempotent!r}"
+                )
             if not (_non_negative(decl.shutdown_s) and decl.shutdown_s > 0):
-                problems.append(f"{what}: shutdown_s must be a positive number of seconds, got {decl.shutdown_s!r}")
+                problems.append(
+                    f"{what}: shutdown_s must be a positive number of seconds, got {decl.shutdown_s!r}"
+                )
             if isinstance(decl, PoolDecl):
                 problems += _check_scaling(what, decl.scaling)
             problems += _check_handler(what, decl.handler)
             if not _positive_int(decl.max_deliveries):
-                problems.append(f"{what}: max_deliveries must be a positive integer, got {decl.max_deliveries!r}")
+                problems.append(
+                    f"{what}: max_deliveries must be a positive integer, got {decl.max_deliveries!r}"
+                )
             if not _positive_int(decl.prefetch):
-                problems.append(f"{what}: prefetch must be a positive integer, got {decl.prefetch!r}")
+                problems.append(
+                    f"{what}: prefetch must be a positive integer, got {decl.prefetch!r}"
+                )
             if not _positive_int(decl.dedup_window):
-                problems.append(f"{what}: dedup_window must be a positive integer, got {decl.dedup_window!r}")
+                problems.append(
+                    f"{what}: dedup_window must be a positive integer, got {decl.dedup_window!r}"
+                )
             if decl.restart not in RESTART_TYPES:
-                problems.append(f"{what}: unknown restart type {decl.restart!r}; use one of {', '.join(RESTART_TYPES)}")
+                problems.append(
+                    f"{what}: unknown restart type {decl.restart!r}; use one of {', '.join(RESTART_TYPES)}"
+                )
             if not (
                 decl.start in ("earliest", "latest")
                 or isinstance(decl.start, datetime)
-                or (isinstance(decl.start, int) and not isinstance(decl.start, bool) and decl.start >= 0)
+                or (
+                    isinstance(decl.start, int)
+                    and not isinstance(decl.start, bool)
+                    and decl.start >= 0
+                )
             ):
                 problems.append(
                     f"{what}: start must be 'earliest', 'latest', an offset >= 0 or a datetime, got {decl.start!r}"
                 )
-            if decl.handler_timeout is not None and not (_non_negative(decl.handler_timeout) and decl.handler_timeout > 0):
-                problems.append(f"{what}: handler_timeout must be a positive number of seconds, got {decl.handler_timeout!r}")
+            if decl.handler_timeout is not None and not (
+                _non_negative(decl.handler_timeout) and decl.handler_timeout > 0
+            ):
+                problems.append(
+                    f"{what}: handler_timeout must be a positive number of seconds, got {decl.handler_timeout!r}"
+                )
             if isinstance(decl, PoolDecl) and not (
-                _positive_int(decl.min_size) and _positive_int(decl.max_size) and decl.min_size <= decl.max_size
+                _positive_int(decl.min_size)
+                and _positive_int(decl.max_size)
+                and decl.min_size <= decl.max_size
             ):
                 problems.append(
                     f"{what}: needs 1 <= min_size <= max_size, got min_size={decl.min_size!r}, max_size={decl.max_size!r}"
@@ -525,7 +586,10 @@ class Topology(_Scope):
             other = groups.get(key)
             if other is None:
                 groups[key] = decl
-            elif set(other.patterns) != set(decl.patterns) or other.max_deliveries != decl.max_deliveries:
+            elif (
+                set(other.patterns) != set(decl.patterns)
+                or other.max_deliveries != decl.max_deliveries
+            ):
                 problems.append(
                     f"{what}: shares group {decl.group_name!r} on channel {decl.channel!r} with "
                     f"{other.name!r} but declares a different pattern or max_deliveries; members of a "
@@ -569,14 +633,14 @@ class Topology(_Scope):
         Raises:
             TopologyError: the topology is invalid (nothing was started).
         """
-        from reactor.runtime.system import System
+        from reactor.runtime.system import System  # noqa: PLC0415 - system imports topology
 
         return System(self, clock=clock, seed=seed, only=only).start()
 
     @classmethod
     def from_toml(cls, path: str) -> Topology:
         """Load a topology from a TOML file; see :mod:`reactor.runtime.toml`."""
-        from reactor.runtime.toml import load_topology
+        from reactor.runtime.toml import load_topology  # noqa: PLC0415 - toml imports topology
 
         return load_topology(path)
 
@@ -590,7 +654,9 @@ def _check_handler(what: str, handler: Any) -> list[str]:
         return []
     if callable(getattr(handler, "handle", None)) or callable(handler):
         return []
-    return [f"{what}: handler must be a function or have a handle(event) method, got {type(handler).__name__}"]
+    return [
+        f"{what}: handler must be a function or have a handle(event) method, got {type(handler).__name__}"
+    ]
 
 
 def _check_scaling(what: str, scaling: Any) -> list[str]:
@@ -598,10 +664,14 @@ def _check_scaling(what: str, scaling: Any) -> list[str]:
         return [f"{what}: scaling must be a reactor.Scaling, got {type(scaling).__name__}"]
     problems = []
     if not (_non_negative(scaling.interval_s) and scaling.interval_s > 0):
-        problems.append(f"{what}: scaling.interval_s must be a positive number, got {scaling.interval_s!r}")
+        problems.append(
+            f"{what}: scaling.interval_s must be a positive number, got {scaling.interval_s!r}"
+        )
     for field in ("scale_up_backlog", "up_after", "down_after"):
         if not _positive_int(getattr(scaling, field)):
-            problems.append(f"{what}: scaling.{field} must be a positive integer, got {getattr(scaling, field)!r}")
+            problems.append(
+                f"{what}: scaling.{field} must be a positive integer, got {getattr(scaling, field)!r}"
+            )
     return problems
 
 
