@@ -1,0 +1,68 @@
+"""DESIGN.md's layers: a lower layer never imports a higher one."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "reactor"
+
+# Rank of every part of the package; equal ranks may import each other.
+LAYERS = {
+    "errors": 0,
+    "clock": 0,
+    "messages": 1,
+    "actors": 2,
+    "supervision": 3,
+    "channels": 4,
+    "runtime": 5,
+    "faces": 6,
+    "testing": 6,
+    "demos": 6,  # the demos are part of the face: `reactor demo` runs them
+}
+
+
+def _part(module: str) -> str | None:
+    pieces = module.split(".")
+    if pieces[0] != "reactor" or len(pieces) < 2:
+        return None
+    return pieces[1]
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.lineno, node.module))
+    return found
+
+
+MODULES = sorted(
+    p
+    for p in PACKAGE.rglob("*.py")
+    if p.name not in ("__init__.py", "__main__.py") or p.parent != PACKAGE
+)
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_module_imports_a_higher_layer(path: Path) -> None:
+    relative = path.relative_to(PACKAGE)
+    own = relative.parts[0].removesuffix(".py")
+    assert own in LAYERS, f"{relative}: add its part to LAYERS"
+    for line, module in _imports(path):
+        part = _part(module)
+        if part is None:
+            continue
+        assert LAYERS[part] <= LAYERS[own], (
+            f"{relative}:{line} imports {module} (layer {part}) from layer {own}"
+        )
+
+
+def test_every_part_is_ranked() -> None:
+    parts = {p.relative_to(PACKAGE).parts[0].removesuffix(".py") for p in MODULES}
+    assert parts <= set(LAYERS)
