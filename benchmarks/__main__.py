@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from benchmarks import pipeline, redis, sqlite, supervision
+from benchmarks import dashboard, pipeline, redis, sqlite, supervision
 
 Benchmark = Callable[[list[str]], int]
 
@@ -19,6 +19,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "supervision": supervision.main,
     "sqlite": sqlite.main,
     "redis": redis.main,
+    "dashboard": dashboard.main,
 }
 
 USAGE = "usage: python -m benchmarks {list | NAME [--help] [options]}"
