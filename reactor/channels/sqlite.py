@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import logging
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -85,7 +86,8 @@ from reactor.channels.backend import (
 )
 from reactor.channels.dedup import DedupWindow
 from reactor.channels.gate import CapacityGate
-from reactor.channels.memory import _insert_sorted, _Member, _partition
+from reactor.channels.groups import Member as _Member
+from reactor.channels.groups import _insert_sorted
 from reactor.channels.registry import register_backend
 from reactor.channels.sqlite_store import (
     LogFormatError,
@@ -298,6 +300,10 @@ class _Group:
 
     def in_flight(self) -> int:
         return sum(len(m.in_flight) for m in list(self.order))
+
+
+def _partition(key: str, ring: list[_Member]) -> _Member:
+    return ring[zlib.crc32(key.encode()) % len(ring)]
 
 
 class _State:

@@ -1,0 +1,383 @@
+"""The in-process side of consumer groups, shared by every channel backend.
+
+A channel actor keeps, per group it serves:
+
+* a ``shared`` queue of unkeyed seqs any member may take, and per member a
+  ``keyed`` queue: keyed events are partitioned to a member by a stable hash of
+  the key (crc32 over the members sorted by name), so one key is handled by one
+  member, in order, while the membership is stable; keyed seqs that arrive while
+  the group has no member wait in ``orphans``;
+* per member, ``in_flight`` (seq -> attempt) and ``demand`` (credits left), and
+  an ``epoch`` that fences off the acks of an earlier incarnation.
+
+Queues stay sorted by seq, so a member's next batch is a merge of the heads of
+its keyed queue and the group's shared queue. Where the events themselves live
+is the backend's business: a :class:`Group` reads them from ``events``, a dict
+``seq -> Event`` the backend owns and keeps up to date (the memory backend shares
+one table among its groups; sqlite and redis keep one per group). A seq missing
+from it (evicted, expired, settled elsewhere) is skipped where it is queued.
+
+Nothing here calls back into the backend: each operation does its bookkeeping
+and returns what the backend has to act on (a :class:`Deliver` to send, the seqs
+an ack settled, the attempt a nack spent), so each backend adds only what is
+truly its own: storage, settlement, dead letters.
+
+Thread-safety: everything here belongs to the channel actor's thread, except
+:meth:`Group.queued`, :meth:`Group.in_flight` and :meth:`Group.stats`, which
+``stats()`` may call from any thread (they read a snapshot of the members).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import deque
+from collections.abc import Iterable, Mapping
+from heapq import merge
+from typing import TypeVar
+
+from reactor.actors.address import Address
+from reactor.channels.backend import ChannelStats, GroupSpec, GroupStats
+from reactor.channels.gate import CapacityGate
+from reactor.messages.control import Deliver, Join, Leave
+from reactor.messages.event import Event
+from reactor.messages.topics import TopicPattern
+
+__all__ = ["Counters", "Group", "Member", "channel_stats", "find_member", "join", "leave"]
+
+G = TypeVar("G", bound="Group")
+
+
+class Member:
+    """One member of a group, as the channel sees it."""
+
+    __slots__ = ("address", "demand", "epoch", "in_flight", "keyed", "name")
+
+    def __init__(self, name: str, address: Address, demand: int) -> None:
+        self.name = name
+        self.address = address
+        self.demand = demand
+        self.epoch = 1
+        self.keyed: deque[int] = deque()
+        self.in_flight: dict[int, int] = {}  # seq -> attempt
+
+
+class Group:
+    """One declared group: its members, queues, attempts and counters.
+
+    Backends that keep more per group subclass it.
+
+    Args:
+        spec: the group as the topology declares it.
+        channel: the channel's name, for the batches it builds.
+        events: where the group finds the event of a seq it holds (see the module).
+    """
+
+    __slots__ = (
+        "acked",
+        "attempts",
+        "channel",
+        "dead_lettered",
+        "delivered",
+        "events",
+        "max_deliveries",
+        "members",
+        "nacked",
+        "name",
+        "order",
+        "orphans",
+        "patterns",
+        "redelivered",
+        "shared",
+    )
+
+    def __init__(self, spec: GroupSpec, channel: str, events: dict[int, Event]) -> None:
+        self.name = spec.name
+        self.channel = channel
+        self.patterns = tuple(TopicPattern.compile(p) for p in spec.patterns)
+        self.max_deliveries = spec.max_deliveries
+        self.events = events
+        self.members: dict[str, Member] = {}
+        self.order: list[Member] = []  # members sorted by name: the partition ring
+        self.shared: deque[int] = deque()
+        self.orphans: deque[int] = deque()  # keyed seqs waiting for a first member
+        self.attempts: dict[int, int] = {}  # seq -> deliveries already spent, when not fresh
+        self.delivered = 0
+        self.acked = 0
+        self.nacked = 0
+        self.redelivered = 0
+        self.dead_lettered = 0
+
+    def matches(self, topic: str) -> bool:
+        return any(pattern.matches(topic) for pattern in self.patterns)
+
+    def queued(self) -> int:
+        return len(self.shared) + len(self.orphans) + sum(len(m.keyed) for m in list(self.order))
+
+    def in_flight(self) -> int:
+        return sum(len(m.in_flight) for m in list(self.order))
+
+    def stats(self, backlog: int, expired: int = 0) -> GroupStats:
+        return GroupStats(
+            name=self.name,
+            patterns=tuple(p.pattern for p in self.patterns),
+            members=len(self.order),
+            backlog=backlog,
+            in_flight=self.in_flight(),
+            delivered=self.delivered,
+            acked=self.acked,
+            nacked=self.nacked,
+            redelivered=self.redelivered,
+            dead_lettered=self.dead_lettered,
+            expired=expired,
+        )
+
+    # -- queues --------------------------------------------------------------------
+
+    def place(self, seq: int, key: str | None) -> None:
+        """Queue a seq newer than every seq queued (arrivals come in order)."""
+        if key is None:
+            self.shared.append(seq)
+        elif self.order:
+            self.order[zlib.crc32(key.encode()) % len(self.order)].keyed.append(seq)
+        else:
+            self.orphans.append(seq)
+
+    def requeue(self, seq: int, key: str | None) -> None:
+        """Queue a seq in its place by order, wherever it falls."""
+        if key is None:
+            _insert_sorted(self.shared, seq)
+        elif self.order:
+            _insert_sorted(self.order[zlib.crc32(key.encode()) % len(self.order)].keyed, seq)
+        else:
+            _insert_sorted(self.orphans, seq)
+
+    def release(self, member: Member) -> None:
+        """Hand back everything a member holds, unhandled: its attempts are not spent."""
+        held = sorted(member.in_flight.items())
+        member.in_flight.clear()
+        events = self.events
+        for seq, attempt in held:
+            event = events.get(seq)
+            if event is None:
+                continue
+            if attempt > 1:
+                self.attempts[seq] = attempt - 1
+            self.requeue(seq, event.key)
+
+    def repartition(self) -> None:
+        """Spread keyed seqs over the current members (membership changed)."""
+        old_queues = [m.keyed for m in self.order]
+        self.order = sorted(self.members.values(), key=lambda m: m.name)
+        pending = list(merge(self.orphans, *old_queues))
+        for member in self.order:
+            member.keyed = deque()
+        self.orphans = deque()
+        events = self.events
+        for seq in pending:
+            event = events.get(seq)
+            if event is not None:
+                self.place(seq, event.key)  # in order: appending keeps the queues sorted
+
+    # -- delivery ------------------------------------------------------------------
+
+    def fill(
+        self, member: Member, limit: int, abandoned: list[tuple[int, int]] | None = None
+    ) -> Deliver | None:
+        """Take up to ``limit`` (and the member's demand) queued seqs for ``member``.
+
+        Args:
+            member: who gets the batch; its demand and in-flight table are updated.
+            limit: the most events in one batch.
+            abandoned: if given, a seq whose attempts are all spent already is not
+                delivered but added here as ``(seq, attempts)``, to be dead-lettered
+                by the caller (a durable log learns of attempts a crash spent).
+
+        Returns:
+            The batch to send to ``member.address``, or None if nothing was queued.
+        """
+        limit = min(member.demand, limit)
+        events = self.events
+        attempts = self.attempts
+        max_deliveries = self.max_deliveries
+        keyed = member.keyed
+        shared = self.shared
+        in_flight = member.in_flight
+        seqs: list[int] = []
+        batch: list[Event] = []
+        tries: list[int] = []
+        while len(seqs) < limit:
+            if keyed and (not shared or keyed[0] < shared[0]):
+                seq = keyed.popleft()
+            elif shared:
+                seq = shared.popleft()
+            else:
+                break
+            event = events.get(seq)
+            if event is None:
+                continue  # gone while queued
+            if attempts:
+                spent = attempts.pop(seq, 0)
+                if abandoned is not None and spent >= max_deliveries:
+                    abandoned.append((seq, spent))
+                    continue
+                attempt = spent + 1
+            else:
+                attempt = 1
+            in_flight[seq] = attempt
+            seqs.append(seq)
+            batch.append(event)
+            tries.append(attempt)
+        if not seqs:
+            return None
+        count = len(seqs)
+        member.demand -= count
+        self.delivered += count
+        return Deliver(
+            self.channel, self.name, member.epoch, tuple(seqs), tuple(batch), tuple(tries)
+        )
+
+    # -- settlement ----------------------------------------------------------------
+
+    def ack(self, member: Member, seqs: Iterable[int]) -> list[int]:
+        """Take back the acked seqs ``member`` holds; returns them, for the caller to settle."""
+        in_flight = member.in_flight
+        settled = [seq for seq in seqs if in_flight.pop(seq, None) is not None]
+        member.demand += len(settled)
+        self.acked += len(settled)
+        return settled
+
+    def nack(self, member: Member, seq: int) -> tuple[int, Event | None]:
+        """Take back a nacked seq, and queue it again if it has attempts left.
+
+        Returns:
+            ``(attempt, event)``: the attempt the nack ends (0 if ``member`` did not
+            hold ``seq``: nothing was done) and the event (None if the group no
+            longer has it). If ``attempt >= max_deliveries`` the event was not
+            queued again: the caller dead-letters and settles it.
+        """
+        attempt = member.in_flight.pop(seq, None)
+        if attempt is None:
+            return 0, None
+        member.demand += 1
+        self.nacked += 1
+        event = self.events.get(seq)
+        if event is not None and attempt < self.max_deliveries:
+            self.attempts[seq] = attempt
+            self.redelivered += 1
+            self.requeue(seq, event.key)
+        return attempt, event
+
+
+def _insert_sorted(queue: deque[int], seq: int) -> None:
+    if not queue or seq < queue[0]:
+        queue.appendleft(seq)
+        return
+    for index, value in enumerate(queue):
+        if seq < value:
+            queue.insert(index, seq)
+            return
+    queue.append(seq)
+
+
+# -- membership ----------------------------------------------------------------------
+
+
+def find_member(
+    groups: Mapping[str, G], group_name: str, member_name: str, epoch: int
+) -> tuple[G, Member] | None:
+    """The group and member an ack or nack comes from, if that incarnation still counts."""
+    group = groups.get(group_name)
+    if group is None:
+        return None
+    member = group.members.get(member_name)
+    if member is None or member.epoch != epoch:
+        return None  # a fenced-off incarnation: its word no longer counts
+    return group, member
+
+
+def join(groups: Mapping[str, G], message: Join, channel: str) -> tuple[G, Member]:
+    """Add a member, or start a new incarnation of one; the caller then dispatches.
+
+    Raises:
+        LookupError: the channel has no such group.
+    """
+    group = groups.get(message.group)
+    if group is None:
+        raise LookupError(
+            f"channel {channel!r} has no group {message.group!r}; declare the "
+            "consumer in the topology so the channel knows its subscription"
+        )
+    member = group.members.get(message.member)
+    if member is not None:
+        # A new incarnation of the same member: take back what the old one held,
+        # and bump the epoch so the old one's late acks are ignored.
+        group.release(member)
+        member.epoch += 1
+        member.address = message.address
+        member.demand = message.demand
+    else:
+        member = Member(message.member, message.address, message.demand)
+        group.members[message.member] = member
+        group.repartition()
+    return group, member
+
+
+def leave(groups: Mapping[str, G], message: Leave) -> G | None:
+    """Remove a member, handing back what it holds; None if the message does not count.
+
+    Epoch 0 is the supervisor removing the member, whatever its incarnation.
+    """
+    group = groups.get(message.group)
+    member = group.members.get(message.member) if group is not None else None
+    if group is None or member is None:
+        return None
+    if message.epoch and message.epoch != member.epoch:
+        return None
+    group.release(member)
+    del group.members[member.name]
+    group.repartition()
+    return group
+
+
+# -- statistics ----------------------------------------------------------------------
+
+
+class Counters:
+    """A channel's running totals, kept by its actor (and, for some, its publishers)."""
+
+    def __init__(self) -> None:
+        self.published = 0
+        self.delivered = 0
+        self.acked = 0
+        self.dropped = 0
+        self.dead_lettered = 0
+        self.unrouted = 0
+        self.expired = 0
+
+
+def channel_stats(
+    name: str,
+    backend: str,
+    gate: CapacityGate,
+    counters: Counters,
+    groups: tuple[GroupStats, ...],
+) -> ChannelStats:
+    """A channel's :class:`ChannelStats`, from its gate, totals and group statistics."""
+    return ChannelStats(
+        name=name,
+        backend=backend,
+        capacity=gate.capacity,
+        overflow=gate.overflow,
+        unsettled=gate.used,
+        peak_unsettled=gate.peak,
+        published=counters.published,
+        delivered=counters.delivered,
+        acked=counters.acked,
+        dropped=counters.dropped + gate.dropped,
+        dead_lettered=counters.dead_lettered,
+        unrouted=counters.unrouted,
+        backlog=sum(g.backlog for g in groups),
+        in_flight=sum(g.in_flight for g in groups),
+        groups=groups,
+        expired=counters.expired,
+    )
