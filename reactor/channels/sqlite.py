@@ -65,11 +65,9 @@ from __future__ import annotations
 
 import logging
 import time
-import zlib
 from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from heapq import merge
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -77,17 +75,11 @@ import attrs
 
 from reactor.actors.address import Address
 from reactor.actors.base import ActorContext, ReactorActor
-from reactor.channels.backend import (
-    ChannelConfig,
-    ChannelServices,
-    ChannelStats,
-    GroupSpec,
-    GroupStats,
-)
+from reactor.channels import groups as membership
+from reactor.channels.backend import ChannelConfig, ChannelServices, ChannelStats, GroupSpec
 from reactor.channels.dedup import DedupWindow
 from reactor.channels.gate import CapacityGate
-from reactor.channels.groups import Member as _Member
-from reactor.channels.groups import _insert_sorted
+from reactor.channels.groups import Counters, Group, Member, channel_stats, find_member
 from reactor.channels.registry import register_backend
 from reactor.channels.sqlite_store import (
     LogFormatError,
@@ -102,7 +94,6 @@ from reactor.messages import lifecycle
 from reactor.messages.codecs import JsonCodec
 from reactor.messages.control import Ack, Deliver, ErrorInfo, Join, Leave, Nack
 from reactor.messages.event import Event
-from reactor.messages.topics import TopicPattern
 
 __all__ = [
     "RETENTION_FORCED",
@@ -221,55 +212,37 @@ class _Retain:
 
 
 class _Entry:
-    __slots__ = ("event", "inflight", "refs")
+    __slots__ = ("event", "refs")
 
     def __init__(self, event: Event) -> None:
         self.event = event
         self.refs = 0  # groups holding it (queued or in flight)
-        self.inflight = 0  # groups holding it in a member right now
 
 
-class _Group:
-    """One declared group: its position in the log and the window it holds in memory."""
+class _Group(Group):
+    """One declared group: its position in the log and the window it holds in memory.
+
+    ``events`` holds the routed seqs in (committed, cursor] not settled yet
+    (queued or in flight), with their events.
+    """
 
     __slots__ = (
-        "acked",
         "acked_unflushed",
-        "attempts",
         "committed",
         "cursor",
-        "dead_lettered",
-        "delivered",
         "delivered_hwm",
         "expired",
         "flushed",
         "flushed_hwm",
         "ghosts",
-        "max_deliveries",
-        "members",
-        "nacked",
-        "name",
-        "order",
-        "orphans",
         "outstanding",
         "owed",
-        "patterns",
         "preacked",
         "recovered_hwm",
-        "redelivered",
-        "shared",
-        "unsettled",
     )
 
-    def __init__(self, spec: GroupSpec, committed: int, delivered: int = 0) -> None:
-        self.name = spec.name
-        self.patterns = tuple(TopicPattern.compile(p) for p in spec.patterns)
-        self.max_deliveries = spec.max_deliveries
-        self.members: dict[str, _Member] = {}
-        self.order: list[_Member] = []  # members sorted by name: the partition ring
-        self.shared: deque[int] = deque()
-        self.orphans: deque[int] = deque()
-        self.attempts: dict[int, int] = {}  # seq -> deliveries already spent
+    def __init__(self, spec: GroupSpec, channel: str, committed: int, delivered: int = 0) -> None:
+        super().__init__(spec, channel, {})
         self.committed = committed  # every routed seq <= committed is settled
         self.flushed = committed  # what the file says
         # First deliveries are not written one by one: the file keeps the highest offset
@@ -280,38 +253,20 @@ class _Group:
         self.recovered_hwm = delivered
         self.cursor = committed  # every seq <= cursor has been looked at
         self.outstanding: deque[int] = deque()  # routed seqs in (committed, cursor], in order
-        self.unsettled: set[int] = set()  # ... of which not settled yet (queued or in flight)
         self.preacked: set[int] = set()  # acked above the watermark in an earlier run
         self.ghosts: dict[str, set[int]] = {}  # member -> seqs it held when a replay rewound us
         self.acked_unflushed: list[int] = []
         self.owed = 0  # credits: routed events in (committed, head] not settled
-        self.delivered = 0
-        self.acked = 0
-        self.nacked = 0
-        self.redelivered = 0
-        self.dead_lettered = 0
         self.expired = 0
 
-    def matches(self, topic: str) -> bool:
-        return any(pattern.matches(topic) for pattern in self.patterns)
 
-    def queued(self) -> int:
-        return len(self.shared) + len(self.orphans) + sum(len(m.keyed) for m in list(self.order))
-
-    def in_flight(self) -> int:
-        return sum(len(m.in_flight) for m in list(self.order))
-
-
-def _partition(key: str, ring: list[_Member]) -> _Member:
-    return ring[zlib.crc32(key.encode()) % len(ring)]
-
-
-class _State:
+class _State(Counters):
     """Everything the channel actor owns; survives restarts of the actor."""
 
     def __init__(self, groups: dict[str, _Group], head: int, low: int) -> None:
+        super().__init__()
         self.groups = groups
-        self.entries: dict[int, _Entry] = {}
+        self.entries: dict[int, _Entry] = {}  # one decoded event shared by the groups
         self.head = head  # last offset the actor has heard of
         self.low = low  # first offset still in the file (head + 1 when empty)
         self.deliveries: list[tuple[int, str, int, int]] = []
@@ -319,13 +274,6 @@ class _State:
         self.dirty: set[_Group] = set()
         self.outbox: list[tuple[Address, Deliver]] = []
         self.release = 0
-        self.published = 0
-        self.delivered = 0
-        self.acked = 0
-        self.dropped = 0
-        self.dead_lettered = 0
-        self.unrouted = 0
-        self.expired = 0
 
 
 # -- the handle --------------------------------------------------------------------
@@ -395,7 +343,7 @@ class SqliteChannel:
                 committed = self._position(spec.start, low, head, f"group {spec.name!r}")
                 delivered = committed
                 new_rows.append((cid, spec.name, committed))
-            groups[spec.name] = _Group(spec, committed, delivered)
+            groups[spec.name] = _Group(spec, self.name, committed, delivered)
         if new_rows:
             with self.store.transaction() as db:
                 db.executemany(
@@ -540,41 +488,11 @@ class SqliteChannel:
             self.gate.release(unrouted)  # nobody routes them: settled on arrival, kept in the log
 
     def stats(self) -> ChannelStats:
-        state = self.state
         groups = tuple(
-            GroupStats(
-                name=g.name,
-                patterns=tuple(p.pattern for p in g.patterns),
-                members=len(g.order),
-                backlog=max(0, g.owed - g.in_flight()),
-                in_flight=g.in_flight(),
-                delivered=g.delivered,
-                acked=g.acked,
-                nacked=g.nacked,
-                redelivered=g.redelivered,
-                dead_lettered=g.dead_lettered,
-                expired=g.expired,
-            )
-            for g in list(state.groups.values())
+            g.stats(backlog=max(0, g.owed - g.in_flight()), expired=g.expired)
+            for g in list(self.state.groups.values())
         )
-        return ChannelStats(
-            name=self.name,
-            backend="sqlite",
-            capacity=self.gate.capacity,
-            overflow=self.gate.overflow,
-            unsettled=self.gate.used,
-            peak_unsettled=self.gate.peak,
-            published=state.published,
-            delivered=state.delivered,
-            acked=state.acked,
-            dropped=state.dropped + self.gate.dropped,
-            dead_lettered=state.dead_lettered,
-            unrouted=state.unrouted,
-            backlog=sum(g.backlog for g in groups),
-            in_flight=sum(g.in_flight for g in groups),
-            groups=groups,
-            expired=state.expired,
-        )
+        return channel_stats(self.name, "sqlite", self.gate, self.state, groups)
 
     def close(self) -> None:
         """Write what is still buffered, close the connections, release the file lock."""
@@ -743,16 +661,10 @@ class _SqliteChannelActor(ReactorActor):
             entry = entries[seq] = _Entry(event)
         entry.refs += 1
         group.outstanding.append(seq)
-        group.unsettled.add(seq)
+        group.events[seq] = event
         if seq <= group.recovered_hwm and seq not in group.attempts:
             group.attempts[seq] = 1  # delivered before the restart, never settled
-        key = event.key
-        if key is None:
-            group.shared.append(seq)
-        elif group.order:
-            _partition(key, group.order).keyed.append(seq)
-        else:
-            group.orphans.append(seq)
+        group.place(seq, event.key)
 
     def _page(self, group: _Group) -> None:
         """Read the next events ``group`` routes from the file, up to its window."""
@@ -825,83 +737,40 @@ class _SqliteChannelActor(ReactorActor):
             if not (progressed or paged):
                 return
 
-    def _fill(self, group: _Group, member: _Member) -> bool:
-        state = self.state
-        limit = min(member.demand, self.max_batch)
-        entries = state.entries
-        attempts = group.attempts
-        keyed = member.keyed
-        shared = group.shared
-        unsettled = group.unsettled
-        in_flight = member.in_flight
-        seqs: list[int] = []
-        events: list[Event] = []
-        tries: list[int] = []
-        settled_any = False
-        while len(seqs) < limit:
-            if keyed and (not shared or keyed[0] < shared[0]):
-                seq = keyed.popleft()
-            elif shared:
-                seq = shared.popleft()
-            else:
-                break
-            entry = entries.get(seq)
-            if entry is None or seq not in unsettled:
-                continue  # dropped or expired while queued
-            spent = attempts.pop(seq, 0) if attempts else 0
-            if spent >= group.max_deliveries:
-                # Delivered that many times in earlier runs and never settled: the process
-                # stopped each time (a poison event?). Dead-letter it rather than loop.
-                error = ErrorInfo(
-                    "DeliveryAbandoned",
-                    f"delivered {spent} times to group {group.name!r} without being acked or "
-                    "nacked: the process stopped while it was in flight each time",
-                    "",
-                )
-                self._dead_letter(group, seq, entry, error, spent, consumer="")
-                settled_any = True
-                continue
-            attempt = spent + 1
-            in_flight[seq] = attempt
-            entry.inflight += 1
-            seqs.append(seq)
-            events.append(entry.event)
-            tries.append(attempt)
-        if settled_any:
+    def _fill(self, group: _Group, member: Member) -> bool:
+        abandoned: list[tuple[int, int]] = []
+        deliver = group.fill(member, self.max_batch, abandoned)
+        for seq, spent in abandoned:
+            # Delivered that many times in earlier runs and never settled: the process
+            # stopped each time (a poison event?). Dead-letter it rather than loop.
+            error = ErrorInfo(
+                "DeliveryAbandoned",
+                f"delivered {spent} times to group {group.name!r} without being acked or "
+                "nacked: the process stopped while it was in flight each time",
+                "",
+            )
+            self._dead_letter(group, seq, group.events[seq], error, spent, consumer="")
+        if abandoned:
             self._advance(group)
-        if not seqs:
-            return settled_any
-        count = len(seqs)
-        member.demand -= count
-        group.delivered += count
-        state.delivered += count
+        if deliver is None:
+            return bool(abandoned)
+        state = self.state
+        state.delivered += len(deliver.seqs)
         cid = self.channel.channel_id
-        for seq, n in zip(seqs, tries, strict=True):
+        for seq, n in zip(deliver.seqs, deliver.attempts, strict=True):
             if n > 1:
                 state.deliveries.append((cid, group.name, seq, n))
             elif seq > group.delivered_hwm:
                 group.delivered_hwm = seq
         state.dirty.add(group)
-        state.outbox.append(
-            (
-                member.address,
-                Deliver(
-                    self.channel.name,
-                    group.name,
-                    member.epoch,
-                    tuple(seqs),
-                    tuple(events),
-                    tuple(tries),
-                ),
-            )
-        )
+        state.outbox.append((member.address, deliver))
         return True
 
     # -- settlement ------------------------------------------------------------------------
 
     def _settle(self, group: _Group, seq: int) -> None:
         """``group`` is done with ``seq``: acked, dead-lettered, dropped or expired."""
-        group.unsettled.discard(seq)
+        group.events.pop(seq, None)
         entries = self.state.entries
         entry = entries.get(seq)
         if entry is not None:
@@ -915,7 +784,7 @@ class _SqliteChannelActor(ReactorActor):
     def _advance(self, group: _Group) -> None:
         """Move the watermark over the unbroken run of settled events at its front."""
         outstanding = group.outstanding
-        unsettled = group.unsettled
+        unsettled = group.events
         while outstanding and outstanding[0] not in unsettled:
             outstanding.popleft()
         committed = outstanding[0] - 1 if outstanding else group.cursor
@@ -924,46 +793,31 @@ class _SqliteChannelActor(ReactorActor):
         if group.committed != group.flushed or group.acked_unflushed:
             self.state.dirty.add(group)
 
-    def _member(
-        self, group_name: str, member_name: str, epoch: int
-    ) -> tuple[_Group, _Member] | None:
-        group = self.state.groups.get(group_name)
-        if group is None:
-            return None
-        member = group.members.get(member_name)
-        if member is None or member.epoch != epoch:
-            return None  # a fenced-off incarnation: its word no longer counts
-        return group, member
-
     def _ack(self, ack: Ack) -> None:
-        found = self._member(ack.group, ack.member, ack.epoch)
+        found = find_member(self.state.groups, ack.group, ack.member, ack.epoch)
         if found is None:
             return
         group, member = found
-        entries = self.state.entries
-        in_flight = member.in_flight
+        seqs: Iterable[int] = ack.seqs
         ghosts = group.ghosts.get(member.name)
-        settled = 0
-        for seq in ack.seqs:
-            if ghosts and seq in ghosts:
-                ghosts.discard(seq)  # held from before a replay: only its demand comes back
-                member.demand += 1
-                continue
-            if in_flight.pop(seq, None) is None:
-                continue
-            settled += 1
-            entry = entries.get(seq)
-            if entry is not None:
-                entry.inflight -= 1
+        if ghosts:
+            fresh = []
+            for seq in seqs:
+                if seq in ghosts:
+                    ghosts.discard(seq)  # held from before a replay: only its demand comes back
+                    member.demand += 1
+                else:
+                    fresh.append(seq)
+            seqs = fresh
+        settled = group.ack(member, seqs)
+        self.state.acked += len(settled)
+        for seq in settled:
             self._settle(group, seq)
-        member.demand += settled
-        group.acked += settled
-        self.state.acked += settled
         self._advance(group)
         self._dispatch(group)
 
     def _nack(self, nack: Nack) -> None:
-        found = self._member(nack.group, nack.member, nack.epoch)
+        found = find_member(self.state.groups, nack.group, nack.member, nack.epoch)
         if found is None:
             return
         group, member = found
@@ -973,27 +827,16 @@ class _SqliteChannelActor(ReactorActor):
             member.demand += 1
             self._dispatch(group)
             return
-        attempt = member.in_flight.pop(nack.seq, None)
-        if attempt is None:
+        attempt, event = group.nack(member, nack.seq)
+        if not attempt:
             return
-        member.demand += 1
-        group.nacked += 1
-        entry = self.state.entries.get(nack.seq)
-        if entry is None:
-            self._dispatch(group)
-            return
-        entry.inflight -= 1
-        if attempt >= group.max_deliveries:
-            self._dead_letter(group, nack.seq, entry, nack.error, attempt, nack.consumer)
+        if event is not None and attempt >= group.max_deliveries:
+            self._dead_letter(group, nack.seq, event, nack.error, attempt, nack.consumer)
             self._advance(group)
-        else:
-            group.attempts[nack.seq] = attempt
-            group.redelivered += 1
-            self._requeue(group, [nack.seq])
         self._dispatch(group)
 
     def _dead_letter(  # noqa: PLR0917 - private helper; each argument is a distinct fact of the letter
-        self, group: _Group, seq: int, entry: _Entry, error: ErrorInfo, attempts: int, consumer: str
+        self, group: _Group, seq: int, event: Event, error: ErrorInfo, attempts: int, consumer: str
     ) -> None:
         state = self.state
         group.dead_lettered += 1
@@ -1007,13 +850,13 @@ class _SqliteChannelActor(ReactorActor):
                 error.type,
                 error.message,
                 error.traceback,
-                _codec.encode(entry.event),
+                _codec.encode(event),
             )
         )
         # Published before it is settled: a crash in between can duplicate it, not lose it.
         self.channel.services.publish_system(
             lifecycle.dead_letter(
-                entry.event,
+                event,
                 error,
                 attempts=attempts,
                 consumer=consumer,
@@ -1023,51 +866,20 @@ class _SqliteChannelActor(ReactorActor):
         )
         self._settle(group, seq)
 
-    def _requeue(self, group: _Group, seqs: Iterable[int]) -> None:
-        entries = self.state.entries
-        for seq in seqs:
-            entry = entries.get(seq)
-            if entry is None or seq not in group.unsettled:
-                continue
-            key = entry.event.key
-            if key is None:
-                _insert_sorted(group.shared, seq)
-            elif group.order:
-                _insert_sorted(_partition(key, group.order).keyed, seq)
-            else:
-                _insert_sorted(group.orphans, seq)
-
-    def _release_in_flight(self, group: _Group, member: _Member) -> None:
-        """Hand back everything a member holds, unhandled: its attempts are not spent."""
-        held = sorted(member.in_flight.items())
-        member.in_flight.clear()
-        group.ghosts.pop(member.name, None)
-        entries = self.state.entries
-        for seq, attempt in held:
-            entry = entries.get(seq)
-            if entry is None:
-                continue
-            entry.inflight -= 1
-            if attempt > 1:
-                group.attempts[seq] = attempt - 1
-        self._requeue(group, (seq for seq, _ in held))
-
     def _evict_oldest(self) -> None:
         excess = self.gate.over_capacity
         candidates: list[tuple[int, _Group]] = []
         for group in self.state.groups.values():
             queues = [group.shared, group.orphans, *(m.keyed for m in group.order)]
-            candidates += [
-                (seq, group) for queue in queues for seq in queue if seq in group.unsettled
-            ]
+            candidates += [(seq, group) for queue in queues for seq in queue if seq in group.events]
         candidates.sort(key=lambda item: item[0])
         for seq, group in candidates[:excess]:
-            entry = self.state.entries.get(seq)
-            if entry is None:
+            event = group.events.get(seq)
+            if event is None:
                 continue
             self.state.dropped += 1
             self.channel.services.publish_system(
-                lifecycle.dropped(entry.event, channel=self.channel.name, policy="drop_oldest")
+                lifecycle.dropped(event, channel=self.channel.name, policy="drop_oldest")
             )
             group.attempts.pop(seq, None)
             self._settle(group, seq)  # its queue entry is skipped lazily
@@ -1077,56 +889,17 @@ class _SqliteChannelActor(ReactorActor):
     # -- membership ------------------------------------------------------------------------
 
     def _join(self, join: Join) -> int:
-        group = self.state.groups.get(join.group)
-        if group is None:
-            raise LookupError(
-                f"channel {self.channel.name!r} has no group {join.group!r}; declare the "
-                "consumer in the topology so the channel knows its subscription"
-            )
-        member = group.members.get(join.member)
-        if member is not None:
-            self._release_in_flight(group, member)
-            member.epoch += 1
-            member.address = join.address
-            member.demand = join.demand
-        else:
-            member = _Member(join.member, join.address, join.demand)
-            group.members[join.member] = member
-            self._repartition(group)
+        group, member = membership.join(self.state.groups, join, self.channel.name)
+        # A new incarnation owes nothing for what the old one held before a replay.
+        group.ghosts.pop(member.name, None)
         self._dispatch(group)
         return member.epoch
 
     def _leave(self, leave: Leave) -> None:
-        group = self.state.groups.get(leave.group)
-        member = group.members.get(leave.member) if group is not None else None
-        if group is None or member is None:
-            return
-        if leave.epoch and leave.epoch != member.epoch:
-            return
-        self._release_in_flight(group, member)
-        del group.members[member.name]
-        self._repartition(group)
-        self._dispatch(group)
-
-    def _repartition(self, group: _Group) -> None:
-        old_queues = [m.keyed for m in group.order]
-        group.order = sorted(group.members.values(), key=lambda m: m.name)
-        pending = list(merge(group.orphans, *old_queues))
-        for member in group.order:
-            member.keyed = deque()
-        group.orphans = deque()
-        entries = self.state.entries
-        for seq in pending:
-            entry = entries.get(seq)
-            if entry is None or seq not in group.unsettled:
-                continue
-            key = entry.event.key
-            if key is None:
-                _insert_sorted(group.shared, seq)
-            elif group.order:
-                _partition(key, group.order).keyed.append(seq)
-            else:
-                group.orphans.append(seq)
+        group = membership.leave(self.state.groups, leave)
+        if group is not None:
+            group.ghosts.pop(leave.member, None)
+            self._dispatch(group)
 
     # -- replay and retention ----------------------------------------------------------------
 
@@ -1149,13 +922,9 @@ class _SqliteChannelActor(ReactorActor):
         for member in group.order:
             if member.in_flight:
                 group.ghosts.setdefault(member.name, set()).update(member.in_flight)
-                for seq in member.in_flight:
-                    entry = state.entries.get(seq)
-                    if entry is not None:
-                        entry.inflight -= 1
                 member.in_flight.clear()
             member.keyed.clear()
-        for seq in list(group.unsettled):
+        for seq in group.events:
             entry = state.entries.get(seq)
             if entry is not None:
                 entry.refs -= 1
@@ -1163,7 +932,7 @@ class _SqliteChannelActor(ReactorActor):
                     del state.entries[seq]
         state.release += group.owed
         group.owed = owed
-        group.unsettled.clear()
+        group.events.clear()
         group.outstanding.clear()
         group.shared.clear()
         group.orphans.clear()
@@ -1207,7 +976,7 @@ class _SqliteChannelActor(ReactorActor):
                 continue
             lost = 0
             for queue in (group.shared, group.orphans, *(m.keyed for m in group.order)):
-                for seq in [s for s in queue if s <= last and s in group.unsettled]:
+                for seq in [s for s in queue if s <= last and s in group.events]:
                     self._settle(group, seq)
                     lost += 1
             if group.cursor < last:
