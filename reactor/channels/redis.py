@@ -105,35 +105,32 @@ import logging
 import random
 import threading
 import time
-import zlib
-from collections import deque
 from collections.abc import Callable, Iterable
-from heapq import merge
 from typing import Any
 
 import attrs
 
 from reactor.actors.address import Address
 from reactor.actors.base import THREAD_PREFIX, ActorContext, ReactorActor
+from reactor.channels import groups as membership
 from reactor.channels.backend import (
     Channel,
     ChannelConfig,
     ChannelServices,
     ChannelStats,
     GroupSpec,
-    GroupStats,
 )
 from reactor.channels.dedup import DedupWindow
 from reactor.channels.gate import CapacityGate, Overflow
+from reactor.channels.groups import Counters, Group, Member, channel_stats, find_member
 from reactor.channels.redis_options import RedisOptions, parse_url
 from reactor.channels.registry import register_backend
 from reactor.clock import Timer
 from reactor.errors import BackpressureTimeout, ChannelFull, DecodeError, ReactorError
 from reactor.messages import lifecycle
 from reactor.messages.codecs import CloudEventsCodec
-from reactor.messages.control import Ack, Deliver, ErrorInfo, Join, Leave, Nack, Tick
+from reactor.messages.control import Ack, ErrorInfo, Join, Leave, Nack, Tick
 from reactor.messages.event import Event
-from reactor.messages.topics import TopicPattern
 
 try:
     import redis as redis_py
@@ -324,18 +321,6 @@ class _RedisGate(CapacityGate):
 # -- local state, owned by the channel actor's thread ----------------------------------
 
 
-class _Member:
-    __slots__ = ("address", "demand", "epoch", "in_flight", "keyed", "name")
-
-    def __init__(self, name: str, address: Address, demand: int) -> None:
-        self.name = name
-        self.address = address
-        self.demand = demand
-        self.epoch = 1
-        self.keyed: deque[int] = deque()
-        self.in_flight: dict[int, int] = {}
-
-
 @attrs.frozen(slots=True)
 class _Item:
     """One entry a reader took from Redis for a group."""
@@ -354,71 +339,44 @@ class _Fetched:
     trimmed: tuple[int, ...] = ()
 
 
-class _Group:
-    def __init__(self, spec: GroupSpec) -> None:
-        self.name = spec.name
+class _Group(Group):
+    """A group as this worker sees it; ``events`` is everything it holds: queued or in flight."""
+
+    __slots__ = (
+        "filtered",
+        "lag",
+        "outstanding",
+        "reader",
+        "remembered",
+        "rotation",
+        "spec",
+        "trimmed",
+    )
+
+    def __init__(self, spec: GroupSpec, channel: str) -> None:
+        super().__init__(spec, channel, {})
         self.spec = spec
-        self.patterns = tuple(TopicPattern.compile(p) for p in spec.patterns)
-        self.max_deliveries = spec.max_deliveries
-        self.members: dict[str, _Member] = {}
-        self.order: list[_Member] = []
-        self.shared: deque[int] = deque()
-        self.orphans: deque[int] = deque()
-        self.held: dict[int, Event] = {}  # everything this worker holds: queued or in flight
-        self.attempts: dict[int, int] = {}  # seq -> attempts spent, for entries not fresh
-        self.nacked: set[int] = set()  # seqs with a row in the attempts hash
+        self.remembered: set[int] = set()  # seqs with a row in the attempts hash
         self.outstanding = 0  # granted to the reader, not yet arrived
         self.rotation = 0
         self.reader: _Reader | None = None
         self.lag = 0  # undelivered in Redis, as last read by the monitor
-        self.delivered = 0
-        self.acked = 0
-        self.nacked_count = 0
-        self.redelivered = 0
-        self.dead_lettered = 0
         self.filtered = 0
         self.trimmed = 0
 
-    def matches(self, topic: str) -> bool:
-        return any(pattern.matches(topic) for pattern in self.patterns)
 
-    def queued(self) -> int:
-        return len(self.shared) + len(self.orphans) + sum(len(m.keyed) for m in list(self.order))
+class _State(Counters):
+    """Survives restarts of the channel actor, like the mailbox.
 
-    def in_flight(self) -> int:
-        return sum(len(m.in_flight) for m in list(self.order))
-
-
-def _partition(key: str, ring: list[_Member]) -> _Member:
-    return ring[zlib.crc32(key.encode()) % len(ring)]
-
-
-def _insert_sorted(queue: deque[int], seq: int) -> None:
-    if not queue or seq < queue[0]:
-        queue.appendleft(seq)
-        return
-    for index, value in enumerate(queue):
-        if seq < value:
-            queue.insert(index, seq)
-            return
-    queue.append(seq)
-
-
-class _State:
-    """Survives restarts of the channel actor, like the mailbox."""
+    ``expired`` counts the pending entries retention trimmed before they were acked.
+    """
 
     def __init__(self, config: ChannelConfig) -> None:
-        self.groups = {spec.name: _Group(spec) for spec in config.groups}
+        super().__init__()
+        self.groups = {spec.name: _Group(spec, config.name) for spec in config.groups}
         self.acks: dict[str, list[int]] = {}  # group -> seqs to XACK
         self.forget: dict[str, list[int]] = {}  # group -> seqs to HDEL from attempts
         self.timer: Timer | None = None
-        self.published = 0
-        self.unrouted = 0
-        self.dropped = 0
-        self.delivered = 0
-        self.acked = 0
-        self.dead_lettered = 0
-        self.trimmed = 0
         self.lock = threading.Lock()  # counters written by publishers' threads
 
 
@@ -650,41 +608,11 @@ class RedisChannel:
             return None
 
     def stats(self) -> ChannelStats:
-        state = self.state
         groups = tuple(
-            GroupStats(
-                name=g.name,
-                patterns=tuple(p.pattern for p in g.patterns),
-                members=len(g.order),
-                backlog=g.lag + g.queued(),
-                in_flight=g.in_flight(),
-                delivered=g.delivered,
-                acked=g.acked,
-                nacked=g.nacked_count,
-                redelivered=g.redelivered,
-                dead_lettered=g.dead_lettered,
-                expired=g.trimmed,
-            )
-            for g in list(state.groups.values())
+            g.stats(backlog=g.lag + g.queued(), expired=g.trimmed)
+            for g in list(self.state.groups.values())
         )
-        return ChannelStats(
-            name=self.name,
-            backend="redis",
-            capacity=self.gate.capacity,
-            overflow=self.gate.overflow,
-            unsettled=self.gate.used,
-            peak_unsettled=self.gate.peak,
-            published=state.published,
-            delivered=state.delivered,
-            acked=state.acked,
-            dropped=state.dropped + self.gate.dropped,
-            dead_lettered=state.dead_lettered,
-            unrouted=state.unrouted,
-            backlog=sum(g.backlog for g in groups),
-            in_flight=sum(g.in_flight for g in groups),
-            groups=groups,
-            expired=state.trimmed,
-        )
+        return channel_stats(self.name, "redis", self.gate, self.state, groups)
 
     def dedup_window(self, group: str, size: int) -> RedisDedupWindow:
         """The dedup window of ``group``, shared through Redis with every worker."""
@@ -693,7 +621,7 @@ class RedisChannel:
     @property
     def trimmed(self) -> int:
         """Pending entries found deleted by retention (``maxlen``/``maxage``)."""
-        return self.state.trimmed
+        return self.state.expired
 
     def close(self) -> None:
         """Stop the monitor and readers and close the connections."""
@@ -1079,7 +1007,7 @@ class _RedisChannelActor(ReactorActor):
         group.outstanding = max(0, group.outstanding - len(fetched.items))
         if fetched.trimmed:
             self._trimmed(group, fetched.trimmed)
-        held = group.held
+        held = group.events
         for item in fetched.items:
             seq = item.seq
             if seq in held:
@@ -1105,25 +1033,16 @@ class _RedisChannelActor(ReactorActor):
             if item.attempt > 1:
                 group.attempts[seq] = item.attempt - 1
                 group.redelivered += 1
-            self._enqueue(group, seq, event)
+            group.requeue(seq, event.key)  # claimed entries may be older than queued ones
         self._dispatch(group)
         self._top_up(group)
 
-    def _enqueue(self, group: _Group, seq: int, event: Event) -> None:
-        key = event.key
-        if key is None:
-            _insert_sorted(group.shared, seq)
-        elif group.order:
-            _insert_sorted(_partition(key, group.order).keyed, seq)
-        else:
-            _insert_sorted(group.orphans, seq)
-
     def _trimmed(self, group: _Group, seqs: tuple[int, ...]) -> None:
         # An entry this worker still holds was not lost: it is handled from memory.
-        seqs = tuple(seq for seq in seqs if seq not in group.held)
+        seqs = tuple(seq for seq in seqs if seq not in group.events)
         if not seqs:
             return
-        self.state.trimmed += len(seqs)
+        self.state.expired += len(seqs)
         group.trimmed += len(seqs)
         for seq in seqs:
             self._settle(group, seq)
@@ -1185,11 +1104,11 @@ class _RedisChannelActor(ReactorActor):
         self._settle(group, seq)
 
     def _settle(self, group: _Group, seq: int) -> None:
-        group.held.pop(seq, None)
+        group.events.pop(seq, None)
         group.attempts.pop(seq, None)
         self.state.acks.setdefault(group.name, []).append(seq)
-        if seq in group.nacked:
-            group.nacked.discard(seq)
+        if seq in group.remembered:
+            group.remembered.discard(seq)
             self.state.forget.setdefault(group.name, []).append(seq)
 
     def _ack_count(self) -> int:
@@ -1245,105 +1164,47 @@ class _RedisChannelActor(ReactorActor):
             if member.demand > 0 and (member.keyed or group.shared):
                 self._fill(group, member)
 
-    def _fill(self, group: _Group, member: _Member) -> None:
-        limit = min(member.demand, self.max_batch)
-        held = group.held
-        attempts = group.attempts
-        keyed = member.keyed
-        shared = group.shared
-        in_flight = member.in_flight
-        seqs: list[int] = []
-        events: list[Event] = []
-        tries: list[int] = []
-        while len(seqs) < limit:
-            if keyed and (not shared or keyed[0] < shared[0]):
-                seq = keyed.popleft()
-            elif shared:
-                seq = shared.popleft()
-            else:
-                break
-            event = held.get(seq)
-            if event is None:
-                continue
-            attempt = attempts.pop(seq, 0) + 1 if attempts else 1
-            in_flight[seq] = attempt
-            seqs.append(seq)
-            events.append(event)
-            tries.append(attempt)
-        if seqs:
-            count = len(seqs)
-            member.demand -= count
-            group.delivered += count
-            self.state.delivered += count
-            member.address.tell(
-                Deliver(
-                    self.channel.name,
-                    group.name,
-                    member.epoch,
-                    tuple(seqs),
-                    tuple(events),
-                    tuple(tries),
-                )
-            )
+    def _fill(self, group: _Group, member: Member) -> None:
+        deliver = group.fill(member, self.max_batch)
+        if deliver is not None:
+            self.state.delivered += len(deliver.seqs)
+            member.address.tell(deliver)
 
     # -- settlement ----------------------------------------------------------------
 
-    def _member(
-        self, group_name: str, member_name: str, epoch: int
-    ) -> tuple[_Group, _Member] | None:
-        group = self.state.groups.get(group_name)
-        if group is None:
-            return None
-        member = group.members.get(member_name)
-        if member is None or member.epoch != epoch:
-            return None
-        return group, member
-
     def _ack(self, ack: Ack) -> None:
-        found = self._member(ack.group, ack.member, ack.epoch)
+        found = find_member(self.state.groups, ack.group, ack.member, ack.epoch)
         if found is None:
             return
         group, member = found
-        in_flight = member.in_flight
-        settled = 0
-        for seq in ack.seqs:
-            if in_flight.pop(seq, None) is None:
-                continue
-            settled += 1
+        settled = group.ack(member, ack.seqs)
+        for seq in settled:
             self._settle(group, seq)
-        member.demand += settled
-        group.acked += settled
-        self.state.acked += settled
+        self.state.acked += len(settled)
         self._dispatch(group)
         self._top_up(group)
 
     def _nack(self, nack: Nack) -> None:
-        found = self._member(nack.group, nack.member, nack.epoch)
+        found = find_member(self.state.groups, nack.group, nack.member, nack.epoch)
         if found is None:
             return
         group, member = found
-        attempt = member.in_flight.pop(nack.seq, None)
-        if attempt is None:
+        attempt, event = group.nack(member, nack.seq)
+        if not attempt:
             return
-        member.demand += 1
-        group.nacked_count += 1
-        event = group.held.get(nack.seq)
         if event is not None:
             if attempt >= group.max_deliveries:
                 self._dead(
                     group, nack.seq, event, nack.error, attempts=attempt, consumer=nack.consumer
                 )
             else:
-                group.attempts[nack.seq] = attempt
-                group.redelivered += 1
                 self._remember_attempts(group, nack.seq, attempt)
-                self._enqueue(group, nack.seq, event)
         self._dispatch(group)
         self._top_up(group)
 
     def _remember_attempts(self, group: _Group, seq: int, attempt: int) -> None:
         # Another worker (or this one, restarted) must not start this entry's count again.
-        group.nacked.add(seq)
+        group.remembered.add(seq)
         try:
             self.channel.client.hset(
                 self.channel.attempts_key(group.name), seq_entry_id(seq), attempt
@@ -1353,63 +1214,18 @@ class _RedisChannelActor(ReactorActor):
                 raise
             self.channel.report_outage(exc)  # the count is kept locally; only a crash loses it
 
-    def _release_in_flight(self, group: _Group, member: _Member) -> None:
-        held = sorted(member.in_flight.items())
-        member.in_flight.clear()
-        for seq, attempt in held:
-            event = group.held.get(seq)
-            if event is None:
-                continue
-            if attempt > 1:
-                group.attempts[seq] = attempt - 1
-            self._enqueue(group, seq, event)
-
     # -- membership ----------------------------------------------------------------
 
     def _join(self, join: Join) -> int:
-        group = self.state.groups.get(join.group)
-        if group is None:
-            raise LookupError(
-                f"channel {self.channel.name!r} has no group {join.group!r}; declare the "
-                "consumer in the topology so the channel knows its subscription"
-            )
-        member = group.members.get(join.member)
-        if member is not None:
-            self._release_in_flight(group, member)
-            member.epoch += 1
-            member.address = join.address
-            member.demand = join.demand
-        else:
-            member = _Member(join.member, join.address, join.demand)
-            group.members[join.member] = member
-            self._repartition(group)
+        group, member = membership.join(self.state.groups, join, self.channel.name)
         self._dispatch(group)
         self._top_up(group)
         return member.epoch
 
     def _leave(self, leave: Leave) -> None:
-        group = self.state.groups.get(leave.group)
-        member = group.members.get(leave.member) if group is not None else None
-        if group is None or member is None:
-            return
-        if leave.epoch and leave.epoch != member.epoch:
-            return
-        self._release_in_flight(group, member)
-        del group.members[member.name]
-        self._repartition(group)
-        self._dispatch(group)
-
-    def _repartition(self, group: _Group) -> None:
-        old_queues = [m.keyed for m in group.order]
-        group.order = sorted(group.members.values(), key=lambda m: m.name)
-        pending = list(merge(group.orphans, *old_queues))
-        for member in group.order:
-            member.keyed = deque()
-        group.orphans = deque()
-        for seq in pending:
-            event = group.held.get(seq)
-            if event is not None:
-                self._enqueue(group, seq, event)
+        group = membership.leave(self.state.groups, leave)
+        if group is not None:
+            self._dispatch(group)
 
     # -- timers --------------------------------------------------------------------
 
@@ -1426,8 +1242,8 @@ class _RedisChannelActor(ReactorActor):
             pipe = channel.client.pipeline(transaction=False)
             touched = False
             for group in self.state.groups.values():
-                if group.held:
-                    ids = [seq_entry_id(seq) for seq in group.held]
+                if group.events:
+                    ids = [seq_entry_id(seq) for seq in group.events]
                     pipe.xclaim(channel.stream, group.name, channel.consumer(), 0, ids, justid=True)
                     touched = True
             if touched:
