@@ -38,11 +38,21 @@ from typing import TypeVar
 from reactor.actors.address import Address
 from reactor.channels.backend import ChannelStats, GroupSpec, GroupStats
 from reactor.channels.gate import CapacityGate
-from reactor.messages.control import Deliver, Join, Leave
+from reactor.messages.control import Ack, Deliver, Join, Leave, Nack
 from reactor.messages.event import Event
 from reactor.messages.topics import TopicPattern
 
-__all__ = ["Counters", "Group", "Member", "channel_stats", "find_member", "join", "leave"]
+__all__ = [
+    "Counters",
+    "Group",
+    "Member",
+    "ack",
+    "channel_stats",
+    "find_member",
+    "join",
+    "leave",
+    "nack",
+]
 
 G = TypeVar("G", bound="Group")
 
@@ -293,6 +303,31 @@ def find_member(
     if member is None or member.epoch != epoch:
         return None  # a fenced-off incarnation: its word no longer counts
     return group, member
+
+
+def ack(groups: Mapping[str, G], message: Ack) -> tuple[G, list[int]] | None:
+    """:meth:`Group.ack` for the member that sent ``message``; None if its word does not count."""
+    found = find_member(groups, message.group, message.member, message.epoch)
+    if found is None:
+        return None
+    group, member = found
+    return group, group.ack(member, message.seqs)
+
+
+def nack(groups: Mapping[str, G], message: Nack) -> tuple[G, int, Event | None] | None:
+    """:meth:`Group.nack` for the member that sent ``message``, as ``(group, attempt, event)``.
+
+    None if the message does not count (a fenced-off incarnation, or a seq its
+    member does not hold).
+    """
+    found = find_member(groups, message.group, message.member, message.epoch)
+    if found is None:
+        return None
+    group, member = found
+    attempt, event = group.nack(member, message.seq)
+    if not attempt:
+        return None
+    return group, attempt, event
 
 
 def join(groups: Mapping[str, G], message: Join, channel: str) -> tuple[G, Member]:

@@ -20,7 +20,7 @@ from reactor.actors.base import ActorContext, ReactorActor
 from reactor.channels import groups as membership
 from reactor.channels.backend import ChannelConfig, ChannelServices, ChannelStats
 from reactor.channels.gate import CapacityGate
-from reactor.channels.groups import Counters, Group, Member, channel_stats, find_member
+from reactor.channels.groups import Counters, Group, Member, channel_stats
 from reactor.messages import lifecycle
 from reactor.messages.control import Ack, Join, Leave, Nack, Publish
 from reactor.messages.event import Event
@@ -194,23 +194,19 @@ class _MemoryChannelActor(ReactorActor):
             self.gate.release(freed)
 
     def _ack(self, ack: Ack) -> None:
-        found = find_member(self.log.groups, ack.group, ack.member, ack.epoch)
-        if found is None:
+        acked = membership.ack(self.log.groups, ack)
+        if acked is None:
             return
-        group, member = found
-        settled = group.ack(member, ack.seqs)
+        group, settled = acked
         self.log.acked += len(settled)
         self._settle(settled)
         self._dispatch(group)
 
     def _nack(self, nack: Nack) -> None:
-        found = find_member(self.log.groups, nack.group, nack.member, nack.epoch)
-        if found is None:
+        nacked = membership.nack(self.log.groups, nack)
+        if nacked is None:
             return
-        group, member = found
-        attempt, event = group.nack(member, nack.seq)
-        if not attempt:
-            return
+        group, attempt, event = nacked
         if event is not None and attempt >= group.max_deliveries:
             group.dead_lettered += 1
             self.log.dead_lettered += 1

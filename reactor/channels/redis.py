@@ -122,7 +122,7 @@ from reactor.channels.backend import (
 )
 from reactor.channels.dedup import DedupWindow
 from reactor.channels.gate import CapacityGate, Overflow
-from reactor.channels.groups import Counters, Group, Member, channel_stats, find_member
+from reactor.channels.groups import Counters, Group, Member, channel_stats
 from reactor.channels.redis_options import RedisOptions, parse_url
 from reactor.channels.registry import register_backend
 from reactor.clock import Timer
@@ -1173,11 +1173,10 @@ class _RedisChannelActor(ReactorActor):
     # -- settlement ----------------------------------------------------------------
 
     def _ack(self, ack: Ack) -> None:
-        found = find_member(self.state.groups, ack.group, ack.member, ack.epoch)
-        if found is None:
+        acked = membership.ack(self.state.groups, ack)
+        if acked is None:
             return
-        group, member = found
-        settled = group.ack(member, ack.seqs)
+        group, settled = acked
         for seq in settled:
             self._settle(group, seq)
         self.state.acked += len(settled)
@@ -1185,13 +1184,10 @@ class _RedisChannelActor(ReactorActor):
         self._top_up(group)
 
     def _nack(self, nack: Nack) -> None:
-        found = find_member(self.state.groups, nack.group, nack.member, nack.epoch)
-        if found is None:
+        nacked = membership.nack(self.state.groups, nack)
+        if nacked is None:
             return
-        group, member = found
-        attempt, event = group.nack(member, nack.seq)
-        if not attempt:
-            return
+        group, attempt, event = nacked
         if event is not None:
             if attempt >= group.max_deliveries:
                 self._dead(

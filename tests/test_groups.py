@@ -1,0 +1,114 @@
+"""The group machinery every channel backend shares, driven without actors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from reactor import Event
+from reactor.channels import groups as membership
+from reactor.channels.backend import GroupSpec
+from reactor.channels.groups import Group
+from reactor.messages.control import Ack, Deliver, ErrorInfo, Join, Leave, Nack
+
+
+class _Inbox:
+    def tell(self, message: Any) -> None:  # pragma: no cover - the tests take Delivers from fill
+        raise AssertionError(message)
+
+
+def _group(events: dict[int, Event], max_deliveries: int = 3) -> dict[str, Group]:
+    return {"g": Group(GroupSpec("g", ("#",), max_deliveries), "c", events)}
+
+
+def _publish(groups: dict[str, Group], events: dict[int, Event], *keys: str | None) -> None:
+    for key in keys:
+        seq = len(events) + 1
+        events[seq] = Event.create("t", seq, key=key)
+        groups["g"].place(seq, key)
+
+
+def _join(groups: dict[str, Group], name: str, demand: int = 10) -> int:
+    return membership.join(groups, Join("g", name, _Inbox(), demand), "c")[1].epoch
+
+
+def _fill(groups: dict[str, Group], name: str) -> Deliver | None:
+    group = groups["g"]
+    return group.fill(group.members[name], 100)
+
+
+def test_unknown_group_names_the_channel_and_group() -> None:
+    with pytest.raises(LookupError, match="channel 'c' has no group 'nope'"):
+        membership.join(_group({}), Join("nope", "m", _Inbox(), 1), "c")
+
+
+def test_a_key_stays_with_one_member_and_orphans_wait_for_the_first() -> None:
+    events: dict[int, Event] = {}
+    groups = _group(events)
+    _publish(groups, events, "k1", "k2", None)
+    assert list(groups["g"].orphans) == [1, 2]
+    _join(groups, "a")
+    _join(groups, "b")
+    _publish(groups, events, "k1", "k2", "k1")
+    a, b = _fill(groups, "a"), _fill(groups, "b")
+    got = {name: d.seqs for name, d in (("a", a), ("b", b)) if d is not None}
+    keys = {name: {events[s].key for s in seqs} - {None} for name, seqs in got.items()}
+    assert set.union(*keys.values()) == {"k1", "k2"}
+    assert sum(len(k) for k in keys.values()) == 2  # no key split between members
+    assert sorted(s for seqs in got.values() for s in seqs) == [1, 2, 3, 4, 5, 6]
+
+
+def test_rejoin_hands_back_in_flight_and_fences_the_old_epoch() -> None:
+    events: dict[int, Event] = {}
+    groups = _group(events)
+    old = _join(groups, "m")
+    _publish(groups, events, None, None)
+    first = _fill(groups, "m")
+    assert first is not None
+    assert first.seqs == (1, 2)
+    assert first.attempts == (1, 1)
+    new = _join(groups, "m")
+    assert new == old + 1
+    assert membership.ack(groups, Ack("g", "m", old, (1, 2))) is None  # too late
+    again = _fill(groups, "m")
+    assert again is not None
+    assert again.epoch == new
+    assert again.attempts == (1, 1)
+    assert membership.ack(groups, Ack("g", "m", new, (1, 2))) == (groups["g"], [1, 2])
+
+
+def test_nack_retries_then_gives_up_and_leave_with_epoch_0_always_counts() -> None:
+    events: dict[int, Event] = {}
+    groups = _group(events, max_deliveries=2)
+    epoch = _join(groups, "m")
+    _publish(groups, events, None)
+    assert _fill(groups, "m") is not None
+    error = ErrorInfo("ValueError", "boom", "")
+    assert membership.nack(groups, Nack("g", "m", epoch, 1, error, "x")) == (
+        groups["g"],
+        1,
+        events[1],
+    )
+    retry = _fill(groups, "m")
+    assert retry is not None
+    assert retry.attempts == (2,)
+    found = membership.nack(groups, Nack("g", "m", epoch, 1, error, "x"))
+    assert found == (groups["g"], 2, events[1])  # the last attempt: not queued again
+    assert _fill(groups, "m") is None
+    assert membership.leave(groups, Leave("g", "m", epoch + 5)) is None
+    assert membership.leave(groups, Leave("g", "m", 0)) is groups["g"]
+    assert groups["g"].members == {}
+
+
+def test_abandoned_seqs_are_handed_to_the_caller_not_delivered() -> None:
+    events: dict[int, Event] = {}
+    groups = _group(events, max_deliveries=2)
+    _join(groups, "m")
+    _publish(groups, events, None, None)
+    groups["g"].attempts[1] = 2  # spent in earlier runs
+    abandoned: list[tuple[int, int]] = []
+    deliver = groups["g"].fill(groups["g"].members["m"], 10, abandoned)
+    assert abandoned == [(1, 2)]
+    assert deliver is not None
+    assert deliver.seqs == (2,)
