@@ -395,3 +395,34 @@ def test_redis_restart_mid_stream_loses_nothing(own_server: RedisServer) -> None
         assert published.is_set()
         system.wait_idle(30)
     assert seen == set(range(total))
+
+
+def test_a_new_group_starts_where_its_consumer_says(redis_url: str) -> None:
+    url = redis_url  # a key prefix of its own: both systems below share the stream
+    first = Topology("history")
+    first.channel("c", backend=url)
+    first.consumer("early", Recorder(), channel="c")
+    with first.start() as system:
+        for n in range(3):
+            system.publish("c", "t.x", n)
+        system.wait_idle(10)
+    earliest, latest = Recorder(), Recorder()
+    second = Topology("newcomers")
+    second.channel("c", backend=url)
+    second.consumer("replayer", earliest, channel="c")  # start="earliest" by default
+    second.consumer("tail", latest, channel="c", start="latest")
+    with second.start() as system:
+        system.publish("c", "t.x", 3)
+        earliest.wait_for_count(4, timeout=10)
+        latest.wait_for_count(1, timeout=10)
+        system.wait_idle(10)
+    assert earliest.data() == [0, 1, 2, 3]
+    assert latest.data() == [3]
+
+
+def test_a_redis_group_cannot_start_at_an_offset(redis_url: str) -> None:
+    topo = Topology("offset")
+    topo.channel("c", backend=redis_url)
+    topo.consumer("x", Recorder(), channel="c", start=5)
+    with pytest.raises(Exception, match="stream ids are not offsets"):
+        topo.start()

@@ -12,8 +12,10 @@ Layout in Redis
   (``redis-cli XRANGE`` shows it as is; an entry added by another tool in the
   same form is consumed like any other). Nothing is ever pickled;
 * every group of the topology is a Redis consumer group on that stream, created
-  (``XGROUP CREATE ... MKSTREAM``) when the channel is opened, starting at ``$``
-  (new events only) or ``0`` (``start=0``: replay what the stream retains);
+  (``XGROUP CREATE ... MKSTREAM``) when the channel is opened, starting where
+  its consumer's ``start=`` says: ``earliest`` (the default: what the stream
+  retains), ``latest`` (new events only) or a ``datetime``; the URL option
+  ``start=$`` or ``start=0`` overrides it for every group;
 * ``{prefix}:{channel}:attempts:{group}`` is a hash of entry id -> failed
   attempts, written on a ``Nack`` so that another worker, or this one after a
   restart, knows how many attempts an entry has spent.
@@ -101,6 +103,7 @@ called from any thread; the group state belongs to the channel actor's thread.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import random
 import threading
@@ -442,6 +445,22 @@ class RedisChannel:
     def consumer(self) -> str:
         return self.options.worker
 
+    def start_id(self, spec: GroupSpec) -> str:
+        """Where a new consumer group begins: the URL's ``start``, else the consumer's."""
+        if self.options.start is not None:
+            return self.options.start
+        start = spec.start
+        if start == "earliest":
+            return "0"
+        if start == "latest":
+            return "$"
+        if isinstance(start, datetime.datetime):
+            return f"{int(start.timestamp() * 1000)}-0"
+        raise ValueError(
+            f"channel {self.config.name!r}: group {spec.name!r} has start={start!r}; a redis "
+            "channel starts a group at 'earliest', 'latest' or a datetime (stream ids are not offsets)"
+        )
+
     def ensure_groups(self, *, force: bool = False) -> None:
         """Create the stream and every group of the topology that does not exist yet."""
         with self._groups_lock:
@@ -450,7 +469,7 @@ class RedisChannel:
             for spec in self.config.groups:
                 try:
                     self.client.xgroup_create(
-                        self.stream, spec.name, id=self.options.start, mkstream=True
+                        self.stream, spec.name, id=self.start_id(spec), mkstream=True
                     )
                 except redis_errors.ResponseError as exc:
                     if "BUSYGROUP" not in str(exc):

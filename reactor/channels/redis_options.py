@@ -17,8 +17,9 @@ option              default   meaning
 ``maxlen``          none      retention: ``XADD MAXLEN`` (exact unless ``approx=1``)
 ``maxage``          none      retention in seconds: ``XADD MINID`` of now - maxage
 ``approx``          0         ``1`` trims with ``~`` (cheaper, keeps a little more)
-``start``           ``$``     where a *new* group starts: ``$`` (new events only)
-                              or ``0`` (replay what the stream retains)
+``start``           none      where every *new* group starts: ``$`` (new events
+                              only) or ``0`` (what the stream retains); without
+                              it each group follows its consumer's ``start=``
 ``publish_timeout`` 30        seconds a publish retries while Redis is unreachable
 ==================  ========  =================================================
 
@@ -64,7 +65,8 @@ class RedisOptions:
         maxlen: ``MAXLEN`` for ``XADD``, or None.
         maxage_s: retention by age for ``XADD MINID``, or None.
         approximate: trim with ``~``.
-        start: start id of a newly created group.
+        start: start id of every newly created group, overriding the consumers'
+            ``start=`` (None: each group starts where its consumer says).
         publish_timeout_s: how long ``send`` retries during an outage.
     """
 
@@ -77,7 +79,7 @@ class RedisOptions:
     maxlen: int | None = None
     maxage_s: float | None = None
     approximate: bool = False
-    start: str = "$"
+    start: str | None = None
     publish_timeout_s: float = 30.0
 
 
@@ -126,8 +128,8 @@ def parse_url(url: str, channel: str) -> RedisOptions:
             raise ValueError(f"channel {channel!r}: option {key} in {display} must be positive")
         return value
 
-    start = ours.get("start", "$")
-    if start not in ("$", "0"):
+    start = ours.get("start")
+    if start is not None and start not in ("$", "0"):
         raise ValueError(
             f"channel {channel!r}: option start={start!r} in {display} must be '$' or '0'"
         )

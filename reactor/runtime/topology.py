@@ -163,9 +163,10 @@ class _Scope:
             prefetch: events the channel may hand this consumer ahead of time.
             handler_timeout: seconds before a running handler counts as hung.
             shutdown_s: how long a stop of this consumer may take.
-            start: where a group new to a durable log (``sqlite``) begins:
-                ``"earliest"`` (default), ``"latest"``, an offset, or a ``datetime``.
-                A group the log knows resumes where it left off; ``memory`` ignores it.
+            start: where a group new to a durable channel begins: ``"earliest"``
+                (default), ``"latest"``, an offset (``sqlite``), or a ``datetime``. A
+                group the log or stream knows resumes where it left off; ``memory``
+                ignores it.
 
         Returns:
             The handler when used as ``consumer(name, handler, ...)``, or a decorator.
