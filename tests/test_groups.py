@@ -112,3 +112,13 @@ def test_abandoned_seqs_are_handed_to_the_caller_not_delivered() -> None:
     assert abandoned == [(1, 2)]
     assert deliver is not None
     assert deliver.seqs == (2,)
+
+
+def test_members_take_turns_being_served_first() -> None:
+    events: dict[int, Event] = {}
+    groups = _group(events)
+    for name in ("a", "b", "c"):
+        _join(groups, name)
+    firsts = [groups["g"].turn()[0].name for _ in range(6)]
+    assert sorted(firsts) == ["a", "a", "b", "b", "c", "c"]
+    assert all(len(groups["g"].turn()) == 3 for _ in range(3))

@@ -97,6 +97,7 @@ class Group:
         "orphans",
         "patterns",
         "redelivered",
+        "rotation",
         "shared",
     )
 
@@ -108,6 +109,7 @@ class Group:
         self.events = events
         self.members: dict[str, Member] = {}
         self.order: list[Member] = []  # members sorted by name: the partition ring
+        self.rotation = 0  # who is served first next time (see turn())
         self.shared: deque[int] = deque()
         self.orphans: deque[int] = deque()  # keyed seqs waiting for a first member
         self.attempts: dict[int, int] = {}  # seq -> deliveries already spent, when not fresh
@@ -116,6 +118,19 @@ class Group:
         self.nacked = 0
         self.redelivered = 0
         self.dead_lettered = 0
+
+    def turn(self) -> list[Member]:
+        """The members, in the order to serve them this time.
+
+        The first place rotates: events that arrive one at a time (a consumer that
+        keeps up) must spread over the members, not all land on the first one
+        while it still has demand.
+        """
+        order = self.order
+        if len(order) < 2:
+            return order
+        self.rotation = start = (self.rotation + 1) % len(order)
+        return order[start:] + order[:start]
 
     def matches(self, topic: str) -> bool:
         return any(pattern.matches(topic) for pattern in self.patterns)

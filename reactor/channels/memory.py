@@ -163,7 +163,7 @@ class _MemoryChannelActor(ReactorActor):
     # -- delivery ------------------------------------------------------------------
 
     def _dispatch(self, group: Group) -> None:
-        for member in group.order:
+        for member in group.turn():
             if member.demand > 0 and (member.keyed or group.shared):
                 self._fill(group, member)
 

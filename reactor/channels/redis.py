@@ -351,7 +351,6 @@ class _Group(Group):
         "outstanding",
         "reader",
         "remembered",
-        "rotation",
         "spec",
         "trimmed",
     )
@@ -361,7 +360,6 @@ class _Group(Group):
         self.spec = spec
         self.remembered: set[int] = set()  # seqs with a row in the attempts hash
         self.outstanding = 0  # granted to the reader, not yet arrived
-        self.rotation = 0
         self.reader: _Reader | None = None
         self.lag = 0  # undelivered in Redis, as last read by the monitor
         self.filtered = 0
@@ -1172,14 +1170,7 @@ class _RedisChannelActor(ReactorActor):
             self.channel.grant(group, free)
 
     def _dispatch(self, group: _Group) -> None:
-        order = group.order
-        if not order:
-            return
-        # Start after the member served first last time: entries arriving one at a
-        # time (a reader keeping up) must not all land on the first member.
-        group.rotation = (group.rotation + 1) % len(order)
-        for index in range(len(order)):
-            member = order[(group.rotation + index) % len(order)]
+        for member in group.turn():
             if member.demand > 0 and (member.keyed or group.shared):
                 self._fill(group, member)
 

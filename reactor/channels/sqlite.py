@@ -727,7 +727,7 @@ class _SqliteChannelActor(ReactorActor):
                 self._page(group)
                 paged = group.cursor != before
             progressed = False
-            for member in group.order:
+            for member in group.turn():
                 if (
                     member.demand > 0
                     and (member.keyed or group.shared)
