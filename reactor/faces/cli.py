@@ -544,7 +544,20 @@ def _dashboard_wanted(args: argparse.Namespace, out: Console) -> bool:
 
 
 def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
-    topology = load_target(args.target)
+    return _run_with(
+        args,
+        out,
+        err,
+        load_target(args.target),
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+    )
+
+
+def _run_with(
+    args: argparse.Namespace, out: Console, err: Console, topology: Topology, **options: Any
+) -> int:
+    """``run_topology`` with the options every running command shares."""
     return run_topology(
         topology,
         out=out,
@@ -552,8 +565,7 @@ def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
         dashboard=_dashboard_wanted(args, out),
         json=args.json,
         duration=args.duration,
-        metrics_port=args.metrics_port,
-        metrics_host=args.metrics_host,
+        **options,
     )
 
 
@@ -575,15 +587,7 @@ def _cmd_demo(args: argparse.Namespace, out: Console, err: Console) -> int:
         raise UsageError(f"no demo named {args.name!r}; choose one of: {', '.join(DEMOS)}")
     topology = demo.build()
     panels = demo.panels(topology) if demo.panels is not None else ()
-    return run_topology(
-        topology,
-        out=out,
-        err=err,
-        dashboard=_dashboard_wanted(args, out),
-        json=args.json,
-        duration=args.duration,
-        panels=panels,
-    )
+    return _run_with(args, out, err, topology, panels=panels)
 
 
 def _cmd_graph(args: argparse.Namespace, out: Console, err: Console) -> int:
@@ -602,17 +606,8 @@ def _cmd_version(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace, out: Console, err: Console) -> int:
-    topology = load_target(args.target)
     only = parse_only(args.only) if args.only else None
-    return run_topology(
-        topology,
-        out=out,
-        err=err,
-        dashboard=_dashboard_wanted(args, out),
-        json=args.json,
-        duration=args.duration,
-        only=only,
-    )
+    return _run_with(args, out, err, load_target(args.target), only=only)
 
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace, Console, Console], int]] = {
