@@ -83,6 +83,7 @@ class Group:
     """
 
     __slots__ = (
+        "_matched",
         "acked",
         "attempts",
         "channel",
@@ -110,6 +111,7 @@ class Group:
         self.members: dict[str, Member] = {}
         self.order: list[Member] = []  # members sorted by name: the partition ring
         self.rotation = 0  # who is served first next time (see turn())
+        self._matched: dict[str, bool] = {}  # topic -> matches, for matches()
         self.shared: deque[int] = deque()
         self.orphans: deque[int] = deque()  # keyed seqs waiting for a first member
         self.attempts: dict[int, int] = {}  # seq -> deliveries already spent, when not fresh
@@ -133,7 +135,13 @@ class Group:
         return order[start:] + order[:start]
 
     def matches(self, topic: str) -> bool:
-        return any(pattern.matches(topic) for pattern in self.patterns)
+        """Whether ``topic`` matches one of the group's patterns (cached per topic)."""
+        matched = self._matched.get(topic)
+        if matched is None:
+            if len(self._matched) >= _MATCH_CACHE:
+                self._matched.clear()  # topics come from code; a flood of new ones starts over
+            matched = self._matched[topic] = any(p.matches(topic) for p in self.patterns)
+        return matched
 
     def queued(self) -> int:
         return len(self.shared) + len(self.orphans) + sum(len(m.keyed) for m in list(self.order))
@@ -291,6 +299,9 @@ class Group:
             self.redelivered += 1
             self.requeue(seq, event.key)
         return attempt, event
+
+
+_MATCH_CACHE = 4096
 
 
 def _insert_sorted(queue: deque[int], seq: int) -> None:
