@@ -557,9 +557,10 @@ class System:
                 ]
         return Health("degraded" if problems else "ok", tuple(problems))
 
-    def is_idle(self) -> bool:
-        """True when every finite producer is done and no channel holds an unsettled event."""
-        if any(p.finite and not p.finished.is_set() for p in self._producers):
+    def is_idle(self, *, producers: bool = True) -> bool:
+        """True when no channel holds an unsettled event and (with ``producers``)
+        every finite producer is done."""
+        if producers and any(p.finite and not p.finished.is_set() for p in self._producers):
             return False
         return all(channel.gate.used == 0 for channel in self._channels.values())
 
@@ -575,14 +576,8 @@ class System:
             SupervisorEscalation: the system failed; nothing will get idle any more.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-
-        def idle() -> bool:
-            if producers and any(p.finite and not p.finished.is_set() for p in self._producers):
-                return False
-            return all(channel.gate.used == 0 for channel in self._channels.values())
-
         with self._idle:
-            while not idle():
+            while not self.is_idle(producers=producers):
                 if self._failure is not None:
                     raise self._failure
                 remaining = None if deadline is None else deadline - time.monotonic()
