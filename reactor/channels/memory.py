@@ -29,6 +29,8 @@ __all__ = ["MemoryBackend", "MemoryChannel"]
 
 logger = logging.getLogger("reactor")
 
+_ROUTES_CACHE = 4096
+
 
 class _MemoryLog(Counters):
     """The channel's state; survives restarts of the channel actor."""
@@ -96,10 +98,12 @@ class _MemoryChannelActor(ReactorActor):
     # -- publish -------------------------------------------------------------------
 
     def _routes(self, topic: str) -> tuple[Group, ...]:
-        groups = self.log.routes.get(topic)
+        routes = self.log.routes
+        groups = routes.get(topic)
         if groups is None:
-            groups = tuple(g for g in self.log.groups.values() if g.matches(topic))
-            self.log.routes[topic] = groups
+            if len(routes) >= _ROUTES_CACHE:
+                routes.clear()  # topics come from code; a flood of distinct ones starts over
+            groups = routes[topic] = tuple(g for g in self.log.groups.values() if g.matches(topic))
         return groups
 
     def _publish(self, events: Iterable[Event]) -> None:
