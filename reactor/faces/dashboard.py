@@ -289,14 +289,7 @@ class Dashboard:
             self._branch(node, kid, children)
 
     def _consumers(self, metrics: SystemMetrics) -> RenderableType:
-        table = Table(
-            title="consumers",
-            title_justify="left",
-            title_style="bold",
-            box=box.SIMPLE_HEAD,
-            pad_edge=False,
-            expand=False,
-        )
+        table = _table("consumers")
         table.add_column("consumer", overflow="ellipsis", no_wrap=True, min_width=8, max_width=24)
         table.add_column("ev/s", justify="right", no_wrap=True)
         table.add_column(f"last {self.history_s}s", no_wrap=True, overflow="crop", min_width=6)
@@ -317,27 +310,23 @@ class Dashboard:
                 name.append(f" ×{len(group)}", style="cyan")  # noqa: RUF001 - a multiplication sign
             p50 = max((member.latency.p50 for member in group), default=0.0)
             p99 = max((member.latency.p99 for member in group), default=0.0)
-            failed = sum(member.failed for member in group)
+            # A pool's own counters hold what its removed members did.
+            retired = actor if actor.kind == "pool" else None
+            failed = sum(member.failed for member in group) + (retired.failed if retired else 0)
+            handled = sum(member.handled for member in group) + (retired.handled if retired else 0)
             table.add_row(
                 name,
                 f"{self.rate(actor.name):.1f}",
                 Text(sparkline(self.history(actor.name), _HISTORY_CELLS), style="cyan"),
                 _latency(p50),
                 _latency(p99),
-                _si(sum(member.handled for member in group)),
+                _si(handled),
                 Text(str(failed), style="red" if failed else "dim"),
             )
         return table
 
     def _channels(self, metrics: SystemMetrics) -> RenderableType:
-        table = Table(
-            title="channels and groups",
-            title_justify="left",
-            title_style="bold",
-            box=box.SIMPLE_HEAD,
-            pad_edge=False,
-            expand=False,
-        )
+        table = _table("channels and groups")
         table.add_column(
             "channel / group", overflow="ellipsis", no_wrap=True, min_width=10, max_width=24
         )
@@ -504,15 +493,25 @@ class _Frame:
         yield from rest
 
 
+def _table(title: str) -> Table:
+    return Table(
+        title=title,
+        title_justify="left",
+        title_style="bold",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        expand=False,
+    )
+
+
 def _handled_by_consumer(metrics: SystemMetrics) -> dict[str, int]:
     """``handled`` per consumer, pool members summed into their pool."""
     handled: dict[str, int] = {}
     pools = {actor.name for actor in metrics.actors if actor.kind == "pool"}
     for actor in metrics.actors:
-        if actor.kind == "consumer":
+        # A pool's own counters hold what its removed members handled.
+        if actor.kind in ("consumer", "pool"):
             handled[actor.name] = handled.get(actor.name, 0) + actor.handled
-        elif actor.kind == "pool":
-            handled.setdefault(actor.name, 0)
         elif actor.kind == "member" and actor.supervisor in pools:
             handled[actor.supervisor] = handled.get(actor.supervisor, 0) + actor.handled
     return handled
