@@ -15,11 +15,13 @@ from __future__ import annotations
 import argparse
 import os
 import threading
+from collections.abc import Callable
 
 from rich.console import Console
 
-from benchmarks._harness import best_of, describe_machine, gated_source, now
-from reactor import Event, Topology
+from benchmarks._harness import best_of, describe_machine
+from benchmarks.pipeline import run_reactor
+from reactor import System
 from reactor.faces.dashboard import DEFAULT_REFRESH_PER_SECOND, Dashboard
 
 TARGET_COST = 0.05
@@ -27,42 +29,29 @@ CLI_FPS = DEFAULT_REFRESH_PER_SECOND
 
 
 def _run(events: int, fps: float) -> float:
-    go = threading.Event()
-    handled = 0
+    """The pipeline benchmark's reactor run, with live frames drawn alongside at ``fps``."""
+    items = ({"i": i} for i in range(events))
+    if not fps:
+        return run_reactor(items, events)
 
-    def sink(event: Event) -> None:
-        nonlocal handled
-        handled += 1
+    def draw(system: System) -> Callable[[], None]:
+        devnull = open(os.devnull, "w")  # noqa: SIM115 - closed by the returned stop()
+        console = Console(file=devnull, force_terminal=True, width=120, height=50)
+        view = Dashboard(system, console=console, refresh_per_second=fps)
+        done = threading.Event()
+        drawer = threading.Thread(
+            target=view.run, kwargs={"stop_event": done}, name="bench-dashboard"
+        )
+        drawer.start()
 
-    topo = Topology("bench-dashboard")
-    topo.channel("c", capacity=10_000)
-    topo.consumer("sink", sink, channel="c")
-    topo.producer(
-        "src",
-        channel="c",
-        topic="bench.tick",
-        source=gated_source(({"i": i} for i in range(events)), go),
-    )
-    with open(os.devnull, "w") as devnull, topo.start() as system:
-        stop = threading.Event()
-        drawer = None
-        if fps:
-            console = Console(file=devnull, force_terminal=True, width=120, height=50)
-            view = Dashboard(system, console=console, refresh_per_second=fps)
-            drawer = threading.Thread(
-                target=view.run, kwargs={"stop_event": stop}, name="bench-dashboard"
-            )
-            drawer.start()
-        started = now()
-        go.set()
-        system.wait_idle(timeout=600)
-        elapsed = now() - started
-        stop.set()
-        if drawer is not None:
+        def stop() -> None:
+            done.set()
             drawer.join(10)
-    if handled != events:
-        raise RuntimeError(f"handled {handled} of {events} events")
-    return elapsed
+            devnull.close()
+
+        return stop
+
+    return run_reactor(items, events, alongside=draw)
 
 
 def main(argv: list[str]) -> int:

@@ -38,7 +38,7 @@ from typing import Any
 import pykka
 
 from benchmarks._harness import Result, best_of, describe_machine, gated_source, now
-from reactor import Event, Topology
+from reactor import Event, System, Topology
 
 __all__ = ["VARIANTS", "main", "run_create_only", "run_naive_pykka", "run_reactor", "run_threads"]
 
@@ -61,8 +61,14 @@ def _to_event(item: Any, create: Callable[..., Event] = Event.create) -> Event:
 # -- reactor -----------------------------------------------------------------------
 
 
-def run_reactor(items: Items, events: int) -> float:
-    """One reactor run; returns the seconds from releasing the source to idle."""
+def run_reactor(
+    items: Items, events: int, alongside: Callable[[System], Callable[[], None]] | None = None
+) -> float:
+    """One reactor run; returns the seconds from releasing the source to idle.
+
+    ``alongside(system)`` starts something that runs with the pipeline (the
+    dashboard benchmark draws frames) and returns how to stop it.
+    """
     go = threading.Event()
     handled = 0
 
@@ -75,11 +81,14 @@ def run_reactor(items: Items, events: int) -> float:
     topo.consumer("sink", sink, channel="c", pattern="#")
     topo.producer(SOURCE, channel="c", topic=TOPIC, source=gated_source(items, go))
     with topo.start() as system:
+        stop = alongside(system) if alongside is not None else None
         # Everything is started; the producer's first pull is blocked on ``go``.
         started = now()
         go.set()
         system.wait_idle(timeout=_TIMEOUT_S)
         elapsed = now() - started
+        if stop is not None:
+            stop()
     if handled != events:
         raise RuntimeError(f"reactor handled {handled} of {events} events")
     return elapsed
