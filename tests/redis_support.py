@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from reactor.testing import wait_for
+
 __all__ = ["RedisServer", "free_port", "redis_server", "redis_url", "require_redis_server"]
 
 
@@ -93,20 +95,16 @@ class RedisServer:
     def wait_ready(self, timeout: float) -> None:
         import redis  # noqa: PLC0415 - redis-py is optional
 
-        deadline = time.monotonic() + timeout
-        while True:
+        def answers() -> bool:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.process.returncode}")
             try:
                 with self.client() as client:
-                    client.ping()
-                    return
+                    return bool(client.ping())
             except (redis.ConnectionError, redis.exceptions.BusyLoadingError):
-                if time.monotonic() > deadline:
-                    raise
-                if self.process is not None and self.process.poll() is not None:
-                    raise RuntimeError(
-                        f"redis-server exited with {self.process.returncode}"
-                    ) from None
-                time.sleep(0.02)  # polling a port that is not open yet: nothing to wait on
+                return False  # the port is not open yet, or the dataset is still loading
+
+        wait_for(answers, timeout, message=f"redis-server on port {self.port} did not answer")
 
     def stop(self) -> None:
         process = self.process
@@ -168,7 +166,7 @@ def worker_topology(url: str, events: int = 0, work_s: float = 0.0) -> Any:
 
     def work(event: Event) -> None:
         if work_s:
-            time.sleep(work_s)  # the handler's work, not synchronisation
+            time.sleep(work_s)  # noqa: sleep-ok - the handler's work, not synchronisation
         pipe = client.pipeline(transaction=False)
         pipe.hsetnx(f"{prefix}:effects", event.id, pid)
         pipe.rpush(f"{prefix}:done", event.id)
