@@ -47,16 +47,24 @@ def backend_for(url: str) -> ChannelBackend:
     return backend
 
 
+_OPTIONAL = ("reactor.channels.sqlite", "reactor.channels.redis")
+_loaded = False
+
+
 def _load_optional() -> None:
     # Backends with their own modules register on import; importing here keeps the
-    # registry complete without the runtime naming them.
-
-    for module in ("reactor.channels.sqlite", "reactor.channels.redis"):
+    # registry complete without the runtime naming them. Once per process: a module
+    # that is missing would otherwise be searched for on every lookup.
+    global _loaded  # noqa: PLW0603 - a once-per-process latch
+    if _loaded:
+        return
+    for module in _OPTIONAL:
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
             if exc.name != module:
                 raise
+    _loaded = True
 
 
 register_backend(MemoryBackend())
