@@ -75,12 +75,13 @@ def raw_append(events: list[Event], batch: int, workdir: str, full: bool) -> flo
         bodies = [_codec.encode(event) for event in chunk]
         stamp = _wall()
         rows = [
-            (1, seq + k + 1, stamp, e.topic, b)
+            (1, seq + k + 1, stamp, e.topic, e.key, b)
             for k, (e, b) in enumerate(zip(chunk, bodies, strict=True))
         ]
         db.execute("BEGIN IMMEDIATE")
         db.executemany(
-            "INSERT INTO log(channel, seq, appended, topic, body) VALUES (?, ?, ?, ?, ?)", rows
+            "INSERT INTO log(channel, seq, appended, topic, key, body) VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
         )
         db.execute("COMMIT")
         seq += len(chunk)
@@ -156,7 +157,7 @@ def _raw_db(path: str, full: bool) -> sqlite3.Connection:
     db.execute(f"PRAGMA synchronous={'FULL' if full else 'NORMAL'}")
     db.execute(
         "CREATE TABLE log(channel INTEGER NOT NULL, seq INTEGER NOT NULL, appended REAL NOT NULL, "
-        "topic TEXT NOT NULL, body BLOB NOT NULL, PRIMARY KEY (channel, seq)) WITHOUT ROWID"
+        "topic TEXT NOT NULL, body BLOB NOT NULL, key TEXT, PRIMARY KEY (channel, seq)) WITHOUT ROWID"
     )
     return db
 

@@ -20,6 +20,8 @@ import reactor
 from reactor import Event, Topology
 from reactor.channels import sqlite as sqlite_backend
 from reactor.channels.sqlite import RETENTION_FORCED, LogFormatError, LogLockedError, parse_url
+from reactor.errors import DecodeError
+from reactor.messages.control import Encoded
 from reactor.testing import Recorder, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,6 +115,13 @@ def test_delivered_but_unacked_events_come_back_with_their_attempt_count(tmp_pat
 _last_attempt: dict[str, int] = {}
 
 
+def _event_of(item: Any) -> Event | None:
+    try:
+        return item.decode() if isinstance(item, Encoded) else item
+    except DecodeError:
+        return None  # bytes that are no event: nobody asks for their attempt
+
+
 @pytest.fixture(autouse=True)
 def record_attempts(monkeypatch: pytest.MonkeyPatch) -> None:
     # Deliver carries the attempt of each event; consumers do not pass it to handlers,
@@ -123,8 +132,10 @@ def record_attempts(monkeypatch: pytest.MonkeyPatch) -> None:
         before = len(self.state.outbox)
         result = original(self, group, member)
         for _, deliver in self.state.outbox[before:]:
-            for event, attempt in zip(deliver.events, deliver.attempts, strict=True):
-                _last_attempt[event.id] = attempt
+            for item, attempt in zip(deliver.events, deliver.attempts, strict=True):
+                event = _event_of(item)
+                if event is not None:
+                    _last_attempt[event.id] = attempt
         return bool(result)
 
     monkeypatch.setattr(sqlite_backend._SqliteChannelActor, "_fill", fill)
@@ -326,7 +337,7 @@ def test_a_group_reading_a_large_log_pages_it_in(tmp_path: Path) -> None:
 
     def handle(event: Event) -> None:
         ready.wait(5)
-        peak[0] = max(peak[0], len(holder["channel"].state.entries))
+        peak[0] = max(peak[0], len(holder["channel"].state.groups["g"].events))
         handled.append(event.data)
 
     topo = Topology("reader")
@@ -501,6 +512,113 @@ def test_a_foreign_database_is_a_clear_error(tmp_path: Path) -> None:
             r[0] for r in db_file.execute("SELECT name FROM sqlite_master WHERE type='table'")
         }
     assert tables == {"users"}
+
+
+def _corrupt_row(path: Path, seq: int, body: bytes) -> None:
+    with sqlite3.connect(path) as db_file:
+        db_file.execute("UPDATE reactor_log SET body = ? WHERE seq = ?", (body, seq))
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_bytes_in_the_log_that_are_no_event_are_dead_lettered_with_their_bytes(
+    tmp_path: Path, groups: int
+) -> None:
+    # One group: the consumer decodes, and nacks the bytes as final. Two groups: the
+    # channel decodes once for both, and hands the bytes on for each to dead-letter.
+    path = tmp_path / "log.db"
+    db = url(path)
+    topo = Topology("writer")
+    topo.channel("c", backend=db)
+    with topo.start() as system:
+        system.publish_many("c", [Event.create("t.x", n) for n in range(5)])
+    _corrupt_row(path, 3, b"{not json")
+
+    topo = Topology("reader")
+    topo.channel("c", backend=db)
+    readers = [Recorder() for _ in range(groups)]
+    for n, reader in enumerate(readers):
+        topo.consumer(f"g{n}", reader, channel="c", max_deliveries=5)
+    dead = Recorder()
+    topo.consumer("dead", dead, channel="$system", pattern="$deadletter")
+    with topo.start() as system:
+        dead.wait_for_count(groups)
+        system.wait_idle(5)
+        stats = system.metrics().channel("c")
+    assert all(reader.data() == [0, 1, 3, 4] for reader in readers)  # the rest, in order
+    letters = sorted((e.data for e in dead.events), key=lambda d: d["group"])
+    assert [d["group"] for d in letters] == [f"g{n}" for n in range(groups)]
+    for letter in letters:
+        assert letter["event"] is None
+        assert letter["raw"] == b"{not json"
+        assert letter["offset"] == 3
+        assert letter["error_type"] == "DecodeError"
+        assert letter["attempts"] == 1  # no retry: no attempt could decode it
+    assert stats.dead_lettered == groups
+    with sqlite3.connect(path) as db_file:  # kept in the file too, as stored
+        rows = db_file.execute("SELECT grp, seq, body FROM reactor_deadletters").fetchall()
+    assert sorted(rows) == [(f"g{n}", 3, b"{not json") for n in range(groups)]
+    # Settled: a restart delivers nothing again.
+    again = Recorder()
+    run(db, again, group="g0")
+    assert again.data() == []
+
+
+def test_a_version_1_log_is_upgraded_and_keeps_per_key_order(tmp_path: Path) -> None:
+    path = tmp_path / "log.db"
+    topo = Topology("writer")
+    topo.channel("c", backend=url(path))
+    events = [Event.create("t.x", n, key=f"k{n % 3}") for n in range(30)]
+    with topo.start() as system:
+        system.publish_many("c", events)
+    with sqlite3.connect(path) as db_file:  # what reactor wrote before the key column
+        db_file.executescript(
+            "ALTER TABLE reactor_log DROP COLUMN key;"
+            "UPDATE reactor_meta SET value = '1' WHERE key = 'version';"
+        )
+    seen: dict[str, list[int]] = {}
+    lock = threading.Lock()
+
+    def handle(event: Event) -> None:
+        with lock:
+            seen.setdefault(event.key or "", []).append(event.data)
+
+    topo = Topology("reader")
+    topo.channel("c", backend=url(path))
+    topo.pool("g", handle, channel="c", min_size=3, max_size=3)
+    with topo.start() as system:
+        system.wait_idle(10)
+    assert seen == {f"k{k}": list(range(k, 30, 3)) for k in range(3)}
+    with sqlite3.connect(path) as db_file:
+        version = db_file.execute("SELECT value FROM reactor_meta WHERE key = 'version'").fetchone()
+        keys = db_file.execute("SELECT key FROM reactor_log ORDER BY seq").fetchall()
+    assert version == ("2",)
+    assert [k for (k,) in keys] == [e.key for e in events]
+
+
+def test_the_window_holds_stored_bytes_and_consumers_get_events(tmp_path: Path) -> None:
+    db = url(tmp_path / "log.db")
+    topo = Topology("writer")
+    topo.channel("c", backend=db)
+    with topo.start() as system:
+        system.publish_many("c", [Event.create("t.x", {"n": n}) for n in range(50)])
+    gate = threading.Event()
+    got = Recorder()
+
+    def handle(event: Event) -> None:
+        gate.wait(5)
+        got(event)
+
+    topo = Topology("reader")
+    topo.channel("c", backend=db)
+    topo.consumer("g", handle, channel="c", prefetch=4)
+    with topo.start() as system:
+        held = channel_of(system).state.groups["g"].events
+        wait_for(lambda: len(held) == 50)
+        assert all(isinstance(item, Encoded) for item in list(held.values()))
+        gate.set()
+        system.wait_idle(5)
+    assert all(isinstance(e, Event) for e in got.events)
+    assert [e.data["n"] for e in got.events] == list(range(50))
 
 
 def test_a_log_from_a_newer_format_is_refused(tmp_path: Path) -> None:

@@ -14,7 +14,9 @@ Queues stay sorted by seq, so a member's next batch is a merge of the heads of
 its keyed queue and the group's shared queue. Where the events themselves live
 is the backend's business: a :class:`Group` reads them from ``events``, a dict
 ``seq -> Event`` the backend owns and keeps up to date (the memory backend shares
-one table among its groups; sqlite and redis keep one per group). A seq missing
+one table among its groups; sqlite and redis keep one per group). A backend that
+reads events back from storage may hold them as
+:class:`~reactor.messages.control.Encoded` instead, for the consumer to decode. A seq missing
 from it (evicted, expired, settled elsewhere) is skipped where it is queued.
 
 Nothing here calls back into the backend: each operation does its bookkeeping
@@ -33,12 +35,13 @@ import zlib
 from collections import deque
 from collections.abc import Iterable, Mapping
 from heapq import merge
-from typing import TypeVar
+from operator import itemgetter
+from typing import Any, Generic, TypeVar
 
 from reactor.actors.address import Address
 from reactor.channels.backend import ChannelStats, GroupSpec, GroupStats
 from reactor.channels.gate import CapacityGate
-from reactor.messages.control import Ack, Deliver, Join, Leave, Nack
+from reactor.messages.control import Ack, Deliver, Encoded, Join, Leave, Nack
 from reactor.messages.event import Event
 from reactor.messages.topics import TopicPattern
 
@@ -54,7 +57,9 @@ __all__ = [
     "nack",
 ]
 
-G = TypeVar("G", bound="Group")
+G = TypeVar("G", bound="Group[Any]")
+# What a group holds per seq: the event, or (sqlite) its stored form.
+Held = TypeVar("Held", Event, Event | Encoded)
 
 
 class Member:
@@ -71,7 +76,7 @@ class Member:
         self.in_flight: dict[int, int] = {}  # seq -> attempt
 
 
-class Group:
+class Group(Generic[Held]):
     """One declared group: its members, queues, attempts and counters.
 
     Backends that keep more per group subclass it.
@@ -102,12 +107,12 @@ class Group:
         "shared",
     )
 
-    def __init__(self, spec: GroupSpec, channel: str, events: dict[int, Event]) -> None:
+    def __init__(self, spec: GroupSpec, channel: str, events: dict[int, Held]) -> None:
         self.name = spec.name
         self.channel = channel
         self.patterns = tuple(TopicPattern.compile(p) for p in spec.patterns)
         self.max_deliveries = spec.max_deliveries
-        self.events = events
+        self.events: dict[int, Held] = events
         self.members: dict[str, Member] = {}
         self.order: list[Member] = []  # members sorted by name: the partition ring
         self.rotation = 0  # who is served first next time (see turn())
@@ -231,12 +236,16 @@ class Group:
         limit = min(member.demand, limit)
         events = self.events
         attempts = self.attempts
-        max_deliveries = self.max_deliveries
         keyed = member.keyed
         shared = self.shared
+        if not keyed and not attempts and shared:
+            deliver = self._fill_fresh(member, limit)
+            if deliver is not None:
+                return deliver
+        max_deliveries = self.max_deliveries
         in_flight = member.in_flight
         seqs: list[int] = []
-        batch: list[Event] = []
+        batch: list[Held] = []
         tries: list[int] = []
         while len(seqs) < limit:
             if keyed and (not shared or keyed[0] < shared[0]):
@@ -269,6 +278,30 @@ class Group:
             self.channel, self.name, member.epoch, tuple(seqs), tuple(batch), tuple(tries)
         )
 
+    def _fill_fresh(self, member: Member, limit: int) -> Deliver | None:
+        """:meth:`fill` when only the shared queue has seqs and none was delivered before.
+
+        The usual case under load, done a batch at a time: C loops instead of one
+        round of the general loop per event. None if some seq was gone while queued:
+        the seqs are queued again, for the general loop to skip what is gone.
+        """
+        shared = self.shared
+        events = self.events
+        popleft = shared.popleft
+        seqs = [popleft() for _ in range(min(limit, len(shared)))]
+        try:
+            batch: tuple[Held, ...] = (
+                itemgetter(*seqs)(events) if len(seqs) > 1 else (events[seqs[0]],)
+            )
+        except KeyError:
+            shared.extendleft(reversed(seqs))
+            return None
+        count = len(seqs)
+        member.in_flight.update(dict.fromkeys(seqs, 1))
+        member.demand -= count
+        self.delivered += count
+        return Deliver(self.channel, self.name, member.epoch, tuple(seqs), batch, (1,) * count)
+
     # -- settlement ----------------------------------------------------------------
 
     def ack(self, member: Member, seqs: Iterable[int]) -> list[int]:
@@ -279,14 +312,19 @@ class Group:
         self.acked += len(settled)
         return settled
 
-    def nack(self, member: Member, seq: int) -> tuple[int, Event | None]:
+    def nack(self, member: Member, seq: int, *, final: bool = False) -> tuple[int, Held | None]:
         """Take back a nacked seq, and queue it again if it has attempts left.
+
+        Args:
+            member: who nacked it.
+            seq: what it nacked.
+            final: no retry can succeed (see :class:`~reactor.messages.control.Nack`).
 
         Returns:
             ``(attempt, event)``: the attempt the nack ends (0 if ``member`` did not
             hold ``seq``: nothing was done) and the event (None if the group no
-            longer has it). If ``attempt >= max_deliveries`` the event was not
-            queued again: the caller dead-letters and settles it.
+            longer has it). If ``final`` or ``attempt >= max_deliveries`` the event
+            was not queued again: the caller dead-letters and settles it.
         """
         attempt = member.in_flight.pop(seq, None)
         if attempt is None:
@@ -294,7 +332,7 @@ class Group:
         member.demand += 1
         self.nacked += 1
         event = self.events.get(seq)
-        if event is not None and attempt < self.max_deliveries:
+        if event is not None and not final and attempt < self.max_deliveries:
             self.attempts[seq] = attempt
             self.redelivered += 1
             self.requeue(seq, event.key)
@@ -340,8 +378,11 @@ def ack(groups: Mapping[str, G], message: Ack) -> tuple[G, list[int]] | None:
     return group, group.ack(member, message.seqs)
 
 
-def nack(groups: Mapping[str, G], message: Nack) -> tuple[G, int, Event | None] | None:
+def nack(groups: Mapping[str, G], message: Nack) -> tuple[G, int, Any] | None:
     """:meth:`Group.nack` for the member that sent ``message``, as ``(group, attempt, event)``.
+
+    ``event`` is whatever the group holds for the seq (typed ``Any``: Python's types
+    cannot say "the held type of ``G``").
 
     None if the message does not count (a fenced-off incarnation, or a seq its
     member does not hold).
@@ -350,7 +391,7 @@ def nack(groups: Mapping[str, G], message: Nack) -> tuple[G, int, Event | None] 
     if found is None:
         return None
     group, member = found
-    attempt, event = group.nack(member, message.seq)
+    attempt, event = group.nack(member, message.seq, final=message.final)
     if not attempt:
         return None
     return group, attempt, event

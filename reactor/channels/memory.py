@@ -40,10 +40,10 @@ class _MemoryLog(Counters):
         self.events: dict[int, Event] = {}
         self.remaining: dict[int, int] = {}  # seq -> groups that have not settled it yet
         self.next_seq = 1
-        self.groups: dict[str, Group] = {
+        self.groups: dict[str, Group[Event]] = {
             spec.name: Group(spec, config.name, self.events) for spec in config.groups
         }
-        self.routes: dict[str, tuple[Group, ...]] = {}
+        self.routes: dict[str, tuple[Group[Event], ...]] = {}
 
 
 class MemoryChannel:
@@ -97,7 +97,7 @@ class _MemoryChannelActor(ReactorActor):
 
     # -- publish -------------------------------------------------------------------
 
-    def _routes(self, topic: str) -> tuple[Group, ...]:
+    def _routes(self, topic: str) -> tuple[Group[Event], ...]:
         routes = self.log.routes
         groups = routes.get(topic)
         if groups is None:
@@ -111,7 +111,7 @@ class _MemoryChannelActor(ReactorActor):
         table = log.events
         remaining = log.remaining
         routes = log.routes
-        touched: set[Group] = set()
+        touched: set[Group[Event]] = set()
         unrouted = 0
         for event in events:
             log.published += 1
@@ -166,12 +166,12 @@ class _MemoryChannelActor(ReactorActor):
 
     # -- delivery ------------------------------------------------------------------
 
-    def _dispatch(self, group: Group) -> None:
+    def _dispatch(self, group: Group[Event]) -> None:
         for member in group.turn():
             if member.demand > 0 and (member.keyed or group.shared):
                 self._fill(group, member)
 
-    def _fill(self, group: Group, member: Member) -> None:
+    def _fill(self, group: Group[Event], member: Member) -> None:
         deliver = group.fill(member, self.max_batch)
         if deliver is not None:
             self.log.delivered += len(deliver.seqs)
@@ -211,7 +211,7 @@ class _MemoryChannelActor(ReactorActor):
         if nacked is None:
             return
         group, attempt, event = nacked
-        if event is not None and attempt >= group.max_deliveries:
+        if event is not None and (nack.final or attempt >= group.max_deliveries):
             group.dead_lettered += 1
             self.log.dead_lettered += 1
             # The dead letter is published before the original is settled: if anything

@@ -95,7 +95,9 @@ Retention
 ``maxlen=N`` / ``maxage=SECONDS`` trim on every ``XADD`` (``MAXLEN`` / ``MINID``).
 Trimming does not care about pending entries; when a worker finds that entries
 of a pending list were trimmed (re-read or claim), it acks them, counts them in
-``trimmed`` and publishes ``$system.channel.trimmed`` with their ids.
+``trimmed`` and publishes ``$system.channel.trimmed`` with their ids. Entries
+that no group has read yet are trimmed too, and Redis keeps no trace of them:
+set ``maxlen`` well above the backlog your consumers may build up.
 
 Thread-safety: :meth:`RedisChannel.send` and :meth:`RedisChannel.stats` may be
 called from any thread; the group state belongs to the channel actor's thread.
@@ -342,7 +344,7 @@ class _Fetched:
     trimmed: tuple[int, ...] = ()
 
 
-class _Group(Group):
+class _Group(Group[Event]):
     """A group as this worker sees it; ``events`` is everything it holds: queued or in flight."""
 
     __slots__ = (
@@ -1076,22 +1078,18 @@ class _RedisChannelActor(ReactorActor):
         group.dead_lettered += 1
         self.state.dead_lettered += 1
         entry_id = seq_entry_id(item.seq)
+        error = ErrorInfo(
+            "DecodeError", f"stream {self.channel.stream} entry {entry_id}: {item.error}", ""
+        )
         self.channel.services.publish_system(
-            Event.create(
-                lifecycle.DEADLETTER,
-                {
-                    "event": None,
-                    "raw": item.raw or b"",
-                    "entry_id": entry_id,
-                    "error_type": "DecodeError",
-                    "message": f"stream {self.channel.stream} entry {entry_id}: {item.error}",
-                    "traceback": "",
-                    "attempts": item.attempt,
-                    "consumer": "",
-                    "group": group.name,
-                    "channel": self.channel.name,
-                },
-                source=f"reactor/channel/{self.channel.name}",
+            lifecycle.dead_letter_raw(
+                item.raw or b"",
+                error,
+                where={"entry_id": entry_id},
+                attempts=item.attempt,
+                consumer="",
+                group=group.name,
+                channel=self.channel.name,
             )
         )
         self._settle(group, item.seq)  # after the dead letter: a duplicate beats a loss
@@ -1199,7 +1197,7 @@ class _RedisChannelActor(ReactorActor):
             return
         group, attempt, event = nacked
         if event is not None:
-            if attempt >= group.max_deliveries:
+            if nack.final or attempt >= group.max_deliveries:
                 self._dead(
                     group, nack.seq, event, nack.error, attempts=attempt, consumer=nack.consumer
                 )

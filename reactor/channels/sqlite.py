@@ -51,6 +51,16 @@ At open, the events the declared groups still owe from earlier runs are
 counted too (``wait_idle`` waits for them), and memory holds only a window of
 them, paged from the file as demand arrives.
 
+**Decoding.** An event read back from the file that one group routes is
+delivered still encoded (a :class:`~reactor.messages.control.Encoded`: the
+stored bytes and the key, kept in its own column so per-key order needs no
+decoding). Its consumer decodes it in its own thread just before the handler
+runs, so the event is made and dropped by one thread, and the window holds
+bytes rather than objects. An event several groups route is decoded once by
+the channel and shared. Bytes that are no event (a damaged row) are
+dead-lettered at once, with the bytes and their offset (``$deadletter`` data:
+``event`` None, ``raw``, ``offset``), once per group that routes them.
+
 **Retention** never deletes an event a group has not settled silently: it is
 reported as a ``$system.retention.forced`` event (data: channel, group, count,
 first and last offset) and counted in :attr:`GroupStats.expired` /
@@ -92,7 +102,7 @@ from reactor.channels.sqlite_store import (
 from reactor.errors import DecodeError, SystemStoppedError, TopologyError
 from reactor.messages import lifecycle
 from reactor.messages.codecs import JsonCodec
-from reactor.messages.control import Ack, Deliver, ErrorInfo, Join, Leave, Nack
+from reactor.messages.control import Ack, Deliver, Encoded, ErrorInfo, Join, Leave, Nack
 from reactor.messages.event import Event
 
 __all__ = [
@@ -211,15 +221,7 @@ class _Retain:
 # -- state -------------------------------------------------------------------------
 
 
-class _Entry:
-    __slots__ = ("event", "refs")
-
-    def __init__(self, event: Event) -> None:
-        self.event = event
-        self.refs = 0  # groups holding it (queued or in flight)
-
-
-class _Group(Group):
+class _Group(Group[Event | Encoded]):
     """One declared group: its position in the log and the window it holds in memory.
 
     ``events`` holds the routed seqs in (committed, cursor] not settled yet
@@ -266,7 +268,6 @@ class _State(Counters):
     def __init__(self, groups: dict[str, _Group], head: int, low: int) -> None:
         super().__init__()
         self.groups = groups
-        self.entries: dict[int, _Entry] = {}  # one decoded event shared by the groups
         self.head = head  # last offset the actor has heard of
         self.low = low  # first offset still in the file (head + 1 when empty)
         self.deliveries: list[tuple[int, str, int, int]] = []
@@ -459,14 +460,15 @@ class SqliteChannel:
                 first = self._head + 1
                 cid = self.channel_id
                 rows = [
-                    (cid, first + i, now, event.topic, body)
+                    (cid, first + i, now, event.topic, event.key, body)
                     for i, (event, body) in enumerate(zip(events, bodies, strict=True))
                 ]
                 db = self.store.writer
                 db.execute("BEGIN IMMEDIATE")
                 try:
                     db.executemany(
-                        "INSERT INTO reactor_log(channel, seq, appended, topic, body) VALUES (?, ?, ?, ?, ?)",
+                        "INSERT INTO reactor_log(channel, seq, appended, topic, key, body) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
                         rows,
                     )
                     db.execute("COMMIT")
@@ -654,61 +656,92 @@ class _SqliteChannelActor(ReactorActor):
         for group in taken:
             self._dispatch(group)
 
-    def _take(self, group: _Group, seq: int, event: Event) -> None:
-        entries = self.state.entries
-        entry = entries.get(seq)
-        if entry is None:
-            entry = entries[seq] = _Entry(event)
-        entry.refs += 1
+    def _take(self, group: _Group, seq: int, event: Event | Encoded) -> None:
         group.outstanding.append(seq)
         group.events[seq] = event
         if seq <= group.recovered_hwm and seq not in group.attempts:
             group.attempts[seq] = 1  # delivered before the restart, never settled
         group.place(seq, event.key)
 
+    def _take_page(
+        self, group: _Group, seqs: list[int], items: list[Event | Encoded], keyed: bool
+    ) -> None:
+        """:meth:`_take` for a page of rising seqs, in bulk when none is keyed or recovered."""
+        if keyed or seqs[0] <= group.recovered_hwm:
+            for seq, item in zip(seqs, items, strict=True):
+                self._take(group, seq, item)
+            return
+        group.outstanding += seqs
+        group.events.update(zip(seqs, items, strict=True))
+        group.shared += seqs
+
     def _page(self, group: _Group) -> None:
-        """Read the next events ``group`` routes from the file, up to its window."""
+        """Read the next events ``group`` routes from the file, up to its window.
+
+        An event only this group routes stays :class:`Encoded`: its consumer decodes
+        it. One that several groups route is decoded here once, and the groups
+        share the :class:`Event`.
+        """
         state = self.state
         reader = self.channel.reader
         routes = self.channel.routes
-        entries = state.entries
+        others = [g.events for g in state.groups.values() if g is not group]
+        # tuple.__new__ builds an Encoded at C speed; the named tuple's own constructor
+        # is a Python function, and one is made per event read.
+        new = tuple.__new__
+        preacked = group.preacked
+        fanout: dict[str, int] = {}  # topic -> groups routing it, 0 if not this one
         while group.cursor < state.head and len(group.outstanding) < self.window:
             rows = reader.execute(
-                "SELECT seq, topic, body FROM reactor_log WHERE channel = ? AND seq > ? AND seq <= ? "
-                "ORDER BY seq LIMIT ?",
+                "SELECT seq, topic, key, body FROM reactor_log "
+                "WHERE channel = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
                 (self.channel.channel_id, group.cursor, state.head, _PAGE),
             ).fetchall()
             if not rows:
                 group.cursor = state.head  # deleted by retention meanwhile
                 break
-            for seq, topic, body in rows:
+            room = self.window - len(group.outstanding)
+            seqs: list[int] = []
+            items: list[Event | Encoded] = []
+            keyed = False
+            for seq, topic, key, body in rows:
                 group.cursor = seq
-                if group not in routes(topic):
+                shared = fanout.get(topic)
+                if shared is None:
+                    groups = routes(topic)
+                    shared = fanout[topic] = len(groups) if group in groups else 0
+                if not shared:
                     continue
-                if seq in group.preacked:
-                    group.preacked.discard(seq)
+                if preacked and seq in preacked:
+                    preacked.discard(seq)
                     continue
-                entry = entries.get(seq)
-                if entry is not None:
-                    event = entry.event
-                else:
-                    try:
-                        event = _codec.decode(body)
-                    except DecodeError as exc:
-                        logger.error(
-                            "channel %r: offset %d cannot be decoded, skipped: %s",
-                            self.channel.name,
-                            seq,
-                            exc,
-                        )
-                        group.owed -= 1
-                        state.release += 1
-                        state.dropped += 1
-                        continue
-                self._take(group, seq, event)
-                if len(group.outstanding) >= self.window:
+                event = None if shared == 1 else self._shared_event(others, seq, body)
+                # (Undecodable bytes stay Encoded too: the consumer dead-letters them.)
+                items.append(new(Encoded, (key, body, _codec)) if event is None else event)
+                seqs.append(seq)
+                keyed = keyed or key is not None
+                if len(seqs) >= room:
                     break
+            if seqs:
+                self._take_page(group, seqs, items, keyed)
         self._advance(group)
+
+    @staticmethod
+    def _shared_event(
+        others: list[dict[int, Event | Encoded]], seq: int, body: bytes
+    ) -> Event | None:
+        """The event at ``seq``, from a group that holds it decoded, or decoded now.
+
+        None if the bytes are not an event.
+        """
+        for held in others:
+            event = held.get(seq)
+            if isinstance(event, Event):
+                return event
+        try:
+            return _codec.decode(body)
+        except DecodeError:
+            return None
 
     # -- delivery ------------------------------------------------------------------------
 
@@ -756,30 +789,31 @@ class _SqliteChannelActor(ReactorActor):
             return bool(abandoned)
         state = self.state
         state.delivered += len(deliver.seqs)
-        cid = self.channel.channel_id
-        for seq, n in zip(deliver.seqs, deliver.attempts, strict=True):
-            if n > 1:
-                state.deliveries.append((cid, group.name, seq, n))
-            elif seq > group.delivered_hwm:
-                group.delivered_hwm = seq
+        if max(deliver.attempts) == 1:
+            # First deliveries only (the usual case): the batch's seqs rise, so the last is
+            # the highest.
+            group.delivered_hwm = max(group.delivered_hwm, deliver.seqs[-1])
+        else:
+            cid = self.channel.channel_id
+            for seq, n in zip(deliver.seqs, deliver.attempts, strict=True):
+                if n > 1:
+                    state.deliveries.append((cid, group.name, seq, n))
+                elif seq > group.delivered_hwm:
+                    group.delivered_hwm = seq
         state.dirty.add(group)
         state.outbox.append((member.address, deliver))
         return True
 
     # -- settlement ------------------------------------------------------------------------
 
-    def _settle(self, group: _Group, seq: int) -> None:
-        """``group`` is done with ``seq``: acked, dead-lettered, dropped or expired."""
-        group.events.pop(seq, None)
-        entries = self.state.entries
-        entry = entries.get(seq)
-        if entry is not None:
-            entry.refs -= 1
-            if entry.refs <= 0:
-                del entries[seq]
-        group.owed -= 1
-        group.acked_unflushed.append(seq)
-        self.state.release += 1
+    def _settle(self, group: _Group, seqs: list[int]) -> None:
+        """``group`` is done with ``seqs``: acked, dead-lettered, dropped or expired."""
+        forget = group.events.pop
+        for seq in seqs:
+            forget(seq, None)
+        group.owed -= len(seqs)
+        group.acked_unflushed += seqs
+        self.state.release += len(seqs)
 
     def _advance(self, group: _Group) -> None:
         """Move the watermark over the unbroken run of settled events at its front."""
@@ -811,8 +845,7 @@ class _SqliteChannelActor(ReactorActor):
             seqs = fresh
         settled = group.ack(member, seqs)
         self.state.acked += len(settled)
-        for seq in settled:
-            self._settle(group, seq)
+        self._settle(group, settled)
         self._advance(group)
         self._dispatch(group)
 
@@ -827,44 +860,64 @@ class _SqliteChannelActor(ReactorActor):
             member.demand += 1
             self._dispatch(group)
             return
-        attempt, event = group.nack(member, nack.seq)
+        attempt, event = group.nack(member, nack.seq, final=nack.final)
         if not attempt:
             return
-        if event is not None and attempt >= group.max_deliveries:
+        if event is not None and (nack.final or attempt >= group.max_deliveries):
             self._dead_letter(group, nack.seq, event, nack.error, attempt, nack.consumer)
             self._advance(group)
         self._dispatch(group)
 
     def _dead_letter(  # noqa: PLR0917 - private helper; each argument is a distinct fact of the letter
-        self, group: _Group, seq: int, event: Event, error: ErrorInfo, attempts: int, consumer: str
+        self,
+        group: _Group,
+        seq: int,
+        item: Event | Encoded,
+        error: ErrorInfo,
+        attempts: int,
+        consumer: str,
     ) -> None:
         state = self.state
+        channel = self.channel
         group.dead_lettered += 1
         state.dead_lettered += 1
+        body = item.body if isinstance(item, Encoded) else _codec.encode(item)
         state.deadletters.append(
             (
-                self.channel.channel_id,
+                channel.channel_id,
                 group.name,
                 seq,
                 attempts,
                 error.type,
                 error.message,
                 error.traceback,
-                _codec.encode(event),
+                body,
             )
         )
-        # Published before it is settled: a crash in between can duplicate it, not lose it.
-        self.channel.services.publish_system(
+        event = _event_of(item)
+        letter = (
             lifecycle.dead_letter(
                 event,
                 error,
                 attempts=attempts,
                 consumer=consumer,
                 group=group.name,
-                channel=self.channel.name,
+                channel=channel.name,
+            )
+            if event is not None
+            else lifecycle.dead_letter_raw(
+                body,
+                error,
+                where={"offset": seq},
+                attempts=attempts,
+                consumer=consumer,
+                group=group.name,
+                channel=channel.name,
             )
         )
-        self._settle(group, seq)
+        # Published before it is settled: a crash in between can duplicate it, not lose it.
+        channel.services.publish_system(letter)
+        self._settle(group, [seq])
 
     def _evict_oldest(self) -> None:
         excess = self.gate.over_capacity
@@ -874,15 +927,17 @@ class _SqliteChannelActor(ReactorActor):
             candidates += [(seq, group) for queue in queues for seq in queue if seq in group.events]
         candidates.sort(key=lambda item: item[0])
         for seq, group in candidates[:excess]:
-            event = group.events.get(seq)
-            if event is None:
+            item = group.events.get(seq)
+            if item is None:
                 continue
             self.state.dropped += 1
-            self.channel.services.publish_system(
-                lifecycle.dropped(event, channel=self.channel.name, policy="drop_oldest")
-            )
+            event = _event_of(item)
+            if event is not None:  # bytes that are no event are dropped all the same
+                self.channel.services.publish_system(
+                    lifecycle.dropped(event, channel=self.channel.name, policy="drop_oldest")
+                )
             group.attempts.pop(seq, None)
-            self._settle(group, seq)  # its queue entry is skipped lazily
+            self._settle(group, [seq])  # its queue entry is skipped lazily
         for group in self.state.groups.values():
             self._advance(group)
 
@@ -924,12 +979,6 @@ class _SqliteChannelActor(ReactorActor):
                 group.ghosts.setdefault(member.name, set()).update(member.in_flight)
                 member.in_flight.clear()
             member.keyed.clear()
-        for seq in group.events:
-            entry = state.entries.get(seq)
-            if entry is not None:
-                entry.refs -= 1
-                if entry.refs <= 0:
-                    del state.entries[seq]
         state.release += group.owed
         group.owed = owed
         group.events.clear()
@@ -976,9 +1025,9 @@ class _SqliteChannelActor(ReactorActor):
                 continue
             lost = 0
             for queue in (group.shared, group.orphans, *(m.keyed for m in group.order)):
-                for seq in [s for s in queue if s <= last and s in group.events]:
-                    self._settle(group, seq)
-                    lost += 1
+                doomed = [s for s in queue if s <= last and s in group.events]
+                self._settle(group, doomed)
+                lost += len(doomed)
             if group.cursor < last:
                 unread = channel._count_routed(group, group.cursor, last)
                 group.owed -= unread
@@ -1041,6 +1090,16 @@ class _SqliteChannelActor(ReactorActor):
                 )
             )
         return int(deleted)
+
+
+def _event_of(item: Event | Encoded) -> Event | None:
+    """The event ``item`` holds, decoded if need be; None if its bytes are not an event."""
+    if not isinstance(item, Encoded):
+        return item
+    try:
+        return item.decode()
+    except DecodeError:
+        return None
 
 
 def _unflushed(state: _State) -> int:

@@ -28,7 +28,8 @@ import threading
 from collections.abc import Iterator
 from typing import Literal
 
-from reactor.errors import LogFormatError, LogLockedError
+from reactor.errors import DecodeError, LogFormatError, LogLockedError
+from reactor.messages.codecs import JsonCodec
 
 __all__ = [
     "FORMAT",
@@ -41,7 +42,9 @@ __all__ = [
 ]
 
 FORMAT = "reactor-sqlite-log"
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
+# Version 2 added reactor_log.key, so that a channel can keep per-key order
+# without decoding the events it reads back.
 
 Synchronous = Literal["normal", "full"]
 
@@ -61,6 +64,7 @@ CREATE TABLE IF NOT EXISTS reactor_log(
     appended REAL NOT NULL,
     topic TEXT NOT NULL,
     body BLOB NOT NULL,
+    key TEXT,
     PRIMARY KEY (channel, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS reactor_groups(
@@ -263,7 +267,9 @@ def _check_and_create(db: sqlite3.Connection, path: str) -> None:
                     f"sqlite log {path} has a reactor_meta table but format "
                     f"{meta.get('format')!r}, not {FORMAT!r}; point the channel at another file"
                 )
-            if meta.get("version") != FORMAT_VERSION:
+            if meta.get("version") == "1":
+                _upgrade_from_1(db)
+            elif meta.get("version") != FORMAT_VERSION:
                 raise LogFormatError(
                     f"sqlite log {path} is format version {meta.get('version')!r}; this reactor "
                     f"reads version {FORMAT_VERSION}: upgrade reactor or use another file"
@@ -279,3 +285,30 @@ def _check_and_create(db: sqlite3.Connection, path: str) -> None:
         )
     except sqlite3.DatabaseError as exc:
         raise _format_error(path, exc) from None
+
+
+def _upgrade_from_1(db: sqlite3.Connection) -> None:
+    """Add ``reactor_log.key`` to a version 1 log, filled from the stored events.
+
+    One transaction: a crash leaves the file at version 1, to be upgraded next time.
+    Bytes that are not an event get no key; the consumer that reads them
+    dead-letters them as before.
+    """
+    codec = JsonCodec()
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("ALTER TABLE reactor_log ADD COLUMN key TEXT")
+        keys = []
+        for channel, seq, body in db.execute("SELECT channel, seq, body FROM reactor_log"):
+            try:
+                key = codec.decode(body).key
+            except DecodeError:
+                continue
+            if key is not None:
+                keys.append((key, channel, seq))
+        db.executemany("UPDATE reactor_log SET key = ? WHERE channel = ? AND seq = ?", keys)
+        db.execute("UPDATE reactor_meta SET value = ? WHERE key = 'version'", (FORMAT_VERSION,))
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 import attrs
 
 if TYPE_CHECKING:
+    from reactor.messages.codecs import Codec
     from reactor.messages.event import Event
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "ChildExited",
     "Deliver",
     "Delivery",
+    "Encoded",
     "ErrorInfo",
     "ExitReason",
     "Join",
@@ -58,6 +60,30 @@ class Publish:
     events: tuple[Event, ...]
 
 
+class Encoded(NamedTuple):
+    """An event still in the form a durable log stored it, decoded where it is handled.
+
+    A channel that reads events back from storage may deliver them like this
+    rather than as :class:`~reactor.messages.event.Event`: the consumer builds the
+    event in its own thread, just before its handler runs, so the event is made
+    and dropped by one thread, and the channel's window holds bytes, not objects.
+    ``key`` is stored beside the bytes because the channel needs it to keep
+    per-key order without decoding.
+    """
+
+    key: str | None
+    body: bytes
+    codec: Codec
+
+    def decode(self) -> Event:
+        """The event.
+
+        Raises:
+            DecodeError: the stored bytes are not an event (the consumer dead-letters it).
+        """
+        return self.codec.decode(self.body)
+
+
 class Delivery(NamedTuple):
     """One event handed to one group member; ``attempt`` counts from 1.
 
@@ -66,7 +92,7 @@ class Delivery(NamedTuple):
     """
 
     seq: int
-    event: Event
+    event: Event | Encoded
     attempt: int
 
 
@@ -75,14 +101,16 @@ class Deliver:
     """A batch from a channel to one member of one group.
 
     Three parallel tuples rather than one object per event: a channel builds one
-    of these for every batch, and per-event objects were most of its cost.
+    of these for every batch, and per-event objects were most of its cost. An
+    item of ``events`` is an :class:`Encoded` when the channel read it back from
+    storage; the consumer decodes it.
     """
 
     channel: str
     group: str
     epoch: int
     seqs: tuple[int, ...]
-    events: tuple[Event, ...]
+    events: tuple[Event | Encoded, ...]
     attempts: tuple[int, ...]
 
     def __len__(self) -> int:
@@ -133,7 +161,11 @@ class Ack:
 
 @attrs.frozen(slots=True)
 class Nack:
-    """The handler failed on ``seq``; redeliver it or dead-letter it."""
+    """The handler failed on ``seq``; redeliver it or dead-letter it.
+
+    ``final`` says that no retry can succeed (the stored bytes are not an event):
+    the channel dead-letters it at once, with its bytes.
+    """
 
     group: str
     member: str
@@ -141,6 +173,7 @@ class Nack:
     seq: int
     error: ErrorInfo
     consumer: str
+    final: bool = False
 
 
 ExitKind = Literal["normal", "crash", "timeout", "escalated"]

@@ -18,6 +18,7 @@ __all__ = [
     "SUPERVISOR_ESCALATED",
     "SYSTEM_CHANNEL",
     "dead_letter",
+    "dead_letter_raw",
     "dropped",
     "lifecycle",
 ]
@@ -52,6 +53,39 @@ def dead_letter(
         DEADLETTER,
         {
             "event": event,
+            "error_type": error.type,
+            "message": error.message,
+            "traceback": error.traceback,
+            "attempts": attempts,
+            "consumer": consumer,
+            "group": group,
+            "channel": channel,
+        },
+        source=f"reactor/channel/{channel}",
+    )
+
+
+def dead_letter_raw(
+    raw: bytes,
+    error: ErrorInfo,
+    *,
+    where: dict[str, Any],
+    attempts: int,
+    consumer: str,
+    group: str,
+    channel: str,
+) -> Event:
+    """The ``$deadletter`` event for stored bytes that are not an event.
+
+    ``event`` is None and ``raw`` holds the bytes as they were stored; ``where``
+    says where they were (an ``offset``, an ``entry_id``).
+    """
+    return Event.create(
+        DEADLETTER,
+        {
+            "event": None,
+            "raw": raw,
+            **where,
             "error_type": error.type,
             "message": error.message,
             "traceback": error.traceback,

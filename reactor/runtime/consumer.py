@@ -31,7 +31,8 @@ from reactor.actors.address import Address
 from reactor.actors.base import ActorContext, ReactorActor
 from reactor.actors.counters import ActorCounters
 from reactor.channels.dedup import DedupWindow
-from reactor.messages.control import Ack, Deliver, ErrorInfo, Join, Leave, Nack
+from reactor.errors import DecodeError
+from reactor.messages.control import Ack, Deliver, Encoded, ErrorInfo, Join, Leave, Nack
 from reactor.messages.event import Event
 from reactor.runtime.router import Router
 
@@ -170,9 +171,28 @@ class ConsumerActor(ReactorActor):
         assert handle is not None
         clock = self.actor_clock
         acked: list[int] = []
-        for seq, event in zip(batch.seqs, batch.events, strict=True):
+        for seq, item in zip(batch.seqs, batch.events, strict=True):
             if self._actor_stop_requested:
                 break  # the rest stay with the channel and go to the next incarnation
+            if isinstance(item, Encoded):
+                try:
+                    event = item.decode()
+                except DecodeError as exc:
+                    # No retry can decode it: the channel dead-letters it with its bytes.
+                    runtime.channel_address.tell(
+                        Nack(
+                            runtime.group,
+                            runtime.member,
+                            epoch,
+                            seq,
+                            ErrorInfo.from_exception(exc),
+                            runtime.name,
+                            final=True,
+                        )
+                    )
+                    continue
+            else:
+                event = item
             if dedup is not None and event.id in dedup:
                 acked.append(seq)
                 continue
