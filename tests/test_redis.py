@@ -152,6 +152,44 @@ def test_undecodable_entries_are_dead_lettered_and_do_not_stop_the_group(redis_u
     assert all(d["group"] == "x" and d["channel"] == "c" and d["entry_id"] for d in letters)
 
 
+def test_reactor_entries_carry_topic_and_key_and_are_decoded_by_the_consumer(
+    redis_url: str,
+) -> None:
+    # reactor writes the topic and key beside the event, so workers route and place an
+    # entry without decoding it; its consumer decodes it, and dead-letters bytes that
+    # are no event at once (no retries), with the entry id.
+    topo = Topology("fields")
+    topo.channel("c", backend=redis_url)
+    recorder, dead = Recorder(), Recorder()
+    topo.consumer("x", recorder, channel="c", pattern="t.#", max_deliveries=5)
+    topo.consumer("dead", dead, channel="$system", pattern="$deadletter")
+    stream = f"{_prefix(redis_url)}:c"
+    with topo.start() as system, _client(redis_url) as client:
+        sent = system.publish("c", "t.x", {"n": 1}, key="k-1")
+        recorder.wait_for_count(1)
+        ((_, fields),) = client.xrange(stream)
+        assert fields[b"reactor.topic"] == b"t.x"
+        assert fields[b"reactor.key"] == b"k-1"
+        client.xadd(stream, {"event": b"{broken", "reactor.topic": b"t.y"})
+        client.xadd(stream, {"event": b"{broken", "reactor.topic": b"other.z"})  # not routed
+        system.publish("c", "t.x", {"n": 2})
+        recorder.wait_for_count(2)
+        dead.wait_for_count(1)
+        wait_for(lambda: client.xpending(stream, "x")["pending"] == 0)
+        system.wait_idle(5)
+    assert recorder.events[0].id == sent.id
+    assert recorder.events[0].key == "k-1"
+    assert [e.data for e in recorder.events] == [{"n": 1}, {"n": 2}]
+    assert len(dead.events) == 1
+    letter = dead.events[0].data
+    assert letter["event"] is None
+    assert letter["raw"] == b"{broken"
+    assert letter["error_type"] == "DecodeError"
+    assert letter["attempts"] == 1
+    assert letter["group"] == "x"
+    assert letter["entry_id"]
+
+
 # -- claims, attempts, retention ------------------------------------------------------------
 
 

@@ -134,7 +134,7 @@ from reactor.clock import Timer
 from reactor.errors import BackpressureTimeout, ChannelFull, DecodeError, ReactorError
 from reactor.messages import lifecycle
 from reactor.messages.codecs import CloudEventsCodec
-from reactor.messages.control import Ack, ErrorInfo, Join, Leave, Nack, Tick
+from reactor.messages.control import Ack, Encoded, ErrorInfo, Join, Leave, Nack, Tick
 from reactor.messages.event import Event
 
 try:
@@ -160,6 +160,11 @@ __all__ = [
 logger = logging.getLogger("reactor")
 
 FIELD = b"event"
+# Written beside the event by reactor, so that a worker can route and place an entry
+# without decoding it (its consumer decodes it). Entries without them are decoded
+# by the reader.
+TOPIC_FIELD = b"reactor.topic"
+KEY_FIELD = b"reactor.key"
 CHANNEL_DISCONNECTED = "$system.channel.disconnected"
 CHANNEL_RECONNECTED = "$system.channel.reconnected"
 CHANNEL_TRIMMED = "$system.channel.trimmed"
@@ -328,10 +333,14 @@ class _RedisGate(CapacityGate):
 
 @attrs.frozen(slots=True)
 class _Item:
-    """One entry a reader took from Redis for a group."""
+    """One entry a reader took from Redis for a group.
+
+    ``event`` is None when the entry is no event (``raw`` and ``error`` say why).
+    """
 
     seq: int
-    event: Event | None
+    event: Event | Encoded | None
+    topic: str
     attempt: int
     raw: bytes | None = None
     error: str | None = None
@@ -344,7 +353,7 @@ class _Fetched:
     trimmed: tuple[int, ...] = ()
 
 
-class _Group(Group[Event]):
+class _Group(Group[Event | Encoded]):
     """A group as this worker sees it; ``events`` is everything it holds: queued or in flight."""
 
     __slots__ = (
@@ -541,10 +550,10 @@ class RedisChannel:
         gate.begin_write()
         try:
             encode = self.codec.encode
-            payloads = [encode(event) for event in events]
+            entries = [_entry(encode(event), event) for event in events]
             groups = list(self.state.groups.values())
             unrouted = sum(1 for event in events if not any(g.matches(event.topic) for g in groups))
-            self._write(payloads)
+            self._write(entries)
             with self.state.lock:
                 self.state.published += len(events)
                 self.state.unrouted += unrouted
@@ -565,7 +574,7 @@ class RedisChannel:
                 self._evict_oldest(gate.over_capacity)
         self._refresh.set()
 
-    def _write(self, payloads: list[bytes]) -> None:
+    def _write(self, entries: list[dict[bytes, bytes]]) -> None:
         options = self.options
         trim: dict[str, Any] = {}
         if options.maxlen is not None:
@@ -581,8 +590,8 @@ class RedisChannel:
                     trim = {"minid": minid, "approximate": options.approximate}
                 pipe = self.client.pipeline(transaction=False)
                 stream = self.stream
-                for payload in payloads:
-                    pipe.xadd(stream, {FIELD: payload}, **trim)
+                for entry in entries:
+                    pipe.xadd(stream, entry, **trim)
                 pipe.execute()
                 if attempt:
                     self.report_recovered()
@@ -750,6 +759,14 @@ class RedisChannel:
         return backlog
 
 
+def _entry(payload: bytes, event: Event) -> dict[bytes, bytes]:
+    """The fields of the stream entry for ``event``."""
+    entry = {FIELD: payload, TOPIC_FIELD: event.topic.encode()}
+    if event.key is not None:
+        entry[KEY_FIELD] = event.key.encode()
+    return entry
+
+
 def _fields(raw: Any) -> dict[bytes, bytes]:
     if isinstance(raw, dict):
         return raw
@@ -859,7 +876,7 @@ class _Reader(threading.Thread):
         previous: dict[int, int] = {}
         if entries and not fresh:
             previous = self._attempts([i for i, _ in entries])
-        decode = channel.codec.decode
+        codec = channel.codec
         items = []
         for entry_id, fields in entries:
             seq = entry_seq(entry_id)
@@ -875,16 +892,25 @@ class _Reader(threading.Thread):
                     _Item(
                         seq,
                         None,
+                        "",
                         attempt,
                         repr(fields).encode(),
                         f"entry has no 'event' field (fields: {names})",
                     )
                 )
                 continue
+            topic = fields.get(TOPIC_FIELD)
+            if topic is not None:  # written by reactor: its consumer decodes it
+                key = fields.get(KEY_FIELD)
+                stored = Encoded(None if key is None else key.decode(), raw, codec)
+                items.append(_Item(seq, stored, topic.decode(), attempt))
+                continue
             try:
-                items.append(_Item(seq, decode(raw), attempt))
+                event = codec.decode(raw)
             except DecodeError as exc:
-                items.append(_Item(seq, None, attempt, raw, str(exc)))
+                items.append(_Item(seq, None, "", attempt, raw, str(exc)))
+            else:
+                items.append(_Item(seq, event, event.topic, attempt))
         return _Fetched(self.group, tuple(items), trimmed)
 
     def _attempts(self, ids: list[bytes]) -> dict[int, int]:
@@ -1035,7 +1061,7 @@ class _RedisChannelActor(ReactorActor):
             if event is None:
                 self._dead_raw(group, item)
                 continue
-            if not group.matches(event.topic):
+            if not group.matches(item.topic):
                 group.filtered += 1
                 self._settle(group, seq)
                 continue
@@ -1098,7 +1124,7 @@ class _RedisChannelActor(ReactorActor):
         self,
         group: _Group,
         seq: int,
-        event: Event,
+        item: Event | Encoded,
         error: ErrorInfo,
         *,
         attempts: int,
@@ -1107,9 +1133,10 @@ class _RedisChannelActor(ReactorActor):
         group.dead_lettered += 1
         self.state.dead_lettered += 1
         self.channel.services.publish_system(
-            lifecycle.dead_letter(
-                event,
+            lifecycle.dead_letter_of(
+                item,
                 error,
+                where={"entry_id": seq_entry_id(seq)},
                 attempts=attempts,
                 consumer=consumer,
                 group=group.name,

@@ -102,7 +102,16 @@ from reactor.channels.sqlite_store import (
 from reactor.errors import DecodeError, SystemStoppedError, TopologyError
 from reactor.messages import lifecycle
 from reactor.messages.codecs import JsonCodec
-from reactor.messages.control import Ack, Deliver, Encoded, ErrorInfo, Join, Leave, Nack
+from reactor.messages.control import (
+    Ack,
+    Deliver,
+    Encoded,
+    ErrorInfo,
+    Join,
+    Leave,
+    Nack,
+    decoded,
+)
 from reactor.messages.event import Event
 
 __all__ = [
@@ -894,26 +903,14 @@ class _SqliteChannelActor(ReactorActor):
                 body,
             )
         )
-        event = _event_of(item)
-        letter = (
-            lifecycle.dead_letter(
-                event,
-                error,
-                attempts=attempts,
-                consumer=consumer,
-                group=group.name,
-                channel=channel.name,
-            )
-            if event is not None
-            else lifecycle.dead_letter_raw(
-                body,
-                error,
-                where={"offset": seq},
-                attempts=attempts,
-                consumer=consumer,
-                group=group.name,
-                channel=channel.name,
-            )
+        letter = lifecycle.dead_letter_of(
+            item,
+            error,
+            where={"offset": seq},
+            attempts=attempts,
+            consumer=consumer,
+            group=group.name,
+            channel=channel.name,
         )
         # Published before it is settled: a crash in between can duplicate it, not lose it.
         channel.services.publish_system(letter)
@@ -931,7 +928,7 @@ class _SqliteChannelActor(ReactorActor):
             if item is None:
                 continue
             self.state.dropped += 1
-            event = _event_of(item)
+            event = decoded(item)
             if event is not None:  # bytes that are no event are dropped all the same
                 self.channel.services.publish_system(
                     lifecycle.dropped(event, channel=self.channel.name, policy="drop_oldest")
@@ -1090,16 +1087,6 @@ class _SqliteChannelActor(ReactorActor):
                 )
             )
         return int(deleted)
-
-
-def _event_of(item: Event | Encoded) -> Event | None:
-    """The event ``item`` holds, decoded if need be; None if its bytes are not an event."""
-    if not isinstance(item, Encoded):
-        return item
-    try:
-        return item.decode()
-    except DecodeError:
-        return None
 
 
 def _unflushed(state: _State) -> int:

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import attrs
 
+from reactor.errors import DecodeError
+
 if TYPE_CHECKING:
     from reactor.messages.codecs import Codec
     from reactor.messages.event import Event
@@ -36,6 +38,7 @@ __all__ = [
     "Publish",
     "Tick",
     "Wake",
+    "decoded",
 ]
 
 
@@ -82,6 +85,16 @@ class Encoded(NamedTuple):
             DecodeError: the stored bytes are not an event (the consumer dead-letters it).
         """
         return self.codec.decode(self.body)
+
+
+def decoded(item: Event | Encoded) -> Event | None:
+    """The event ``item`` stands for, decoded if need be; None if its bytes are no event."""
+    if not isinstance(item, Encoded):
+        return item
+    try:
+        return item.decode()
+    except DecodeError:
+        return None
 
 
 class Delivery(NamedTuple):

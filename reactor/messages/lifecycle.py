@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reactor.messages.control import ErrorInfo
+from reactor.messages.control import Encoded, ErrorInfo, decoded
 from reactor.messages.event import Event
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "SUPERVISOR_ESCALATED",
     "SYSTEM_CHANNEL",
     "dead_letter",
+    "dead_letter_of",
     "dead_letter_raw",
     "dropped",
     "lifecycle",
@@ -95,6 +96,37 @@ def dead_letter_raw(
             "channel": channel,
         },
         source=f"reactor/channel/{channel}",
+    )
+
+
+def dead_letter_of(
+    item: Event | Encoded,
+    error: ErrorInfo,
+    *,
+    where: dict[str, Any],
+    attempts: int,
+    consumer: str,
+    group: str,
+    channel: str,
+) -> Event:
+    """:func:`dead_letter` for what a channel holds: an event, or its stored form.
+
+    Stored bytes that are no event get :func:`dead_letter_raw` (with ``where``).
+    """
+    event = decoded(item)
+    if event is not None:
+        return dead_letter(
+            event, error, attempts=attempts, consumer=consumer, group=group, channel=channel
+        )
+    raw = item.body if isinstance(item, Encoded) else b""
+    return dead_letter_raw(
+        raw,
+        error,
+        where=where,
+        attempts=attempts,
+        consumer=consumer,
+        group=group,
+        channel=channel,
     )
 
 
