@@ -76,8 +76,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
+from itertools import repeat
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -248,6 +249,7 @@ class _Group(Group[Event | Encoded]):
         "ghosts",
         "outstanding",
         "owed",
+        "pending_max",
         "preacked",
         "recovered_hwm",
     )
@@ -267,6 +269,9 @@ class _Group(Group[Event | Encoded]):
         self.preacked: set[int] = set()  # acked above the watermark in an earlier run
         self.ghosts: dict[str, set[int]] = {}  # member -> seqs it held when a replay rewound us
         self.acked_unflushed: list[int] = []
+        # Highest seq that may have a row in reactor_pending: while it is at or below
+        # the flushed watermark, there is nothing there to delete.
+        self.pending_max = 0
         self.owed = 0  # credits: routed events in (committed, head] not settled
         self.expired = 0
 
@@ -373,6 +378,11 @@ class SqliteChannel:
                     group.preacked.add(seq)
                 else:
                     group.attempts[seq] = attempts
+            row = self.reader.execute(
+                "SELECT max(seq) FROM reactor_pending WHERE channel = ? AND grp = ?",
+                (cid, group.name),
+            ).fetchone()
+            group.pending_max = int(row[0] or 0)
             group.owed = self._count_routed(group, group.committed, head) - len(group.preacked)
             owed += group.owed
         if owed:
@@ -673,7 +683,7 @@ class _SqliteChannelActor(ReactorActor):
         group.place(seq, event.key)
 
     def _take_page(
-        self, group: _Group, seqs: list[int], items: list[Event | Encoded], keyed: bool
+        self, group: _Group, seqs: list[int], items: Sequence[Event | Encoded], keyed: bool
     ) -> None:
         """:meth:`_take` for a page of rising seqs, in bulk when none is keyed or recovered."""
         if keyed or seqs[0] <= group.recovered_hwm:
@@ -692,16 +702,9 @@ class _SqliteChannelActor(ReactorActor):
         share the :class:`Event`.
         """
         state = self.state
-        reader = self.channel.reader
         routes = self.channel.routes
-        others = [g.events for g in state.groups.values() if g is not group]
-        # tuple.__new__ builds an Encoded at C speed; the named tuple's own constructor
-        # is a Python function, and one is made per event read.
-        new = tuple.__new__
-        preacked = group.preacked
-        fanout: dict[str, int] = {}  # topic -> groups routing it, 0 if not this one
         while group.cursor < state.head and len(group.outstanding) < self.window:
-            rows = reader.execute(
+            rows = self.channel.reader.execute(
                 "SELECT seq, topic, key, body FROM reactor_log "
                 "WHERE channel = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
                 (self.channel.channel_id, group.cursor, state.head, _PAGE),
@@ -709,31 +712,47 @@ class _SqliteChannelActor(ReactorActor):
             if not rows:
                 group.cursor = state.head  # deleted by retention meanwhile
                 break
-            room = self.window - len(group.outstanding)
-            seqs: list[int] = []
-            items: list[Event | Encoded] = []
-            keyed = False
-            for seq, topic, key, body in rows:
-                group.cursor = seq
-                shared = fanout.get(topic)
-                if shared is None:
-                    groups = routes(topic)
-                    shared = fanout[topic] = len(groups) if group in groups else 0
-                if not shared:
-                    continue
-                if preacked and seq in preacked:
-                    preacked.discard(seq)
-                    continue
-                event = None if shared == 1 else self._shared_event(others, seq, body)
-                # (Undecodable bytes stay Encoded too: the consumer dead-letters them.)
-                items.append(new(Encoded, (key, body, _codec)) if event is None else event)
-                seqs.append(seq)
-                keyed = keyed or key is not None
-                if len(seqs) >= room:
-                    break
-            if seqs:
-                self._take_page(group, seqs, items, keyed)
+            rows = rows[: self.window - len(group.outstanding)]
+            seqs, topics, keys, bodies = zip(*rows, strict=True)
+            fanout: dict[str, int] = {}  # topic -> groups routing it, 0 if not this one
+            for topic in set(topics):
+                groups = routes(topic)
+                fanout[topic] = len(groups) if group in groups else 0
+            if set(fanout.values()) == {1} and not group.preacked:
+                # The usual page: every event on it is this group's alone. Built in
+                # bulk, by C loops (tuple.__new__ makes an Encoded without the named
+                # tuple's Python constructor).
+                items = list(map(tuple.__new__, repeat(Encoded), zip(keys, bodies, repeat(_codec))))
+                group.cursor = seqs[-1]
+                self._take_page(group, list(seqs), items, keys.count(None) < len(keys))
+            else:
+                self._take_rows(group, rows, fanout)
         self._advance(group)
+
+    def _take_rows(
+        self, group: _Group, rows: list[tuple[int, str, str | None, bytes]], fanout: dict[str, int]
+    ) -> None:
+        """:meth:`_page` for a page that is not all this group's alone: row by row."""
+        others = [g.events for g in self.state.groups.values() if g is not group]
+        preacked = group.preacked
+        seqs: list[int] = []
+        items: list[Event | Encoded] = []
+        keyed = False
+        for seq, topic, key, body in rows:
+            group.cursor = seq
+            shared = fanout[topic]
+            if not shared:
+                continue
+            if preacked and seq in preacked:
+                preacked.discard(seq)
+                continue
+            event = None if shared == 1 else self._shared_event(others, seq, body)
+            # (Undecodable bytes stay Encoded too: the consumer dead-letters them.)
+            items.append(Encoded(key, body, _codec) if event is None else event)
+            seqs.append(seq)
+            keyed = keyed or key is not None
+        if seqs:
+            self._take_page(group, seqs, items, keyed)
 
     @staticmethod
     def _shared_event(
@@ -987,6 +1006,7 @@ class _SqliteChannelActor(ReactorActor):
         group.acked_unflushed.clear()
         group.committed = group.cursor = position
         group.delivered_hwm = group.flushed_hwm = group.recovered_hwm = position
+        group.pending_max = 0
         with channel.store.transaction() as db:
             db.execute(
                 "DELETE FROM reactor_pending WHERE channel = ? AND grp = ?",
@@ -1108,6 +1128,9 @@ def _flush(channel: SqliteChannel, state: _State) -> None:
                 "ON CONFLICT(channel, grp, seq) DO UPDATE SET attempts = excluded.attempts",
                 deliveries,
             )
+            for _, name, seq, _ in deliveries:
+                group = state.groups[name]
+                group.pending_max = max(group.pending_max, seq)
         for group in dirty:
             acked, group.acked_unflushed = group.acked_unflushed, []
             above = [(cid, group.name, seq) for seq in acked if seq > group.committed]
@@ -1117,7 +1140,8 @@ def _flush(channel: SqliteChannel, state: _State) -> None:
                     "ON CONFLICT(channel, grp, seq) DO UPDATE SET attempts = -1",
                     above,
                 )
-            if group.committed != group.flushed:
+                group.pending_max = max(group.pending_max, *(seq for _, _, seq in above))
+            if group.committed != group.flushed and group.pending_max > group.flushed:
                 db.execute(
                     "DELETE FROM reactor_pending WHERE channel = ? AND grp = ? AND seq <= ?",
                     (cid, group.name, group.committed),

@@ -52,16 +52,7 @@ def dead_letter(
     """The ``$deadletter`` event for ``event``, which failed ``attempts`` times."""
     return event.derive(
         DEADLETTER,
-        {
-            "event": event,
-            "error_type": error.type,
-            "message": error.message,
-            "traceback": error.traceback,
-            "attempts": attempts,
-            "consumer": consumer,
-            "group": group,
-            "channel": channel,
-        },
+        {"event": event, **_letter(error, attempts, consumer, group, channel)},
         source=f"reactor/channel/{channel}",
     )
 
@@ -83,20 +74,24 @@ def dead_letter_raw(
     """
     return Event.create(
         DEADLETTER,
-        {
-            "event": None,
-            "raw": raw,
-            **where,
-            "error_type": error.type,
-            "message": error.message,
-            "traceback": error.traceback,
-            "attempts": attempts,
-            "consumer": consumer,
-            "group": group,
-            "channel": channel,
-        },
+        {"event": None, "raw": raw, **where, **_letter(error, attempts, consumer, group, channel)},
         source=f"reactor/channel/{channel}",
     )
+
+
+def _letter(
+    error: ErrorInfo, attempts: int, consumer: str, group: str, channel: str
+) -> dict[str, Any]:
+    """The fields every dead letter has."""
+    return {
+        "error_type": error.type,
+        "message": error.message,
+        "traceback": error.traceback,
+        "attempts": attempts,
+        "consumer": consumer,
+        "group": group,
+        "channel": channel,
+    }
 
 
 def dead_letter_of(

@@ -169,7 +169,9 @@ class ConsumerActor(ReactorActor):
         dedup = runtime.dedup
         handle = self.handle
         assert handle is not None
-        clock = self.actor_clock
+        monotonic = self.actor_clock.monotonic
+        perf_counter = time.perf_counter
+        record = latency.record
         acked: list[int] = []
         for seq, item in zip(batch.seqs, batch.events, strict=True):
             if self._actor_stop_requested:
@@ -196,8 +198,8 @@ class ConsumerActor(ReactorActor):
             if dedup is not None and event.id in dedup:
                 acked.append(seq)
                 continue
-            mine = counters.current = (epoch, seq, clock.monotonic())
-            started = time.perf_counter()
+            mine = counters.current = (epoch, seq, monotonic())
+            started = perf_counter()
             try:
                 result = handle(event)
                 outputs = as_events(event, result, runtime.name) if result is not None else ()
@@ -220,8 +222,9 @@ class ConsumerActor(ReactorActor):
                 # Abandoned while it ran: the event was given back and a new incarnation
                 # owns the counters; this late result must change nothing.
                 return
-            _clear(counters, mine)
-            latency.record(time.perf_counter() - started)
+            if counters.current is mine:  # (what _clear does, without the call)
+                counters.current = None
+            record(perf_counter() - started)
             counters.handled += 1
             if dedup is not None:
                 dedup.add(event.id)
