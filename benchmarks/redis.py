@@ -30,11 +30,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -42,60 +39,9 @@ from collections.abc import Callable
 from typing import Any
 
 from benchmarks._harness import describe_machine
+from reactor.testing import RedisServer
 
 TARGET_RATIO = 0.7
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class _Server:
-    def __init__(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise SystemExit("redis-server is not installed (apt-get install redis-server)")
-        self.port = _free_port()
-        self.dir = tempfile.TemporaryDirectory(prefix="reactor-bench-redis-")
-        self.process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self.dir.name,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        import redis  # noqa: PLC0415 - redis-py is optional
-
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                redis.Redis(port=self.port).ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)
-        self.dir.cleanup()
 
 
 def _payload(n: int) -> dict[str, Any]:
@@ -302,7 +248,13 @@ def main(argv: list[str]) -> int:
     if args.worker:
         return _run_worker(args.worker, args.work_ms)
 
-    server = None if args.url else _Server()
+    server = None
+    if not args.url:
+        try:
+            server = RedisServer()
+        except FileNotFoundError as exc:
+            raise SystemExit(str(exc)) from None
+        server.start()
     url = args.url or (server.url if server else "")
     try:
         print(f"redis benchmark: {describe_machine()}")

@@ -4,20 +4,28 @@
   inside :meth:`FakeClock.advance`, in the test's thread.
 * :func:`wait_for`: wait on a condition with a timeout, instead of sleeping.
 * :class:`Recorder`: a thread-safe consumer handler that records what it saw.
+* :class:`RedisServer`: a private ``redis-server`` on a free loopback port, for
+  tests of ``redis://`` topologies (needs ``redis-server`` and redis-py).
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import shutil
+import socket
+import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from reactor.messages.event import Event
 
-__all__ = ["FakeClock", "Recorder", "wait_for"]
+__all__ = ["FakeClock", "Recorder", "RedisServer", "wait_for"]
 
 
 class _FakeTimer:
@@ -141,3 +149,147 @@ class Recorder:
                 raise TimeoutError(
                     f"recorded {len(self.events)} events, expected {count} within {timeout}s"
                 )
+
+
+class RedisServer:
+    """One private ``redis-server`` process on a free loopback port.
+
+    No persistence unless ``aof``; its files go to ``directory`` (a temporary
+    directory, removed on :meth:`stop`, when not given)::
+
+        with RedisServer() as server:
+            topo.channel("orders", backend=f"{server.url}?prefix=test")
+
+    Args:
+        directory: where the server keeps its files.
+        aof: append-only file on, fsync'd on every write (to test restarts).
+        port: the port (a free one when not given).
+        binary: the ``redis-server`` to run (the one on ``PATH`` when not given).
+
+    Raises:
+        FileNotFoundError: no ``redis-server`` (install it: ``apt-get install
+            redis-server``).
+
+    Thread-safety: start and stop it from one thread; :attr:`url` and
+    :meth:`client` may be used from any.
+    """
+
+    def __init__(
+        self,
+        directory: str | Path | None = None,
+        *,
+        aof: bool = False,
+        port: int | None = None,
+        binary: str | None = None,
+    ) -> None:
+        found = binary or shutil.which("redis-server")
+        if found is None:
+            raise FileNotFoundError(
+                "redis-server is not installed (apt-get install redis-server), "
+                "or pass binary= with its path"
+            )
+        self.binary = found
+        self._temporary = directory is None
+        self.directory = Path(
+            tempfile.mkdtemp(prefix="reactor-redis-") if directory is None else directory
+        )
+        self.aof = aof
+        self.port = port or _free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:PORT/0``."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start the server and wait until it answers ``PING``.
+
+        Raises:
+            TimeoutError: it did not answer within ``timeout`` seconds.
+            RuntimeError: it exited (the port was taken, say).
+        """
+        self.directory.mkdir(parents=True, exist_ok=True)
+        args = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--dir",
+            str(self.directory),
+            "--protected-mode",
+            "no",
+            "--daemonize",
+            "no",
+        ]
+        if self.aof:
+            args += ["--appendonly", "yes", "--appendfsync", "always"]
+        else:
+            args += ["--appendonly", "no"]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.wait_ready(timeout)
+
+    def client(self) -> Any:
+        """A redis-py client of this server (close it, or use it in a ``with``)."""
+        import redis  # noqa: PLC0415 - redis-py is optional
+
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=1.0)
+
+    def wait_ready(self, timeout: float) -> None:
+        """Wait until the server answers ``PING`` (after :meth:`start`, or a restart)."""
+        import redis  # noqa: PLC0415 - redis-py is optional
+
+        def answers() -> bool:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(
+                    f"redis-server on port {self.port} exited with {self.process.returncode}"
+                )
+            try:
+                with self.client() as client:
+                    return bool(client.ping())
+            except (redis.ConnectionError, redis.exceptions.BusyLoadingError):
+                return False  # the port is not open yet, or the dataset is still loading
+
+        wait_for(answers, timeout, message=f"redis-server on port {self.port} did not answer")
+
+    def stop(self) -> None:
+        """Stop the server (``SIGTERM``, then ``SIGKILL`` after 10 s) and remove a temporary directory."""
+        process = self.process
+        if process is not None:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+            self.process = None
+        if self._temporary:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def kill(self) -> None:
+        """Kill the server with ``SIGKILL``, as a crash would; its files stay."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+    def __enter__(self) -> RedisServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

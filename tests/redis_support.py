@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,15 +19,9 @@ from typing import Any
 
 import pytest
 
-from reactor.testing import wait_for
+from reactor import testing
 
-__all__ = ["RedisServer", "free_port", "redis_server", "redis_url", "require_redis_server"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+__all__ = ["RedisServer", "redis_server", "redis_url", "require_redis_server"]
 
 
 def require_redis_server() -> str:
@@ -49,80 +41,11 @@ def require_redis_server() -> str:
     return path
 
 
-class RedisServer:
-    """One ``redis-server`` process on a loopback port, in its own directory."""
+class RedisServer(testing.RedisServer):
+    """:class:`reactor.testing.RedisServer` that skips the test (fails in CI) without one."""
 
     def __init__(self, directory: Path, *, aof: bool = False, port: int | None = None) -> None:
-        self.binary = require_redis_server()
-        self.directory = directory
-        self.aof = aof
-        self.port = port or free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self, timeout: float = 10.0) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        args = [
-            self.binary,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--dir",
-            str(self.directory),
-            "--protected-mode",
-            "no",
-            "--daemonize",
-            "no",
-        ]
-        if self.aof:
-            args += ["--appendonly", "yes", "--appendfsync", "always"]
-        else:
-            args += ["--appendonly", "no"]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.wait_ready(timeout)
-
-    def client(self) -> Any:
-        import redis  # noqa: PLC0415 - redis-py is optional
-
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=1.0)
-
-    def wait_ready(self, timeout: float) -> None:
-        import redis  # noqa: PLC0415 - redis-py is optional
-
-        def answers() -> bool:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.process.returncode}")
-            try:
-                with self.client() as client:
-                    return bool(client.ping())
-            except (redis.ConnectionError, redis.exceptions.BusyLoadingError):
-                return False  # the port is not open yet, or the dataset is still loading
-
-        wait_for(answers, timeout, message=f"redis-server on port {self.port} did not answer")
-
-    def stop(self) -> None:
-        process = self.process
-        if process is None:
-            return
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-        self.process = None
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(10)
-            self.process = None
+        super().__init__(directory, aof=aof, port=port, binary=require_redis_server())
 
 
 @pytest.fixture(scope="session")

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from redis_support import RedisServer
+from redis_support import RedisServer, require_redis_server
 
 import reactor
-from reactor import Event, Topology
+from reactor import Event, Topology, testing
 from reactor.channels import redis as redis_backend
 from reactor.channels.redis_options import parse_url
 from reactor.testing import Recorder, wait_for
@@ -467,3 +467,26 @@ def test_a_redis_group_cannot_start_at_an_offset(redis_url: str) -> None:
     topo.consumer("x", Recorder(), channel="c", start=5)
     with pytest.raises(Exception, match="stream ids are not offsets"):
         topo.start()
+
+
+# -- reactor.testing.RedisServer ----------------------------------------------------------------
+
+
+def test_a_private_redis_server_runs_in_a_with_block_and_leaves_nothing_behind() -> None:
+    require_redis_server()
+    with testing.RedisServer() as server, server.client() as client:
+        client.set("k", "v")
+        assert client.get("k") == b"v"
+        directory, process = server.directory, server.process
+        assert directory.is_dir()
+    assert process is not None
+    assert process.poll() is not None
+    assert not directory.exists()
+
+
+def test_a_missing_redis_server_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing to run there
+    with pytest.raises(FileNotFoundError, match=r"apt-get install redis-server"):
+        testing.RedisServer(tmp_path)
