@@ -16,8 +16,9 @@ is the backend's business: a :class:`Group` reads them from ``events``, a dict
 ``seq -> Event`` the backend owns and keeps up to date (the memory backend shares
 one table among its groups; sqlite and redis keep one per group). A backend that
 reads events back from storage may hold them as
-:class:`~reactor.messages.control.Encoded` instead, for the consumer to decode. A seq missing
-from it (evicted, expired, settled elsewhere) is skipped where it is queued.
+:class:`~reactor.messages.control.Encoded` instead, for the consumer to decode.
+A seq missing from it (evicted, expired, settled elsewhere) is skipped where it
+is queued.
 
 Nothing here calls back into the backend: each operation does its bookkeeping
 and returns what the backend has to act on (a :class:`Deliver` to send, the seqs

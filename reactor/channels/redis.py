@@ -7,10 +7,12 @@ Needs redis-py (``pip install reactor-actors[redis]``) and Redis >= 6.2
 
 Layout in Redis
 ---------------
-* the channel is one stream, ``{prefix}:{channel}``; each entry has one field,
-  ``event``, holding the event as a CloudEvents 1.0 structured-mode JSON object
+* the channel is one stream, ``{prefix}:{channel}``; each entry has a field
+  ``event`` holding the event as a CloudEvents 1.0 structured-mode JSON object
   (``redis-cli XRANGE`` shows it as is; an entry added by another tool in the
-  same form is consumed like any other). Nothing is ever pickled;
+  same form is consumed like any other). Nothing is ever pickled. reactor also
+  writes ``reactor.topic`` and ``reactor.key`` (when the event has a key) beside
+  it, so that a worker can route and place an entry without decoding it;
 * every group of the topology is a Redis consumer group on that stream, created
   (``XGROUP CREATE ... MKSTREAM``) when the channel is opened, starting where
   its consumer's ``start=`` says: ``earliest`` (the default: what the stream
@@ -35,9 +37,12 @@ Reading never blocks the actor: one thread per group that has local members
 (``reactor:redis:{channel}:{group}``) runs ``XREADGROUP ... BLOCK`` for at most
 ``block_ms``, and only for as many entries as the actor has granted it (the
 local members' free demand minus what is queued locally), then tells the actor.
-The thread also decodes: an entry that is not a CloudEvent is dead-lettered
-with its raw bytes and the decode error, and acked: it never stops the group.
-Entries whose topic no pattern of the group matches are acked at once.
+An entry with ``reactor.topic`` goes to its member still encoded, and the
+consumer decodes it in its own thread just before the handler (the event is
+made and dropped by one thread). The reader decodes the others (written by
+other clients). Either way, an entry that is not a CloudEvent is dead-lettered
+with its raw bytes and the decode error, at once, and acked: it never stops the
+group. Entries whose topic no pattern of the group matches are acked at once.
 
 On its first read a worker re-reads its own pending entries (``XREADGROUP`` from
 id ``0``): a worker restarted under the same ``worker`` name picks up what it
