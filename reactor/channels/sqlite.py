@@ -1121,44 +1121,70 @@ def _flush(channel: SqliteChannel, state: _State) -> None:
     deliveries, state.deliveries = state.deliveries, []
     deadletters, state.deadletters = state.deadletters, []
     dirty, state.dirty = state.dirty, set()
-    with channel.store.transaction() as db:
-        if deliveries:
-            db.executemany(
+    writes: list[tuple[str, Any, bool]] = []
+    pending_max: dict[str, int] = {}  # group -> highest seq given a row in reactor_pending
+    if deliveries:
+        writes.append(
+            (
                 "INSERT INTO reactor_pending(channel, grp, seq, attempts) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(channel, grp, seq) DO UPDATE SET attempts = excluded.attempts",
                 deliveries,
+                True,
             )
-            for _, name, seq, _ in deliveries:
-                group = state.groups[name]
-                group.pending_max = max(group.pending_max, seq)
-        for group in dirty:
-            acked, group.acked_unflushed = group.acked_unflushed, []
-            above = [(cid, group.name, seq) for seq in acked if seq > group.committed]
-            if above:
-                db.executemany(
+        )
+        for _, name, seq, _ in deliveries:
+            pending_max[name] = max(pending_max.get(name, 0), seq)
+    moved: list[_Group] = []
+    for group in dirty:
+        acked, group.acked_unflushed = group.acked_unflushed, []
+        above = [(cid, group.name, seq) for seq in acked if seq > group.committed]
+        if above:
+            writes.append(
+                (
                     "INSERT INTO reactor_pending(channel, grp, seq, attempts) VALUES (?, ?, ?, -1) "
                     "ON CONFLICT(channel, grp, seq) DO UPDATE SET attempts = -1",
                     above,
+                    True,
                 )
-                group.pending_max = max(group.pending_max, *(seq for _, _, seq in above))
-            if group.committed != group.flushed and group.pending_max > group.flushed:
-                db.execute(
+            )
+            pending_max[group.name] = max(pending_max.get(group.name, 0), *(s for _, _, s in above))
+        highest = max(group.pending_max, pending_max.get(group.name, 0))
+        if group.committed != group.flushed and highest > group.flushed:
+            writes.append(
+                (
                     "DELETE FROM reactor_pending WHERE channel = ? AND grp = ? AND seq <= ?",
                     (cid, group.name, group.committed),
+                    False,
                 )
-            if group.committed != group.flushed or group.delivered_hwm != group.flushed_hwm:
-                db.execute(
-                    "UPDATE reactor_groups SET committed = ?, delivered = ? WHERE channel = ? AND grp = ?",
-                    (group.committed, group.delivered_hwm, cid, group.name),
-                )
-                group.flushed = group.committed
-                group.flushed_hwm = group.delivered_hwm
-        if deadletters:
-            db.executemany(
-                "INSERT OR REPLACE INTO reactor_deadletters(channel, grp, seq, attempts, error_type, "
-                "message, traceback, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                deadletters,
             )
+        if group.committed != group.flushed or group.delivered_hwm != group.flushed_hwm:
+            writes.append(
+                (
+                    "UPDATE reactor_groups SET committed = ?, delivered = ? "
+                    "WHERE channel = ? AND grp = ?",
+                    (group.committed, group.delivered_hwm, cid, group.name),
+                    False,
+                )
+            )
+            moved.append(group)
+    if deadletters:
+        writes.append(
+            (
+                "INSERT OR REPLACE INTO reactor_deadletters(channel, grp, seq, attempts, "
+                "error_type, message, traceback, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                deadletters,
+                True,
+            )
+        )
+    if not writes:
+        return
+    channel.store.write(writes)
+    for name, seq in pending_max.items():
+        group = state.groups[name]
+        group.pending_max = max(group.pending_max, seq)
+    for group in moved:
+        group.flushed = group.committed
+        group.flushed_hwm = group.delivered_hwm
 
 
 # -- durable dedup -----------------------------------------------------------------

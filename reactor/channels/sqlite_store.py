@@ -26,7 +26,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator
-from typing import Literal
+from typing import Any, Literal
 
 from reactor.errors import DecodeError, LogFormatError, LogLockedError
 from reactor.messages.codecs import JsonCodec
@@ -139,6 +139,27 @@ class LogStore:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
+
+    def write(self, statements: list[tuple[str, Any, bool]]) -> None:
+        """Run ``(sql, parameters, many)`` statements as one transaction, in order.
+
+        ``many`` means ``executemany`` with a list of parameter rows. A lone
+        ``execute`` runs without ``BEGIN``/``COMMIT``: SQLite makes one statement
+        a transaction by itself, and it is one call instead of three. That
+        matters in a busy process: each call gives the GIL away while SQLite
+        works, and must win it back from the other threads.
+        """
+        if len(statements) == 1 and not statements[0][2]:
+            sql, parameters, _ = statements[0]
+            with self.lock:
+                self.writer.execute(sql, parameters)
+            return
+        with self.transaction() as db:
+            for sql, parameters, many in statements:
+                if many:
+                    db.executemany(sql, parameters)
+                else:
+                    db.execute(sql, parameters)
 
     def channel_id(self, name: str) -> tuple[int, int]:
         """The id of channel ``name`` in this file (created if new) and its last seq."""
