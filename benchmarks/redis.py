@@ -239,7 +239,7 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=100)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5, help="rounds of part 1, best kept")
     parser.add_argument("--scale-events", type=int, default=4_000)
     parser.add_argument("--work-ms", type=float, default=0.5)
     parser.add_argument("--url", help="use this Redis instead of a private redis-server")

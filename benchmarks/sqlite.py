@@ -199,7 +199,7 @@ def main(argv: list[str]) -> int:
         "--max-batch", type=int, default=128, help="events per delivery / page (default 128)"
     )
     parser.add_argument(
-        "--repeat", type=int, default=3, help="runs per variant, best kept (default 3)"
+        "--repeat", type=int, default=5, help="runs per variant, best kept (default 5)"
     )
     parser.add_argument("--full", action="store_true", help="synchronous=FULL (fsync every commit)")
     parser.add_argument("--dir", default=None, help="where to put the files (default: a temp dir)")
