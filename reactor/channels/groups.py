@@ -344,7 +344,10 @@ _MATCH_CACHE = 4096
 
 
 def _insert_sorted(queue: deque[int], seq: int) -> None:
-    if not queue or seq < queue[0]:
+    if not queue or seq > queue[-1]:
+        queue.append(seq)  # the usual case: entries arrive in order (redis reads)
+        return
+    if seq < queue[0]:
         queue.appendleft(seq)
         return
     for index, value in enumerate(queue):

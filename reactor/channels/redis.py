@@ -115,8 +115,8 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple
 
 import attrs
 
@@ -215,8 +215,10 @@ class RedisUnavailable(ReactorError, RuntimeError):
 
 def entry_seq(entry_id: bytes | str) -> int:
     """The local sequence number of a stream entry id; orders like the ids do."""
-    raw = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    millis, _, counter = raw.partition("-")
+    # int() reads ASCII digits from bytes as well as from str: no decoding needed.
+    millis, _, counter = (
+        entry_id.partition(b"-") if isinstance(entry_id, bytes) else entry_id.partition("-")
+    )
     return (int(millis) << _SEQ_BITS) | int(counter or 0)
 
 
@@ -336,9 +338,8 @@ class _RedisGate(CapacityGate):
 # -- local state, owned by the channel actor's thread ----------------------------------
 
 
-@attrs.frozen(slots=True)
-class _Item:
-    """One entry a reader took from Redis for a group.
+class _Item(NamedTuple):
+    """One entry a reader took from Redis for a group (a named tuple: one per entry).
 
     ``event`` is None when the entry is no event (``raw`` and ``error`` say why).
     """
@@ -882,6 +883,7 @@ class _Reader(threading.Thread):
         if entries and not fresh:
             previous = self._attempts([i for i, _ in entries])
         codec = channel.codec
+        new = tuple.__new__
         items = []
         for entry_id, fields in entries:
             seq = entry_seq(entry_id)
@@ -907,8 +909,9 @@ class _Reader(threading.Thread):
             topic = fields.get(TOPIC_FIELD)
             if topic is not None:  # written by reactor: its consumer decodes it
                 key = fields.get(KEY_FIELD)
-                stored = Encoded(None if key is None else key.decode(), raw, codec)
-                items.append(_Item(seq, stored, topic.decode(), attempt))
+                # tuple.__new__: the named tuples' own constructors are Python functions.
+                stored = new(Encoded, (None if key is None else key.decode(), raw, codec))
+                items.append(new(_Item, (seq, stored, topic.decode(), attempt, None, None)))
                 continue
             try:
                 event = codec.decode(raw)
@@ -1058,6 +1061,8 @@ class _RedisChannelActor(ReactorActor):
         if fetched.trimmed:
             self._trimmed(group, fetched.trimmed)
         held = group.events
+        shared = group.shared
+        matches = group.matches
         for item in fetched.items:
             seq = item.seq
             if seq in held:
@@ -1066,9 +1071,13 @@ class _RedisChannelActor(ReactorActor):
             if event is None:
                 self._dead_raw(group, item)
                 continue
-            if not group.matches(item.topic):
+            if not matches(item.topic):
                 group.filtered += 1
-                self._settle(group, seq)
+                self._settle(group, (seq,))
+                continue
+            if item.attempt == 1 and event.key is None and (not shared or seq > shared[-1]):
+                held[seq] = event  # the usual case: a fresh unkeyed entry, newer than any queued
+                shared.append(seq)
                 continue
             if item.attempt > group.max_deliveries:
                 error = ErrorInfo(
@@ -1094,8 +1103,7 @@ class _RedisChannelActor(ReactorActor):
             return
         self.state.expired += len(seqs)
         group.trimmed += len(seqs)
-        for seq in seqs:
-            self._settle(group, seq)
+        self._settle(group, seqs)
         ids = [seq_entry_id(seq) for seq in seqs]
         logger.warning(
             "channel %r group %r: retention removed %d pending entries before they were acked",
@@ -1123,7 +1131,7 @@ class _RedisChannelActor(ReactorActor):
                 channel=self.channel.name,
             )
         )
-        self._settle(group, item.seq)  # after the dead letter: a duplicate beats a loss
+        self._settle(group, (item.seq,))  # after the dead letter: a duplicate beats a loss
 
     def _dead(
         self,
@@ -1148,15 +1156,22 @@ class _RedisChannelActor(ReactorActor):
                 channel=self.channel.name,
             )
         )
-        self._settle(group, seq)
+        self._settle(group, (seq,))
 
-    def _settle(self, group: _Group, seq: int) -> None:
-        group.events.pop(seq, None)
-        group.attempts.pop(seq, None)
-        self.state.acks.setdefault(group.name, []).append(seq)
-        if seq in group.remembered:
-            group.remembered.discard(seq)
-            self.state.forget.setdefault(group.name, []).append(seq)
+    def _settle(self, group: _Group, seqs: Sequence[int]) -> None:
+        """``group`` is done with ``seqs``: they are XACKed with the next flush."""
+        forget = group.events.pop
+        for seq in seqs:
+            forget(seq, None)
+        if group.attempts:
+            for seq in seqs:
+                group.attempts.pop(seq, None)
+        self.state.acks.setdefault(group.name, []).extend(seqs)
+        remembered = group.remembered
+        if remembered and not remembered.isdisjoint(seqs):
+            rows = [seq for seq in seqs if seq in remembered]
+            remembered.difference_update(rows)
+            self.state.forget.setdefault(group.name, []).extend(rows)
 
     def _ack_count(self) -> int:
         return sum(len(seqs) for seqs in self.state.acks.values())
@@ -1217,8 +1232,7 @@ class _RedisChannelActor(ReactorActor):
         if acked is None:
             return
         group, settled = acked
-        for seq in settled:
-            self._settle(group, seq)
+        self._settle(group, settled)
         self.state.acked += len(settled)
         self._dispatch(group)
         self._top_up(group)
