@@ -1,8 +1,9 @@
 """Internal control messages between reactor's actors.
 
 These are the wire protocol inside one process: channels, consumers, producers
-and supervisors talk only through them. All are frozen, slotted attrs classes,
-so a message can be shared between threads without copying.
+and supervisors talk only through them. All are immutable (frozen, slotted
+attrs classes; named tuples for what is made once per event), so a message can
+be shared between threads without copying.
 
 Demand protocol (Reactive Streams rule 1.1: never deliver more than asked):
 a member joins a group with an initial ``demand``; each :class:`Deliver`
