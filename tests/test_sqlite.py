@@ -19,6 +19,7 @@ import pytest
 import reactor
 from reactor import Event, Topology
 from reactor.channels import sqlite as sqlite_backend
+from reactor.channels import sqlite_store
 from reactor.channels.sqlite import RETENTION_FORCED, LogFormatError, LogLockedError, parse_url
 from reactor.errors import DecodeError
 from reactor.messages.control import Encoded
@@ -563,7 +564,10 @@ def test_bytes_in_the_log_that_are_no_event_are_dead_lettered_with_their_bytes(
     assert again.data() == []
 
 
-def test_a_version_1_log_is_upgraded_and_keeps_per_key_order(tmp_path: Path) -> None:
+def test_a_version_1_log_is_upgraded_and_keeps_per_key_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_store, "_UPGRADE_PAGE", 7)  # several pages
     path = tmp_path / "log.db"
     topo = Topology("writer")
     topo.channel("c", backend=url(path))

@@ -48,6 +48,8 @@ FORMAT_VERSION = "2"
 
 Synchronous = Literal["normal", "full"]
 
+_UPGRADE_PAGE = 10_000  # rows read at a time when a log is upgraded to this format
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS reactor_meta(
     key TEXT PRIMARY KEY,
@@ -319,15 +321,25 @@ def _upgrade_from_1(db: sqlite3.Connection) -> None:
     db.execute("BEGIN IMMEDIATE")
     try:
         db.execute("ALTER TABLE reactor_log ADD COLUMN key TEXT")
-        keys = []
-        for channel, seq, body in db.execute("SELECT channel, seq, body FROM reactor_log"):
-            try:
-                key = codec.decode(body).key
-            except DecodeError:
-                continue
-            if key is not None:
-                keys.append((key, channel, seq))
-        db.executemany("UPDATE reactor_log SET key = ? WHERE channel = ? AND seq = ?", keys)
+        after = (0, 0)  # (channel, seq): a page at a time, so memory stays bounded
+        while True:
+            rows = db.execute(
+                "SELECT channel, seq, body FROM reactor_log WHERE (channel, seq) > (?, ?) "
+                "ORDER BY channel, seq LIMIT ?",
+                (*after, _UPGRADE_PAGE),
+            ).fetchall()
+            if not rows:
+                break
+            after = (rows[-1][0], rows[-1][1])
+            keys = []
+            for channel, seq, body in rows:
+                try:
+                    key = codec.decode(body).key
+                except DecodeError:
+                    continue
+                if key is not None:
+                    keys.append((key, channel, seq))
+            db.executemany("UPDATE reactor_log SET key = ? WHERE channel = ? AND seq = ?", keys)
         db.execute("UPDATE reactor_meta SET value = ? WHERE key = 'version'", (FORMAT_VERSION,))
         db.execute("COMMIT")
     except BaseException:
