@@ -122,3 +122,31 @@ def test_members_take_turns_being_served_first() -> None:
     firsts = [groups["g"].turn()[0].name for _ in range(6)]
     assert sorted(firsts) == ["a", "a", "b", "b", "c", "c"]
     assert all(len(groups["g"].turn()) == 3 for _ in range(3))
+
+
+def test_a_fresh_batch_skips_seqs_gone_while_queued_and_keeps_the_rest_in_order() -> None:
+    events: dict[int, Event] = {}
+    groups = _group(events)
+    _join(groups, "m", demand=3)
+    _publish(groups, events, None, None, None, None, None)
+    del events[2]  # settled elsewhere (evicted, expired) while still queued
+    first = groups["g"].fill(groups["g"].members["m"], 3)
+    assert first is not None
+    assert (first.seqs, first.attempts) == ((1, 3, 4), (1, 1, 1))
+    assert first.events == (events[1], events[3], events[4])
+    assert groups["g"].members["m"].demand == 0
+    assert set(groups["g"].members["m"].in_flight) == {1, 3, 4}
+    del events[5]
+    membership.ack(groups, Ack("g", "m", 1, (1, 3, 4)))
+    assert groups["g"].fill(groups["g"].members["m"], 3) is None  # only a gone seq was left
+    assert list(groups["g"].shared) == []
+
+
+def test_requeued_seqs_take_their_place_by_order() -> None:
+    events: dict[int, Event] = {}
+    groups = _group(events)
+    group = groups["g"]
+    for seq in (5, 9, 2, 7, 12, 1):  # arrivals from several readers, out of order
+        events[seq] = Event.create("t", seq)
+        group.requeue(seq, None)
+    assert list(group.shared) == [1, 2, 5, 7, 9, 12]
