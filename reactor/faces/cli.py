@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import os
 import signal
 import sys
@@ -38,6 +37,7 @@ import reactor
 from reactor.errors import SupervisorEscalation, TopologyError
 from reactor.faces.dashboard import Dashboard
 from reactor.faces.export import MetricsServer, serve_metrics
+from reactor.runtime.imports import exec_file
 from reactor.runtime.system import System
 from reactor.runtime.topology import ConsumerDecl, PoolDecl, SupervisorDecl, Topology
 from reactor.runtime.worker import parse_only
@@ -169,19 +169,12 @@ def _import_file(path: str, target: str) -> ModuleType:
     if not os.path.exists(path):
         raise UsageError(f"target {target!r}: file {path!r} does not exist")
     name = "_reactor_target_" + os.path.splitext(os.path.basename(path))[0]
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise UsageError(f"target {target!r}: cannot import {path!r}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
+        return exec_file(name, path)
     except Exception as exc:
-        sys.modules.pop(name, None)
         raise UsageError(
             f"target {target!r}: importing {path!r} raised {type(exc).__name__}: {exc}"
         ) from exc
-    return module
 
 
 # -- running ---------------------------------------------------------------------------

@@ -113,7 +113,6 @@ import contextlib
 import datetime
 import difflib
 import importlib
-import importlib.util
 import inspect
 import os
 import re
@@ -126,6 +125,7 @@ from types import ModuleType
 from typing import Any
 
 from reactor.errors import TopologyError
+from reactor.runtime.imports import exec_file
 from reactor.runtime.pool import Scaling
 from reactor.runtime.topology import (
     ConsumerDecl,
@@ -917,20 +917,7 @@ class _Loader:
             # The folder is on sys.path only while the module runs, so it can import siblings.
             sys.path.insert(0, folder)
             try:
-                if "." in name:
-                    module = importlib.import_module(name)
-                else:
-                    spec = importlib.util.spec_from_file_location(name, file)
-                    if spec is None or spec.loader is None:
-                        raise ImportError(f"cannot make an import spec for {str(file)!r}")
-                    module = importlib.util.module_from_spec(spec)
-                    # Registered before running, as a normal import does (dataclasses need it).
-                    sys.modules[name] = module
-                    try:
-                        spec.loader.exec_module(module)
-                    except BaseException:
-                        sys.modules.pop(name, None)
-                        raise
+                module = importlib.import_module(name) if "." in name else exec_file(name, file)
             finally:
                 with contextlib.suppress(ValueError):
                     sys.path.remove(folder)
