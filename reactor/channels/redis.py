@@ -1061,7 +1061,6 @@ class _RedisChannelActor(ReactorActor):
         if fetched.trimmed:
             self._trimmed(group, fetched.trimmed)
         held = group.events
-        shared = group.shared
         matches = group.matches
         for item in fetched.items:
             seq = item.seq
@@ -1074,10 +1073,6 @@ class _RedisChannelActor(ReactorActor):
             if not matches(item.topic):
                 group.filtered += 1
                 self._settle(group, (seq,))
-                continue
-            if item.attempt == 1 and event.key is None and (not shared or seq > shared[-1]):
-                held[seq] = event  # the usual case: a fresh unkeyed entry, newer than any queued
-                shared.append(seq)
                 continue
             if item.attempt > group.max_deliveries:
                 error = ErrorInfo(

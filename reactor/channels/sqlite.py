@@ -372,17 +372,14 @@ class SqliteChannel:
                 "WHERE p.channel = ? AND p.grp = ? AND p.seq > ?",
                 (cid, group.name, group.committed),
             ):
+                # Rows at or below the watermark are deleted with it, so these are all there are.
+                group.pending_max = max(group.pending_max, seq)
                 if not group.matches(topic):
                     continue
                 if attempts < 0:
                     group.preacked.add(seq)
                 else:
                     group.attempts[seq] = attempts
-            row = self.reader.execute(
-                "SELECT max(seq) FROM reactor_pending WHERE channel = ? AND grp = ?",
-                (cid, group.name),
-            ).fetchone()
-            group.pending_max = int(row[0] or 0)
             group.owed = self._count_routed(group, group.committed, head) - len(group.preacked)
             owed += group.owed
         if owed:
