@@ -29,7 +29,6 @@ __all__ = [
     "Ack",
     "ChildExited",
     "Deliver",
-    "Delivery",
     "Encoded",
     "ErrorInfo",
     "ExitReason",
@@ -98,18 +97,6 @@ def decoded(item: Event | Encoded) -> Event | None:
         return None
 
 
-class Delivery(NamedTuple):
-    """One event handed to one group member; ``attempt`` counts from 1.
-
-    A named tuple rather than an attrs class: one is made per event delivered,
-    and a tuple is several times cheaper to build. It is just as immutable.
-    """
-
-    seq: int
-    event: Event | Encoded
-    attempt: int
-
-
 @attrs.frozen(slots=True)
 class Deliver:
     """A batch from a channel to one member of one group.
@@ -129,10 +116,6 @@ class Deliver:
 
     def __len__(self) -> int:
         return len(self.seqs)
-
-    def items(self) -> list[Delivery]:
-        """The batch as one :class:`Delivery` per event."""
-        return [Delivery(*item) for item in zip(self.seqs, self.events, self.attempts, strict=True)]
 
 
 @attrs.frozen(slots=True)
