@@ -1,0 +1,300 @@
+"""The group-channel actor: the one protocol between a channel and its groups' members.
+
+Every backend's channel actor speaks the same protocol with consumers: a member
+``Join``\\ s with its demand, gets ``Deliver`` batches, answers with ``Ack`` or
+``Nack``, and ``Leave``\\ s. :class:`GroupChannelActor` holds that protocol once:
+the message switch, dispatching queued seqs to members (over the bookkeeping of
+:mod:`reactor.channels.groups`), settling acks and nacks, dead-lettering, and
+membership. What differs between backends is behind the :class:`GroupLog`
+protocol: where events live and how a group's progress is stored (the memory
+table, the sqlite log and its watermarks, the redis streams and pending entries).
+
+Nack handling and dead-lettering each live in one method here
+(:meth:`GroupChannelActor.nacked` and :meth:`GroupChannelActor.dead_letter`);
+a backend only stores or settles what they decide, through
+:meth:`GroupLog.keep_dead_letter`, :meth:`GroupLog.retrying` and
+:meth:`GroupLog.settle`.
+
+Thread-safety: everything here runs on the channel actor's thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, Protocol
+
+from reactor.actors.base import ActorContext, ReactorActor
+from reactor.channels import groups as membership
+from reactor.channels.groups import Counters, Group, Member, find_member
+from reactor.messages import lifecycle
+from reactor.messages.control import Ack, Deliver, Encoded, ErrorInfo, Join, Leave, Nack
+from reactor.messages.event import Event
+
+__all__ = ["GroupChannelActor", "GroupLog", "abandoned"]
+
+# Each round of a dispatch delivers or refills, or the dispatch stops; the cap is a
+# safety net against a backend whose refill keeps claiming progress.
+_DISPATCH_ROUNDS = 1024
+
+
+def abandoned(group: str, spent: int) -> ErrorInfo:
+    """The error of an event whose every delivery ended with its process (or worker) gone.
+
+    A durable backend learns of such deliveries after a restart; rather than loop
+    on a poison event forever, the actor dead-letters it with this error.
+    """
+    return ErrorInfo(
+        "DeliveryAbandoned",
+        f"delivered {spent} time(s) to group {group!r} without being acked or nacked: "
+        "the process handling it stopped while it was in flight each time",
+        "",
+    )
+
+
+class GroupLog(Protocol):
+    """What a backend keeps for its channel actor: events, groups, progress.
+
+    The group-channel actor calls these hooks; a backend subclasses this protocol
+    explicitly to inherit the defaults (which do nothing; their bodies say
+    ``return None`` so that they are not abstract) of the hooks it does not need.
+    ``groups`` and ``counters`` survive restarts of the actor, like the mailbox.
+
+    Attributes:
+        channel: the channel's name.
+        publish_system: publishes a ``$system`` or ``$deadletter`` event; never blocks.
+        groups: the declared groups, by name.
+        counters: the channel's running totals.
+        refills: whether :meth:`refill` can add queued seqs, so that serving the
+            members once more after a delivery may deliver more.
+        abandons: whether seqs may come back with every attempt spent (a durable
+            log learns of deliveries a crash spent), to be dead-lettered by
+            :meth:`GroupChannelActor.fill` instead of delivered.
+    """
+
+    channel: str
+    publish_system: Callable[[Event], None]
+    groups: Mapping[str, Group[Any]]
+    counters: Counters
+    refills: ClassVar[bool] = False
+    abandons: ClassVar[bool] = False
+
+    def bind(self, actor: GroupChannelActor) -> Mapping[type, Callable[[Any], Any]]:
+        """A new incarnation of the actor starts; return the handlers of the backend's messages."""
+        return {}
+
+    def settle(self, group: Group[Any], seqs: Sequence[int]) -> None:
+        """``group`` is done with ``seqs`` (acked, dead-lettered, dropped): free or record them."""
+        return None
+
+    def deliver(self, member: Member, deliver: Deliver) -> None:
+        """Send ``deliver`` to ``member`` (a durable log records it first)."""
+        member.address.tell(deliver)
+
+    def where(self, seq: int) -> dict[str, Any]:
+        """Where the backend keeps ``seq``, for a dead letter of stored bytes (offset, entry id)."""
+        return {}
+
+    def keep_dead_letter(
+        self, group: Group[Any], seq: int, item: Event | Encoded, error: ErrorInfo, attempts: int
+    ) -> None:
+        """Store a dead letter the actor is about to publish (a durable log keeps it)."""
+        return None
+
+    def retrying(self, group: Group[Any], seq: int, attempt: int) -> None:
+        """A nack spent ``attempt`` on ``seq``, which is queued again."""
+        return None
+
+    def refill(self, group: Group[Any]) -> bool:
+        """Queue more of ``group``'s events before its members are served; True if any were."""
+        return False
+
+    def dispatched(self, group: Group[Any]) -> None:
+        """The members of ``group`` were served (a broker asks for more on their behalf)."""
+        return None
+
+    def owned(self, group: Group[Any], member: Member, seqs: Sequence[int]) -> Sequence[int]:
+        """The seqs of ``member``'s ack or nack that count; the rest only give demand back."""
+        return seqs
+
+    def incarnation_ended(self, group: Group[Any], member: str) -> None:
+        """``member`` rejoined or left: it owes nothing for what it held before."""
+        return None
+
+    def started(self) -> None:
+        """The actor started (after :meth:`bind`)."""
+        return None
+
+    def stopped(self) -> None:
+        """The actor stops: write what is still buffered."""
+        return None
+
+    def crashed(self) -> None:
+        """The actor crashed: cancel what :meth:`started` scheduled."""
+        return None
+
+    def end_of_message(self) -> None:
+        """The actor handled one message (a log flushes what is due)."""
+        return None
+
+
+class GroupChannelActor(ReactorActor):
+    """The channel actor of every backend: members, delivery, acks, nacks, dead letters.
+
+    Args:
+        context: the actor's context.
+        log: the backend's side of the channel.
+        max_batch: the most events in one ``Deliver``.
+    """
+
+    def __init__(self, context: ActorContext, log: GroupLog, max_batch: int) -> None:
+        super().__init__(context)
+        self.log = log
+        self.groups = log.groups
+        self.counters = log.counters
+        self.max_batch = max_batch
+        handlers: dict[type, Callable[[Any], Any]] = {
+            Ack: self.acked,
+            Nack: self.nacked,
+            Join: self.joined,
+            Leave: self.left,
+        }
+        handlers.update(log.bind(self))
+        self._handlers = handlers
+        # A backend with nothing to do after a message costs no call per message.
+        self._end_of_message = (
+            log.end_of_message if type(log).end_of_message is not GroupLog.end_of_message else None
+        )
+
+    def on_start(self) -> None:
+        self.log.started()
+
+    def on_stop(self) -> None:
+        self.log.stopped()
+
+    def on_crash(self, reason: Any) -> None:
+        self.log.crashed()
+
+    def on_receive(self, message: Any) -> Any:
+        handler = self._handlers.get(type(message))
+        if handler is None:
+            return super().on_receive(message)
+        reply = handler(message)
+        if self._end_of_message is not None:
+            self._end_of_message()
+        return reply
+
+    # -- delivery ------------------------------------------------------------------
+
+    def dispatch(self, group: Group[Any]) -> None:
+        """Serve ``group``'s members that have demand, from what it has queued."""
+        log = self.log
+        for _ in range(_DISPATCH_ROUNDS):
+            refilled = log.refill(group)
+            progressed = False
+            for member in group.turn():
+                if (
+                    member.demand > 0
+                    and (member.keyed or group.shared)
+                    and self.fill(group, member)
+                ):
+                    progressed = True
+            if not (refilled or (progressed and log.refills)):
+                break
+        log.dispatched(group)
+
+    def fill(self, group: Group[Any], member: Member) -> bool:
+        """Send ``member`` its next batch; True if anything was delivered or dead-lettered."""
+        log = self.log
+        spent: list[tuple[int, int]] | None = [] if log.abandons else None
+        deliver = group.fill(member, self.max_batch, spent)
+        if spent:
+            for seq, attempts in spent:
+                # Delivered that many times before and never settled: the process
+                # stopped each time (a poison event?). Dead-letter it rather than loop.
+                item = group.events[seq]
+                self.dead_letter(group, seq, item, abandoned(group.name, attempts), attempts, "")
+        if deliver is None:
+            return bool(spent)
+        self.counters.delivered += len(deliver.seqs)
+        log.deliver(member, deliver)
+        return True
+
+    # -- settlement ----------------------------------------------------------------
+
+    def acked(self, ack: Ack) -> None:
+        """A member handled ``ack.seqs``: settle them and serve the group again."""
+        found = find_member(self.groups, ack.group, ack.member, ack.epoch)
+        if found is None:
+            return
+        group, member = found
+        settled = group.ack(member, self.log.owned(group, member, ack.seqs))
+        self.counters.acked += len(settled)
+        self.log.settle(group, settled)
+        self.dispatch(group)
+
+    def nacked(self, nack: Nack) -> None:
+        """A member's handler failed on ``nack.seq``: retry it, or dead-letter it when spent."""
+        found = find_member(self.groups, nack.group, nack.member, nack.epoch)
+        if found is None:
+            return
+        group, member = found
+        if not self.log.owned(group, member, (nack.seq,)):
+            self.dispatch(group)
+            return
+        attempt, item = group.nack(member, nack.seq, final=nack.final)
+        if not attempt:
+            return
+        if item is not None:
+            if nack.final or attempt >= group.max_deliveries:
+                self.dead_letter(group, nack.seq, item, nack.error, attempt, nack.consumer)
+            else:
+                self.log.retrying(group, nack.seq, attempt)
+        self.dispatch(group)
+
+    def dead_letter(  # noqa: PLR0917 - each argument is a distinct fact of the letter
+        self,
+        group: Group[Any],
+        seq: int,
+        item: Event | Encoded,
+        error: ErrorInfo,
+        attempts: int,
+        consumer: str,
+    ) -> None:
+        """Dead-letter ``seq`` of ``group``: store, publish, then settle it.
+
+        The only place a channel dead-letters an event. The letter is published
+        before the seq is settled: if anything goes wrong in between, a duplicate
+        is possible but a loss is not.
+        """
+        log = self.log
+        group.dead_lettered += 1
+        self.counters.dead_lettered += 1
+        log.keep_dead_letter(group, seq, item, error, attempts)
+        log.publish_system(
+            lifecycle.dead_letter_of(
+                item,
+                error,
+                where=log.where(seq),
+                attempts=attempts,
+                consumer=consumer,
+                group=group.name,
+                channel=log.channel,
+            )
+        )
+        log.settle(group, (seq,))
+
+    # -- membership ----------------------------------------------------------------
+
+    def joined(self, join: Join) -> int:
+        """A member (or a new incarnation of one) joins; returns its epoch."""
+        group, member = membership.join(self.groups, join, self.log.channel)
+        self.log.incarnation_ended(group, member.name)
+        self.dispatch(group)
+        return member.epoch
+
+    def left(self, leave: Leave) -> None:
+        """A member leaves; what it held goes back to the group."""
+        group = membership.leave(self.groups, leave)
+        if group is not None:
+            self.log.incarnation_ended(group, leave.member)
+            self.dispatch(group)
