@@ -38,6 +38,9 @@ class Clock(Protocol):
     def monotonic(self) -> float:
         """Seconds on a clock that never goes backwards."""
 
+    def wall(self) -> float:
+        """Wall time: seconds since the Unix epoch (stamps that outlive the process)."""
+
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
         """Run ``callback`` once, ``delay`` seconds from now, on the clock's own thread."""
 
@@ -53,7 +56,7 @@ class _Scheduled:
 
 
 class SystemClock:
-    """The real clock: :func:`time.monotonic` and one timer thread per clock.
+    """The real clock: :func:`time.monotonic`, :func:`time.time` and one timer thread per clock.
 
     The timer thread starts with the first :meth:`call_later` and ends with
     :meth:`close`, so a clock that never schedules anything owns no thread.
@@ -71,6 +74,7 @@ class SystemClock:
 
     # The C function itself: consumers read the clock around every handler call.
     monotonic = staticmethod(time.monotonic)
+    wall = staticmethod(time.time)
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
         scheduled = _Scheduled(time.monotonic() + max(0.0, delay), callback)

@@ -13,6 +13,7 @@ __all__ = [
     "BackpressureError",
     "BackpressureTimeout",
     "ChannelFull",
+    "ClockError",
     "DecodeError",
     "IdleTimeout",
     "ImmutableMessageError",
@@ -25,6 +26,7 @@ __all__ = [
     "SystemStoppedError",
     "TopologyError",
     "UnknownChannelError",
+    "UnknownGroupError",
 ]
 
 
@@ -83,6 +85,10 @@ class UnknownChannelError(ReactorError, LookupError):
     """A channel name that the running system does not have."""
 
 
+class UnknownGroupError(ReactorError, LookupError):
+    """A consumer group that the channel does not have (join or replay of an undeclared group)."""
+
+
 class BackpressureError(ReactorError):
     """Base class for a publish refused because a channel is at capacity."""
 
@@ -122,6 +128,10 @@ class SupervisorEscalation(ReactorError, RuntimeError):
 
 class IdleTimeout(ReactorError, TimeoutError):
     """``wait_idle`` ran out of time with events still unsettled."""
+
+
+class ClockError(ReactorError, ValueError):
+    """A clock was asked to do what time cannot (a fake clock moved backwards)."""
 
 
 class LogLockedError(ReactorError, RuntimeError):

@@ -23,6 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from reactor.errors import ClockError
 from reactor.messages.event import Event
 
 __all__ = ["FakeClock", "Recorder", "RedisServer", "wait_for"]
@@ -46,8 +47,9 @@ class FakeClock:
     Thread-safety: safe; callbacks run in the thread that calls :meth:`advance`.
     """
 
-    def __init__(self, start: float = 1000.0) -> None:
+    def __init__(self, start: float = 1000.0, wall: float = 1_700_000_000.0) -> None:
         self._now = start
+        self._wall_offset = wall - start  # wall time moves with monotonic time
         self._heap: list[tuple[float, int, _FakeTimer]] = []
         self._order = itertools.count()
         self._lock = threading.Lock()
@@ -55,6 +57,10 @@ class FakeClock:
 
     def monotonic(self) -> float:
         return self._now
+
+    def wall(self) -> float:
+        """Wall time: ``wall`` (from the constructor) plus the time advanced since."""
+        return self._now + self._wall_offset
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> _FakeTimer:
         with self._lock:
@@ -64,7 +70,16 @@ class FakeClock:
         return timer
 
     def advance(self, seconds: float) -> None:
-        """Move time forward, firing every timer that falls due, in time order."""
+        """Move time forward, firing every timer that falls due, in time order.
+
+        Raises:
+            ClockError: ``seconds`` is negative (monotonic time never goes back).
+        """
+        if seconds < 0:
+            raise ClockError(
+                f"FakeClock.advance({seconds}): monotonic time never goes backwards; "
+                "advance by 0 or more seconds, or start a new FakeClock at the earlier time"
+            )
         target = self._now + seconds
         while True:
             with self._lock:

@@ -18,11 +18,13 @@ import pytest
 
 import reactor
 from reactor import Event, Topology
-from reactor.channels import sqlite as sqlite_backend
-from reactor.channels import sqlite_store
-from reactor.channels.sqlite import RETENTION_FORCED, LogFormatError, LogLockedError, parse_url
+from reactor.channels.sqlite import LogFormatError, LogLockedError, parse_url
+from reactor.channels.sqlite import file as sqlite_file
+from reactor.channels.sqlite.log import MIN_WINDOW, SqliteLog
+from reactor.clock import SystemClock
 from reactor.errors import DecodeError
 from reactor.messages.control import Encoded
+from reactor.messages.lifecycle import RETENTION_FORCED
 from reactor.testing import Recorder, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,19 +129,16 @@ def _event_of(item: Any) -> Event | None:
 def record_attempts(monkeypatch: pytest.MonkeyPatch) -> None:
     # Deliver carries the attempt of each event; consumers do not pass it to handlers,
     # so the tests read it off the Deliver messages the channel sends.
-    original = sqlite_backend._SqliteChannelActor._fill
+    original = SqliteLog.deliver
 
-    def fill(self: Any, group: Any, member: Any) -> bool:
-        before = len(self.state.outbox)
-        result = original(self, group, member)
-        for _, deliver in self.state.outbox[before:]:
-            for item, attempt in zip(deliver.events, deliver.attempts, strict=True):
-                event = _event_of(item)
-                if event is not None:
-                    _last_attempt[event.id] = attempt
-        return bool(result)
+    def deliver(self: SqliteLog, member: Any, deliver: Any) -> None:
+        for item, attempt in zip(deliver.events, deliver.attempts, strict=True):
+            event = _event_of(item)
+            if event is not None:
+                _last_attempt[event.id] = attempt
+        original(self, member, deliver)
 
-    monkeypatch.setattr(sqlite_backend._SqliteChannelActor, "_fill", fill)
+    monkeypatch.setattr(SqliteLog, "deliver", deliver)
 
 
 def test_an_event_that_never_comes_back_is_dead_lettered_after_max_deliveries(
@@ -211,7 +210,8 @@ def _seed_log(db: str, count: int, wall: list[float] | None = None) -> None:
 @pytest.fixture
 def fake_wall(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     now = [1000.0]
-    monkeypatch.setattr(sqlite_backend.BACKEND, "wall_clock", lambda: now[0])
+    # The system's clock stamps appends with its wall time.
+    monkeypatch.setattr(SystemClock, "wall", staticmethod(lambda: now[0]))
     return now
 
 
@@ -338,7 +338,7 @@ def test_a_group_reading_a_large_log_pages_it_in(tmp_path: Path) -> None:
 
     def handle(event: Event) -> None:
         ready.wait(5)
-        peak[0] = max(peak[0], len(holder["channel"].state.groups["g"].events))
+        peak[0] = max(peak[0], len(holder["channel"].log.groups["g"].events))
         handled.append(event.data)
 
     topo = Topology("reader")
@@ -352,7 +352,7 @@ def test_a_group_reading_a_large_log_pages_it_in(tmp_path: Path) -> None:
         ready.set()
         system.wait_idle(30)
     assert handled == list(range(6000))
-    assert 0 < peak[0] <= sqlite_backend._MIN_WINDOW
+    assert 0 < peak[0] <= MIN_WINDOW
 
 
 # -- retention -----------------------------------------------------------------------------
@@ -567,7 +567,7 @@ def test_bytes_in_the_log_that_are_no_event_are_dead_lettered_with_their_bytes(
 def test_a_version_1_log_is_upgraded_and_keeps_per_key_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sqlite_store, "_UPGRADE_PAGE", 7)  # several pages
+    monkeypatch.setattr(sqlite_file, "_UPGRADE_PAGE", 7)  # several pages
     path = tmp_path / "log.db"
     topo = Topology("writer")
     topo.channel("c", backend=url(path))
@@ -616,7 +616,7 @@ def test_the_window_holds_stored_bytes_and_consumers_get_events(tmp_path: Path) 
     topo.channel("c", backend=db)
     topo.consumer("g", handle, channel="c", prefetch=4)
     with topo.start() as system:
-        held = channel_of(system).state.groups["g"].events
+        held = channel_of(system).log.groups["g"].events
         wait_for(lambda: len(held) == 50)
         assert all(isinstance(item, Encoded) for item in list(held.values()))
         gate.set()
@@ -641,9 +641,9 @@ def test_a_log_from_a_newer_format_is_refused(tmp_path: Path) -> None:
     [
         ("sqlite://relative.db", "must look like sqlite:///"),
         ("sqlite:///", "must look like"),
-        ("sqlite:///x.db?synchronous=sometimes", "synchronous must be 'normal' or 'full'"),
-        ("sqlite:///x.db?max_events=-3", "max_events must be a positive integer"),
-        ("sqlite:///x.db?max_age=soon", "max_age must be a positive number"),
+        ("sqlite:///x.db?synchronous=sometimes", "synchronous='sometimes' in .* must be 'normal'"),
+        ("sqlite:///x.db?max_events=-3", "max_events='-3' in .* must be a positive integer"),
+        ("sqlite:///x.db?max_age=soon", "max_age='soon' in .* must be a positive number"),
         ("sqlite:///x.db?colour=blue", "unknown sqlite option 'colour'"),
     ],
 )

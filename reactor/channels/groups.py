@@ -42,6 +42,7 @@ from typing import Any, Generic, TypeVar
 from reactor.actors.address import Address
 from reactor.channels.backend import ChannelStats, GroupSpec, GroupStats
 from reactor.channels.gate import CapacityGate
+from reactor.errors import UnknownGroupError
 from reactor.messages.control import Ack, Deliver, Encoded, Join, Leave, Nack
 from reactor.messages.event import Event
 from reactor.messages.topics import TopicPattern
@@ -430,11 +431,11 @@ def join(groups: Mapping[str, G], message: Join, channel: str) -> tuple[G, Membe
     """Add a member, or start a new incarnation of one; the caller then dispatches.
 
     Raises:
-        LookupError: the channel has no such group.
+        UnknownGroupError: the channel has no such group.
     """
     group = groups.get(message.group)
     if group is None:
-        raise LookupError(
+        raise UnknownGroupError(
             f"channel {channel!r} has no group {message.group!r}; declare the "
             "consumer in the topology so the channel knows its subscription"
         )

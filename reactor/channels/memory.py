@@ -25,7 +25,7 @@ from reactor.messages import lifecycle
 from reactor.messages.control import Publish
 from reactor.messages.event import Event
 
-__all__ = ["MemoryBackend", "MemoryChannel"]
+__all__ = ["BACKEND", "MemoryBackend", "MemoryChannel"]
 
 logger = logging.getLogger("reactor")
 
@@ -169,3 +169,6 @@ class MemoryBackend:
 
     def open(self, config: ChannelConfig, services: ChannelServices) -> MemoryChannel:
         return MemoryChannel(config, services)
+
+
+BACKEND = MemoryBackend()

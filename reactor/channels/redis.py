@@ -115,7 +115,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import attrs
@@ -134,7 +134,6 @@ from reactor.channels.dedup import DedupWindow
 from reactor.channels.gate import CapacityGate, Overflow
 from reactor.channels.groups import Counters, Group, Member, channel_stats
 from reactor.channels.redis_options import RedisOptions, parse_url
-from reactor.channels.registry import register_backend
 from reactor.clock import Timer
 from reactor.errors import BackpressureTimeout, ChannelFull, DecodeError, ReactorError
 from reactor.messages import lifecycle
@@ -1321,9 +1320,5 @@ class RedisBackend:
         return RedisChannel(config, services, options)
 
 
-def _register(schemes: Iterable[str]) -> None:
-    for scheme in schemes:
-        register_backend(RedisBackend(scheme))
-
-
-_register(("redis", "rediss"))
+BACKEND = RedisBackend("redis")
+TLS_BACKEND = RedisBackend("rediss")

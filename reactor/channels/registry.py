@@ -1,18 +1,29 @@
 """Which backend opens a channel, chosen by the scheme of its ``backend`` URL.
 
-``memory`` is built in. Other backends register themselves here with
-:func:`register_backend`; the runtime asks :func:`backend_for` and never which
-backend it got.
+The built-in backends are named here by module path and imported the first time
+a channel asks for one, so the backends never import this module (no import
+circle) and a process that uses only ``memory`` never loads sqlite3 or
+redis-py. Other backends register with :func:`register_backend`; the runtime
+asks :func:`backend_for` and never which backend it got.
 """
 
 from __future__ import annotations
 
 import importlib
+from typing import cast
 
 from reactor.channels.backend import ChannelBackend
-from reactor.channels.memory import MemoryBackend
+from reactor.errors import TopologyError
 
 __all__ = ["backend_for", "known_schemes", "register_backend", "scheme_of"]
+
+# scheme -> "module:attribute" of the backend object that opens its channels.
+_BUILTIN = {
+    "memory": "reactor.channels.memory:BACKEND",
+    "sqlite": "reactor.channels.sqlite:BACKEND",
+    "redis": "reactor.channels.redis:BACKEND",
+    "rediss": "reactor.channels.redis:TLS_BACKEND",
+}
 
 _BACKENDS: dict[str, ChannelBackend] = {}
 
@@ -28,43 +39,26 @@ def scheme_of(url: str) -> str:
 
 
 def known_schemes() -> tuple[str, ...]:
-    _load_optional()
-    return tuple(sorted(_BACKENDS))
+    """Every scheme a channel URL may start with."""
+    return tuple(sorted(set(_BUILTIN) | set(_BACKENDS)))
 
 
 def backend_for(url: str) -> ChannelBackend:
     """The backend for a channel URL.
 
     Raises:
-        LookupError: no backend handles that scheme; the message lists those that do.
+        TopologyError: no backend handles that scheme; the message lists those that do.
     """
-    _load_optional()
-    backend = _BACKENDS.get(scheme_of(url))
-    if backend is None:
-        raise LookupError(
-            f"no channel backend for {url!r}; known backends: {', '.join(sorted(_BACKENDS))}"
+    scheme = scheme_of(url)
+    backend = _BACKENDS.get(scheme)
+    if backend is not None:
+        return backend
+    where = _BUILTIN.get(scheme)
+    if where is None:
+        raise TopologyError(
+            f"no channel backend for {url!r}; known backends: {', '.join(known_schemes())}"
         )
+    module, _, attribute = where.partition(":")
+    backend = cast(ChannelBackend, getattr(importlib.import_module(module), attribute))
+    _BACKENDS[scheme] = backend
     return backend
-
-
-_OPTIONAL = ("reactor.channels.sqlite", "reactor.channels.redis")
-_loaded = False
-
-
-def _load_optional() -> None:
-    # Backends with their own modules register on import; importing here keeps the
-    # registry complete without the runtime naming them. Once per process: a module
-    # that is missing would otherwise be searched for on every lookup.
-    global _loaded  # noqa: PLW0603 - a once-per-process latch
-    if _loaded:
-        return
-    for module in _OPTIONAL:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-    _loaded = True
-
-
-register_backend(MemoryBackend())

@@ -12,6 +12,8 @@ __all__ = [
     "ACTOR_RESTARTED",
     "ACTOR_STARTED",
     "ACTOR_STOPPED",
+    "CHANNEL_DISCONNECTED",
+    "CHANNEL_RECONNECTED",
     "DEADLETTER",
     "EVENT_DROPPED",
     "RETENTION_FORCED",
@@ -20,8 +22,10 @@ __all__ = [
     "dead_letter",
     "dead_letter_of",
     "dead_letter_raw",
+    "channel_event",
     "dropped",
     "lifecycle",
+    "retention_forced",
 ]
 
 SYSTEM_CHANNEL = "$system"
@@ -31,7 +35,12 @@ ACTOR_RESTARTED = "$system.actor.restarted"
 ACTOR_STOPPED = "$system.actor.stopped"
 SUPERVISOR_ESCALATED = "$system.supervisor.escalated"
 EVENT_DROPPED = "$system.event.dropped"
+# Retention deleted events a group had not settled (sqlite's max_events/max_age,
+# redis's maxlen/maxage trimming pending entries).
 RETENTION_FORCED = "$system.retention.forced"
+# A broker channel lost its connection, and got it back.
+CHANNEL_DISCONNECTED = "$system.channel.disconnected"
+CHANNEL_RECONNECTED = "$system.channel.reconnected"
 DEADLETTER = "$deadletter"
 
 
@@ -132,3 +141,18 @@ def dropped(event: Event, *, channel: str, policy: str) -> Event:
         {"event": event, "channel": channel, "policy": policy},
         source=f"reactor/channel/{channel}",
     )
+
+
+def channel_event(topic: str, channel: str, **data: Any) -> Event:
+    """A ``$system`` event about ``channel`` (keyed by it); ``data`` adds topic-specific fields."""
+    return Event.create(
+        topic, {"channel": channel, **data}, key=channel, source=f"reactor/channel/{channel}"
+    )
+
+
+def retention_forced(channel: str, group: str, count: int, **where: Any) -> Event:
+    """The ``$system.retention.forced`` event: retention deleted ``count`` events ``group`` owed.
+
+    ``where`` says which (``first`` and ``last`` offsets, or stream ``ids``).
+    """
+    return channel_event(RETENTION_FORCED, channel, group=group, count=count, **where)

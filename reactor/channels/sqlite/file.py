@@ -1,5 +1,8 @@
 """The file under the ``sqlite`` backend: schema, single-writer lock, connections.
 
+The statements that read and write a channel's rows are in
+:mod:`reactor.channels.sqlite.store`; this module holds the file itself.
+
 One :class:`LogStore` per database file per process, shared by every channel
 that lives in that file and reference-counted by them. It owns:
 
@@ -26,8 +29,9 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any
 
+from reactor.channels.sqlite.options import Synchronous
 from reactor.errors import DecodeError, LogFormatError, LogLockedError
 from reactor.messages.codecs import JsonCodec
 
@@ -37,16 +41,14 @@ __all__ = [
     "LogFormatError",
     "LogLockedError",
     "LogStore",
-    "Synchronous",
     "open_store",
+    "release_store",
 ]
 
 FORMAT = "reactor-sqlite-log"
 FORMAT_VERSION = "2"
 # Version 2 added reactor_log.key, so that a channel can keep per-key order
 # without decoding the events it reads back.
-
-Synchronous = Literal["normal", "full"]
 
 _UPGRADE_PAGE = 10_000  # rows read at a time when a log is upgraded to this format
 
@@ -162,18 +164,6 @@ class LogStore:
                     db.executemany(sql, parameters)
                 else:
                     db.execute(sql, parameters)
-
-    def channel_id(self, name: str) -> tuple[int, int]:
-        """The id of channel ``name`` in this file (created if new) and its last seq."""
-        with self.transaction() as db:
-            db.execute("INSERT OR IGNORE INTO reactor_channels(name) VALUES (?)", (name,))
-            cid, head = db.execute(
-                "SELECT id, head FROM reactor_channels WHERE name = ?", (name,)
-            ).fetchone()
-            last = db.execute(
-                "SELECT max(seq) FROM reactor_log WHERE channel = ?", (cid,)
-            ).fetchone()[0]
-        return int(cid), max(int(head), int(last or 0))
 
     def close(self) -> None:
         with self.lock:

@@ -1,0 +1,191 @@
+"""The handle of a ``sqlite`` channel and the backend that opens it."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from reactor.actors.address import Address
+from reactor.actors.base import ActorContext, ReactorActor
+from reactor.channels.actor import GroupChannelActor
+from reactor.channels.backend import ChannelConfig, ChannelServices, ChannelStats
+from reactor.channels.gate import CapacityGate
+from reactor.channels.groups import channel_stats
+from reactor.channels.sqlite.dedup import DurableDedupWindow
+from reactor.channels.sqlite.file import open_store, release_store
+from reactor.channels.sqlite.log import Appended, Replay, Retain, SqliteLog, codec
+from reactor.channels.sqlite.options import parse_url
+from reactor.channels.sqlite.store import ChannelStore
+from reactor.errors import SystemStoppedError
+from reactor.messages.event import Event
+
+__all__ = ["SqliteBackend", "SqliteChannel", "StartPosition"]
+
+logger = logging.getLogger("reactor")
+
+StartPosition = str | int | datetime
+
+_ASK_TIMEOUT_S = 30.0
+
+
+class SqliteChannel:
+    """Handle of one channel whose log lives in a SQLite file.
+
+    Thread-safety: :meth:`send`, :meth:`stats`, :meth:`replay` and
+    :meth:`dedup_window` may be called from any thread.
+    """
+
+    def __init__(self, config: ChannelConfig, services: ChannelServices) -> None:
+        self.name = config.name
+        self.config = config
+        self.clock = services.clock
+        self.options = parse_url(config.backend, config.name)
+        self.gate = CapacityGate(config.name, config.capacity, config.overflow, services.on_idle)
+        self.address = Address(f"channel:{config.name}")
+        self._closed = False
+        self.file = open_store(self.options.path, self.options.synchronous, config.name)
+        try:
+            self.store = ChannelStore(self.file, config.name)
+            try:
+                self._head = self.store.head
+                self._last_appended = self.store.last_appended()
+                self.log = SqliteLog(
+                    config, self.options, services, self.gate, self.store, self.address
+                )
+            except BaseException:
+                self.store.close()
+                raise
+        except BaseException:
+            release_store(self.file, config.name)
+            raise
+
+    # -- the Channel protocol --------------------------------------------------------
+
+    def start_actor(self, context: ActorContext) -> ReactorActor:
+        return GroupChannelActor.spawn(context, self.log, self.config.max_batch)
+
+    def send(self, events: tuple[Event, ...]) -> None:
+        """Append ``events`` to the log (one transaction) and hand them to the actor.
+
+        Runs in the publisher's thread and returns once the events are committed.
+
+        Raises:
+            SystemStoppedError: the channel was closed.
+            TypeError: an event's data has no JSON form (nothing was stored).
+        """
+        bodies = [codec.encode(event) for event in events]  # outside the lock: the costly part
+        routes = self.log.routes
+        extra = 0
+        unrouted = 0
+        for event in events:
+            fanout = len(routes[event.topic])
+            if fanout == 0:
+                unrouted += 1
+            else:
+                extra += fanout - 1
+        if extra:
+            # One credit per (event, group): never wait here, the publisher already did.
+            self.gate.acquire(extra, None, overdraft=True)
+        try:
+            with self.file.lock:
+                if self._closed:
+                    raise SystemStoppedError(
+                        f"channel {self.name!r} is closed; it accepts no more events"
+                    )
+                # Append times never decrease with the offset: a search by time relies on it.
+                now = max(self.clock.wall(), self._last_appended)
+                self._last_appended = now
+                first = self._head + 1
+                self.store.append(
+                    first,
+                    now,
+                    [(e.topic, e.key, body) for e, body in zip(events, bodies, strict=True)],
+                )
+                self._head = first + len(events) - 1
+                # Counted here, not in the actor: unrouted events settle before it hears of them.
+                counters = self.log.counters
+                counters.published += len(events)
+                counters.unrouted += unrouted
+                # Under the lock, so the actor hears of appends in offset order.
+                self.address.tell(Appended(first, events))
+        except BaseException:
+            if extra:
+                self.gate.release(extra)
+            raise
+        if unrouted:
+            self.gate.release(unrouted)  # nobody routes them: settled on arrival, kept in the log
+
+    def stats(self) -> ChannelStats:
+        groups = tuple(
+            g.stats(backlog=max(0, g.owed - g.in_flight()), expired=g.expired)
+            for g in list(self.log.groups.values())
+        )
+        return channel_stats(self.name, "sqlite", self.gate, self.log.counters, groups)
+
+    def close(self) -> None:
+        """Write what is still buffered, close the connections, release the file lock."""
+        with self.file.lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self.log.flush()
+        except Exception:
+            logger.exception("channel %r: could not write its last offsets on close", self.name)
+        finally:
+            self.store.close()
+            release_store(self.file, self.name)
+
+    # -- beyond the protocol -----------------------------------------------------------
+
+    def replay(self, group: str, from_: StartPosition = "earliest") -> int:
+        """Rewind ``group`` so that it gets every event from ``from_`` on again.
+
+        Args:
+            group: a group declared on this channel.
+            from_: ``"earliest"``, ``"latest"``, an offset, or a ``datetime``.
+
+        Returns:
+            The first offset the group will be given (``head + 1`` if none).
+
+        Raises:
+            UnknownGroupError: no such group. TopologyError: bad ``from_``.
+        """
+        return int(self.address.ask(Replay(group, from_), timeout=_ASK_TIMEOUT_S))
+
+    def enforce_retention(self, now: float | None = None) -> int:
+        """Apply ``max_events`` / ``max_age`` now (as of wall time ``now``); returns events deleted."""
+        return int(self.address.ask(Retain(now), timeout=_ASK_TIMEOUT_S))
+
+    def dedup_window(self, group: str, size: int) -> DurableDedupWindow:
+        """The handled-id window of ``group``, kept in this log's file.
+
+        Raises:
+            ValueError: ``size`` < 1.
+        """
+        return DurableDedupWindow(self.store, group, size)
+
+    @property
+    def head(self) -> int:
+        """The last offset appended to this channel's log."""
+        return self._head
+
+
+class SqliteBackend:
+    """Opens ``sqlite:`` channels.
+
+    Append times (for ``start=datetime``, replay by time and ``max_age``) are the
+    wall time of the system's clock.
+    """
+
+    scheme = "sqlite"
+
+    def open(self, config: ChannelConfig, services: ChannelServices) -> SqliteChannel:
+        """Open the channel's log (creating the file if needed).
+
+        Raises:
+            TopologyError: bad URL or option.
+            LogLockedError: another process writes this log.
+            LogFormatError: the file is not a reactor log.
+        """
+        return SqliteChannel(config, services)

@@ -1,0 +1,679 @@
+"""The sqlite backend's side of the group-channel actor: the log, paging, watermarks.
+
+One concept: how a channel actor follows a durable log (the protocol with the
+members is :mod:`reactor.channels.actor`'s). Each group keeps a window of the
+log in memory, paged from the file as demand arrives, and a watermark
+(``committed``) below which everything it routes is settled. Attempts, acks
+above the watermark, watermarks and dead letters are buffered and written in
+one transaction (:meth:`SqliteLog.flush`) before deliveries leave, when the
+mailbox is empty, or when enough acks piled up. Retention and replay move the
+watermarks too. See :mod:`reactor.channels.sqlite` for what is stored and why.
+
+Thread-safety: the state belongs to the channel actor's thread, except the
+counters the publishers bump in :meth:`~reactor.channels.sqlite.channel.SqliteChannel.send`
+and what ``stats()`` reads.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from itertools import repeat
+from typing import Any
+
+import attrs
+
+from reactor.actors.address import Address
+from reactor.channels.actor import GroupChannelActor, GroupLog
+from reactor.channels.backend import ChannelConfig, ChannelServices, GroupSpec
+from reactor.channels.gate import CapacityGate
+from reactor.channels.groups import Counters, Group, Member, RouteCache
+from reactor.channels.sqlite.options import SqliteOptions
+from reactor.channels.sqlite.store import ChannelStore, Progress
+from reactor.clock import Timer
+from reactor.errors import DecodeError, TopologyError, UnknownGroupError
+from reactor.messages import lifecycle
+from reactor.messages.codecs import JsonCodec
+from reactor.messages.control import Deliver, Encoded, ErrorInfo, decoded
+from reactor.messages.event import Event
+
+__all__ = ["Appended", "Replay", "Retain", "SqliteLog"]
+
+logger = logging.getLogger("reactor")
+
+# Rows read from the file per page, and the most events one group keeps in memory
+# ahead of its watermark (at least this, or the channel's capacity if larger).
+PAGE = 512
+MIN_WINDOW = 1024
+# Acks are written lazily (when the mailbox is empty, before any delivery, or past this).
+_ACK_FLUSH = 4096
+
+codec = JsonCodec()
+
+
+# -- messages --------------------------------------------------------------------------
+
+
+@attrs.frozen(slots=True)
+class Appended:
+    """Events stored at offsets ``first ..``; sent by ``send`` in offset order."""
+
+    first: int
+    events: tuple[Event, ...]
+
+
+@attrs.frozen(slots=True)
+class Replay:
+    """Rewind ``group`` to ``start``; the reply is the first offset it gets again."""
+
+    group: str
+    start: Any
+
+
+@attrs.frozen(slots=True)
+class Retain:
+    """Enforce retention now (timer or test); the reply is how many events were deleted."""
+
+    now: float | None = None
+    timer: bool = False
+
+
+# -- state -----------------------------------------------------------------------------
+
+
+class _Group(Group[Event | Encoded]):
+    """One declared group: its position in the log and the window it holds in memory.
+
+    ``events`` holds the routed seqs in (committed, cursor] not settled yet
+    (queued or in flight), with their events.
+    """
+
+    __slots__ = (
+        "acked_unflushed",
+        "committed",
+        "cursor",
+        "delivered_hwm",
+        "expired",
+        "flushed",
+        "flushed_hwm",
+        "ghosts",
+        "outstanding",
+        "owed",
+        "pending_max",
+        "preacked",
+        "recovered_hwm",
+    )
+
+    def __init__(self, spec: GroupSpec, channel: str, committed: int, delivered: int = 0) -> None:
+        super().__init__(spec, channel, {})
+        self.committed = committed  # every routed seq <= committed is settled
+        self.flushed = committed  # what the file says
+        # First deliveries are not written one by one: the file keeps the highest offset
+        # ever delivered, and after a restart every unsettled offset up to it counts one
+        # spent attempt. Redeliveries (attempt > 1) get a row each in reactor_pending.
+        self.delivered_hwm = delivered
+        self.flushed_hwm = delivered
+        self.recovered_hwm = delivered
+        self.cursor = committed  # every seq <= cursor has been looked at
+        self.outstanding: deque[int] = deque()  # routed seqs in (committed, cursor], in order
+        self.preacked: set[int] = set()  # acked above the watermark in an earlier run
+        self.ghosts: dict[str, set[int]] = {}  # member -> seqs it held when a replay rewound us
+        self.acked_unflushed: list[int] = []
+        # Highest seq that may have a row in reactor_pending: while it is at or below
+        # the flushed watermark, there is nothing there to delete.
+        self.pending_max = 0
+        self.owed = 0  # credits: routed events in (committed, head] not settled
+        self.expired = 0
+
+
+class SqliteLog(GroupLog):
+    """The channel actor's view of one channel's log; survives restarts of the actor.
+
+    Opening it recovers each declared group from the file: its watermark, the
+    attempts spent above it and what was acked there, and the credits it still owes.
+    """
+
+    refills = True
+    abandons = True
+
+    def __init__(  # noqa: PLR0917 - the parts of a channel, each its own fact
+        self,
+        config: ChannelConfig,
+        options: SqliteOptions,
+        services: ChannelServices,
+        gate: CapacityGate,
+        store: ChannelStore,
+        address: Address,
+    ) -> None:
+        self.channel = config.name
+        self.options = options
+        self.clock = services.clock
+        self.publish_system = services.publish_system
+        self.gate = gate
+        self.store = store
+        self.address = address
+        self.window = max(MIN_WINDOW, config.capacity)
+        self.max_batch = config.max_batch
+        self.counters = Counters()
+        self.head = store.head  # last offset the actor has heard of
+        self.low = store.low()  # first offset still in the file (head + 1 when empty)
+        self.groups: dict[str, _Group] = self._recover(config.groups)
+        self.routes = RouteCache(self.groups)
+        self.attempts: list[tuple[str, int, int]] = []  # redeliveries to record
+        self.dead_letters: list[tuple[str, int, int, str, str, str, bytes]] = []
+        self.dirty: set[_Group] = set()
+        self.outbox: list[tuple[Address, Deliver]] = []
+        self.release = 0
+        self.timer: Timer | None = None
+
+    actor: GroupChannelActor  # the incarnation running now, set by bind()
+
+    def _recover(self, specs: Sequence[GroupSpec]) -> dict[str, _Group]:
+        store = self.store
+        known = store.positions()
+        groups: dict[str, _Group] = {}
+        new: list[tuple[str, int]] = []
+        for spec in specs:
+            if spec.name in known:
+                committed, delivered = known[spec.name]
+            else:
+                committed = delivered = self.position(spec.start, f"group {spec.name!r}")
+                new.append((spec.name, committed))
+            groups[spec.name] = _Group(spec, self.channel, committed, delivered)
+        if new:
+            store.add_groups(new)
+        owed = 0
+        for group in groups.values():
+            for seq, attempts, topic in store.pending(group.name, group.committed):
+                # Rows at or below the watermark are deleted with it, so these are all there are.
+                group.pending_max = max(group.pending_max, seq)
+                if not group.matches(topic):
+                    continue
+                if attempts < 0:
+                    group.preacked.add(seq)
+                else:
+                    group.attempts[seq] = attempts
+            group.owed = self.count_routed(group, group.committed, self.head) - len(group.preacked)
+            owed += group.owed
+        if owed:
+            # What earlier runs left unsettled: wait_idle waits for it, publishers make room for it.
+            self.gate.acquire(owed, None, overdraft=True)
+        return groups
+
+    # -- positions in the log --------------------------------------------------------
+
+    def position(self, start: Any, what: str) -> int:
+        """The committed offset for a group starting at ``start``: one before its first event.
+
+        Raises:
+            TopologyError: ``start`` is no position in a log.
+        """
+        low, head = self.low, self.head
+        if start == "earliest":
+            return low - 1
+        if start == "latest":
+            return head
+        if isinstance(start, int) and not isinstance(start, bool) and start >= 0:
+            return min(max(start - 1, low - 1), head)
+        if isinstance(start, datetime):
+            when = start if start.tzinfo is not None else start.replace(tzinfo=UTC)
+            return self.first_at_or_after(when.timestamp()) - 1
+        raise bad_start(self.channel, what, start)
+
+    def first_at_or_after(self, timestamp: float) -> int:
+        """The first offset appended at or after wall time ``timestamp`` (``head + 1`` if none)."""
+        # Append times never decrease with the offset (send() makes sure), and offsets in
+        # [low, head] are contiguous, so a binary search over point reads finds the first.
+        lo, hi = self.low, self.head + 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            appended = self.store.appended_at(mid)
+            if appended is None or appended >= timestamp:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+    def count_routed(self, group: _Group, after: int, upto: int) -> int:
+        """How many events in offsets ``(after, upto]`` ``group`` routes."""
+        if upto <= after:
+            return 0
+        return sum(
+            count for topic, count in self.store.topic_counts(after, upto) if group.matches(topic)
+        )
+
+    # -- the actor's lifecycle ---------------------------------------------------------
+
+    def bind(self, actor: GroupChannelActor) -> dict[type, Callable[[Any], Any]]:
+        self.actor = actor
+        return {Appended: self.appended, Replay: self.replay, Retain: self.retain_message}
+
+    def started(self) -> None:
+        self._arm_timer()
+
+    def stopped(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.flush()
+        self._send_outbox()
+
+    def crashed(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+
+    def _arm_timer(self) -> None:
+        age = self.options.max_age
+        if age is None:
+            return
+        address = self.address
+        self.timer = self.clock.call_later(
+            min(60.0, age / 4), lambda: address.tell(Retain(timer=True))
+        )
+
+    def end_of_message(self) -> None:
+        if self.outbox or self.dead_letters:
+            self.flush()  # attempts must be on disk before the deliveries leave
+            self._send_outbox()
+        elif self.dirty and (
+            self.address.depth() == 0
+            or sum(len(g.acked_unflushed) for g in self.dirty) > _ACK_FLUSH
+        ):
+            self.flush()
+        if self.release:
+            released, self.release = self.release, 0
+            self.gate.release(released)
+
+    def _send_outbox(self) -> None:
+        outbox, self.outbox = self.outbox, []
+        for address, deliver in outbox:
+            address.tell(deliver)
+
+    # -- appends and paging -------------------------------------------------------------
+
+    def appended(self, message: Appended) -> None:
+        first = message.first
+        events = message.events
+        last = first + len(events) - 1
+        self.head = last
+        routes = self.routes
+        taken: dict[_Group, bool] = {}
+        for offset, event in enumerate(events):
+            groups = routes[event.topic]
+            if not groups:
+                continue
+            seq = first + offset
+            for group in groups:
+                group.owed += 1
+                live = taken.get(group)
+                if live is None:
+                    # Caught up with the log and room in the window: take them as they come.
+                    live = taken[group] = (
+                        group.cursor == first - 1 and len(group.outstanding) < self.window
+                    )
+                if live:
+                    self._take(group, seq, event)
+        for group in self.groups.values():
+            if taken.get(group, group.cursor == first - 1):
+                group.cursor = last
+        if self.gate.overflow == "drop_oldest" and self.gate.over_capacity:
+            self._evict_oldest()
+        max_events = self.options.max_events
+        if max_events is not None and self.head - self.low + 1 > max_events + max_events // 10:
+            self.retain(None)
+        for group in taken:
+            self.actor.dispatch(group)
+
+    def _take(self, group: _Group, seq: int, event: Event | Encoded) -> None:
+        group.outstanding.append(seq)
+        group.events[seq] = event
+        if seq <= group.recovered_hwm and seq not in group.attempts:
+            group.attempts[seq] = 1  # delivered before the restart, never settled
+        group.place(seq, event.key)
+
+    def _take_page(
+        self, group: _Group, seqs: list[int], items: Sequence[Event | Encoded], keyed: bool
+    ) -> None:
+        """:meth:`_take` for a page of rising seqs, in bulk when none is keyed or recovered."""
+        if keyed or seqs[0] <= group.recovered_hwm:
+            for seq, item in zip(seqs, items, strict=True):
+                self._take(group, seq, item)
+            return
+        group.outstanding += seqs
+        group.events.update(zip(seqs, items, strict=True))
+        group.shared += seqs
+
+    def refill(self, group: Group[Any]) -> bool:
+        """Page ``group``'s next events in if its members want more than it has queued."""
+        assert isinstance(group, _Group)
+        demand = sum(m.demand for m in group.order)
+        if (
+            demand > 0
+            and group.cursor < self.head
+            and len(group.outstanding) < self.window
+            and group.queued() < max(demand, self.max_batch)
+        ):
+            before = group.cursor
+            self._page(group)
+            return group.cursor != before
+        return False
+
+    def _page(self, group: _Group) -> None:
+        """Read the next events ``group`` routes from the file, up to its window.
+
+        An event only this group routes stays :class:`Encoded`: its consumer decodes
+        it. One that several groups route is decoded here once, and the groups
+        share the :class:`Event`.
+        """
+        routes = self.routes
+        while group.cursor < self.head and len(group.outstanding) < self.window:
+            rows = self.store.page(group.cursor, self.head, PAGE)
+            if not rows:
+                group.cursor = self.head  # deleted by retention meanwhile
+                break
+            rows = rows[: self.window - len(group.outstanding)]
+            seqs, topics, keys, bodies = zip(*rows, strict=True)
+            fanout: dict[str, int] = {}  # topic -> groups routing it, 0 if not this one
+            for topic in set(topics):
+                groups = routes[topic]
+                fanout[topic] = len(groups) if group in groups else 0
+            if set(fanout.values()) == {1} and not group.preacked:
+                # The usual page: every event on it is this group's alone. Built in
+                # bulk, by C loops (tuple.__new__ makes an Encoded without the named
+                # tuple's Python constructor).
+                items = list(map(tuple.__new__, repeat(Encoded), zip(keys, bodies, repeat(codec))))
+                group.cursor = seqs[-1]
+                self._take_page(group, list(seqs), items, keys.count(None) < len(keys))
+            else:
+                self._take_rows(group, rows, fanout)
+        self._advance(group)
+
+    def _take_rows(
+        self, group: _Group, rows: list[tuple[int, str, str | None, bytes]], fanout: dict[str, int]
+    ) -> None:
+        """:meth:`_page` for a page that is not all this group's alone: row by row."""
+        others = [g.events for g in self.groups.values() if g is not group]
+        preacked = group.preacked
+        seqs: list[int] = []
+        items: list[Event | Encoded] = []
+        keyed = False
+        for seq, topic, key, body in rows:
+            group.cursor = seq
+            shared = fanout[topic]
+            if not shared:
+                continue
+            if preacked and seq in preacked:
+                preacked.discard(seq)
+                continue
+            event = None if shared == 1 else _shared_event(others, seq, body)
+            # (Undecodable bytes stay Encoded too: the consumer dead-letters them.)
+            items.append(Encoded(key, body, codec) if event is None else event)
+            seqs.append(seq)
+            keyed = keyed or key is not None
+        if seqs:
+            self._take_page(group, seqs, items, keyed)
+
+    # -- the actor's hooks ---------------------------------------------------------------
+
+    def deliver(self, member: Member, deliver: Deliver) -> None:
+        """Record the delivery's attempts; it leaves once they are on disk."""
+        group = self.groups[deliver.group]
+        if max(deliver.attempts) == 1:
+            # First deliveries only (the usual case): the batch's seqs rise, so the last is
+            # the highest.
+            group.delivered_hwm = max(group.delivered_hwm, deliver.seqs[-1])
+        else:
+            for seq, n in zip(deliver.seqs, deliver.attempts, strict=True):
+                if n > 1:
+                    self.attempts.append((group.name, seq, n))
+                elif seq > group.delivered_hwm:
+                    group.delivered_hwm = seq
+        self.dirty.add(group)
+        self.outbox.append((member.address, deliver))
+
+    def settle(self, group: Group[Any], seqs: Sequence[int]) -> None:
+        """``group`` is done with ``seqs``: acked, dead-lettered, dropped or expired."""
+        assert isinstance(group, _Group)
+        self._forget(group, seqs)
+        self._advance(group)
+
+    def _forget(self, group: _Group, seqs: Sequence[int]) -> None:
+        forget = group.events.pop
+        for seq in seqs:
+            forget(seq, None)
+        group.owed -= len(seqs)
+        group.acked_unflushed += seqs
+        self.release += len(seqs)
+
+    def _advance(self, group: _Group) -> None:
+        """Move the watermark over the unbroken run of settled events at its front."""
+        outstanding = group.outstanding
+        unsettled = group.events
+        while outstanding and outstanding[0] not in unsettled:
+            outstanding.popleft()
+        group.committed = outstanding[0] - 1 if outstanding else group.cursor
+        if group.committed != group.flushed or group.acked_unflushed:
+            self.dirty.add(group)
+
+    def owned(self, group: Group[Any], member: Member, seqs: Sequence[int]) -> Sequence[int]:
+        """Seqs ``member`` held from before a replay are not settled: only their demand comes back."""
+        assert isinstance(group, _Group)
+        ghosts = group.ghosts.get(member.name)
+        if not ghosts:
+            return seqs
+        fresh = []
+        for seq in seqs:
+            if seq in ghosts:
+                ghosts.discard(seq)
+                member.demand += 1
+            else:
+                fresh.append(seq)
+        return fresh
+
+    def incarnation_ended(self, group: Group[Any], member: str) -> None:
+        assert isinstance(group, _Group)
+        group.ghosts.pop(member, None)
+
+    def where(self, seq: int) -> dict[str, Any]:
+        return {"offset": seq}
+
+    def keep_dead_letter(
+        self, group: Group[Any], seq: int, item: Event | Encoded, error: ErrorInfo, attempts: int
+    ) -> None:
+        """Kept in ``reactor_deadletters``: the ``$system`` channel is in memory."""
+        body = item.body if isinstance(item, Encoded) else codec.encode(item)
+        self.dead_letters.append(
+            (group.name, seq, attempts, error.type, error.message, error.traceback, body)
+        )
+
+    def _evict_oldest(self) -> None:
+        excess = self.gate.over_capacity
+        candidates: list[tuple[int, _Group]] = []
+        for group in self.groups.values():
+            queues = [group.shared, group.orphans, *(m.keyed for m in group.order)]
+            candidates += [(seq, group) for queue in queues for seq in queue if seq in group.events]
+        candidates.sort(key=lambda item: item[0])
+        for seq, group in candidates[:excess]:
+            item = group.events.get(seq)
+            if item is None:
+                continue
+            self.counters.dropped += 1
+            event = decoded(item)
+            if event is not None:  # bytes that are no event are dropped all the same
+                self.publish_system(
+                    lifecycle.dropped(event, channel=self.channel, policy="drop_oldest")
+                )
+            group.attempts.pop(seq, None)
+            self._forget(group, [seq])  # its queue entry is skipped lazily
+        for group in self.groups.values():
+            self._advance(group)
+
+    # -- replay and retention ----------------------------------------------------------------
+
+    def replay(self, replay: Replay) -> int:
+        group = self.groups.get(replay.group)
+        if group is None:
+            known = ", ".join(sorted(self.groups)) or "none"
+            raise UnknownGroupError(
+                f"channel {self.channel!r} has no group {replay.group!r} (groups: {known}); "
+                "replay a group the topology declares on this channel"
+            )
+        position = self.position(replay.start, f"replay of group {group.name!r}")
+        owed = self.count_routed(group, position, self.head)
+        if owed:
+            self.gate.acquire(owed, None, overdraft=True)  # before the release: never look idle
+        # Whatever members hold now is theirs to finish; their acks only give demand back.
+        for member in group.order:
+            if member.in_flight:
+                group.ghosts.setdefault(member.name, set()).update(member.in_flight)
+                member.in_flight.clear()
+            member.keyed.clear()
+        self.release += group.owed
+        group.owed = owed
+        group.events.clear()
+        group.outstanding.clear()
+        group.shared.clear()
+        group.orphans.clear()
+        group.attempts.clear()
+        group.preacked.clear()
+        group.acked_unflushed.clear()
+        group.committed = group.cursor = position
+        group.delivered_hwm = group.flushed_hwm = group.recovered_hwm = position
+        group.pending_max = 0
+        self.store.rewind(group.name, position)
+        group.flushed = position
+        self.actor.dispatch(group)
+        return position + 1
+
+    def retain_message(self, message: Retain) -> int:
+        deleted = self.retain(message.now)
+        if message.timer:
+            self._arm_timer()
+        return deleted
+
+    def retain(self, now: float | None) -> int:
+        """Apply ``max_events`` / ``max_age`` as of wall time ``now``; returns events deleted."""
+        options = self.options
+        cutoff = self.low  # first offset to keep
+        if options.max_events is not None:
+            cutoff = max(cutoff, self.head - options.max_events + 1)
+        if options.max_age is not None:
+            wall = self.clock.wall() if now is None else now
+            cutoff = max(cutoff, self.first_at_or_after(wall - options.max_age))
+        if cutoff <= self.low:
+            return 0
+        last = cutoff - 1
+        forced = self._expire(last)
+        self.flush()
+        deleted = self.store.delete_before(cutoff, self.head)
+        self.low = cutoff
+        for name, lost, first in forced:
+            logger.warning(
+                "channel %r: retention deleted %d event(s) group %r had not acked (offsets %d..%d)",
+                self.channel,
+                lost,
+                name,
+                first,
+                last,
+            )
+            self.publish_system(
+                lifecycle.retention_forced(self.channel, name, lost, first=first, last=last)
+            )
+        return deleted
+
+    def _expire(self, last: int) -> list[tuple[str, int, int]]:
+        """Settle what every group routes up to ``last``; returns (group, lost, first lost)."""
+        counters = self.counters
+        forced: list[tuple[str, int, int]] = []
+        for group in self.groups.values():
+            if group.committed >= last:
+                continue
+            lost = 0
+            for queue in (group.shared, group.orphans, *(m.keyed for m in group.order)):
+                doomed = [s for s in queue if s <= last and s in group.events]
+                self._forget(group, doomed)
+                lost += len(doomed)
+            if group.cursor < last:
+                unread = self.count_routed(group, group.cursor, last)
+                group.owed -= unread
+                self.release += unread
+                lost += unread
+                group.cursor = last
+            group.preacked = {s for s in group.preacked if s > last}
+            if lost:
+                forced.append((group.name, lost, group.committed + 1))
+                group.expired += lost
+                counters.expired += lost
+            self._advance(group)
+        # Groups in the file that this topology does not declare lose events too: say so.
+        for name, committed in self.store.groups_behind(last):
+            if name not in self.groups:
+                lost = last - max(committed, self.low - 1)
+                if lost > 0:
+                    forced.append((name, lost, max(committed, self.low - 1) + 1))
+                    counters.expired += lost
+        return forced
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write attempts, acks, watermarks and dead letters in one transaction."""
+        if not (self.attempts or self.dirty or self.dead_letters):
+            return
+        attempts, self.attempts = self.attempts, []
+        dead_letters, self.dead_letters = self.dead_letters, []
+        dirty, self.dirty = self.dirty, set()
+        pending_max: dict[str, int] = {}  # group -> highest seq given a row in reactor_pending
+        for name, seq, _ in attempts:
+            pending_max[name] = max(pending_max.get(name, 0), seq)
+        acked: list[tuple[str, int]] = []
+        cleared: list[tuple[str, int]] = []
+        positions: list[tuple[str, int, int]] = []
+        moved: list[_Group] = []
+        for group in dirty:
+            name = group.name
+            done, group.acked_unflushed = group.acked_unflushed, []
+            above = [seq for seq in done if seq > group.committed]
+            if above:
+                acked += [(name, seq) for seq in above]
+                pending_max[name] = max(pending_max.get(name, 0), *above)
+            highest = max(group.pending_max, pending_max.get(name, 0))
+            if group.committed != group.flushed and highest > group.flushed:
+                cleared.append((name, group.committed))
+            if group.committed != group.flushed or group.delivered_hwm != group.flushed_hwm:
+                positions.append((name, group.committed, group.delivered_hwm))
+                moved.append(group)
+        progress = Progress(attempts, acked, cleared, positions, dead_letters)
+        if not (attempts or acked or cleared or positions or dead_letters):
+            return
+        self.store.save(progress)
+        for name, seq in pending_max.items():
+            group = self.groups[name]
+            group.pending_max = max(group.pending_max, seq)
+        for group in moved:
+            group.flushed = group.committed
+            group.flushed_hwm = group.delivered_hwm
+
+
+def _shared_event(others: list[dict[int, Event | Encoded]], seq: int, body: bytes) -> Event | None:
+    """The event at ``seq``, from a group that holds it decoded, or decoded now.
+
+    None if the bytes are not an event.
+    """
+    for held in others:
+        event = held.get(seq)
+        if isinstance(event, Event):
+            return event
+    try:
+        return codec.decode(body)
+    except DecodeError:
+        return None
+
+
+def bad_start(channel: str, what: str, start: Any) -> TopologyError:
+    """The error of a ``start`` (or replay ``from_``) that is no position in a log."""
+    return TopologyError(
+        f"channel {channel!r}, {what}: start must be 'earliest', 'latest', an offset >= 0 "
+        f"or a datetime, got {start!r}"
+    )

@@ -1,0 +1,289 @@
+"""Every statement on one channel's rows of a sqlite log, as typed methods.
+
+One concept: the SQL of the ``sqlite`` backend (the schema and the file's lock
+and format are in :mod:`reactor.channels.sqlite.file`). Reads go through the
+channel's own reader connection, writes through the file's writer under its
+lock, each write one transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+
+import attrs
+
+from reactor.channels.sqlite.file import LogStore
+
+__all__ = ["ChannelStore", "Progress", "Row"]
+
+# (seq, topic, key, body): an event as the log stores it.
+Row = tuple[int, str, str | None, bytes]
+# (group, seq, attempts, error type, message, traceback, body): a stored dead letter.
+DeadLetterRow = tuple[str, int, int, str, str, str, bytes]
+
+
+@attrs.frozen(slots=True)
+class Progress:
+    """What a channel actor writes in one transaction, in this order.
+
+    Attributes:
+        attempts: ``(group, seq, attempts)`` of redeliveries in flight.
+        acked: ``(group, seq)`` acked above the group's watermark.
+        cleared: ``(group, upto)``: the rows of ``group`` at or below ``upto`` are obsolete.
+        positions: ``(group, committed, delivered)``: the new watermark and
+            highest offset ever delivered.
+        dead_letters: dead letters to keep.
+    """
+
+    attempts: Sequence[tuple[str, int, int]] = ()
+    acked: Sequence[tuple[str, int]] = ()
+    cleared: Sequence[tuple[str, int]] = ()
+    positions: Sequence[tuple[str, int, int]] = ()
+    dead_letters: Sequence[DeadLetterRow] = ()
+
+
+class ChannelStore:
+    """One channel's rows in a log file.
+
+    Thread-safety: :meth:`append` needs :attr:`LogStore.lock` held by the caller
+    (the publisher holds it around more than the write); the reads belong to the
+    channel actor's thread (and its opening); the other writes take the lock.
+    """
+
+    def __init__(self, store: LogStore, name: str) -> None:
+        self.file = store
+        with store.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO reactor_channels(name) VALUES (?)", (name,))
+            cid, head = db.execute(
+                "SELECT id, head FROM reactor_channels WHERE name = ?", (name,)
+            ).fetchone()
+            last = db.execute(
+                "SELECT max(seq) FROM reactor_log WHERE channel = ?", (cid,)
+            ).fetchone()[0]
+        self.id = int(cid)
+        self.head = max(int(head), int(last or 0))  # the last offset appended
+        self.reader: sqlite3.Connection = store.reader()
+
+    def close(self) -> None:
+        self.reader.close()
+
+    # -- reads ---------------------------------------------------------------------
+
+    def last_appended(self) -> float:
+        """The append time of the newest event (0.0 for an empty log)."""
+        row = self.reader.execute(
+            "SELECT appended FROM reactor_log WHERE channel = ? ORDER BY seq DESC LIMIT 1",
+            (self.id,),
+        ).fetchone()
+        return float(row[0]) if row else 0.0
+
+    def low(self) -> int:
+        """The first offset still in the log (``head + 1`` when it is empty)."""
+        row = self.reader.execute(
+            "SELECT min(seq) FROM reactor_log WHERE channel = ?", (self.id,)
+        ).fetchone()
+        return int(row[0]) if row[0] is not None else self.head + 1
+
+    def positions(self) -> dict[str, tuple[int, int]]:
+        """group -> (committed, delivered) of every group the log knows."""
+        return {
+            name: (int(committed), int(delivered))
+            for name, committed, delivered in self.reader.execute(
+                "SELECT grp, committed, delivered FROM reactor_groups WHERE channel = ?",
+                (self.id,),
+            )
+        }
+
+    def pending(self, group: str, above: int) -> list[tuple[int, int, str]]:
+        """``(seq, attempts, topic)`` recorded for ``group`` above ``above`` (attempts -1: acked)."""
+        return self.reader.execute(
+            "SELECT p.seq, p.attempts, l.topic FROM reactor_pending p JOIN reactor_log l "
+            "ON l.channel = p.channel AND l.seq = p.seq "
+            "WHERE p.channel = ? AND p.grp = ? AND p.seq > ?",
+            (self.id, group, above),
+        ).fetchall()
+
+    def appended_at(self, seq: int) -> float | None:
+        """When ``seq`` was appended; None if it is not in the log."""
+        row = self.reader.execute(
+            "SELECT appended FROM reactor_log WHERE channel = ? AND seq = ?", (self.id, seq)
+        ).fetchone()
+        return None if row is None else float(row[0])
+
+    def topic_counts(self, after: int, upto: int) -> list[tuple[str, int]]:
+        """How many events of each topic lie in offsets ``(after, upto]``."""
+        return self.reader.execute(
+            "SELECT topic, count(*) FROM reactor_log "
+            "WHERE channel = ? AND seq > ? AND seq <= ? GROUP BY topic",
+            (self.id, after, upto),
+        ).fetchall()
+
+    def page(self, after: int, upto: int, limit: int) -> list[Row]:
+        """Up to ``limit`` events in offsets ``(after, upto]``, in offset order."""
+        return self.reader.execute(
+            "SELECT seq, topic, key, body FROM reactor_log "
+            "WHERE channel = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+            (self.id, after, upto, limit),
+        ).fetchall()
+
+    def groups_behind(self, last: int) -> list[tuple[str, int]]:
+        """``(group, committed)`` of every group in the file whose watermark is below ``last``."""
+        return [
+            (name, int(committed))
+            for name, committed in self.reader.execute(
+                "SELECT grp, committed FROM reactor_groups WHERE channel = ? AND committed < ?",
+                (self.id, last),
+            )
+        ]
+
+    # -- writes --------------------------------------------------------------------
+
+    def append(
+        self, first: int, appended: float, rows: Iterable[tuple[str, str | None, bytes]]
+    ) -> None:
+        """Append ``(topic, key, body)`` rows at offsets ``first ..``, in one transaction.
+
+        The caller holds the file's lock.
+        """
+        cid = self.id
+        db = self.file.writer
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(
+                "INSERT INTO reactor_log(channel, seq, appended, topic, key, body) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (cid, first + i, appended, topic, key, body)
+                    for i, (topic, key, body) in enumerate(rows)
+                ],
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def add_groups(self, positions: Sequence[tuple[str, int]]) -> None:
+        """Record new groups at their ``(group, committed)`` starting watermark."""
+        cid = self.id
+        with self.file.transaction() as db:
+            db.executemany(
+                "INSERT INTO reactor_groups(channel, grp, committed) VALUES (?, ?, ?)",
+                [(cid, name, committed) for name, committed in positions],
+            )
+
+    def rewind(self, group: str, position: int) -> None:
+        """Move ``group`` back (or forward) to ``position``, forgetting its attempts and acks."""
+        cid = self.id
+        with self.file.transaction() as db:
+            db.execute("DELETE FROM reactor_pending WHERE channel = ? AND grp = ?", (cid, group))
+            db.execute(
+                "UPDATE reactor_groups SET committed = ?, delivered = ? WHERE channel = ? AND grp = ?",
+                (position, position, cid, group),
+            )
+
+    def delete_before(self, cutoff: int, head: int) -> int:
+        """Delete the events below ``cutoff`` and move every group past them; returns how many."""
+        cid = self.id
+        last = cutoff - 1
+        with self.file.transaction() as db:
+            deleted = db.execute(
+                "DELETE FROM reactor_log WHERE channel = ? AND seq < ?", (cid, cutoff)
+            ).rowcount
+            db.execute("DELETE FROM reactor_pending WHERE channel = ? AND seq < ?", (cid, cutoff))
+            db.execute(
+                "UPDATE reactor_groups SET committed = ? WHERE channel = ? AND committed < ?",
+                (last, cid, last),
+            )
+            # The head is kept: offsets are never reused, even once the log is empty.
+            db.execute("UPDATE reactor_channels SET head = max(head, ?) WHERE id = ?", (head, cid))
+        return int(deleted)
+
+    def save(self, progress: Progress) -> None:
+        """Write ``progress`` in one transaction (nothing if it is empty)."""
+        cid = self.id
+        writes: list[tuple[str, object, bool]] = []
+        if progress.attempts:
+            writes.append(
+                (
+                    "INSERT INTO reactor_pending(channel, grp, seq, attempts) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(channel, grp, seq) DO UPDATE SET attempts = excluded.attempts",
+                    [(cid, g, seq, n) for g, seq, n in progress.attempts],
+                    True,
+                )
+            )
+        if progress.acked:
+            writes.append(
+                (
+                    "INSERT INTO reactor_pending(channel, grp, seq, attempts) VALUES (?, ?, ?, -1) "
+                    "ON CONFLICT(channel, grp, seq) DO UPDATE SET attempts = -1",
+                    [(cid, g, seq) for g, seq in progress.acked],
+                    True,
+                )
+            )
+        writes.extend(
+            (
+                "DELETE FROM reactor_pending WHERE channel = ? AND grp = ? AND seq <= ?",
+                (cid, g, upto),
+                False,
+            )
+            for g, upto in progress.cleared
+        )
+        writes.extend(
+            (
+                "UPDATE reactor_groups SET committed = ?, delivered = ? "
+                "WHERE channel = ? AND grp = ?",
+                (committed, delivered, cid, g),
+                False,
+            )
+            for g, committed, delivered in progress.positions
+        )
+        if progress.dead_letters:
+            writes.append(
+                (
+                    "INSERT OR REPLACE INTO reactor_deadletters(channel, grp, seq, attempts, "
+                    "error_type, message, traceback, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(cid, *row) for row in progress.dead_letters],
+                    True,
+                )
+            )
+        if writes:
+            self.file.write(writes)
+
+    # -- the dedup window of idempotent groups ------------------------------------------
+
+    def seen_ids(self, group: str, size: int) -> list[tuple[int, str]]:
+        """The last ``size`` handled ids of ``group``, newest first, as ``(n, event id)``."""
+        with self.file.lock:
+            return self.file.writer.execute(
+                "SELECT n, event_id FROM reactor_dedup WHERE channel = ? AND grp = ? "
+                "ORDER BY n DESC LIMIT ?",
+                (self.id, group, size),
+            ).fetchall()
+
+    def record_seen(self, group: str, n: int, event_id: str, forget_upto: int | None) -> bool:
+        """Record handled id number ``n`` of ``group`` (and forget ids up to ``forget_upto``).
+
+        The caller holds the file's lock. Returns False if the file is closed
+        already (a handler abandoned at shutdown): nothing was recorded.
+        """
+        db = self.file.writer
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except Exception:  # closed under an abandoned handler: nothing to record any more
+            return False
+        try:
+            db.execute(
+                "INSERT OR REPLACE INTO reactor_dedup(channel, grp, n, event_id) VALUES (?, ?, ?, ?)",
+                (self.id, group, n, event_id),
+            )
+            if forget_upto is not None:
+                db.execute(
+                    "DELETE FROM reactor_dedup WHERE channel = ? AND grp = ? AND n <= ?",
+                    (self.id, group, forget_upto),
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return True
