@@ -22,6 +22,7 @@ __all__ = [
     "LogLockedError",
     "NotDurableError",
     "ReactorError",
+    "RedisUnavailable",
     "SupervisorEscalation",
     "SystemStoppedError",
     "TopologyError",
@@ -132,6 +133,10 @@ class IdleTimeout(ReactorError, TimeoutError):
 
 class ClockError(ReactorError, ValueError):
     """A clock was asked to do what time cannot (a fake clock moved backwards)."""
+
+
+class RedisUnavailable(ReactorError, RuntimeError):
+    """The redis backend is used but redis-py is not installed."""
 
 
 class LogLockedError(ReactorError, RuntimeError):

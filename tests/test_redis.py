@@ -16,7 +16,8 @@ from redis_support import RedisServer, require_redis_server
 import reactor
 from reactor import Event, Topology, testing
 from reactor.channels import redis as redis_backend
-from reactor.channels.redis_options import parse_url
+from reactor.channels.redis import client as redis_client
+from reactor.channels.redis import parse_url
 from reactor.testing import Recorder, wait_for
 
 
@@ -69,7 +70,7 @@ def test_url_options_are_split_from_the_redis_url() -> None:
 def test_without_redis_py_opening_a_channel_says_what_to_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(redis_backend, "redis_py", None)
+    monkeypatch.setattr(redis_client, "redis_py", None)
     topo = Topology("nodriver")
     topo.channel("c", backend="redis://:pw@localhost:6379/0")
     topo.consumer("x", Recorder(), channel="c")
@@ -262,7 +263,7 @@ def test_an_entry_whose_workers_kept_dying_is_dead_lettered_without_another_try(
     assert len(recorder) == 0
     letter = dead.events[0].data
     assert (letter["error_type"], letter["attempts"], letter["event"].id) == (
-        "WorkerLost",
+        "DeliveryAbandoned",
         3,
         "poison",
     )
@@ -305,7 +306,7 @@ def test_pending_entries_removed_by_retention_are_reported(redis_url: str) -> No
         topo = Topology("trim")
         topo.channel("c", backend=url)
         topo.consumer("x", recorder, channel="c")
-        topo.consumer("watch", trimmed, channel="$system", pattern="$system.channel.trimmed")
+        topo.consumer("watch", trimmed, channel="$system", pattern="$system.retention.forced")
         with topo.start() as system:
             trimmed.wait_for_count(1)
             recorder.wait_for_count(1)

@@ -8,6 +8,7 @@ backend it has: ``memory`` today, durable logs and brokers behind the same face.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -72,11 +73,13 @@ class ChannelServices:
         clock: the system's clock.
         publish_system: publishes a ``$system`` or ``$deadletter`` event; never blocks.
         on_idle: called whenever the channel's gate drops to zero unsettled events.
+        rng: random numbers (the jitter of retries); seed it for repeatable runs.
     """
 
     clock: Clock
     publish_system: Callable[[Event], None]
     on_idle: Callable[[], None] | None = None
+    rng: random.Random = attrs.field(factory=random.Random)
 
 
 @attrs.frozen(slots=True)

@@ -8,11 +8,16 @@ overdraft below), whatever the publishers do, and memory stays bounded.
 
 The gate is also how the system knows it is idle: ``used == 0`` on every gate
 means nothing is in flight anywhere.
+
+A backend whose count lives elsewhere (a broker shared by many processes) reads
+it back and sets it with :meth:`CapacityGate.recount`, and closes the gate while
+it cannot reach the broker with :meth:`CapacityGate.suspend`.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Literal
 
@@ -47,6 +52,8 @@ class CapacityGate:
         self.used = 0
         self.peak = 0
         self.dropped = 0
+        self.taken = 0  # credits ever taken
+        self.suspended: str | None = None  # why the channel takes no events now
         self._cond = threading.Condition(threading.Lock())
         self._waiting = 0  # publishers blocked in acquire(); release() skips notify when 0
         self._on_idle = on_idle
@@ -59,11 +66,22 @@ class CapacityGate:
         uses it when publishing back into the channel it consumes from, where
         waiting for capacity would wait on itself.
 
+        While the gate is suspended it counts as full: ``reject`` raises,
+        ``drop_newest`` admits nothing, the others wait for it to resume.
+
         Raises:
             BackpressureTimeout: ``block`` policy and no credit within ``timeout``.
             ChannelFull: ``reject`` policy and not enough credit for all ``count``.
         """
         with self._cond:
+            if self.suspended is not None and not overdraft:
+                if self.overflow == "reject":
+                    raise ChannelFull(
+                        self._suspended_text("its overflow policy is 'reject'; retry later")
+                    )
+                if self.overflow == "drop_newest":
+                    return 0
+                timeout = self._wait_resumed(timeout)
             free = self.capacity - self.used
             if overdraft or free >= count:
                 return self._take(count)
@@ -99,6 +117,28 @@ class CapacityGate:
         if idle and self._on_idle is not None:
             self._on_idle()
 
+    def suspend(self, reason: str | None) -> None:
+        """Close the gate (``reason`` says why, after the channel's name) or reopen it (None)."""
+        with self._cond:
+            self.suspended = reason
+            self._cond.notify_all()
+
+    def recount(self, count: Callable[[int, int], int]) -> None:
+        """Set the number of unsettled events to ``count(used, taken)``, atomically.
+
+        For a backend whose true count is read back from elsewhere; ``taken`` is
+        every credit ever taken. ``count`` runs under the gate's lock: it must be
+        quick and must not call the gate.
+        """
+        with self._cond:
+            old = self.used
+            new = self.used = count(old, self.taken)
+            if new < old and self._waiting:
+                self._cond.notify_all()
+            idle = new == 0 and old != 0
+        if idle and self._on_idle is not None:
+            self._on_idle()
+
     def count_dropped(self, count: int) -> None:
         with self._cond:
             self.dropped += count
@@ -108,7 +148,24 @@ class CapacityGate:
         """How many events the channel holds beyond capacity (``drop_oldest`` evicts them)."""
         return max(0, self.used - self.capacity)
 
+    def _wait_resumed(self, timeout: float | None) -> float | None:
+        """Wait (lock held) until the gate is resumed; returns what is left of ``timeout``."""
+        started = time.monotonic()
+        self._waiting += 1
+        try:
+            if not self._cond.wait_for(lambda: self.suspended is None, timeout):
+                raise BackpressureTimeout(
+                    self._suspended_text(f"for {timeout}s; the events were not published")
+                )
+        finally:
+            self._waiting -= 1
+        return None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
+
+    def _suspended_text(self, tail: str) -> str:
+        return f"channel {self.channel!r} {self.suspended} {tail}"
+
     def _take(self, count: int) -> int:
+        self.taken += count
         self.used += count
         self.peak = max(self.peak, self.used)
         return count

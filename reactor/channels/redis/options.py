@@ -34,6 +34,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import attrs
 
+from reactor.channels.options import bad_option
+from reactor.errors import TopologyError
+
 __all__ = ["RedisOptions", "parse_url"]
 
 _REACTOR_KEYS = frozenset(
@@ -98,11 +101,11 @@ def parse_url(url: str, channel: str) -> RedisOptions:
         The options.
 
     Raises:
-        ValueError: an option has a bad value; the message names the channel and option.
+        TopologyError: an option has a bad value; the message names the channel and option.
     """
     parts = urlsplit(url)
     if parts.scheme not in ("redis", "rediss"):
-        raise ValueError(f"channel {channel!r}: {url!r} is not a redis:// or rediss:// URL")
+        raise TopologyError(f"channel {channel!r}: {url!r} is not a redis:// or rediss:// URL")
     ours: dict[str, str] = {}
     theirs: list[tuple[str, str]] = []
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
@@ -118,21 +121,18 @@ def parse_url(url: str, channel: str) -> RedisOptions:
     def number(key: str, kind: type[float] | type[int], default: float | None) -> float | None:
         if key not in ours:
             return default
+        expected = "a positive integer" if kind is int else "a positive number"
         try:
             value = kind(ours[key])
         except ValueError:
-            raise ValueError(
-                f"channel {channel!r}: option {key}={ours[key]!r} in {display} must be a number"
-            ) from None
+            raise bad_option(channel, display, key, ours[key], expected) from None
         if value <= 0:
-            raise ValueError(f"channel {channel!r}: option {key} in {display} must be positive")
+            raise bad_option(channel, display, key, ours[key], expected)
         return value
 
     start = ours.get("start")
     if start is not None and start not in ("$", "0"):
-        raise ValueError(
-            f"channel {channel!r}: option start={start!r} in {display} must be '$' or '0'"
-        )
+        raise bad_option(channel, display, "start", start, "'$' or '0'")
     maxlen = number("maxlen", int, None)
     maxage = number("maxage", float, None)
     return RedisOptions(

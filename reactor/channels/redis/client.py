@@ -1,0 +1,284 @@
+"""Every call the ``redis`` backend makes to Redis, as typed methods on one client.
+
+One concept: the backend's Redis I/O (key names, commands, pipelines, the Lua
+eviction script, and what counts as a lost connection). The rest of the backend
+never touches redis-py.
+
+Thread-safety: redis-py's client is thread-safe (a connection pool); every
+method may be called from any thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from reactor.channels.redis.options import RedisOptions
+from reactor.errors import RedisUnavailable
+
+try:
+    import redis as redis_py
+    from redis import exceptions as redis_errors
+except ModuleNotFoundError:  # pragma: no cover - exercised by monkeypatching in tests
+    redis_py = None  # type: ignore[assignment]
+    redis_errors = None  # type: ignore[assignment]
+
+__all__ = [
+    "FIELD",
+    "KEY_FIELD",
+    "TOPIC_FIELD",
+    "RedisClient",
+    "entry_seq",
+    "is_connection_error",
+    "is_missing_group",
+    "require_redis_py",
+    "seq_entry_id",
+]
+
+FIELD = b"event"
+# Written beside the event by reactor, so that a worker can route and place an entry
+# without decoding it (its consumer decodes it). Entries without them are decoded
+# by the reader.
+TOPIC_FIELD = b"reactor.topic"
+KEY_FIELD = b"reactor.key"
+
+_SEQ_BITS = 40
+_SEQ_MASK = (1 << _SEQ_BITS) - 1
+
+# Deletes up to ARGV[1] of the oldest entries that no group (ARGV[2..]) has been
+# delivered yet, atomically, so a reader cannot take one while it is deleted.
+_EVICT_SCRIPT = """
+local function newer(a, b)
+  local am, as = string.match(a, '(%d+)-(%d+)')
+  local bm, bs = string.match(b, '(%d+)-(%d+)')
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  return am > bm or (am == bm and as > bs)
+end
+local top = '0-0'
+local info = redis.call('XINFO', 'GROUPS', KEYS[1])
+for _, group in ipairs(info) do
+  local name, last
+  for i = 1, #group, 2 do
+    if group[i] == 'name' then name = group[i + 1] end
+    if group[i] == 'last-delivered-id' then last = group[i + 1] end
+  end
+  for j = 2, #ARGV do
+    if ARGV[j] == name and newer(last, top) then top = last end
+  end
+end
+local victims = redis.call('XRANGE', KEYS[1], '(' .. top, '+', 'COUNT', tonumber(ARGV[1]))
+for _, entry in ipairs(victims) do redis.call('XDEL', KEYS[1], entry[1]) end
+return victims
+"""
+
+
+def entry_seq(entry_id: bytes | str) -> int:
+    """The local sequence number of a stream entry id; orders like the ids do."""
+    # int() reads ASCII digits from bytes as well as from str: no decoding needed.
+    millis, _, counter = (
+        entry_id.partition(b"-") if isinstance(entry_id, bytes) else entry_id.partition("-")
+    )
+    return (int(millis) << _SEQ_BITS) | int(counter or 0)
+
+
+def seq_entry_id(seq: int) -> str:
+    """The stream entry id of a local sequence number."""
+    return f"{seq >> _SEQ_BITS}-{seq & _SEQ_MASK}"
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """Whether ``exc`` means Redis is unreachable (retry later) rather than a bug."""
+    return redis_errors is not None and isinstance(
+        exc, redis_errors.ConnectionError | redis_errors.TimeoutError
+    )
+
+
+def is_missing_group(exc: BaseException) -> bool:
+    """Whether ``exc`` says the stream or a group vanished (Redis restarted without data)."""
+    return redis_errors is not None and isinstance(exc, redis_errors.ResponseError)
+
+
+def require_redis_py(channel: str, display: str) -> None:
+    """Raise :class:`RedisUnavailable` if redis-py is not installed."""
+    if redis_py is None:
+        raise RedisUnavailable(
+            f"channel {channel!r} uses the redis backend ({display}), but the "
+            "redis package is not installed; run: pip install reactor-actors[redis]"
+        )
+
+
+def entry(payload: bytes, topic: str, key: str | None) -> dict[bytes, bytes]:
+    """The fields of the stream entry for an event."""
+    fields = {FIELD: payload, TOPIC_FIELD: topic.encode()}
+    if key is not None:
+        fields[KEY_FIELD] = key.encode()
+    return fields
+
+
+def fields_of(raw: Any) -> dict[bytes, bytes]:
+    """An entry's fields, from a reply (a dict) or a Lua reply (a flat list)."""
+    if isinstance(raw, dict):
+        return raw
+    if isinstance(raw, list):
+        return {raw[i]: raw[i + 1] for i in range(0, len(raw) - 1, 2)}
+    return {}
+
+
+class RedisClient:
+    """One channel's connection to Redis and its keys.
+
+    Args:
+        channel: the channel's name (its stream is ``{prefix}:{channel}``).
+        options: the channel's parsed URL.
+    """
+
+    def __init__(self, channel: str, options: RedisOptions) -> None:
+        require_redis_py(channel, options.display)
+        self.options = options
+        self.stream = f"{options.prefix}:{channel}"
+        self.consumer = options.worker
+        self._redis: Any = redis_py.Redis.from_url(
+            options.client_url,
+            socket_connect_timeout=2.0,
+            socket_timeout=max(5.0, options.block_ms / 1000 + 5.0),
+        )
+        self._evict = self._redis.register_script(_EVICT_SCRIPT)
+
+    def close(self) -> None:
+        self._redis.close()
+
+    def attempts_key(self, group: str) -> str:
+        return f"{self.stream}:attempts:{group}"
+
+    def seen_key(self, group: str) -> str:
+        return f"{self.stream}:seen:{group}"
+
+    # -- groups and writes ---------------------------------------------------------
+
+    def create_groups(self, starts: Iterable[tuple[str, str]]) -> None:
+        """Create the stream and each ``(group, start id)`` that does not exist yet."""
+        for name, start in starts:
+            try:
+                self._redis.xgroup_create(self.stream, name, id=start, mkstream=True)
+            except redis_errors.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    def add(self, entries: Sequence[dict[bytes, bytes]], trim: Mapping[str, Any]) -> None:
+        """XADD ``entries`` in one pipeline, each with the ``trim`` arguments (MAXLEN/MINID)."""
+        pipe = self._redis.pipeline(transaction=False)
+        stream = self.stream
+        for fields in entries:
+            pipe.xadd(stream, fields, **trim)
+        pipe.execute()
+
+    def evict(self, count: int, groups: Sequence[str]) -> list[tuple[Any, dict[bytes, bytes]]]:
+        """Delete up to ``count`` of the oldest entries none of ``groups`` was delivered yet."""
+        victims = self._evict(keys=[self.stream], args=[count, *groups])
+        return [(entry_id, fields_of(fields)) for entry_id, fields in victims]
+
+    # -- the backlog ---------------------------------------------------------------
+
+    def backlog(self, names: frozenset[str], cap: int) -> tuple[int, dict[str, int], int]:
+        """``(backlog, lag of each group, groups seen)`` of the groups ``names``.
+
+        The backlog is ``max(lag + pending)`` over them; a lag is counted up to ``cap``.
+        """
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.xinfo_stream(self.stream)
+        pipe.xinfo_groups(self.stream)
+        replies: Any = pipe.execute()
+        stream, infos = replies
+        top = entry_seq(stream["last-generated-id"])
+        deleted = entry_seq(stream.get("max-deleted-entry-id") or b"0-0")
+        lags: dict[str, int] = {}
+        backlog = 0
+        for info in infos:
+            name = info["name"].decode()
+            if name not in names:
+                continue
+            last = entry_seq(info["last-delivered-id"])
+            lag = info.get("lag")
+            if last >= top:
+                lag = 0
+            elif lag is None or deleted > last:
+                # Redis's lag counts entries deleted after the group's position (XDEL,
+                # trimming); count what really follows the last delivery instead.
+                after = f"({seq_entry_id(last)}"
+                lag = len(self._redis.xrange(self.stream, after, "+", count=cap))
+            lags[name] = int(lag)
+            backlog = max(backlog, int(lag) + int(info["pending"]))
+        return backlog, lags, len(lags)
+
+    # -- reads -------------------------------------------------------------------------
+
+    def read(self, group: str, start: str, count: int, block_ms: int | None = None) -> list[Any]:
+        """XREADGROUP from ``start`` (``>`` for new entries, an id for this worker's pending)."""
+        reply: Any = self._redis.xreadgroup(
+            group, self.consumer, {self.stream: start}, count=count, block=block_ms
+        )
+        return list(reply[0][1]) if reply else []
+
+    def claim(self, group: str, cursor: str, count: int) -> tuple[str, list[Any], list[Any]]:
+        """XAUTOCLAIM entries idle past the lease: ``(next cursor, claimed, deleted ids)``."""
+        lease_ms = int(self.options.lease_s * 1000)
+        reply: Any = self._redis.xautoclaim(
+            self.stream, group, self.consumer, lease_ms, cursor, count=count
+        )
+        after = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+        return after, reply[1], (reply[2] if len(reply) > 2 else [])
+
+    def attempts(self, group: str, ids: list[bytes]) -> dict[int, int]:
+        """seq -> the attempt a re-read or claimed entry is on (failed ones + 1, or deliveries)."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hmget(self.attempts_key(group), ids)
+        pipe.xpending_range(self.stream, group, ids[0], ids[-1], len(ids) * 2, self.consumer)
+        replies: Any = pipe.execute()
+        failed, pending = replies
+        counts = {entry_seq(p["message_id"]): int(p["times_delivered"]) for p in pending}
+        result = {}
+        for entry_id, spent in zip(ids, failed, strict=True):
+            seq = entry_seq(entry_id)
+            result[seq] = max(int(spent or 0) + 1, counts.get(seq, 1))
+        return result
+
+    # -- settlement --------------------------------------------------------------------
+
+    def settle(self, acks: Mapping[str, list[int]], forget: Mapping[str, list[int]]) -> None:
+        """XACK ``acks`` and forget the failed attempts of ``forget`` (group -> seqs)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for name, seqs in acks.items():
+            pipe.xack(self.stream, name, *[seq_entry_id(s) for s in seqs])
+        for name, seqs in forget.items():
+            pipe.hdel(self.attempts_key(name), *[seq_entry_id(s) for s in seqs])
+        pipe.execute()
+
+    def remember_attempt(self, group: str, seq: int, attempt: int) -> None:
+        """Record that ``seq`` failed ``attempt`` times, for whoever handles it next."""
+        self._redis.hset(self.attempts_key(group), seq_entry_id(seq), attempt)
+
+    def touch(self, held: Mapping[str, Iterable[int]]) -> None:
+        """Reset the idle time of the entries this worker holds (group -> seqs)."""
+        pipe = self._redis.pipeline(transaction=False)
+        touched = False
+        for name, seqs in held.items():
+            ids = [seq_entry_id(seq) for seq in seqs]
+            if ids:
+                pipe.xclaim(self.stream, name, self.consumer, 0, ids, justid=True)
+                touched = True
+        if touched:
+            pipe.execute()
+
+    # -- handled ids (idempotent groups) ----------------------------------------------------
+
+    def seen(self, group: str, event_id: str) -> bool:
+        return self._redis.zscore(self.seen_key(group), event_id) is not None
+
+    def add_seen(self, group: str, event_id: str, score: float, keep: int | None) -> None:
+        """Record a handled id (scored by ``score``); trim to the last ``keep`` if given."""
+        key = self.seen_key(group)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zadd(key, {event_id: score}, nx=True)
+        if keep is not None:
+            pipe.zremrangebyrank(key, 0, -(keep + 1))
+        pipe.execute()
