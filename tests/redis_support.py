@@ -89,7 +89,7 @@ def worker_topology(url: str, events: int = 0, work_s: float = 0.0) -> Any:
 
     def work(event: Event) -> None:
         if work_s:
-            time.sleep(work_s)  # noqa: sleep-ok - the handler's work, not synchronisation
+            time.sleep(work_s)  # sleep-ok: the handler's work, not synchronisation
         pipe = client.pipeline(transaction=False)
         pipe.hsetnx(f"{prefix}:effects", event.id, pid)
         pipe.rpush(f"{prefix}:done", event.id)

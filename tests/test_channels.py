@@ -200,7 +200,7 @@ def test_processor_feeding_its_own_channel_does_not_deadlock_at_capacity(backend
 def test_fast_producer_slow_consumer_stays_within_capacity(backend: str) -> None:
     topo = Topology("backpressure")
     topo.channel("c", backend=backend, capacity=50)
-    recorder = Recorder(lambda event: time.sleep(0.0005))  # noqa: sleep-ok - the consumer's work
+    recorder = Recorder(lambda event: time.sleep(0.0005))  # sleep-ok: the consumer's work
     topo.consumer("slow", recorder, channel="c", prefetch=10)
     topo.producer("fast", channel="c", topic="t.x", source=({"i": i} for i in range(2000)))
     with topo.start() as system:
@@ -295,7 +295,7 @@ def test_drop_oldest_evicts_queued_events_never_in_flight_ones(backend: str) -> 
 def test_stop_drains_in_flight_events(backend: str) -> None:
     topo = Topology("drain")
     topo.channel("c", backend=backend)
-    recorder = Recorder(lambda event: time.sleep(0.001))  # noqa: sleep-ok - the consumer's work
+    recorder = Recorder(lambda event: time.sleep(0.001))  # sleep-ok: the consumer's work
     topo.consumer("x", recorder, channel="c", prefetch=8)
     system = topo.start()
     for n in range(300):
@@ -406,7 +406,7 @@ def test_memory_stays_bounded_when_the_producer_outruns_the_consumer(backend: st
     handled = []
     topo.consumer(
         "slow",
-        lambda e: handled.append(e.data["n"]) or time.sleep(0.0001),  # noqa: sleep-ok - work
+        lambda e: handled.append(e.data["n"]) or time.sleep(0.0001),  # sleep-ok: work
         channel="c",
         prefetch=4,
     )

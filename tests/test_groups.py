@@ -150,3 +150,29 @@ def test_requeued_seqs_take_their_place_by_order() -> None:
         events[seq] = Event.create("t", seq)
         group.requeue(seq, None)
     assert list(group.shared) == [1, 2, 5, 7, 9, 12]
+
+
+def test_the_route_cache_matches_once_and_stays_bounded() -> None:
+    groups = {
+        "orders": Group(GroupSpec("orders", ("orders.#",)), "c", {}),
+        "all": Group(GroupSpec("all", ("#",)), "c", {}),
+    }
+    routes = membership.RouteCache(groups)
+    assert routes["orders.created"] == (groups["orders"], groups["all"])
+    assert routes["audit.x"] == (groups["all"],)
+    assert set(routes) == {"orders.created", "audit.x"}
+    for n in range(5000):  # a flood of distinct topics starts the cache over
+        routes[f"t.{n}"]
+    assert 0 < len(routes) <= 4096
+    assert routes["orders.created"] == (groups["orders"], groups["all"])
+
+
+def test_the_registry_imports_builtin_backends_when_asked() -> None:
+    from reactor.channels import registry  # noqa: PLC0415 - the module under test
+    from reactor.errors import TopologyError  # noqa: PLC0415 - beside it
+
+    assert {"memory", "sqlite", "redis", "rediss"} <= set(registry.known_schemes())
+    assert registry.backend_for("sqlite:///x.db").scheme == "sqlite"
+    assert registry.backend_for("rediss://h/0").scheme == "rediss"
+    with pytest.raises(TopologyError, match=r"no channel backend for 'kafka://x'.*memory"):
+        registry.backend_for("kafka://x")

@@ -22,7 +22,6 @@ from __future__ import annotations
 import collections
 import math
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -165,7 +164,8 @@ class Dashboard:
         refresh_per_second: frames per second, capped at 10 so that drawing never
             costs the system noticeable throughput.
         history_s: seconds of events/s history kept per consumer.
-        clock: monotonic time source for rates (tests pass a fake one).
+        clock: monotonic time for rates and durations; the system's clock by default
+            (tests pass a fake one).
         panels: extra ``(title, render)`` panels drawn after the built-in ones,
             e.g. a demo's read model; ``render`` is called once per frame.
 
@@ -180,7 +180,7 @@ class Dashboard:
         refresh_per_second: float = DEFAULT_REFRESH_PER_SECOND,
         history_s: int = 60,
         *,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
         panels: Sequence[tuple[str, Callable[[], RenderableType]]] = (),
     ) -> None:
         if refresh_per_second <= 0:
@@ -190,7 +190,7 @@ class Dashboard:
         self.refresh_per_second = min(float(refresh_per_second), MAX_REFRESH_PER_SECOND)
         self.history_s = max(1, int(history_s))
         self.panels = tuple(panels)
-        self._clock = clock
+        self._clock = clock if clock is not None else system.clock.monotonic
         self._rates: dict[str, _Rates] = {}
 
     # -- sampling --------------------------------------------------------------------
@@ -416,7 +416,7 @@ class Dashboard:
         (rich's own refresh thread is not used), at most ``refresh_per_second``.
         """
         interval = 1.0 / self.refresh_per_second
-        deadline = None if duration is None else time.monotonic() + duration
+        deadline = None if duration is None else self._clock() + duration
         stop = stop_event if stop_event is not None else threading.Event()
         with Live(
             self.render(),
@@ -426,7 +426,7 @@ class Dashboard:
             redirect_stdout=False,
             redirect_stderr=False,
         ) as live:
-            while not _finished(self.system, stop, deadline, interval):
+            while not self._finished(stop, deadline, interval):
                 live.update(self.render(), refresh=True)
             live.update(self.render(), refresh=True)
 
@@ -443,30 +443,28 @@ class Dashboard:
         Ends, after a last line, when ``duration`` elapses, ``stop_event`` is set or
         the system ends.
         """
-        deadline = None if duration is None else time.monotonic() + duration
+        deadline = None if duration is None else self._clock() + duration
         stop = stop_event if stop_event is not None else threading.Event()
         self.observe(self.system.metrics())
-        while not _finished(self.system, stop, deadline, interval_s):
+        while not self._finished(stop, deadline, interval_s):
             self._write_line(json)
         self._write_line(json)
+
+    def _finished(self, stop: threading.Event, deadline: float | None, interval: float) -> bool:
+        """Wait up to one interval; True once it is time to draw the last frame."""
+        clock = self._clock
+        wait = interval if deadline is None else max(0.0, min(interval, deadline - clock()))
+        if stop.wait(wait):
+            return True
+        if deadline is not None and clock() >= deadline:
+            return True
+        return self.system.state in ("stopped", "failed")
 
     def _write_line(self, json: bool) -> None:
         metrics = self.system.metrics()
         line = self.json_line(metrics) if json else self.status_line(metrics, self.system.health())
         # out(): no markup, highlighting or wrapping, so a JSON line stays one line.
         self.console.out(line, highlight=False)
-
-
-def _finished(
-    system: System, stop: threading.Event, deadline: float | None, interval: float
-) -> bool:
-    """Wait up to one interval; True once it is time to draw the last frame."""
-    wait = interval if deadline is None else max(0.0, min(interval, deadline - time.monotonic()))
-    if stop.wait(wait):
-        return True
-    if deadline is not None and time.monotonic() >= deadline:
-        return True
-    return system.state in ("stopped", "failed")
 
 
 class _Frame:
