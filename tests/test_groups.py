@@ -10,6 +10,7 @@ from reactor import Event
 from reactor.channels import groups as membership
 from reactor.channels.backend import GroupSpec
 from reactor.channels.groups import Group
+from reactor.channels.routes import RouteCache
 from reactor.messages.control import Ack, Deliver, ErrorInfo, Join, Leave, Nack
 
 
@@ -157,7 +158,7 @@ def test_the_route_cache_matches_once_and_stays_bounded() -> None:
         "orders": Group(GroupSpec("orders", ("orders.#",)), "c", {}),
         "all": Group(GroupSpec("all", ("#",)), "c", {}),
     }
-    routes = membership.RouteCache(groups)
+    routes = RouteCache(groups)
     assert routes["orders.created"] == (groups["orders"], groups["all"])
     assert routes["audit.x"] == (groups["all"],)
     assert set(routes) == {"orders.created", "audit.x"}

@@ -51,7 +51,6 @@ __all__ = [
     "Counters",
     "Group",
     "Member",
-    "RouteCache",
     "ack",
     "channel_stats",
     "find_member",
@@ -343,30 +342,6 @@ class Group(Generic[Held]):
 
 
 _MATCH_CACHE = 4096
-_ROUTES_CACHE = 4096
-
-
-class RouteCache(dict[str, tuple[G, ...]]):
-    """topic -> the groups whose patterns match it, computed on first use, bounded.
-
-    ``cache[topic]`` is a plain dict lookup once the topic is known (the hot path
-    of every publish); an unknown topic is matched against the groups and kept.
-    Topics come from code, so the cache stays small; a flood of distinct ones
-    (past 4096) starts it over instead of growing it without bound.
-
-    Thread-safety: safe to read from any thread; each operation is atomic under the GIL.
-    """
-
-    def __init__(self, groups: Mapping[str, G]) -> None:
-        super().__init__()
-        self._groups = groups
-
-    def __missing__(self, topic: str) -> tuple[G, ...]:
-        if len(self) >= _ROUTES_CACHE:
-            self.clear()
-        groups = tuple(g for g in self._groups.values() if g.matches(topic))
-        self[topic] = groups
-        return groups
 
 
 def _insert_sorted(queue: deque[int], seq: int) -> None:

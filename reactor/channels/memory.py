@@ -20,7 +20,8 @@ from reactor.actors.base import ActorContext, ReactorActor
 from reactor.channels.actor import GroupChannelActor, GroupLog
 from reactor.channels.backend import ChannelConfig, ChannelServices, ChannelStats
 from reactor.channels.gate import CapacityGate
-from reactor.channels.groups import Counters, Group, RouteCache, channel_stats
+from reactor.channels.groups import Counters, Group, channel_stats
+from reactor.channels.routes import RouteCache
 from reactor.messages import lifecycle
 from reactor.messages.control import Publish
 from reactor.messages.event import Event

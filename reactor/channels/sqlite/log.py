@@ -16,10 +16,7 @@ and what ``stats()`` reads.
 
 from __future__ import annotations
 
-import logging
-from collections import deque
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from itertools import repeat
 from typing import Any
 
@@ -27,21 +24,22 @@ import attrs
 
 from reactor.actors.address import Address
 from reactor.channels.actor import GroupChannelActor, GroupLog
-from reactor.channels.backend import ChannelConfig, ChannelServices, GroupSpec
+from reactor.channels.backend import ChannelConfig, ChannelServices
 from reactor.channels.gate import CapacityGate
-from reactor.channels.groups import Counters, Group, Member, RouteCache
+from reactor.channels.groups import Counters, Group, Member
+from reactor.channels.routes import RouteCache
+from reactor.channels.sqlite.group import SqliteGroup, count_routed, position, recover
 from reactor.channels.sqlite.options import SqliteOptions
+from reactor.channels.sqlite.retention import retain
 from reactor.channels.sqlite.store import ChannelStore, Progress
 from reactor.clock import Timer
-from reactor.errors import DecodeError, TopologyError, UnknownGroupError
+from reactor.errors import DecodeError, UnknownGroupError
 from reactor.messages import lifecycle
 from reactor.messages.codecs import JsonCodec
 from reactor.messages.control import Deliver, Encoded, ErrorInfo, decoded
 from reactor.messages.event import Event
 
 __all__ = ["Appended", "Replay", "Retain", "SqliteLog"]
-
-logger = logging.getLogger("reactor")
 
 # Rows read from the file per page, and the most events one group keeps in memory
 # ahead of its watermark (at least this, or the channel's capacity if larger).
@@ -83,51 +81,6 @@ class Retain:
 # -- state -----------------------------------------------------------------------------
 
 
-class _Group(Group[Event | Encoded]):
-    """One declared group: its position in the log and the window it holds in memory.
-
-    ``events`` holds the routed seqs in (committed, cursor] not settled yet
-    (queued or in flight), with their events.
-    """
-
-    __slots__ = (
-        "acked_unflushed",
-        "committed",
-        "cursor",
-        "delivered_hwm",
-        "expired",
-        "flushed",
-        "flushed_hwm",
-        "ghosts",
-        "outstanding",
-        "owed",
-        "pending_max",
-        "preacked",
-        "recovered_hwm",
-    )
-
-    def __init__(self, spec: GroupSpec, channel: str, committed: int, delivered: int = 0) -> None:
-        super().__init__(spec, channel, {})
-        self.committed = committed  # every routed seq <= committed is settled
-        self.flushed = committed  # what the file says
-        # First deliveries are not written one by one: the file keeps the highest offset
-        # ever delivered, and after a restart every unsettled offset up to it counts one
-        # spent attempt. Redeliveries (attempt > 1) get a row each in reactor_pending.
-        self.delivered_hwm = delivered
-        self.flushed_hwm = delivered
-        self.recovered_hwm = delivered
-        self.cursor = committed  # every seq <= cursor has been looked at
-        self.outstanding: deque[int] = deque()  # routed seqs in (committed, cursor], in order
-        self.preacked: set[int] = set()  # acked above the watermark in an earlier run
-        self.ghosts: dict[str, set[int]] = {}  # member -> seqs it held when a replay rewound us
-        self.acked_unflushed: list[int] = []
-        # Highest seq that may have a row in reactor_pending: while it is at or below
-        # the flushed watermark, there is nothing there to delete.
-        self.pending_max = 0
-        self.owed = 0  # credits: routed events in (committed, head] not settled
-        self.expired = 0
-
-
 class SqliteLog(GroupLog):
     """The channel actor's view of one channel's log; survives restarts of the actor.
 
@@ -159,90 +112,24 @@ class SqliteLog(GroupLog):
         self.counters = Counters()
         self.head = store.head  # last offset the actor has heard of
         self.low = store.low()  # first offset still in the file (head + 1 when empty)
-        self.groups: dict[str, _Group] = self._recover(config.groups)
+        self.groups, owed = recover(store, config.groups, config.name, self.low, self.head)
+        if owed:
+            # What earlier runs left unsettled: wait_idle waits for it, publishers make room for it.
+            gate.acquire(owed, None, overdraft=True)
         self.routes = RouteCache(self.groups)
         self.attempts: list[tuple[str, int, int]] = []  # redeliveries to record
         self.dead_letters: list[tuple[str, int, int, str, str, str, bytes]] = []
-        self.dirty: set[_Group] = set()
+        self.dirty: set[SqliteGroup] = set()
         self.outbox: list[tuple[Address, Deliver]] = []
         self.release = 0
         self.timer: Timer | None = None
 
     actor: GroupChannelActor  # the incarnation running now, set by bind()
 
-    def _recover(self, specs: Sequence[GroupSpec]) -> dict[str, _Group]:
-        store = self.store
-        known = store.positions()
-        groups: dict[str, _Group] = {}
-        new: list[tuple[str, int]] = []
-        for spec in specs:
-            if spec.name in known:
-                committed, delivered = known[spec.name]
-            else:
-                committed = delivered = self.position(spec.start, f"group {spec.name!r}")
-                new.append((spec.name, committed))
-            groups[spec.name] = _Group(spec, self.channel, committed, delivered)
-        if new:
-            store.add_groups(new)
-        owed = 0
-        for group in groups.values():
-            for seq, attempts, topic in store.pending(group.name, group.committed):
-                # Rows at or below the watermark are deleted with it, so these are all there are.
-                group.pending_max = max(group.pending_max, seq)
-                if not group.matches(topic):
-                    continue
-                if attempts < 0:
-                    group.preacked.add(seq)
-                else:
-                    group.attempts[seq] = attempts
-            group.owed = self.count_routed(group, group.committed, self.head) - len(group.preacked)
-            owed += group.owed
-        if owed:
-            # What earlier runs left unsettled: wait_idle waits for it, publishers make room for it.
-            self.gate.acquire(owed, None, overdraft=True)
-        return groups
-
-    # -- positions in the log --------------------------------------------------------
-
     def position(self, start: Any, what: str) -> int:
-        """The committed offset for a group starting at ``start``: one before its first event.
-
-        Raises:
-            TopologyError: ``start`` is no position in a log.
-        """
-        low, head = self.low, self.head
-        if start == "earliest":
-            return low - 1
-        if start == "latest":
-            return head
-        if isinstance(start, int) and not isinstance(start, bool) and start >= 0:
-            return min(max(start - 1, low - 1), head)
-        if isinstance(start, datetime):
-            when = start if start.tzinfo is not None else start.replace(tzinfo=UTC)
-            return self.first_at_or_after(when.timestamp()) - 1
-        raise bad_start(self.channel, what, start)
-
-    def first_at_or_after(self, timestamp: float) -> int:
-        """The first offset appended at or after wall time ``timestamp`` (``head + 1`` if none)."""
-        # Append times never decrease with the offset (send() makes sure), and offsets in
-        # [low, head] are contiguous, so a binary search over point reads finds the first.
-        lo, hi = self.low, self.head + 1
-        while lo < hi:
-            mid = (lo + hi) // 2
-            appended = self.store.appended_at(mid)
-            if appended is None or appended >= timestamp:
-                hi = mid
-            else:
-                lo = mid + 1
-        return lo
-
-    def count_routed(self, group: _Group, after: int, upto: int) -> int:
-        """How many events in offsets ``(after, upto]`` ``group`` routes."""
-        if upto <= after:
-            return 0
-        return sum(
-            count for topic, count in self.store.topic_counts(after, upto) if group.matches(topic)
-        )
+        """The committed offset for a group starting at ``start`` (see :func:`position`)."""
+        what = f"channel {self.channel!r}, {what}"
+        return position(self.store, start, what, self.low, self.head)
 
     # -- the actor's lifecycle ---------------------------------------------------------
 
@@ -298,7 +185,7 @@ class SqliteLog(GroupLog):
         last = first + len(events) - 1
         self.head = last
         routes = self.routes
-        taken: dict[_Group, bool] = {}
+        taken: dict[SqliteGroup, bool] = {}
         for offset, event in enumerate(events):
             groups = routes[event.topic]
             if not groups:
@@ -321,11 +208,11 @@ class SqliteLog(GroupLog):
             self._evict_oldest()
         max_events = self.options.max_events
         if max_events is not None and self.head - self.low + 1 > max_events + max_events // 10:
-            self.retain(None)
+            retain(self, None)
         for group in taken:
             self.actor.dispatch(group)
 
-    def _take(self, group: _Group, seq: int, event: Event | Encoded) -> None:
+    def _take(self, group: SqliteGroup, seq: int, event: Event | Encoded) -> None:
         group.outstanding.append(seq)
         group.events[seq] = event
         if seq <= group.recovered_hwm and seq not in group.attempts:
@@ -333,7 +220,7 @@ class SqliteLog(GroupLog):
         group.place(seq, event.key)
 
     def _take_page(
-        self, group: _Group, seqs: list[int], items: Sequence[Event | Encoded], keyed: bool
+        self, group: SqliteGroup, seqs: list[int], items: Sequence[Event | Encoded], keyed: bool
     ) -> None:
         """:meth:`_take` for a page of rising seqs, in bulk when none is keyed or recovered."""
         if keyed or seqs[0] <= group.recovered_hwm:
@@ -346,7 +233,7 @@ class SqliteLog(GroupLog):
 
     def refill(self, group: Group[Any]) -> bool:
         """Page ``group``'s next events in if its members want more than it has queued."""
-        assert isinstance(group, _Group)
+        assert isinstance(group, SqliteGroup)
         demand = sum(m.demand for m in group.order)
         if (
             demand > 0
@@ -359,7 +246,7 @@ class SqliteLog(GroupLog):
             return group.cursor != before
         return False
 
-    def _page(self, group: _Group) -> None:
+    def _page(self, group: SqliteGroup) -> None:
         """Read the next events ``group`` routes from the file, up to its window.
 
         An event only this group routes stays :class:`Encoded`: its consumer decodes
@@ -387,10 +274,13 @@ class SqliteLog(GroupLog):
                 self._take_page(group, list(seqs), items, keys.count(None) < len(keys))
             else:
                 self._take_rows(group, rows, fanout)
-        self._advance(group)
+        self.advance(group)
 
     def _take_rows(
-        self, group: _Group, rows: list[tuple[int, str, str | None, bytes]], fanout: dict[str, int]
+        self,
+        group: SqliteGroup,
+        rows: list[tuple[int, str, str | None, bytes]],
+        fanout: dict[str, int],
     ) -> None:
         """:meth:`_page` for a page that is not all this group's alone: row by row."""
         others = [g.events for g in self.groups.values() if g is not group]
@@ -434,11 +324,11 @@ class SqliteLog(GroupLog):
 
     def settle(self, group: Group[Any], seqs: Sequence[int]) -> None:
         """``group`` is done with ``seqs``: acked, dead-lettered, dropped or expired."""
-        assert isinstance(group, _Group)
-        self._forget(group, seqs)
-        self._advance(group)
+        assert isinstance(group, SqliteGroup)
+        self.forget(group, seqs)
+        self.advance(group)
 
-    def _forget(self, group: _Group, seqs: Sequence[int]) -> None:
+    def forget(self, group: SqliteGroup, seqs: Sequence[int]) -> None:
         forget = group.events.pop
         for seq in seqs:
             forget(seq, None)
@@ -446,7 +336,7 @@ class SqliteLog(GroupLog):
         group.acked_unflushed += seqs
         self.release += len(seqs)
 
-    def _advance(self, group: _Group) -> None:
+    def advance(self, group: SqliteGroup) -> None:
         """Move the watermark over the unbroken run of settled events at its front."""
         outstanding = group.outstanding
         unsettled = group.events
@@ -458,7 +348,7 @@ class SqliteLog(GroupLog):
 
     def owned(self, group: Group[Any], member: Member, seqs: Sequence[int]) -> Sequence[int]:
         """Seqs ``member`` held from before a replay are not settled: only their demand comes back."""
-        assert isinstance(group, _Group)
+        assert isinstance(group, SqliteGroup)
         ghosts = group.ghosts.get(member.name)
         if not ghosts:
             return seqs
@@ -472,7 +362,7 @@ class SqliteLog(GroupLog):
         return fresh
 
     def incarnation_ended(self, group: Group[Any], member: str) -> None:
-        assert isinstance(group, _Group)
+        assert isinstance(group, SqliteGroup)
         group.ghosts.pop(member, None)
 
     def where(self, seq: int) -> dict[str, Any]:
@@ -489,7 +379,7 @@ class SqliteLog(GroupLog):
 
     def _evict_oldest(self) -> None:
         excess = self.gate.over_capacity
-        candidates: list[tuple[int, _Group]] = []
+        candidates: list[tuple[int, SqliteGroup]] = []
         for group in self.groups.values():
             queues = [group.shared, group.orphans, *(m.keyed for m in group.order)]
             candidates += [(seq, group) for queue in queues for seq in queue if seq in group.events]
@@ -505,9 +395,9 @@ class SqliteLog(GroupLog):
                     lifecycle.dropped(event, channel=self.channel, policy="drop_oldest")
                 )
             group.attempts.pop(seq, None)
-            self._forget(group, [seq])  # its queue entry is skipped lazily
+            self.forget(group, [seq])  # its queue entry is skipped lazily
         for group in self.groups.values():
-            self._advance(group)
+            self.advance(group)
 
     # -- replay and retention ----------------------------------------------------------------
 
@@ -520,7 +410,7 @@ class SqliteLog(GroupLog):
                 "replay a group the topology declares on this channel"
             )
         position = self.position(replay.start, f"replay of group {group.name!r}")
-        owed = self.count_routed(group, position, self.head)
+        owed = count_routed(self.store, group, position, self.head)
         if owed:
             self.gate.acquire(owed, None, overdraft=True)  # before the release: never look idle
         # Whatever members hold now is theirs to finish; their acks only give demand back.
@@ -547,73 +437,10 @@ class SqliteLog(GroupLog):
         return position + 1
 
     def retain_message(self, message: Retain) -> int:
-        deleted = self.retain(message.now)
+        deleted = retain(self, message.now)
         if message.timer:
             self._arm_timer()
         return deleted
-
-    def retain(self, now: float | None) -> int:
-        """Apply ``max_events`` / ``max_age`` as of wall time ``now``; returns events deleted."""
-        options = self.options
-        cutoff = self.low  # first offset to keep
-        if options.max_events is not None:
-            cutoff = max(cutoff, self.head - options.max_events + 1)
-        if options.max_age is not None:
-            wall = self.clock.wall() if now is None else now
-            cutoff = max(cutoff, self.first_at_or_after(wall - options.max_age))
-        if cutoff <= self.low:
-            return 0
-        last = cutoff - 1
-        forced = self._expire(last)
-        self.flush()
-        deleted = self.store.delete_before(cutoff, self.head)
-        self.low = cutoff
-        for name, lost, first in forced:
-            logger.warning(
-                "channel %r: retention deleted %d event(s) group %r had not acked (offsets %d..%d)",
-                self.channel,
-                lost,
-                name,
-                first,
-                last,
-            )
-            self.publish_system(
-                lifecycle.retention_forced(self.channel, name, lost, first=first, last=last)
-            )
-        return deleted
-
-    def _expire(self, last: int) -> list[tuple[str, int, int]]:
-        """Settle what every group routes up to ``last``; returns (group, lost, first lost)."""
-        counters = self.counters
-        forced: list[tuple[str, int, int]] = []
-        for group in self.groups.values():
-            if group.committed >= last:
-                continue
-            lost = 0
-            for queue in (group.shared, group.orphans, *(m.keyed for m in group.order)):
-                doomed = [s for s in queue if s <= last and s in group.events]
-                self._forget(group, doomed)
-                lost += len(doomed)
-            if group.cursor < last:
-                unread = self.count_routed(group, group.cursor, last)
-                group.owed -= unread
-                self.release += unread
-                lost += unread
-                group.cursor = last
-            group.preacked = {s for s in group.preacked if s > last}
-            if lost:
-                forced.append((group.name, lost, group.committed + 1))
-                group.expired += lost
-                counters.expired += lost
-            self._advance(group)
-        # Groups in the file that this topology does not declare lose events too: say so.
-        for name, committed in self.store.groups_behind(last):
-            if name not in self.groups:
-                lost = last - max(committed, self.low - 1)
-                if lost > 0:
-                    forced.append((name, lost, max(committed, self.low - 1) + 1))
-                    counters.expired += lost
-        return forced
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -630,7 +457,7 @@ class SqliteLog(GroupLog):
         acked: list[tuple[str, int]] = []
         cleared: list[tuple[str, int]] = []
         positions: list[tuple[str, int, int]] = []
-        moved: list[_Group] = []
+        moved: list[SqliteGroup] = []
         for group in dirty:
             name = group.name
             done, group.acked_unflushed = group.acked_unflushed, []
@@ -669,11 +496,3 @@ def _shared_event(others: list[dict[int, Event | Encoded]], seq: int, body: byte
         return codec.decode(body)
     except DecodeError:
         return None
-
-
-def bad_start(channel: str, what: str, start: Any) -> TopologyError:
-    """The error of a ``start`` (or replay ``from_``) that is no position in a log."""
-    return TopologyError(
-        f"channel {channel!r}, {what}: start must be 'earliest', 'latest', an offset >= 0 "
-        f"or a datetime, got {start!r}"
-    )
