@@ -271,7 +271,7 @@ class GroupChannelActor(ReactorActor):
         self.counters.dead_lettered += 1
         log.keep_dead_letter(group, seq, item, error, attempts)
         log.publish_system(
-            lifecycle.dead_letter_of(
+            lifecycle.dead_letter(
                 item,
                 error,
                 where=log.where(seq),

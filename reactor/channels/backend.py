@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
 
+from reactor.actors.address import Address
 from reactor.channels.gate import CapacityGate, Overflow
 
 if TYPE_CHECKING:
-    from reactor.actors.address import Address
     from reactor.actors.base import ActorContext, ReactorActor
     from reactor.channels.dedup import DedupWindow
     from reactor.clock import Clock
@@ -28,6 +28,7 @@ __all__ = [
     "Channel",
     "ChannelBackend",
     "ChannelConfig",
+    "ChannelParts",
     "ChannelServices",
     "ChannelStats",
     "DurableDedup",
@@ -80,6 +81,29 @@ class ChannelServices:
     publish_system: Callable[[Event], None]
     on_idle: Callable[[], None] | None = None
     rng: random.Random = attrs.field(factory=random.Random)
+
+
+@attrs.frozen(slots=True)
+class ChannelParts:
+    """What every channel handle is made of, before its backend's own parts.
+
+    Attributes:
+        config: the channel.
+        services: what the runtime lends it.
+        gate: its capacity credits.
+        address: its actor's mailbox, which outlives the actor's incarnations.
+    """
+
+    config: ChannelConfig
+    services: ChannelServices
+    gate: CapacityGate
+    address: Address
+
+    @classmethod
+    def open(cls, config: ChannelConfig, services: ChannelServices) -> ChannelParts:
+        """A new gate and address for the channel ``config`` describes."""
+        gate = CapacityGate(config.name, config.capacity, config.overflow, services.on_idle)
+        return cls(config, services, gate, Address(f"channel:{config.name}"))
 
 
 @attrs.frozen(slots=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import deque
 
+from reactor.errors import TopologyError
+
 __all__ = ["DedupWindow"]
 
 
@@ -24,7 +26,10 @@ class DedupWindow:
 
     def __init__(self, size: int = 100_000) -> None:
         if size < 1:
-            raise ValueError(f"dedup window size must be >= 1, got {size}")
+            raise TopologyError(
+                f"dedup window size must be >= 1, got {size}; give the idempotent consumer "
+                "a window of at least one event id"
+            )
         self.size = size
         self._seen: set[str] = set()
         self._order: deque[str] = deque()

@@ -15,11 +15,9 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from reactor.actors.address import Address
 from reactor.actors.base import ActorContext, ReactorActor
 from reactor.channels.actor import GroupChannelActor, GroupLog
-from reactor.channels.backend import ChannelConfig, ChannelServices, ChannelStats
-from reactor.channels.gate import CapacityGate
+from reactor.channels.backend import ChannelConfig, ChannelParts, ChannelServices, ChannelStats
 from reactor.channels.groups import Counters, Group, channel_stats
 from reactor.channels.routes import RouteCache
 from reactor.messages import lifecycle
@@ -38,12 +36,11 @@ class _MemoryLog(GroupLog):
     groups and counters from any thread.
     """
 
-    def __init__(
-        self, config: ChannelConfig, gate: CapacityGate, services: ChannelServices
-    ) -> None:
+    def __init__(self, parts: ChannelParts) -> None:
+        config = parts.config
         self.channel = config.name
-        self.gate = gate
-        self.publish_system = services.publish_system
+        self.gate = parts.gate
+        self.publish_system = parts.services.publish_system
         self.counters = Counters()
         self.events: dict[int, Event] = {}
         self.remaining: dict[int, int] = {}  # seq -> groups that have not settled it yet
@@ -142,12 +139,12 @@ class MemoryChannel:
     """Handle of one in-memory channel: its gate, address, actor and statistics."""
 
     def __init__(self, config: ChannelConfig, services: ChannelServices) -> None:
+        parts = ChannelParts.open(config, services)
         self.name = config.name
         self.config = config
-        self.services = services
-        self.gate = CapacityGate(config.name, config.capacity, config.overflow, services.on_idle)
-        self.address = Address(f"channel:{config.name}")
-        self.log = _MemoryLog(config, self.gate, services)
+        self.gate = parts.gate
+        self.address = parts.address
+        self.log = _MemoryLog(parts)
 
     def start_actor(self, context: ActorContext) -> ReactorActor:
         return GroupChannelActor.spawn(context, self.log, self.config.max_batch)

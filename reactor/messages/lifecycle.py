@@ -20,8 +20,6 @@ __all__ = [
     "SUPERVISOR_ESCALATED",
     "SYSTEM_CHANNEL",
     "dead_letter",
-    "dead_letter_of",
-    "dead_letter_raw",
     "channel_event",
     "dropped",
     "lifecycle",
@@ -50,60 +48,6 @@ def lifecycle(topic: str, actor: str, **data: Any) -> Event:
 
 
 def dead_letter(
-    event: Event,
-    error: ErrorInfo,
-    *,
-    attempts: int,
-    consumer: str,
-    group: str,
-    channel: str,
-) -> Event:
-    """The ``$deadletter`` event for ``event``, which failed ``attempts`` times."""
-    return event.derive(
-        DEADLETTER,
-        {"event": event, **_letter(error, attempts, consumer, group, channel)},
-        source=f"reactor/channel/{channel}",
-    )
-
-
-def dead_letter_raw(
-    raw: bytes,
-    error: ErrorInfo,
-    *,
-    where: dict[str, Any],
-    attempts: int,
-    consumer: str,
-    group: str,
-    channel: str,
-) -> Event:
-    """The ``$deadletter`` event for stored bytes that are not an event.
-
-    ``event`` is None and ``raw`` holds the bytes as they were stored; ``where``
-    says where they were (an ``offset``, an ``entry_id``).
-    """
-    return Event.create(
-        DEADLETTER,
-        {"event": None, "raw": raw, **where, **_letter(error, attempts, consumer, group, channel)},
-        source=f"reactor/channel/{channel}",
-    )
-
-
-def _letter(
-    error: ErrorInfo, attempts: int, consumer: str, group: str, channel: str
-) -> dict[str, Any]:
-    """The fields every dead letter has."""
-    return {
-        "error_type": error.type,
-        "message": error.message,
-        "traceback": error.traceback,
-        "attempts": attempts,
-        "consumer": consumer,
-        "group": group,
-        "channel": channel,
-    }
-
-
-def dead_letter_of(
     item: Event | Encoded,
     error: ErrorInfo,
     *,
@@ -113,25 +57,28 @@ def dead_letter_of(
     group: str,
     channel: str,
 ) -> Event:
-    """:func:`dead_letter` for what a channel holds: an event, or its stored form.
+    """The ``$deadletter`` event for what a channel holds, which failed ``attempts`` times.
 
-    Stored bytes that are no event get :func:`dead_letter_raw` (with ``where``).
+    ``item`` is the event, or its stored form (decoded here). Stored bytes that
+    are no event get a letter whose ``event`` is None, whose ``raw`` holds the
+    bytes as they were stored, and ``where`` says where they were (an
+    ``offset``, an ``entry_id``).
     """
+    letter = {
+        "error_type": error.type,
+        "message": error.message,
+        "traceback": error.traceback,
+        "attempts": attempts,
+        "consumer": consumer,
+        "group": group,
+        "channel": channel,
+    }
+    source = f"reactor/channel/{channel}"
     event = decoded(item)
     if event is not None:
-        return dead_letter(
-            event, error, attempts=attempts, consumer=consumer, group=group, channel=channel
-        )
+        return event.derive(DEADLETTER, {"event": event, **letter}, source=source)
     raw = item.body if isinstance(item, Encoded) else b""
-    return dead_letter_raw(
-        raw,
-        error,
-        where=where,
-        attempts=attempts,
-        consumer=consumer,
-        group=group,
-        channel=channel,
-    )
+    return Event.create(DEADLETTER, {"event": None, "raw": raw, **where, **letter}, source=source)
 
 
 def dropped(event: Event, *, channel: str, policy: str) -> Event:

@@ -5,11 +5,15 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from reactor.actors.address import Address
 from reactor.actors.base import ActorContext, ReactorActor
 from reactor.channels.actor import GroupChannelActor
-from reactor.channels.backend import Channel, ChannelConfig, ChannelServices, ChannelStats
-from reactor.channels.gate import CapacityGate
+from reactor.channels.backend import (
+    Channel,
+    ChannelConfig,
+    ChannelParts,
+    ChannelServices,
+    ChannelStats,
+)
 from reactor.channels.groups import channel_stats
 from reactor.channels.redis.client import (
     FIELD,
@@ -39,18 +43,19 @@ class RedisChannel:
     def __init__(
         self, config: ChannelConfig, services: ChannelServices, options: RedisOptions
     ) -> None:
+        parts = ChannelParts.open(config, services)
         self.name = config.name
         self.config = config
         self.options = options
-        self.gate = CapacityGate(config.name, config.capacity, config.overflow, services.on_idle)
-        self.address = Address(f"channel:{config.name}")
+        self.gate = parts.gate
+        self.address = parts.address
         self.codec = CloudEventsCodec()
-        self.link = RedisLink(config, services, options, self.gate)
+        self.link = RedisLink(parts, options)
         self.client = self.link.client
         self.writes = Writes()
         self.lags: dict[str, int] = {}
         self.monitor = Monitor(self.link, self.writes, self.lags)
-        self.log = RedisLog(config, self.link, self.monitor, self.address, self.codec)
+        self.log = RedisLog(self.link, self.monitor, self.address)
         try:
             self.link.ensure_groups()
         except Exception as exc:

@@ -17,8 +17,7 @@ import random
 import threading
 from typing import Any
 
-from reactor.channels.backend import ChannelConfig, ChannelServices, GroupSpec
-from reactor.channels.gate import CapacityGate
+from reactor.channels.backend import ChannelParts, GroupSpec
 from reactor.channels.redis.client import RedisClient, is_connection_error
 from reactor.channels.redis.options import RedisOptions
 from reactor.errors import TopologyError
@@ -37,25 +36,19 @@ class RedisLink:
     """What every part of one redis channel shares about Redis.
 
     Args:
-        config: the channel.
-        services: what the runtime lends it (clock, random numbers, ``$system``).
+        parts: the channel's config, services (clock, random numbers, ``$system``)
+            and gate (suspended while Redis is unreachable).
         options: its parsed URL.
-        gate: its capacity gate, suspended while Redis is unreachable.
     """
 
-    def __init__(
-        self,
-        config: ChannelConfig,
-        services: ChannelServices,
-        options: RedisOptions,
-        gate: CapacityGate,
-    ) -> None:
+    def __init__(self, parts: ChannelParts, options: RedisOptions) -> None:
+        config = self.config = parts.config
+        services = parts.services
         self.name = config.name
-        self.config = config
         self.options = options
         self.clock = services.clock
         self.publish_system = services.publish_system
-        self.gate = gate
+        self.gate = parts.gate
         self.client = RedisClient(config.name, options)
         self.stopping = threading.Event()
         self._rng: random.Random = services.rng

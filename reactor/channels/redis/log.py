@@ -23,7 +23,7 @@ from typing import Any
 
 from reactor.actors.address import Address
 from reactor.channels.actor import GroupChannelActor, GroupLog, abandoned
-from reactor.channels.backend import ChannelConfig, GroupSpec
+from reactor.channels.backend import GroupSpec
 from reactor.channels.groups import Counters, Group
 from reactor.channels.redis.client import seq_entry_id
 from reactor.channels.redis.link import RedisLink
@@ -62,20 +62,14 @@ class RedisLog(GroupLog):
     ``counters.expired`` counts the pending entries retention trimmed before they were acked.
     """
 
-    def __init__(
-        self,
-        config: ChannelConfig,
-        link: RedisLink,
-        monitor: Monitor,
-        address: Address,
-        codec: CloudEventsCodec,
-    ) -> None:
+    def __init__(self, link: RedisLink, monitor: Monitor, address: Address) -> None:
+        config = link.config
         self.channel = config.name
         self.link = link
         self.client = link.client
         self.monitor = monitor
         self.address = address
-        self.codec = codec
+        self.codec = CloudEventsCodec()
         self.publish_system = link.publish_system
         self.counters = Counters()
         self.lock = threading.Lock()  # counters written by publishers' threads

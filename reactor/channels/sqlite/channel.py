@@ -5,11 +5,9 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from reactor.actors.address import Address
 from reactor.actors.base import ActorContext, ReactorActor
 from reactor.channels.actor import GroupChannelActor
-from reactor.channels.backend import ChannelConfig, ChannelServices, ChannelStats
-from reactor.channels.gate import CapacityGate
+from reactor.channels.backend import ChannelConfig, ChannelParts, ChannelServices, ChannelStats
 from reactor.channels.groups import channel_stats
 from reactor.channels.sqlite.dedup import DurableDedupWindow
 from reactor.channels.sqlite.file import open_store, release_store
@@ -36,12 +34,13 @@ class SqliteChannel:
     """
 
     def __init__(self, config: ChannelConfig, services: ChannelServices) -> None:
+        self.options = parse_url(config.backend, config.name)
+        parts = ChannelParts.open(config, services)
         self.name = config.name
         self.config = config
         self.clock = services.clock
-        self.options = parse_url(config.backend, config.name)
-        self.gate = CapacityGate(config.name, config.capacity, config.overflow, services.on_idle)
-        self.address = Address(f"channel:{config.name}")
+        self.gate = parts.gate
+        self.address = parts.address
         self._closed = False
         self.file = open_store(self.options.path, self.options.synchronous, config.name)
         try:
@@ -49,9 +48,7 @@ class SqliteChannel:
             try:
                 self._head = self.store.head
                 self._last_appended = self.store.last_appended()
-                self.log = SqliteLog(
-                    config, self.options, services, self.gate, self.store, self.address
-                )
+                self.log = SqliteLog(parts, self.options, self.store)
             except BaseException:
                 self.store.close()
                 raise
@@ -161,7 +158,7 @@ class SqliteChannel:
         """The handled-id window of ``group``, kept in this log's file.
 
         Raises:
-            ValueError: ``size`` < 1.
+            TopologyError: ``size`` < 1.
         """
         return DurableDedupWindow(self.store, group, size)
 

@@ -24,8 +24,7 @@ import attrs
 
 from reactor.actors.address import Address
 from reactor.channels.actor import GroupChannelActor, GroupLog
-from reactor.channels.backend import ChannelConfig, ChannelServices
-from reactor.channels.gate import CapacityGate
+from reactor.channels.backend import ChannelParts
 from reactor.channels.groups import Counters, Group, Member
 from reactor.channels.routes import RouteCache
 from reactor.channels.sqlite.group import SqliteGroup, count_routed, position, recover
@@ -91,22 +90,15 @@ class SqliteLog(GroupLog):
     refills = True
     abandons = True
 
-    def __init__(  # noqa: PLR0917 - the parts of a channel, each its own fact
-        self,
-        config: ChannelConfig,
-        options: SqliteOptions,
-        services: ChannelServices,
-        gate: CapacityGate,
-        store: ChannelStore,
-        address: Address,
-    ) -> None:
+    def __init__(self, parts: ChannelParts, options: SqliteOptions, store: ChannelStore) -> None:
+        config = parts.config
+        gate = self.gate = parts.gate
         self.channel = config.name
         self.options = options
-        self.clock = services.clock
-        self.publish_system = services.publish_system
-        self.gate = gate
+        self.clock = parts.services.clock
+        self.publish_system = parts.services.publish_system
         self.store = store
-        self.address = address
+        self.address = parts.address
         self.window = max(MIN_WINDOW, config.capacity)
         self.max_batch = config.max_batch
         self.counters = Counters()
