@@ -11,7 +11,6 @@ channel actor, like the mailbox.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,8 +24,6 @@ from reactor.messages.control import Publish
 from reactor.messages.event import Event
 
 __all__ = ["BACKEND", "MemoryBackend", "MemoryChannel"]
-
-logger = logging.getLogger("reactor")
 
 
 class _MemoryLog(GroupLog):

@@ -158,7 +158,7 @@ class ConsumerActor(ReactorActor):
         try:
             self._handle_items(batch, self.epoch)
         finally:
-            if not self._actor_fenced:  # the counters belong to the next incarnation now
+            if not self.actor_fenced:  # the counters belong to the next incarnation now
                 counters.in_flight = 0
 
     def _handle_items(self, batch: Deliver, epoch: int) -> None:
@@ -203,13 +203,13 @@ class ConsumerActor(ReactorActor):
             try:
                 result = handle(event)
                 outputs = as_events(event, result, runtime.name) if result is not None else ()
-                if outputs and not self._actor_fenced:
+                if outputs and not self.actor_fenced:
                     self._publish(outputs)
             except _Stopping:
                 _clear(counters, mine)
                 break  # not a failure: the event goes back to the channel unacked
             except BaseException as exc:
-                if self._actor_fenced:
+                if self.actor_fenced:
                     return  # abandoned: the supervisor already settled this event
                 _clear(counters, mine)
                 self._settle(acked)
@@ -218,7 +218,7 @@ class ConsumerActor(ReactorActor):
                     Nack(runtime.group, runtime.member, epoch, seq, error, runtime.name)
                 )
                 raise
-            if self._actor_fenced:
+            if self.actor_fenced:
                 # Abandoned while it ran: the event was given back and a new incarnation
                 # owns the counters; this late result must change nothing.
                 return
