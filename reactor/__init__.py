@@ -17,6 +17,7 @@ from reactor.errors import (
     BackpressureError,
     BackpressureTimeout,
     ChannelFull,
+    ConsumerFailing,
     DecodeError,
     IdleTimeout,
     ImmutableMessageError,
@@ -24,21 +25,31 @@ from reactor.errors import (
     LogFormatError,
     LogLockedError,
     NotDurableError,
+    NotInHandlerError,
     ReactorError,
     SupervisorEscalation,
     SystemStoppedError,
     TopologyError,
     UnknownChannelError,
 )
+from reactor.messages.control import ErrorInfo
 from reactor.messages.codecs import CloudEventsCodec, Codec, JsonCodec
 from reactor.messages.event import Event
 from reactor.messages.freeze import FrozenDict, freeze, thaw
 from reactor.messages.topics import TopicPattern
+from reactor.runtime.consumer import Delivery, current_delivery
 from reactor.runtime.metrics import ActorMetrics, Health, SystemMetrics
 from reactor.runtime.pool import Scaling
 from reactor.runtime.system import System
 from reactor.runtime.topology import Topology
-from reactor.supervision.strategy import Backoff, OneForAll, OneForOne, RestForOne, Strategy
+from reactor.supervision.strategy import (
+    Backoff,
+    OneForAll,
+    OneForOne,
+    RestForOne,
+    Retry,
+    Strategy,
+)
 
 __version__ = "0.1.0"
 
@@ -54,7 +65,10 @@ __all__ = [
     "Clock",
     "CloudEventsCodec",
     "Codec",
+    "ConsumerFailing",
     "DecodeError",
+    "Delivery",
+    "ErrorInfo",
     "Event",
     "FrozenDict",
     "GroupStats",
@@ -66,10 +80,12 @@ __all__ = [
     "LogFormatError",
     "LogLockedError",
     "NotDurableError",
+    "NotInHandlerError",
     "OneForAll",
     "OneForOne",
     "ReactorError",
     "RestForOne",
+    "Retry",
     "Scaling",
     "Strategy",
     "SupervisorEscalation",
@@ -82,6 +98,7 @@ __all__ = [
     "TopologyError",
     "UnknownChannelError",
     "__version__",
+    "current_delivery",
     "freeze",
     "thaw",
 ]

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 __all__ = [
+    "ConsumerFailing",
+    "NotInHandlerError",
     "BackpressureError",
     "BackpressureTimeout",
     "ChannelFull",
@@ -149,3 +151,15 @@ class LogFormatError(ReactorError, ValueError):
 
 class NotDurableError(ReactorError, TypeError):
     """The operation needs a channel that keeps a log (``replay`` on a ``memory`` channel)."""
+
+
+class ConsumerFailing(ReactorError, RuntimeError):
+    """A consumer failed event after event, with no success between.
+
+    Not one event's fault: the consumer itself (or what it depends on) is broken.
+    This is a consumer failure, which restart intensity counts.
+    """
+
+
+class NotInHandlerError(ReactorError, RuntimeError):
+    """:func:`reactor.current_delivery` was called outside a consumer's handler."""

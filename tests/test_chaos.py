@@ -12,9 +12,14 @@ event), under two supervisors::
             └── mail
 
 A handler fails on a seeded 5% of (consumer, event, attempt) triples, so a retry
-usually succeeds, and always fails on a few poison events. ``billing`` failing
-restarts ``inner`` too (rest_for_one), and ``audit`` failing restarts ``mail``
-(one_for_all): restarts sweep healthy consumers mid-batch all the time.
+usually succeeds, and always fails on a few poison events. The run is made twice:
+
+* ``crash``: every failed event is also a consumer failure (``failure_threshold=1``),
+  under tolerant supervisors. ``billing`` failing restarts ``inner`` too
+  (rest_for_one), and ``audit`` failing restarts ``mail`` (one_for_all): restarts
+  sweep healthy consumers mid-batch all the time.
+* ``defaults``: every option as a user gets it. Failed events are retried later
+  and nothing is restarted.
 
 Because every failure is decided by a pure function, the outcome is known in
 advance: an event is dead-lettered by a consumer exactly when its first
@@ -30,6 +35,8 @@ import os
 import random
 import threading
 from typing import Any, TypeVar
+
+import pytest
 
 from reactor import Backoff, Event, OneForAll, OneForOne, RestForOne, Strategy, Topology
 from reactor.messages import lifecycle
@@ -95,10 +102,12 @@ class Ledger:
         return handle
 
 
-def test_chaos_every_event_handled_once_or_dead_lettered() -> None:
+@pytest.mark.parametrize("mode", ["crash", "defaults"])
+def test_chaos_every_event_handled_once_or_dead_lettered(mode: str) -> None:
+    crash = mode == "crash"
     ledger = Ledger()
     dead = Recorder()
-    topo = Topology("chaos", strategy=tolerant(OneForOne))
+    topo = Topology("chaos", strategy=tolerant(OneForOne) if crash else None)
     topo.channel("orders", capacity=2_000)
     topo.producer(
         "feed", channel="orders", topic="orders.created", source=({"n": n} for n in range(EVENTS))
@@ -111,9 +120,11 @@ def test_chaos_every_event_handled_once_or_dead_lettered() -> None:
         "idempotent": True,
         "prefetch": 32,
     }
-    with topo.supervisor("outer", strategy=tolerant(RestForOne)) as outer:
+    if crash:
+        options["failure_threshold"] = 1
+    with topo.supervisor("outer", strategy=tolerant(RestForOne) if crash else None) as outer:
         outer.consumer("billing", ledger.handler("billing"), **options)
-        with outer.supervisor("inner", strategy=tolerant(OneForAll)) as inner:
+        with outer.supervisor("inner", strategy=tolerant(OneForAll) if crash else None) as inner:
             inner.consumer("audit", ledger.handler("audit"), **options)
             inner.consumer("mail", ledger.handler("mail"), **options)
 
@@ -155,8 +166,12 @@ def test_chaos_every_event_handled_once_or_dead_lettered() -> None:
         group = metrics.group("orders", consumer)
         assert group.acked + group.dead_lettered == EVENTS
         assert group.dead_lettered == len(expected)
-        # Restarts really happened: about one per 20 events, less the crashes that
-        # raced a sweep (the sweep's restart covers those).
-        assert metrics.actor(consumer).restarts > EVENTS * FAIL_RATE / 4
+        if crash:
+            # Restarts really happened: about one per 20 events, less the crashes that
+            # raced a sweep (the sweep's restart covers those).
+            assert metrics.actor(consumer).restarts > EVENTS * FAIL_RATE / 4
+        else:
+            assert metrics.actor(consumer).restarts == 0
+            assert metrics.actor(consumer).event_failures >= EVENTS * FAIL_RATE / 2
     assert metrics.channel("orders").unsettled == 0
-    assert metrics.actor("inner").restarts > 0  # swept by billing's restarts
+    assert (metrics.actor("inner").restarts > 0) is crash  # swept by billing's restarts

@@ -56,7 +56,8 @@ def doomed():
     topo = reactor.Topology("doomed", strategy=reactor.OneForOne(max_restarts=0))
     topo.channel("jobs")
     topo.producer("feed", channel="jobs", topic="jobs.new", source=[1])
-    topo.consumer("explode", explode, channel="jobs")
+    # failure_threshold=1: every failed event is a consumer failure (let it crash)
+    topo.consumer("explode", explode, channel="jobs", failure_threshold=1)
     return topo
 
 topology = build()

@@ -29,8 +29,9 @@ class Boom(RuntimeError):
 def system() -> Iterator[reactor.System]:
     """A system with a restart, a dead letter and a backlog to show.
 
-    ``crashy`` fails on the event "boom" every time: two deliveries, two restarts,
-    then the event is dead-lettered. ``stuck`` holds its first event until the
+    ``crashy`` fails on the event "boom" every time: two deliveries, two restarts
+    (``failure_threshold=1``: each failure is also a consumer failure), then the
+    event is dead-lettered. ``stuck`` holds its first event until the
     test ends, so the events behind it wait in the ``slow`` channel's backlog.
     """
     release = threading.Event()
@@ -46,7 +47,14 @@ def system() -> Iterator[reactor.System]:
         max_restarts=50, within_s=10, backoff=reactor.Backoff(min_s=0.01, max_s=0.02)
     )
     with topo.supervisor("workers", strategy) as sup:
-        sup.consumer("crashy", crashy, channel="work", pattern="job.#", max_deliveries=2)
+        sup.consumer(
+            "crashy",
+            crashy,
+            channel="work",
+            pattern="job.#",
+            max_deliveries=2,
+            failure_threshold=1,
+        )
         sup.pool(
             "helpers", lambda event: None, channel="work", pattern="job.#", min_size=2, max_size=2
         )

@@ -86,7 +86,7 @@ def test_nack_retries_then_gives_up_and_leave_with_epoch_0_always_counts() -> No
     _publish(groups, events, None)
     assert _fill(groups, "m") is not None
     error = ErrorInfo("ValueError", "boom", "")
-    assert membership.nack(groups, Nack("g", "m", epoch, 1, error, "x")) == (
+    assert membership.nack(groups, Nack("g", "m", epoch, 1, error, "x"), 0.0) == (
         groups["g"],
         1,
         events[1],
@@ -94,7 +94,7 @@ def test_nack_retries_then_gives_up_and_leave_with_epoch_0_always_counts() -> No
     retry = _fill(groups, "m")
     assert retry is not None
     assert retry.attempts == (2,)
-    found = membership.nack(groups, Nack("g", "m", epoch, 1, error, "x"))
+    found = membership.nack(groups, Nack("g", "m", epoch, 1, error, "x"), 0.0)
     assert found == (groups["g"], 2, events[1])  # the last attempt: not queued again
     assert _fill(groups, "m") is None
     assert membership.leave(groups, Leave("g", "m", epoch + 5)) is None

@@ -16,12 +16,13 @@ from typing import Any
 
 import pytest
 
-from reactor import Backoff, Event, OneForOne, SupervisorEscalation, System, Topology
+from reactor import Backoff, Event, OneForOne, Retry, SupervisorEscalation, System, Topology
 from reactor.messages import lifecycle
 from reactor.testing import FakeClock, Recorder, wait_for
 
 TIMEOUT = 10.0
 NO_BACKOFF = Backoff(min_s=0, max_s=0, jitter=0)
+NO_DELAY = Retry(min_s=0, max_s=0, jitter=0)  # a failed event is retried at once
 
 
 def group_stats(system: System, channel: str, group: str) -> Any:
@@ -128,7 +129,9 @@ def test_hung_handler_is_abandoned_and_its_late_result_ignored() -> None:
 
     topo = Topology("hung")
     topo.channel("work")
-    topo.consumer("slow", Handler, channel="work", pattern="job.#", handler_timeout=1.0)
+    topo.consumer(
+        "slow", Handler, channel="work", pattern="job.#", handler_timeout=1.0, retry=NO_DELAY
+    )
     with topo.start(clock=fake) as system, releasing(release):
         for n in range(events):
             system.publish("work", "job.run", {"n": n})
@@ -195,7 +198,13 @@ def test_idempotent_consumer_has_one_side_effect_per_event_despite_redelivery() 
     topo = Topology("dedup")
     topo.channel("work")
     topo.consumer(
-        "once", handler, channel="work", pattern="job.#", handler_timeout=1.0, idempotent=True
+        "once",
+        handler,
+        channel="work",
+        pattern="job.#",
+        handler_timeout=1.0,
+        idempotent=True,
+        retry=NO_DELAY,
     )
     with topo.start(clock=fake) as system, releasing(release):
         for n in range(10):
@@ -213,9 +222,10 @@ def test_idempotent_consumer_has_one_side_effect_per_event_despite_redelivery() 
     assert calls == {**{n: 1 for n in range(10)}, 3: 2}
 
 
-def test_crashing_consumer_loses_nothing_and_senders_never_notice() -> None:
-    # Every 50th event crashes the consumer on its first attempt. Publishing goes on
-    # from another thread throughout: no publish fails, every event is handled.
+def test_failing_events_lose_nothing_restart_nothing_and_senders_never_notice() -> None:
+    # Every 50th event fails on its first attempt, with the default settings. Publishing
+    # goes on from another thread throughout: no publish fails, every event is handled,
+    # and the consumer is never restarted: a failed event is not a failed consumer.
     attempts: collections.Counter[int] = collections.Counter()
     lock = threading.Lock()
     seen = Recorder()
@@ -229,7 +239,7 @@ def test_crashing_consumer_loses_nothing_and_senders_never_notice() -> None:
             raise RuntimeError(f"#{n} fails on its first attempt")
         seen(event)
 
-    topo = Topology("steady", strategy=OneForOne(max_restarts=1000, backoff=NO_BACKOFF))
+    topo = Topology("steady")
     topo.channel("work", capacity=64)
     topo.consumer("flaky", handler, channel="work", pattern="job.#", prefetch=8)
     errors: list[BaseException] = []
@@ -249,8 +259,10 @@ def test_crashing_consumer_loses_nothing_and_senders_never_notice() -> None:
         system.wait_idle(TIMEOUT)
         assert errors == []
         assert sorted(e.data["n"] for e in seen.events) == list(range(1000))
-        assert system.metrics().actor("flaky").restarts == 20
+        flaky = system.metrics().actor("flaky")
+        assert (flaky.restarts, flaky.failed, flaky.event_failures) == (0, 0, 20)
         assert system.metrics().channel("work").dead_lettered == 0
+        assert attempts == {n: 2 if n % 50 == 0 else 1 for n in range(1000)}
 
 
 # -- 7. lifecycle events -------------------------------------------------------------------
@@ -275,7 +287,16 @@ def test_lifecycle_events_on_system_channel_and_metrics() -> None:
     # inner tolerates one restart: #1 restarts flaky, #2 makes inner give up, and
     # the topology root ($consumers) restarts inner.
     with topo.supervisor("inner", strategy=OneForOne(max_restarts=1, backoff=NO_BACKOFF)) as inner:
-        inner.consumer("flaky", flaky, channel="work", pattern="job.#", prefetch=1)
+        # failure_threshold=1: every failed event is also a consumer failure (restarted).
+        inner.consumer(
+            "flaky",
+            flaky,
+            channel="work",
+            pattern="job.#",
+            prefetch=1,
+            failure_threshold=1,
+            retry=NO_DELAY,
+        )
     fake = FakeClock()
     with topo.start(clock=fake) as system:
         for n in range(5):
@@ -301,10 +322,12 @@ def test_lifecycle_events_on_system_channel_and_metrics() -> None:
         assert {(s["kind"], s["supervisor"]) for s in started} == {("consumer", "inner")}
 
         failed = of(lifecycle.ACTOR_FAILED, "flaky")
-        assert [(f["error_type"], f["message"], f["reason"]) for f in failed] == [
-            ("ValueError", "bad luck on #1", "crash"),
-            ("ValueError", "bad luck on #2", "crash"),
+        assert [(f["error_type"], f["reason"]) for f in failed] == [
+            ("ConsumerFailing", "crash"),
+            ("ConsumerFailing", "crash"),
         ]
+        assert "ValueError: bad luck on #1" in failed[0]["message"]
+        assert "ValueError: bad luck on #2" in failed[1]["message"]
         (restarted,) = of(lifecycle.ACTOR_RESTARTED, "flaky")
         assert (restarted["attempt"], restarted["backoff_s"], restarted["incarnation"]) == (
             1,
@@ -314,7 +337,8 @@ def test_lifecycle_events_on_system_channel_and_metrics() -> None:
 
         (escalated,) = of(lifecycle.SUPERVISOR_ESCALATED, "inner")
         assert escalated["chain"] == ("inner",)
-        assert (escalated["error_type"], escalated["message"]) == ("ValueError", "bad luck on #2")
+        assert escalated["error_type"] == "ConsumerFailing"
+        assert "bad luck on #2" in escalated["message"]
         (inner_failed,) = of(lifecycle.ACTOR_FAILED, "inner")
         assert inner_failed["error_type"] == "SupervisorEscalation"
         assert inner_failed["supervisor"] == "$consumers"
@@ -348,9 +372,18 @@ def test_root_escalation_stops_the_system_and_wait_raises() -> None:
     topo = Topology("doomed", strategy=OneForOne(max_restarts=2, backoff=NO_BACKOFF))
     topo.channel("work")
     with topo.supervisor("inner", strategy=OneForOne(max_restarts=1, backoff=NO_BACKOFF)) as inner:
-        inner.consumer("bad", doomed, channel="work", pattern="job.#", max_deliveries=100)
+        inner.consumer(
+            "bad",
+            doomed,
+            channel="work",
+            pattern="job.#",
+            max_deliveries=100,
+            failure_threshold=1,
+            retry=NO_DELAY,
+        )
     system = topo.start()
-    system.publish("work", "job.run", {"n": 1})
+    for n in range(10):  # each new event that fails is a consumer failure
+        system.publish("work", "job.run", {"n": n})
     with pytest.raises(SupervisorEscalation) as caught:
         system.wait(timeout=TIMEOUT)
     escalation = caught.value
@@ -442,7 +475,9 @@ def test_an_abandoned_incarnation_returning_late_does_not_blind_the_watchdog() -
 
     topo = Topology("clobber")
     topo.channel("work")
-    topo.consumer("slow", Handler, channel="work", pattern="job.#", handler_timeout=1.0)
+    topo.consumer(
+        "slow", Handler, channel="work", pattern="job.#", handler_timeout=1.0, retry=NO_DELAY
+    )
     system = topo.start(clock=fake)
     try:
         for n in range(3):

@@ -71,10 +71,12 @@ class ActorCounters:
 
     __slots__ = (
         "current",
+        "event_failures",
         "failed",
         "handled",
         "in_flight",
         "latency",
+        "problem",
         "received",
         "restarts",
         "state",
@@ -83,7 +85,11 @@ class ActorCounters:
     def __init__(self) -> None:
         self.received = 0
         self.handled = 0
-        self.failed = 0
+        self.failed = 0  # incarnations that ended abnormally
+        self.event_failures = 0  # handler calls that raised (each one event's failure)
+        # Why the actor is degraded although it runs (a consumer failing event after
+        # event), one line; None when it is fine. Health reports it.
+        self.problem: str | None = None
         self.in_flight = 0
         self.restarts = 0
         self.state = "starting"

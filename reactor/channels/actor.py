@@ -15,6 +15,11 @@ a backend only stores or settles what they decide, through
 :meth:`GroupLog.keep_dead_letter`, :meth:`GroupLog.retrying` and
 :meth:`GroupLog.settle`.
 
+A nack carries the delay its consumer asks for the retry: the group keeps the seq
+aside until then (later events of its key wait behind it, see
+:meth:`Group.nack <reactor.channels.groups.Group.nack>`), and one clock timer per
+actor, armed for the earliest such retry, queues them again when they fall due.
+
 Thread-safety: everything here runs on the channel actor's thread.
 """
 
@@ -27,7 +32,17 @@ from reactor.actors.base import ActorContext, ReactorActor
 from reactor.channels import groups as membership
 from reactor.channels.groups import Counters, Group, Member, find_member
 from reactor.messages import lifecycle
-from reactor.messages.control import Ack, Deliver, Encoded, ErrorInfo, Join, Leave, Nack
+from reactor.messages.control import (
+    Ack,
+    Deliver,
+    Encoded,
+    ErrorInfo,
+    Join,
+    Leave,
+    Nack,
+    Release,
+    Tick,
+)
 from reactor.messages.event import Event
 
 __all__ = ["GroupChannelActor", "GroupLog", "abandoned"]
@@ -35,6 +50,7 @@ __all__ = ["GroupChannelActor", "GroupLog", "abandoned"]
 # Each round of a dispatch delivers or refills, or the dispatch stops; the cap is a
 # safety net against a backend whose refill keeps claiming progress.
 _DISPATCH_ROUNDS = 1024
+_RETRY = "retry"  # the token of the delayed-retry timer
 
 
 def abandoned(group: str, spent: int) -> ErrorInfo:
@@ -157,6 +173,8 @@ class GroupChannelActor(ReactorActor):
             Nack: self.nacked,
             Join: self.joined,
             Leave: self.left,
+            Release: self.released,
+            Tick: self.ticked,
         }
         handlers.update(log.bind(self))
         self._handlers = handlers
@@ -164,9 +182,11 @@ class GroupChannelActor(ReactorActor):
         self._end_of_message = (
             log.end_of_message if type(log).end_of_message is not GroupLog.end_of_message else None
         )
+        self._retry_at: float | None = None  # when the armed retry timer fires
 
     def on_start(self) -> None:
         self.log.started()
+        self._arm_retries()  # retries delayed under an earlier incarnation
 
     def on_stop(self) -> None:
         self.log.stopped()
@@ -241,7 +261,14 @@ class GroupChannelActor(ReactorActor):
         if not self.log.owned(group, member, (nack.seq,)):
             self.dispatch(group)
             return
-        attempt, item = group.nack(member, nack.seq, final=nack.final)
+        delay = nack.delay
+        attempt, item = group.nack(
+            member,
+            nack.seq,
+            final=nack.final,
+            due=self.actor_clock.monotonic() + delay if delay > 0 else None,
+            error=nack.error,
+        )
         if not attempt:
             return
         if item is not None:
@@ -249,7 +276,41 @@ class GroupChannelActor(ReactorActor):
                 self.dead_letter(group, nack.seq, item, nack.error, attempt, nack.consumer)
             else:
                 self.log.retrying(group, nack.seq, attempt)
+                if delay > 0:
+                    self._arm_retries()
         self.dispatch(group)
+
+    def released(self, release: Release) -> None:
+        """A member gives back seqs it never handled (behind a failed event of their key)."""
+        group = membership.give_back(self.groups, release)
+        if group is not None:
+            self.dispatch(group)
+
+    # -- delayed retries -------------------------------------------------------------
+
+    def ticked(self, tick: Tick) -> None:
+        if tick.token != _RETRY:
+            return
+        self._retry_at = None
+        now = self.actor_clock.monotonic()
+        for group in self.groups.values():
+            if group.release_due(now):
+                self.dispatch(group)
+        self._arm_retries()
+
+    def _arm_retries(self) -> None:
+        """Make sure the timer fires when the earliest delayed retry falls due."""
+        dues = [due for group in self.groups.values() if (due := group.next_due()) is not None]
+        if not dues:
+            return
+        due = min(dues)
+        if self._retry_at is not None and self._retry_at <= due:
+            return
+        self._retry_at = due
+        address = self.actor_address
+        self.actor_clock.call_later(
+            due - self.actor_clock.monotonic(), lambda: address.tell(Tick(_RETRY))
+        )
 
     def dead_letter(  # noqa: PLR0917 - each argument is a distinct fact of the letter
         self,

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Literal
 
-from reactor.errors import BackpressureTimeout, ChannelFull
+from reactor.errors import BackpressureTimeout, ChannelFull, SystemStoppedError
 
 __all__ = ["OVERFLOW_POLICIES", "CapacityGate", "Overflow"]
 
@@ -30,7 +30,9 @@ OVERFLOW_POLICIES: tuple[Overflow, ...] = ("block", "drop_oldest", "drop_newest"
 
 # ``drop_oldest`` admits every publish and lets the channel evict queued events, so the
 # mailbox can briefly hold more than ``capacity``; past this multiple publishers wait.
+# An overdraft (see ``acquire``) stops at the same multiple: one capacity more, at most.
 _DROP_OLDEST_CEILING = 2
+_OVERDRAFT_CEILING = 2
 
 
 class CapacityGate:
@@ -56,22 +58,25 @@ class CapacityGate:
         self.suspended: str | None = None  # why the channel takes no events now
         self._cond = threading.Condition(threading.Lock())
         self._waiting = 0  # publishers blocked in acquire(); release() skips notify when 0
+        self._closed = False
         self._on_idle = on_idle
 
     def acquire(self, count: int, timeout: float | None, *, overdraft: bool = False) -> int:
         """Take up to ``count`` credits; return how many the caller may publish.
 
         Returns fewer than ``count`` (possibly 0) only under ``drop_newest``: the
-        caller drops the rest. ``overdraft`` admits everything at once; a handler
-        uses it when publishing back into the channel it consumes from, where
-        waiting for capacity would wait on itself.
+        caller drops the rest. ``overdraft`` admits everything at once, up to one
+        capacity beyond capacity; a handler uses it when publishing back into the
+        channel it consumes from, where waiting for capacity would wait on itself.
 
         While the gate is suspended it counts as full: ``reject`` raises,
         ``drop_newest`` admits nothing, the others wait for it to resume.
 
         Raises:
             BackpressureTimeout: ``block`` policy and no credit within ``timeout``.
-            ChannelFull: ``reject`` policy and not enough credit for all ``count``.
+            ChannelFull: ``reject`` policy and not enough credit for all ``count``,
+                or an overdraft past one capacity beyond capacity.
+            SystemStoppedError: the gate was closed (the system stopped) while waiting.
         """
         with self._cond:
             if self.suspended is not None and not overdraft:
@@ -83,7 +88,17 @@ class CapacityGate:
                     return 0
                 timeout = self._wait_resumed(timeout)
             free = self.capacity - self.used
-            if overdraft or free >= count:
+            if free >= count:
+                return self._take(count)
+            if overdraft:
+                if self.used + count > self.capacity * _OVERDRAFT_CEILING:
+                    raise ChannelFull(
+                        f"channel {self.channel!r} holds {self.used} unsettled events, a whole "
+                        f"capacity ({self.capacity}) over, mostly published into it by its own "
+                        "consumers; the event whose outputs these are fails and is retried "
+                        "later. Publish outputs to another channel, raise capacity, or make "
+                        "fewer outputs per event"
+                    )
                 return self._take(count)
             if self.overflow == "reject":
                 raise ChannelFull(
@@ -99,11 +114,28 @@ class CapacityGate:
             if self.used >= limit:
                 self._waiting += 1
                 try:
-                    if not self._cond.wait_for(lambda: self.used < limit, timeout):
+                    if not self._cond.wait_for(
+                        lambda: self.used < limit or self._closed, timeout
+                    ):
                         raise self._timeout(timeout)
                 finally:
                     self._waiting -= 1
+                if self._closed:
+                    raise SystemStoppedError(
+                        f"the system stopped while this publisher waited for room in channel "
+                        f"{self.channel!r}; nothing was published. Publish to a running system"
+                    )
             return self._take(min(count, limit - self.used))
+
+    def close(self) -> None:
+        """Wake every publisher waiting for room with :class:`SystemStoppedError`.
+
+        The system closes its gates as it stops: no publisher may wait on a channel
+        that nothing will drain any more.
+        """
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
 
     def release(self, count: int) -> None:
         """Give back credits for settled events."""

@@ -32,6 +32,7 @@ Thread-safety: everything here belongs to the channel actor's thread, except
 
 from __future__ import annotations
 
+import heapq
 import zlib
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -43,7 +44,7 @@ from reactor.actors.address import Address
 from reactor.channels.backend import ChannelStats, GroupSpec, GroupStats
 from reactor.channels.gate import CapacityGate
 from reactor.errors import UnknownGroupError
-from reactor.messages.control import Ack, Deliver, Encoded, Join, Leave, Nack
+from reactor.messages.control import Ack, Deliver, Encoded, ErrorInfo, Join, Leave, Nack, Release
 from reactor.messages.event import Event
 from reactor.messages.topics import TopicPattern
 
@@ -54,6 +55,7 @@ __all__ = [
     "ack",
     "channel_stats",
     "find_member",
+    "give_back",
     "join",
     "leave",
     "nack",
@@ -67,13 +69,16 @@ Held = TypeVar("Held", Event, Event | Encoded)
 class Member:
     """One member of a group, as the channel sees it."""
 
-    __slots__ = ("address", "demand", "epoch", "in_flight", "keyed", "name")
+    __slots__ = ("address", "demand", "epoch", "in_flight", "keyed", "nacks", "name")
 
     def __init__(self, name: str, address: Address, demand: int) -> None:
         self.name = name
         self.address = address
         self.demand = demand
         self.epoch = 1
+        # Nacks taken from this incarnation; every batch carries the count, so the
+        # member can tell a batch made before its nack held a key from one made after.
+        self.nacks = 0
         self.keyed: deque[int] = deque()
         self.in_flight: dict[int, int] = {}  # seq -> attempt
 
@@ -96,7 +101,10 @@ class Group(Generic[Held]):
         "channel",
         "dead_lettered",
         "delivered",
+        "delayed",
+        "errors",
         "events",
+        "held_keys",
         "max_deliveries",
         "members",
         "nacked",
@@ -122,6 +130,12 @@ class Group(Generic[Held]):
         self.shared: deque[int] = deque()
         self.orphans: deque[int] = deque()  # keyed seqs waiting for a first member
         self.attempts: dict[int, int] = {}  # seq -> deliveries already spent, when not fresh
+        # Failed events waiting out their retry delay: a heap of (due, seq, key). While a
+        # keyed one waits, later events of its key wait too (``held_keys``: key -> how
+        # many of its events are delayed), so per-key order holds across retries.
+        self.delayed: list[tuple[float, int, str | None]] = []
+        self.held_keys: dict[str, int] = {}
+        self.errors: dict[int, ErrorInfo] = {}  # seq -> why its last attempt failed
         self.delivered = 0
         self.acked = 0
         self.nacked = 0
@@ -151,7 +165,13 @@ class Group(Generic[Held]):
         return matched
 
     def queued(self) -> int:
-        return len(self.shared) + len(self.orphans) + sum(len(m.keyed) for m in list(self.order))
+        """Events waiting for a member, including failed ones waiting out their retry delay."""
+        return (
+            len(self.shared)
+            + len(self.orphans)
+            + len(self.delayed)
+            + sum(len(m.keyed) for m in list(self.order))
+        )
 
     def in_flight(self) -> int:
         return sum(len(m.in_flight) for m in list(self.order))
@@ -193,16 +213,29 @@ class Group(Generic[Held]):
 
     def release(self, member: Member) -> None:
         """Hand back everything a member holds, unhandled: its attempts are not spent."""
-        held = sorted(member.in_flight.items())
-        member.in_flight.clear()
+        self.give_back(member, sorted(member.in_flight))
+
+    def give_back(self, member: Member, seqs: Iterable[int]) -> int:
+        """Queue again seqs ``member`` holds but never handled; returns how many it held.
+
+        Their attempts are not spent, and they keep their place in order.
+        """
+        in_flight = member.in_flight
         events = self.events
-        for seq, attempt in held:
+        count = 0
+        for seq in seqs:
+            attempt = in_flight.pop(seq, None)
+            if attempt is None:
+                continue
+            count += 1
             event = events.get(seq)
             if event is None:
                 continue
             if attempt > 1:
                 self.attempts[seq] = attempt - 1
             self.requeue(seq, event.key)
+        member.demand += count
+        return count
 
     def repartition(self) -> None:
         """Spread keyed seqs over the current members (membership changed)."""
@@ -246,12 +279,19 @@ class Group(Generic[Held]):
                 return deliver
         max_deliveries = self.max_deliveries
         in_flight = member.in_flight
+        held_keys = self.held_keys
+        waiting: list[int] = []  # keyed seqs behind a delayed event of their key
         seqs: list[int] = []
         batch: list[Held] = []
         tries: list[int] = []
         while len(seqs) < limit:
             if keyed and (not shared or keyed[0] < shared[0]):
                 seq = keyed.popleft()
+                if held_keys:
+                    event = events.get(seq)
+                    if event is not None and event.key in held_keys:
+                        waiting.append(seq)
+                        continue
             elif shared:
                 seq = shared.popleft()
             else:
@@ -271,13 +311,24 @@ class Group(Generic[Held]):
             seqs.append(seq)
             batch.append(event)
             tries.append(attempt)
+        if waiting:
+            keyed.extendleft(reversed(waiting))
         if not seqs:
             return None
         count = len(seqs)
         member.demand -= count
         self.delivered += count
+        errors = self.errors
+        failures = {seq: errors.pop(seq) for seq in seqs if seq in errors} if errors else None
         return Deliver(
-            self.channel, self.name, member.epoch, tuple(seqs), tuple(batch), tuple(tries)
+            self.channel,
+            self.name,
+            member.epoch,
+            tuple(seqs),
+            tuple(batch),
+            tuple(tries),
+            failures or None,
+            member.nacks,
         )
 
     def _fill_fresh(self, member: Member, limit: int) -> Deliver | None:
@@ -302,7 +353,16 @@ class Group(Generic[Held]):
         member.in_flight.update(dict.fromkeys(seqs, 1))
         member.demand -= count
         self.delivered += count
-        return Deliver(self.channel, self.name, member.epoch, tuple(seqs), batch, (1,) * count)
+        return Deliver(
+            self.channel,
+            self.name,
+            member.epoch,
+            tuple(seqs),
+            batch,
+            (1,) * count,
+            None,
+            member.nacks,
+        )
 
     # -- settlement ----------------------------------------------------------------
 
@@ -314,13 +374,24 @@ class Group(Generic[Held]):
         self.acked += len(settled)
         return settled
 
-    def nack(self, member: Member, seq: int, *, final: bool = False) -> tuple[int, Held | None]:
+    def nack(
+        self,
+        member: Member,
+        seq: int,
+        *,
+        final: bool = False,
+        due: float | None = None,
+        error: ErrorInfo | None = None,
+    ) -> tuple[int, Held | None]:
         """Take back a nacked seq, and queue it again if it has attempts left.
 
         Args:
             member: who nacked it.
             seq: what it nacked.
             final: no retry can succeed (see :class:`~reactor.messages.control.Nack`).
+            due: when the retry may be delivered (clock time); None: at once. Until
+                then later events of its key wait behind it (see :meth:`release_due`).
+            error: why the attempt failed, handed to the handler with the retry.
 
         Returns:
             ``(attempt, event)``: the attempt the nack ends (0 if ``member`` did not
@@ -332,13 +403,48 @@ class Group(Generic[Held]):
         if attempt is None:
             return 0, None
         member.demand += 1
+        member.nacks += 1
         self.nacked += 1
         event = self.events.get(seq)
         if event is not None and not final and attempt < self.max_deliveries:
             self.attempts[seq] = attempt
             self.redelivered += 1
-            self.requeue(seq, event.key)
+            if error is not None:
+                self.errors[seq] = error
+            key = event.key
+            if due is None:
+                self.requeue(seq, key)
+            else:
+                heapq.heappush(self.delayed, (due, seq, key))
+                if key is not None:
+                    self.held_keys[key] = self.held_keys.get(key, 0) + 1
         return attempt, event
+
+    def next_due(self) -> float | None:
+        """When the earliest delayed retry falls due (clock time); None if none waits."""
+        return self.delayed[0][0] if self.delayed else None
+
+    def release_due(self, now: float) -> bool:
+        """Queue every delayed retry due by ``now`` in its place; True if any was."""
+        delayed = self.delayed
+        released = False
+        while delayed and delayed[0][0] <= now:
+            _, seq, key = heapq.heappop(delayed)
+            if key is not None:
+                left = self.held_keys[key] - 1
+                if left:
+                    self.held_keys[key] = left
+                else:
+                    del self.held_keys[key]
+            if seq in self.events:
+                self.requeue(seq, key)
+                released = True
+        return released
+
+    def forget(self, seq: int) -> None:
+        """Drop what the group remembers of a seq gone from the channel (evicted, expired)."""
+        self.attempts.pop(seq, None)
+        self.errors.pop(seq, None)
 
 
 _MATCH_CACHE = 4096
@@ -383,8 +489,10 @@ def ack(groups: Mapping[str, G], message: Ack) -> tuple[G, list[int]] | None:
     return group, group.ack(member, message.seqs)
 
 
-def nack(groups: Mapping[str, G], message: Nack) -> tuple[G, int, Any] | None:
+def nack(groups: Mapping[str, G], message: Nack, now: float) -> tuple[G, int, Any] | None:
     """:meth:`Group.nack` for the member that sent ``message``, as ``(group, attempt, event)``.
+
+    A retry the message delays falls due at ``now + message.delay`` (clock time).
 
     ``event`` is whatever the group holds for the seq (typed ``Any``: Python's types
     cannot say "the held type of ``G``").
@@ -396,10 +504,25 @@ def nack(groups: Mapping[str, G], message: Nack) -> tuple[G, int, Any] | None:
     if found is None:
         return None
     group, member = found
-    attempt, event = group.nack(member, message.seq, final=message.final)
+    attempt, event = group.nack(
+        member,
+        message.seq,
+        final=message.final,
+        due=now + message.delay if message.delay > 0 else None,
+        error=message.error,
+    )
     if not attempt:
         return None
     return group, attempt, event
+
+
+def give_back(groups: Mapping[str, G], message: Release) -> G | None:
+    """:meth:`Group.give_back` for the member that sent ``message``; None if it does not count."""
+    found = find_member(groups, message.group, message.member, message.epoch)
+    if found is None:
+        return None
+    group, member = found
+    return group if group.give_back(member, message.seqs) else None
 
 
 def join(groups: Mapping[str, G], message: Join, channel: str) -> tuple[G, Member]:
@@ -420,6 +543,7 @@ def join(groups: Mapping[str, G], message: Join, channel: str) -> tuple[G, Membe
         # and bump the epoch so the old one's late acks are ignored.
         group.release(member)
         member.epoch += 1
+        member.nacks = 0
         member.address = message.address
         member.demand = message.demand
     else:

@@ -104,7 +104,7 @@ class _MemoryLog(GroupLog):
             event = self.events.pop(seq)
             del self.remaining[seq]
             for group in self.groups.values():
-                group.attempts.pop(seq, None)
+                group.forget(seq)
             self.counters.dropped += 1
             self.publish_system(
                 lifecycle.dropped(event, channel=self.channel, policy="drop_oldest")

@@ -223,7 +223,12 @@ def build() -> Topology:
             "inventory", Inventory(), channel="orders", pattern=("order.placed", "payment.failed")
         )
         saga.consumer(
-            "payments", Payments(), channel="orders", pattern="stock.reserved", max_deliveries=3
+            "payments",
+            Payments(),
+            channel="orders",
+            pattern="stock.reserved",
+            max_deliveries=3,
+            failure_threshold=1,  # a gateway timeout restarts it: the demo shows supervision
         )
         saga.consumer("shipping", ship, channel="orders", pattern="payment.charged")
     topo.consumer("order-view", OrderView(), channel="orders", pattern="#", idempotent=True)

@@ -90,10 +90,12 @@ class SensorFeed:
 class AnomalyDetector:
     """Validates readings and flags the hot ones as ``telemetry.anomaly`` events.
 
-    A garbled frame raises :class:`MalformedReading` the first time it is seen:
-    the consumer crashes and is restarted, and the frame, redelivered, is then
-    read as a retransmission and skipped. A poison reading raises every time,
-    so it ends on ``$deadletter`` after ``max_deliveries`` attempts.
+    A garbled frame raises :class:`MalformedReading` the first time it is seen.
+    The detector is declared with ``failure_threshold=1`` ("let it crash": after
+    an error its state is suspect), so that failure also restarts the consumer;
+    the frame, redelivered, is then read as a retransmission and skipped. A poison
+    reading raises every time, so it ends on ``$deadletter`` after
+    ``max_deliveries`` attempts.
 
     Thread-safety: one consumer uses it at a time; it survives restarts because
     the same instance is reused (which is how it remembers what it retried).
@@ -184,6 +186,7 @@ def build() -> Topology:
             pattern="telemetry.reading",
             max_deliveries=3,
             prefetch=16,
+            failure_threshold=1,  # every error restarts it: the demo shows supervision
         )
         sup.consumer(
             "alerter",

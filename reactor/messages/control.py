@@ -15,6 +15,7 @@ events, whether in its mailbox or in its handler.
 from __future__ import annotations
 
 import traceback
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import attrs
@@ -36,6 +37,7 @@ __all__ = [
     "Leave",
     "Nack",
     "Publish",
+    "Release",
     "Tick",
     "Wake",
     "decoded",
@@ -113,6 +115,10 @@ class Deliver:
     seqs: tuple[int, ...]
     events: tuple[Event | Encoded, ...]
     attempts: tuple[int, ...]
+    # seq -> why the previous attempt failed, for the retried events of the batch only.
+    failures: Mapping[int, ErrorInfo] | None = None
+    # How many of the member's nacks the channel had taken when it made the batch.
+    nacks: int = 0
 
     def __len__(self) -> int:
         return len(self.seqs)
@@ -161,7 +167,8 @@ class Nack:
     """The handler failed on ``seq``; redeliver it or dead-letter it.
 
     ``final`` says that no retry can succeed (the stored bytes are not an event):
-    the channel dead-letters it at once, with its bytes.
+    the channel dead-letters it at once, with its bytes. ``delay`` is how long the
+    retry waits (seconds); later events of the same key wait behind it.
     """
 
     group: str
@@ -171,6 +178,21 @@ class Nack:
     error: ErrorInfo
     consumer: str
     final: bool = False
+    delay: float = 0.0
+
+
+@attrs.frozen(slots=True)
+class Release:
+    """The member gives back seqs it never handled; no attempt is spent.
+
+    A consumer sends it for the events of its batch behind a failed event of the
+    same key: they must wait for that event's retry, not overtake it.
+    """
+
+    group: str
+    member: str
+    epoch: int
+    seqs: tuple[int, ...]
 
 
 ExitKind = Literal["normal", "crash", "timeout", "escalated"]

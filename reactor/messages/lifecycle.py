@@ -15,6 +15,7 @@ __all__ = [
     "CHANNEL_DISCONNECTED",
     "CHANNEL_RECONNECTED",
     "DEADLETTER",
+    "DRAIN_ABANDONED",
     "EVENT_DROPPED",
     "RETENTION_FORCED",
     "SUPERVISOR_ESCALATED",
@@ -24,6 +25,7 @@ __all__ = [
     "dropped",
     "lifecycle",
     "retention_forced",
+    "reports_on_system",
 ]
 
 SYSTEM_CHANNEL = "$system"
@@ -39,6 +41,7 @@ RETENTION_FORCED = "$system.retention.forced"
 # A broker channel lost its connection, and got it back.
 CHANNEL_DISCONNECTED = "$system.channel.disconnected"
 CHANNEL_RECONNECTED = "$system.channel.reconnected"
+DRAIN_ABANDONED = "$system.drain.abandoned"
 DEADLETTER = "$deadletter"
 
 
@@ -82,10 +85,20 @@ def dead_letter(
 
 
 def dropped(event: Event, *, channel: str, policy: str) -> Event:
-    """The ``$system.event.dropped`` event for ``event``, dropped by ``policy``."""
+    """The ``$system.event.dropped`` report for ``event``, dropped by ``policy``.
+
+    It names the victim (``id``, ``topic``, ``key``) and never carries it: a report
+    that held the dropped event could itself be dropped, and carried, without end.
+    """
     return event.derive(
         EVENT_DROPPED,
-        {"event": event, "channel": channel, "policy": policy},
+        {
+            "id": event.id,
+            "topic": event.topic,
+            "key": event.key,
+            "channel": channel,
+            "policy": policy,
+        },
         source=f"reactor/channel/{channel}",
     )
 
@@ -103,3 +116,16 @@ def retention_forced(channel: str, group: str, count: int, **where: Any) -> Even
     ``where`` says which (``first`` and ``last`` offsets, or stream ``ids``).
     """
     return channel_event(RETENTION_FORCED, channel, group=group, count=count, **where)
+
+
+def reports_on_system(event: Event) -> bool:
+    """Whether ``event`` reports on the ``$system`` channel itself.
+
+    Such a report is never published (the channel and the log count it): a drop or
+    dead letter on ``$system`` reported on ``$system`` could feed itself forever,
+    for example a subscriber failing on every ``$deadletter``.
+    """
+    return event.topic in _REPORTS and event.data.get("channel") == SYSTEM_CHANNEL
+
+
+_REPORTS = frozenset({EVENT_DROPPED, DEADLETTER})

@@ -16,11 +16,45 @@ A handler's return value publishes follow-up events, derived from the input
 
 Outputs are published *before* the input is acked, so a crash in between can
 duplicate an output but never lose one.
+
+Two kinds of failure are kept apart (DESIGN.md, "supervision"):
+
+* **an event failed**: the handler raised for it (or returned something that is not
+  an event). The consumer nacks it with a delay from its :class:`Retry` policy and
+  goes on with its other events; the channel redelivers it once the delay is over
+  (later events of its key wait behind it), and dead-letters it after
+  ``max_deliveries`` attempts. The consumer is not restarted and nothing counts
+  toward restart intensity.
+* **the consumer failed**: ``on_start`` raised, its handler hung past
+  ``handler_timeout``, or ``failure_threshold`` events in a row failed their first
+  delivery with no success between (raised as
+  :class:`~reactor.errors.ConsumerFailing`, and again every ``failure_threshold``
+  such failures while nothing succeeds). The supervisor restarts it; that restart
+  counts toward restart intensity. Retries failing again do not count: a few
+  poison events can fail many times in a row while the consumer is healthy.
+  ``failure_threshold=1`` is OTP's "let it crash": every new event that fails
+  restarts the consumer.
+
+A consumer whose events fail on first delivery, one after another, with nothing
+succeeding for a while (a dependency is down), backs off: from the third such
+failure in a row, with no success for ``retry.min_s``, it pauses after each new
+event that fails, on its retry curve, so it takes new events slowly and does not
+burn them into dead letters at machine speed (retries keep their own per-event
+delays). Its health says ``degraded`` meanwhile; the first success ends it.
+Retries failing again do not pause it: a few poison events can fail many times
+in a row while the consumer is healthy.
+
+The handler can ask which attempt it is on, and why the previous one failed,
+with :func:`current_delivery`.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
+import random
+import threading
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -30,14 +64,101 @@ from reactor.actors.address import Address
 from reactor.actors.base import ActorContext, ReactorActor
 from reactor.actors.counters import ActorCounters
 from reactor.channels.dedup import DedupWindow
-from reactor.errors import DecodeError
-from reactor.messages.control import Ack, Deliver, Encoded, ErrorInfo, Join, Leave, Nack
+from reactor.errors import ConsumerFailing, DecodeError, NotInHandlerError
+from reactor.messages.control import (
+    Ack,
+    Deliver,
+    Encoded,
+    ErrorInfo,
+    Join,
+    Leave,
+    Nack,
+    Release,
+    Tick,
+)
 from reactor.messages.event import Event
 from reactor.runtime.router import Router
+from reactor.supervision.strategy import Retry
 
-__all__ = ["ConsumerActor", "ConsumerRuntime", "ResultError", "as_events"]
+__all__ = [
+    "ConsumerActor",
+    "ConsumerRuntime",
+    "Delivery",
+    "ResultError",
+    "as_events",
+    "current_delivery",
+]
+
+logger = logging.getLogger("reactor")
 
 _JOIN_TIMEOUT_S = 10.0
+# From this many failures in a row the consumer pauses before its next attempt.
+_PAUSE_FROM = 3
+# Handled events are acked in runs of at most this many, or this many seconds after
+# the first of a run was handled: a process that dies charges an attempt only to what
+# was in its handler, not to a whole batch it had finished.
+_ACK_RUN = 32
+_ACK_WITHIN_S = 0.01
+
+
+@attrs.frozen(slots=True)
+class Delivery:
+    """The delivery a handler is working on: see :func:`current_delivery`.
+
+    Attributes:
+        consumer: the consumer (or pool member) handling it.
+        group: its consumer group.
+        channel: the channel it came from.
+        attempt: 1 for the first delivery, 2 for the first retry, and so on.
+        max_deliveries: after this many failed attempts it is dead-lettered.
+        previous_error: why the previous attempt failed (None on the first attempt,
+            or when the previous one was lost with a process rather than raised).
+    """
+
+    consumer: str
+    group: str
+    channel: str
+    attempt: int
+    max_deliveries: int
+    previous_error: ErrorInfo | None
+
+    @property
+    def last_attempt(self) -> bool:
+        """Whether a failure now dead-letters the event."""
+        return self.attempt >= self.max_deliveries
+
+
+_handling = threading.local()
+
+
+def current_delivery() -> Delivery:
+    """The delivery the calling handler is handling: its attempt and previous error.
+
+    Call it from a handler (or from code the handler calls, in its thread)::
+
+        def charge(event):
+            if current_delivery().attempt > 1:
+                log.info("retrying %s after %s", event.id, current_delivery().previous_error)
+
+    Raises:
+        NotInHandlerError: not called from a consumer's handler.
+    """
+    current: tuple[ConsumerRuntime, Deliver, int] | None = getattr(_handling, "current", None)
+    if current is None:
+        raise NotInHandlerError(
+            "reactor.current_delivery() was called outside a consumer's handler; call it "
+            "from the handler, or from code the handler calls in its own thread"
+        )
+    runtime, batch, index = current
+    failures = batch.failures
+    return Delivery(
+        consumer=runtime.name,
+        group=runtime.group,
+        channel=runtime.channel,
+        attempt=batch.attempts[index],
+        max_deliveries=runtime.max_deliveries,
+        previous_error=failures.get(batch.seqs[index]) if failures else None,
+    )
 
 
 class ResultError(TypeError):
@@ -78,7 +199,14 @@ def _bad_result(consumer: str, value: Any) -> str:
 
 @attrs.define(eq=False)
 class ConsumerRuntime:
-    """What every incarnation of one consumer (or pool member) shares."""
+    """What every incarnation of one consumer (or pool member) shares.
+
+    The failures in a row (with no success between) are kept here, across
+    incarnations, so a restart does not reset the consumer's pause: only a success
+    does. Only events failing their *first* delivery say the consumer is broken:
+    the retries of a few poison events can fail many times in a row while the
+    consumer is healthy, and must not pause it.
+    """
 
     name: str
     member: str
@@ -91,9 +219,31 @@ class ConsumerRuntime:
     prefetch: int
     dedup: DedupWindow | None
     counters: ActorCounters
+    max_deliveries: int = 5
+    retry: Retry = attrs.field(factory=Retry)
+    failure_threshold: int = 10
+    rng: random.Random = attrs.field(factory=random.Random)
+    failures: int = 0  # failed attempts in a row, retries included
+    fresh_failures: int = 0  # of those, first attempts: the sign the consumer is broken
+    last_success: float | None = None  # clock time of the last handled event
+    last_error: ErrorInfo | None = None
 
     def start(self, context: ActorContext) -> ReactorActor:
         return ConsumerActor.spawn(context, self)
+
+    def retry_delay(self, attempt: int) -> float:
+        """How long the retry of an event whose ``attempt``-th delivery failed waits."""
+        return self.retry.delay(attempt, self.rng)
+
+    def failing(self) -> str | None:
+        """Why this consumer is degraded (it fails event after event), or None."""
+        if self.fresh_failures < _PAUSE_FROM or self.last_error is None:
+            return None
+        error = self.last_error
+        return (
+            f"failed its last {self.failures} attempts in a row "
+            f"({error.type}: {error.message:.80}); pausing between attempts"
+        )
 
     def abandon(self, current: tuple[int, int, float]) -> None:
         """Settle the event a hung incarnation was stuck on: a failed attempt."""
@@ -101,7 +251,9 @@ class ConsumerRuntime:
         error = ErrorInfo(
             "HandlerTimeout", f"handler of consumer {self.name!r} did not return in time", ""
         )
-        self.channel_address.tell(Nack(self.group, self.member, epoch, seq, error, self.name))
+        self.channel_address.tell(
+            Nack(self.group, self.member, epoch, seq, error, self.name, delay=self.retry.min_s)
+        )
 
     def leave(self) -> None:
         """Hand back everything this member holds; used when it is removed for good."""
@@ -115,7 +267,12 @@ def _instantiate(handler: Any) -> Any:
 
 
 class ConsumerActor(ReactorActor):
-    """One incarnation of a consumer: joins its group, handles batches, acks."""
+    """One incarnation of a consumer: joins its group, handles batches, acks.
+
+    Batches wait in ``pending`` and are handled in order, ``position`` being the next
+    item of the first one. A pause (failures in a row) leaves the rest there until a
+    :class:`Tick` resumes; the actor stays responsive to stop requests meanwhile.
+    """
 
     def __init__(self, context: ActorContext, runtime: ConsumerRuntime) -> None:
         super().__init__(context)
@@ -123,6 +280,16 @@ class ConsumerActor(ReactorActor):
         self.epoch = 0
         self.target: Any = None
         self.handle: Callable[[Event], Any] | None = None
+        self.pending: deque[Deliver] = deque()
+        self.position = 0
+        self.paused: object | None = None  # the token of the Tick that ends the pause
+        self.nacks = 0  # nacks sent by this incarnation (see Deliver.nacks)
+        # key -> (seq that failed, this incarnation's nack count after it): batches the
+        # channel made before it took that nack may hold later events of the key.
+        self.holds: dict[str, tuple[int, int]] = {}
+        self.acks: list[int] = []
+        self.acks_since = 0.0
+        self.released: list[int] = []
 
     def on_start(self) -> None:
         runtime = self.runtime
@@ -139,67 +306,93 @@ class ConsumerActor(ReactorActor):
         )
 
     def on_stop(self) -> None:
+        self._flush()
         on_stop = getattr(self.target, "on_stop", None)
         if callable(on_stop) and getattr(self.target, "handle", None) is not None:
             on_stop()
 
     def on_receive(self, message: Any) -> Any:
-        if type(message) is Deliver:
+        kind = type(message)
+        if kind is Deliver:
             if message.epoch == self.epoch:
-                self._handle_batch(message)
+                self.actor_counters.received += len(message)
+                self.pending.append(message)
+                if self.paused is None:
+                    self._work()
             # else: sent to an earlier incarnation; the channel took those events back
+            return None
+        if kind is Tick:
+            if message.token is not None and message.token is self.paused:
+                self.paused = None
+                self._work()
             return None
         return super().on_receive(message)
 
-    def _handle_batch(self, batch: Deliver) -> None:
+    def _work(self) -> None:
+        """Handle pending batches until none is left, a pause begins, or stop is requested."""
         counters = self.actor_counters
-        counters.received += len(batch)
-        counters.in_flight = len(batch)
+        pending = self.pending
         try:
-            self._handle_items(batch, self.epoch)
+            while pending:
+                counters.in_flight = len(pending[0]) - self.position + sum(
+                    len(batch) for batch in list(pending)[1:]
+                )
+                if not self._handle_items(pending[0]):
+                    return
+                pending.popleft()
+                self.position = 0
         finally:
             if not self.actor_fenced:  # the counters belong to the next incarnation now
-                counters.in_flight = 0
+                self._flush()
+                if not pending:
+                    counters.in_flight = 0
 
-    def _handle_items(self, batch: Deliver, epoch: int) -> None:
+    def _handle_items(self, batch: Deliver) -> bool:
+        """Handle ``batch`` from ``self.position``; False if it stopped part way."""
         runtime = self.runtime
         counters = self.actor_counters
-        latency = counters.latency
+        record = counters.latency.record
         dedup = runtime.dedup
         handle = self.handle
         assert handle is not None
+        holds = self.holds
+        if holds:
+            for key in [k for k, (_, n) in holds.items() if n <= batch.nacks]:
+                del holds[key]
         # One clock read before and one after each handler call: the watchdog's start
         # time and the latency both come from the actor's clock.
         monotonic = self.actor_clock.monotonic
-        record = latency.record
-        acked: list[int] = []
-        for seq, item in zip(batch.seqs, batch.events, strict=True):
-            if self._actor_stop_requested:
-                break  # the rest stay with the channel and go to the next incarnation
-            if isinstance(item, Encoded):
+        epoch = self.epoch
+        seqs = batch.seqs
+        items = batch.events
+        acks = self.acks
+        index = self.position
+        end = len(seqs)
+        while index < end:
+            if self.actor_stopping:
+                self.position = index
+                return False  # the rest stay with the channel and go to the next incarnation
+            seq = seqs[index]
+            item = items[index]
+            index += 1
+            if holds and item.key in holds and holds[item.key][0] != seq:
+                self.released.append(seq)  # it must wait for the retry of its key's failure
+                continue
+            if type(item) is Encoded:
                 try:
                     event = item.decode()
                 except DecodeError as exc:
                     # No retry can decode it: the channel dead-letters it with its bytes.
-                    runtime.channel_address.tell(
-                        Nack(
-                            runtime.group,
-                            runtime.member,
-                            epoch,
-                            seq,
-                            ErrorInfo.from_exception(exc),
-                            runtime.name,
-                            final=True,
-                        )
-                    )
+                    self._nack(seq, ErrorInfo.from_exception(exc), final=True)
                     continue
             else:
-                event = item
+                event = item  # type: ignore[assignment]
             if dedup is not None and event.id in dedup:
-                acked.append(seq)
+                acks.append(seq)
                 continue
             started = monotonic()
             mine = counters.current = (epoch, seq, started)
+            _handling.current = (runtime, batch, index - 1)
             try:
                 result = handle(event)
                 outputs = as_events(event, result, runtime.name) if result is not None else ()
@@ -207,36 +400,131 @@ class ConsumerActor(ReactorActor):
                     self._publish(outputs)
             except _Stopping:
                 _clear(counters, mine)
-                break  # not a failure: the event goes back to the channel unacked
-            except BaseException as exc:
+                self.position = index - 1
+                return False  # not a failure: the event goes back to the channel unacked
+            except Exception as exc:
                 if self.actor_fenced:
-                    return  # abandoned: the supervisor already settled this event
+                    raise  # abandoned: the supervisor already settled this event
                 _clear(counters, mine)
-                self._settle(acked)
-                error = ErrorInfo.from_exception(exc)
-                runtime.channel_address.tell(
-                    Nack(runtime.group, runtime.member, epoch, seq, error, runtime.name)
-                )
-                raise
+                self.position = index
+                if not self._failed(seq, event, batch.attempts[index - 1], exc):
+                    return False
+                continue
+            finally:
+                _handling.current = None
             if self.actor_fenced:
                 # Abandoned while it ran: the event was given back and a new incarnation
                 # owns the counters; this late result must change nothing.
-                return
+                raise _Abandoned
             if counters.current is mine:  # (what _clear does, without the call)
                 counters.current = None
-            record(monotonic() - started)
+            now = monotonic()
+            record(now - started)
             counters.handled += 1
+            runtime.last_success = now
+            if runtime.failures:
+                runtime.failures = runtime.fresh_failures = 0
+                counters.problem = None
             if dedup is not None:
                 dedup.add(event.id)
-            acked.append(seq)
-        self._settle(acked)
+            if not acks:
+                self.acks_since = now
+            acks.append(seq)
+            if len(acks) >= _ACK_RUN or now - self.acks_since >= _ACK_WITHIN_S:
+                self._flush()
+        self.position = index
+        return True
 
-    def _settle(self, seqs: list[int]) -> None:
-        if seqs:
-            runtime = self.runtime
-            runtime.channel_address.tell(
-                Ack(runtime.group, runtime.member, self.epoch, tuple(seqs))
+    def _failed(self, seq: int, event: Event, attempt: int, exc: Exception) -> bool:
+        """An event failed: nack it for a later retry; False if the consumer pauses now.
+
+        Raises:
+            ConsumerFailing: ``failure_threshold`` failures in a row (a consumer failure).
+        """
+        runtime = self.runtime
+        error = ErrorInfo.from_exception(exc)
+        runtime.failures += 1
+        if attempt == 1:
+            runtime.fresh_failures += 1
+        runtime.last_error = error
+        counters = self.actor_counters
+        counters.event_failures += 1
+        self._flush()  # acks first: the channel settles in the order things happened
+        retried = attempt < runtime.max_deliveries
+        delay = runtime.retry_delay(attempt) if retried else 0.0
+        logger.warning(
+            "consumer %r: event %s (%s) failed on attempt %d of %d: %s: %s; %s",
+            runtime.name,
+            event.id,
+            event.topic,
+            attempt,
+            runtime.max_deliveries,
+            error.type,
+            error.message,
+            f"retried in {delay:.2f}s" if retried else "dead-lettered",
+            extra={
+                "reactor_actor": runtime.member,
+                "reactor_channel": runtime.channel,
+                "reactor_event_id": event.id,
+            },
+        )
+        self._nack(seq, error, delay=delay)
+        if retried and event.key is not None:
+            self.holds[event.key] = (seq, self.nacks)
+        fresh = runtime.fresh_failures
+        # Only new events failing say the consumer is broken: retries of a few poison
+        # events can fail many times in a row while everything else succeeds.
+        if attempt == 1 and fresh % runtime.failure_threshold == 0:
+            raise ConsumerFailing(
+                f"consumer {runtime.name!r} failed {fresh} new events in a row with no success "
+                f"between (last: {error.type}: {error.message:.200}); restarting it. Fix what "
+                "its handler depends on, or raise failure_threshold if such runs are expected"
+            ) from exc
+        last_success = runtime.last_success
+        now = self.actor_clock.monotonic()
+        if (
+            attempt > 1  # a retry: its own delay paces it
+            or fresh < _PAUSE_FROM
+            or (last_success is not None and now - last_success < runtime.retry.min_s)
+        ):
+            return True  # events around it succeed: a few bad events, not a broken consumer
+        counters.problem = runtime.failing()
+        token = self.paused = object()
+        address = self.actor_address
+        self.actor_clock.call_later(
+            runtime.retry_delay(fresh - _PAUSE_FROM + 1), lambda: address.tell(Tick(token))
+        )
+        return False
+
+    def _nack(self, seq: int, error: ErrorInfo, *, final: bool = False, delay: float = 0.0) -> None:
+        runtime = self.runtime
+        self.nacks += 1
+        runtime.channel_address.tell(
+            Nack(
+                runtime.group,
+                runtime.member,
+                self.epoch,
+                seq,
+                error,
+                runtime.name,
+                final=final,
+                delay=delay,
             )
+        )
+
+    def _flush(self) -> None:
+        """Send the acks and releases gathered so far."""
+        runtime = self.runtime
+        if self.acks:
+            runtime.channel_address.tell(
+                Ack(runtime.group, runtime.member, self.epoch, tuple(self.acks))
+            )
+            self.acks.clear()  # in place: the handling loop holds the list
+        if self.released:
+            runtime.channel_address.tell(
+                Release(runtime.group, runtime.member, self.epoch, tuple(self.released))
+            )
+            self.released.clear()
 
     def _publish(self, events: list[Event]) -> None:
         runtime = self.runtime
@@ -247,9 +535,9 @@ class ConsumerActor(ReactorActor):
             events,
             timeout=None,
             overdraft=overdraft,
-            cancelled=lambda: self._actor_stop_requested,
+            cancelled=lambda: self.actor_stopping,
         )
-        if sent < len(events) and self._actor_stop_requested:
+        if sent < len(events) and self.actor_stopping:
             raise _Stopping
 
 
@@ -261,3 +549,7 @@ def _clear(counters: ActorCounters, mine: tuple[int, int, float]) -> None:
 
 class _Stopping(Exception):
     """Stop was requested while a handler's outputs waited for capacity."""
+
+
+class _Abandoned(Exception):
+    """A fenced incarnation's handler returned late: it ends, changing nothing."""

@@ -31,6 +31,7 @@ class ActorMetrics:
     in_flight: int
     mailbox: int
     latency: LatencySnapshot
+    event_failures: int = 0  # handler calls that raised; ``failed`` counts crashed incarnations
 
 
 @attrs.frozen(slots=True)

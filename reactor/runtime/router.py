@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 
 from reactor.channels.backend import Channel
-from reactor.errors import BackpressureTimeout, UnknownChannelError
+from reactor.errors import BackpressureTimeout, ChannelFull, UnknownChannelError
 from reactor.messages import lifecycle
 from reactor.messages.event import Event
 
@@ -81,11 +81,24 @@ class Router:
         return sent
 
     def publish_system(self, event: Event) -> None:
-        """Publish a ``$system`` event; never blocks (the channel evicts the oldest)."""
+        """Publish a ``$system`` event; never blocks (the channel evicts the oldest).
+
+        A report on ``$system`` itself (see :func:`lifecycle.reports_on_system`) is
+        only logged: publishing it there could feed itself without end.
+        """
         channel = self.channels.get(lifecycle.SYSTEM_CHANNEL)
         if channel is None:
             return
-        channel.gate.acquire(1, None, overdraft=True)
+        if lifecycle.reports_on_system(event):
+            logger.debug("not reported on $system, which it is about: %s", event.topic)
+            return
+        try:
+            channel.gate.acquire(1, None, overdraft=True)
+        except ChannelFull:
+            # $system is two capacities behind: its actor cannot keep up. A report dropped
+            # here is counted; one more wait here would stall whoever reports.
+            channel.gate.count_dropped(1)
+            return
         channel.send((event,))
 
     def _acquire_cancellable(
@@ -110,8 +123,6 @@ class Router:
 
     def _dropped(self, channel: Channel, events: Sequence[Event]) -> None:
         channel.gate.count_dropped(len(events))
-        if channel.name == lifecycle.SYSTEM_CHANNEL:
-            return  # reporting a dropped $system event on $system could never end
         for event in events:
             self.publish_system(
                 lifecycle.dropped(event, channel=channel.name, policy="drop_newest")

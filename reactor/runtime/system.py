@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import random
 import signal
 import threading
 import time
@@ -324,6 +325,10 @@ class System:
             prefetch=decl.prefetch,
             dedup=self._dedup_for(decl),
             counters=counters,
+            max_deliveries=decl.max_deliveries,
+            retry=decl.retry,
+            failure_threshold=decl.failure_threshold,
+            rng=random.Random(f"{self._seed}/{member}") if self._seed is not None else random.Random(),
         )
         kind = "member" if member != decl.name else "consumer"
         self._register(member, kind, supervisor, counters, address)
@@ -521,6 +526,7 @@ class System:
                     received=counters.received,
                     handled=counters.handled,
                     failed=counters.failed,
+                    event_failures=counters.event_failures,
                     in_flight=counters.in_flight,
                     mailbox=entry.address.depth() if entry.address is not None else 0,
                     latency=counters.latency.snapshot(),
@@ -547,6 +553,8 @@ class System:
             state = entry.counters.state
             if state in ("restarting", "failed", "starting"):
                 problems.append(f"{entry.kind} {name!r} is {state}")
+            elif entry.counters.problem is not None:
+                problems.append(f"{entry.kind} {name!r} {entry.counters.problem}")
         for channel in self._channels.values():
             gate = channel.gate
             if gate.used >= gate.capacity:
@@ -631,6 +639,7 @@ class System:
                     self.wait_idle(_left(deadline) * 0.8, producers=False)
                 except IdleTimeout as exc:
                     logger.warning("stopping without a full drain: %s", exc)
+                    self._report_abandoned()
         except Exception:
             logger.exception("system %r: error while stopping producers", self.name)
         root.request_stop()
@@ -641,7 +650,39 @@ class System:
             )
         self._finish(deadline)
 
+    def _report_abandoned(self) -> None:
+        """Say, per consumer group, how many events the drain deadline left unhandled."""
+        for stats in self.metrics().channels:
+            if stats.name == lifecycle.SYSTEM_CHANNEL:
+                continue
+            for group in stats.groups:
+                left = group.backlog + group.in_flight
+                if not left:
+                    continue
+                logger.warning(
+                    "system %r: the drain deadline passed with %d events of channel %r not "
+                    "handled by consumer group %r; a durable channel delivers them again at the "
+                    "next start, a memory channel loses them",
+                    self.name,
+                    left,
+                    stats.name,
+                    group.name,
+                    extra={"reactor_channel": stats.name, "reactor_consumer": group.name},
+                )
+                self._publish_system(
+                    lifecycle.lifecycle(
+                        lifecycle.DRAIN_ABANDONED,
+                        group.name,
+                        channel=stats.name,
+                        group=group.name,
+                        events=left,
+                    )
+                )
+
     def _finish(self, deadline: float | None = None) -> None:
+        # Nothing drains the channels any more: wake every publisher still waiting.
+        for channel in self._channels.values():
+            channel.gate.close()
         # Reap every actor thread we started, within what is left of the deadline.
         for thread in list(self._threads):
             if thread is not threading.current_thread():

@@ -21,7 +21,7 @@ from reactor.errors import InvalidTopicError, TopologyError
 from reactor.messages import lifecycle
 from reactor.messages.topics import TopicPattern, validate_topic
 from reactor.runtime.pool import Scaling
-from reactor.supervision.strategy import RESTART_TYPES, OneForOne, RestartType, Strategy
+from reactor.supervision.strategy import RESTART_TYPES, OneForOne, RestartType, Retry, Strategy
 
 if TYPE_CHECKING:
     from reactor.clock import Clock
@@ -85,6 +85,8 @@ class ConsumerDecl:
     handler_timeout: float | None = None
     shutdown_s: float = 5.0
     start: str | int | datetime = "earliest"
+    retry: Retry = attrs.field(factory=Retry)
+    failure_threshold: int = 10
 
     @property
     def group_name(self) -> str:
@@ -146,6 +148,8 @@ class _Scope:
         handler_timeout: float | None = None,
         shutdown_s: float = 5.0,
         start: str | int | datetime = "earliest",
+        retry: Retry | None = None,
+        failure_threshold: int = 10,
     ) -> Any:
         """Declare a consumer; use it plainly or as a decorator.
 
@@ -162,6 +166,10 @@ class _Scope:
             output: channel for events the handler returns (default: ``channel``).
             prefetch: events the channel may hand this consumer ahead of time.
             handler_timeout: seconds before a running handler counts as hung.
+            retry: when a failed event is tried again (a :class:`Retry`: exponential
+                delay with jitter, 0.1 s doubling up to 5 s by default).
+            failure_threshold: failures in a row, with no success between, after
+                which the consumer itself counts as failed and is restarted.
             shutdown_s: how long a stop of this consumer may take.
             start: where a group new to a durable channel begins: ``"earliest"``
                 (default), ``"latest"``, an offset (``sqlite``), or a ``datetime``. A
@@ -188,6 +196,8 @@ class _Scope:
             handler_timeout=handler_timeout,
             shutdown_s=shutdown_s,
             start=start,
+            retry=retry if retry is not None else Retry(),
+            failure_threshold=failure_threshold,
         )
         self._node.children.append(decl)
         return _decorator(decl) if handler is None else handler
@@ -211,6 +221,8 @@ class _Scope:
         handler_timeout: float | None = None,
         shutdown_s: float = 5.0,
         start: str | int | datetime = "earliest",
+        retry: Retry | None = None,
+        failure_threshold: int = 10,
     ) -> Any:
         """Declare a pool of ``min_size`` to ``max_size`` members in one group.
 
@@ -233,6 +245,8 @@ class _Scope:
             handler_timeout=handler_timeout,
             shutdown_s=shutdown_s,
             start=start,
+            retry=retry if retry is not None else Retry(),
+            failure_threshold=failure_threshold,
             min_size=min_size,
             max_size=max_size,
             scaling=scaling if scaling is not None else Scaling(),

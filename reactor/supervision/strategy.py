@@ -14,6 +14,7 @@ __all__ = [
     "OneForOne",
     "RestForOne",
     "RestartType",
+    "Retry",
     "Strategy",
 ]
 
@@ -26,6 +27,42 @@ def _non_negative(instance: object, attribute: attrs.Attribute[float], value: fl
         raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
 
 
+def _exponential(
+    first_s: float, max_s: float, multiplier: float, jitter: float, step: int, rng: random.Random
+) -> float:
+    """``first_s * multiplier ** step``, capped at ``max_s``, spread by ``±jitter``."""
+    if max_s == 0:
+        return 0.0
+    # The exponent is capped so a long run of failures cannot overflow the float.
+    base = min(max_s, first_s * multiplier ** min(step, 64))
+    if jitter:
+        base *= 1 + rng.uniform(-jitter, jitter)
+    return max(0.0, min(max_s, base))
+
+
+@attrs.frozen(slots=True)
+class Retry:
+    """When a failed event is tried again: exponential delay with jitter, capped.
+
+    The retry after the ``n``-th failed attempt waits ``min_s * multiplier ** (n - 1)``,
+    at most ``max_s``, spread by ``±jitter`` so events that failed together do not
+    all come back together. Other events flow meanwhile; later events of the same
+    key wait behind it. A consumer that fails event after event also pauses between
+    attempts on this curve (see :mod:`reactor.runtime.consumer`).
+    """
+
+    min_s: float = attrs.field(default=0.1, validator=_non_negative)
+    max_s: float = attrs.field(default=5.0, validator=_non_negative)
+    multiplier: float = attrs.field(default=2.0, validator=_non_negative)
+    jitter: float = attrs.field(default=0.2, validator=_non_negative)
+
+    def delay(self, failures: int, rng: random.Random) -> float:
+        """Seconds to wait after the ``failures``-th failure in a row (1-based)."""
+        if failures < 1:
+            return 0.0
+        return _exponential(self.min_s, self.max_s, self.multiplier, self.jitter, failures - 1, rng)
+
+
 @attrs.frozen(slots=True)
 class Backoff:
     """Exponential backoff between restarts of one child, with jitter.
@@ -33,7 +70,9 @@ class Backoff:
     The first restart after a stable period is immediate (as in OTP), so a rare
     crash costs no latency; each further consecutive restart waits
     ``min_s * multiplier ** (n - 2)``, capped at ``max_s``, spread by ``±jitter``.
-    A child that has run ``reset_after_s`` without crashing starts over.
+    A child starts over once it has run ``reset_after_s`` without crashing, or has
+    handled an event since it was last started (it works again: as Akka resets
+    after a successful start, a consumer that makes progress is not held back).
     """
 
     min_s: float = attrs.field(default=0.01, validator=_non_negative)
@@ -44,12 +83,11 @@ class Backoff:
 
     def delay(self, consecutive: int, rng: random.Random) -> float:
         """Seconds to wait before the ``consecutive``-th restart in a row (1-based)."""
-        if consecutive <= 1 or self.max_s == 0:
+        if consecutive <= 1:
             return 0.0
-        base = min(self.max_s, self.min_s * self.multiplier ** (consecutive - 2))
-        if self.jitter:
-            base *= 1 + rng.uniform(-self.jitter, self.jitter)
-        return max(0.0, min(self.max_s, base))
+        return _exponential(
+            self.min_s, self.max_s, self.multiplier, self.jitter, consecutive - 2, rng
+        )
 
 
 @attrs.frozen(slots=True)

@@ -94,6 +94,7 @@ class _Child:
         "actor",
         "address",
         "consecutive",
+        "handled_at_start",
         "incarnation",
         "last_start",
         "restart_at",
@@ -107,6 +108,7 @@ class _Child:
         self.incarnation = 0
         self.consecutive = 0  # restarts in a row, for backoff
         self.last_start = 0.0
+        self.handled_at_start = 0  # the child's handled count when last started
         # While pending a restart: when it falls due (clock time). None means "with the
         # next restart": a child that waits for an earlier one that failed to start.
         self.restart_at: float | None = None
@@ -202,6 +204,7 @@ class Supervisor(ReactorActor):
         child.incarnation += 1
         child.last_start = self.actor_clock.monotonic()
         counters = child.counters
+        child.handled_at_start = counters.handled
         context = ActorContext(
             child.address,
             self.actor_clock,
@@ -291,6 +294,14 @@ class Supervisor(ReactorActor):
         if reason.abnormal:
             counters.failed += 1
             counters.state = "failed"
+            logger.warning(
+                "%s %r failed (%s): %s",
+                spec.kind,
+                spec.name,
+                reason.kind,
+                f"{reason.error.type}: {reason.error.message}" if reason.error else reason.kind,
+                extra={"reactor_actor": spec.name, "reactor_supervisor": self.config.name},
+            )
             self._emit(
                 lifecycle.ACTOR_FAILED,
                 child,
@@ -335,7 +346,8 @@ class Supervisor(ReactorActor):
                 # Never restarted, not even when a sibling's restart sweeps it away.
                 self._removed(sibling)
         group = [c for c in group if c is child or c.spec.restart != "temporary"]
-        if now - child.last_start >= self.strategy.backoff.reset_after_s:
+        progressed = child.counters.handled > child.handled_at_start
+        if progressed or now - child.last_start >= self.strategy.backoff.reset_after_s:
             child.consecutive = 0
         child.consecutive += 1
         due = now + self.strategy.backoff.delay(child.consecutive, self._rng)
@@ -352,6 +364,15 @@ class Supervisor(ReactorActor):
             if member not in self._pending_restart:
                 self._pending_restart.append(member)
         self._pending_restart.sort(key=self.children.index)
+        logger.warning(
+            "%s restarts %r in %.2fs (restart %d in a row)%s",
+            self.config.name,
+            child.spec.name,
+            due - now,
+            child.consecutive,
+            f", with {[m.spec.name for m in group if m is not child]}" if len(group) > 1 else "",
+            extra={"reactor_actor": child.spec.name, "reactor_supervisor": self.config.name},
+        )
         self._emit(
             lifecycle.ACTOR_RESTARTED,
             child,
@@ -389,6 +410,14 @@ class Supervisor(ReactorActor):
             chain=list(chain),
             error_type=type(cause).__name__ if cause is not None else reason.kind,
             message=str(cause) if cause is not None else "",
+        )
+        logger.error(
+            "supervisor %r exceeded its restart intensity (%d restarts in %ss) and gives up: %s",
+            self.config.name,
+            self.strategy.max_restarts,
+            self.strategy.within_s,
+            escalation,
+            extra={"reactor_actor": self.config.name, "reactor_supervisor": self.config.name},
         )
         self._giving_up = True
         raise escalation

@@ -193,7 +193,7 @@ class RedisLog(GroupLog):
             forget(seq, None)
         if group.attempts:
             for seq in seqs:
-                group.attempts.pop(seq, None)
+                group.forget(seq)
         self.acks.setdefault(group.name, []).extend(seqs)
         remembered = group.remembered
         if remembered and not remembered.isdisjoint(seqs):

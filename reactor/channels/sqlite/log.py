@@ -386,7 +386,7 @@ class SqliteLog(GroupLog):
                 self.publish_system(
                     lifecycle.dropped(event, channel=self.channel, policy="drop_oldest")
                 )
-            group.attempts.pop(seq, None)
+            group.forget(seq)
             self.forget(group, [seq])  # its queue entry is skipped lazily
         for group in self.groups.values():
             self.advance(group)
