@@ -32,8 +32,8 @@ from reactor.errors import (
     TopologyError,
     UnknownChannelError,
 )
-from reactor.messages.control import ErrorInfo
 from reactor.messages.codecs import CloudEventsCodec, Codec, JsonCodec
+from reactor.messages.control import ErrorInfo
 from reactor.messages.event import Event
 from reactor.messages.freeze import FrozenDict, freeze, thaw
 from reactor.messages.topics import TopicPattern

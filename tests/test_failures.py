@@ -73,7 +73,9 @@ def test_poison_and_flaky_events_with_defaults_keep_the_system_running(backend: 
     states: set[str] = set()
     with topo.start() as system:
         for n in range(events):
-            system.publish("work", "job.run", {"n": n}, key=f"k{n % 47}")  # poison spread over the keys
+            system.publish(
+                "work", "job.run", {"n": n}, key=f"k{n % 47}"
+            )  # poison spread over the keys
             states.add(system.state)
         wait_for(
             lambda: (states.add(system.state), system.is_idle())[1],
@@ -88,7 +90,11 @@ def test_poison_and_flaky_events_with_defaults_keep_the_system_running(backend: 
     assert len(letters) == len(dead.events), "an event was dead-lettered twice"
     assert set(letters) == always
     for data in letters.values():
-        assert (data["attempts"], data["error_type"], data["consumer"]) == (5, "ConnectionError", "worker")
+        assert (data["attempts"], data["error_type"], data["consumer"]) == (
+            5,
+            "ConnectionError",
+            "worker",
+        )
         assert "attempt 5" in data["message"]
     assert {n for n, c in flaky.effects.items() if c} == set(range(events)) - always
     assert max(flaky.effects.values()) == 1, "an event was handled twice"
@@ -187,9 +193,7 @@ def test_a_consumer_failing_everything_is_a_consumer_failure() -> None:
         for n in range(10):
             system.publish("work", "job.run", {"n": n})
         wait_for(lambda: system.metrics().actor("worker").restarts >= 2, TIMEOUT)
-        failed = [
-            e.data for e in system.recent_lifecycle(200) if e.topic == lifecycle.ACTOR_FAILED
-        ]
+        failed = [e.data for e in system.recent_lifecycle(200) if e.topic == lifecycle.ACTOR_FAILED]
         assert failed[0]["error_type"] == "ConsumerFailing"
         assert "failed 2 new events in a row" in failed[0]["message"]
         assert system.state == "running"
@@ -373,7 +377,5 @@ def test_a_drain_deadline_reports_what_it_abandoned(caplog: pytest.LogCaptureFix
     (record,) = [r for r in caplog.records if "drain deadline passed" in r.getMessage()]
     assert "5 events of channel 'c'" in record.getMessage()
     assert (record.reactor_channel, record.reactor_consumer) == ("c", "slow")  # type: ignore[attr-defined]
-    (report,) = [
-        e for e in system.recent_lifecycle(200) if e.topic == lifecycle.DRAIN_ABANDONED
-    ]
+    (report,) = [e for e in system.recent_lifecycle(200) if e.topic == lifecycle.DRAIN_ABANDONED]
     assert (report.data["channel"], report.data["group"], report.data["events"]) == ("c", "slow", 5)

@@ -174,9 +174,11 @@ class GroupChannelActor(ReactorActor):
             Join: self.joined,
             Leave: self.left,
             Release: self.released,
-            Tick: self.ticked,
         }
         handlers.update(log.bind(self))
+        # The retry timer's ticks are the actor's; any other tick is the backend's.
+        self._log_tick = handlers.get(Tick)
+        handlers[Tick] = self.ticked
         self._handlers = handlers
         # A backend with nothing to do after a message costs no call per message.
         self._end_of_message = (
@@ -290,6 +292,8 @@ class GroupChannelActor(ReactorActor):
 
     def ticked(self, tick: Tick) -> None:
         if tick.token != _RETRY:
+            if self._log_tick is not None:
+                self._log_tick(tick)
             return
         self._retry_at = None
         now = self.actor_clock.monotonic()

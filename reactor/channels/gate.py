@@ -114,9 +114,7 @@ class CapacityGate:
             if self.used >= limit:
                 self._waiting += 1
                 try:
-                    if not self._cond.wait_for(
-                        lambda: self.used < limit or self._closed, timeout
-                    ):
+                    if not self._cond.wait_for(lambda: self.used < limit or self._closed, timeout):
                         raise self._timeout(timeout)
                 finally:
                     self._waiting -= 1
@@ -126,6 +124,16 @@ class CapacityGate:
                         f"{self.channel!r}; nothing was published. Publish to a running system"
                     )
             return self._take(min(count, limit - self.used))
+
+    def hold(self, count: int) -> None:
+        """Count ``count`` events the channel holds already, whatever its capacity.
+
+        Not a publish: a durable log counts what earlier runs left unsettled, or what
+        a replay or a fan-out to several groups adds, so that ``wait_idle`` waits for
+        it and publishers make room for it.
+        """
+        with self._cond:
+            self._take(count)
 
     def close(self) -> None:
         """Wake every publisher waiting for room with :class:`SystemStoppedError`.

@@ -334,8 +334,8 @@ class ConsumerActor(ReactorActor):
         pending = self.pending
         try:
             while pending:
-                counters.in_flight = len(pending[0]) - self.position + sum(
-                    len(batch) for batch in list(pending)[1:]
+                counters.in_flight = (
+                    len(pending[0]) - self.position + sum(len(batch) for batch in list(pending)[1:])
                 )
                 if not self._handle_items(pending[0]):
                     return

@@ -328,7 +328,9 @@ class System:
             max_deliveries=decl.max_deliveries,
             retry=decl.retry,
             failure_threshold=decl.failure_threshold,
-            rng=random.Random(f"{self._seed}/{member}") if self._seed is not None else random.Random(),
+            rng=random.Random(f"{self._seed}/{member}")
+            if self._seed is not None
+            else random.Random(),
         )
         kind = "member" if member != decl.name else "consumer"
         self._register(member, kind, supervisor, counters, address)

@@ -28,7 +28,7 @@ def _non_negative(instance: object, attribute: attrs.Attribute[float], value: fl
 
 
 def _exponential(
-    first_s: float, max_s: float, multiplier: float, jitter: float, step: int, rng: random.Random
+    first_s: float, max_s: float, multiplier: float, jitter: float, *, step: int, rng: random.Random
 ) -> float:
     """``first_s * multiplier ** step``, capped at ``max_s``, spread by ``±jitter``."""
     if max_s == 0:
@@ -60,7 +60,9 @@ class Retry:
         """Seconds to wait after the ``failures``-th failure in a row (1-based)."""
         if failures < 1:
             return 0.0
-        return _exponential(self.min_s, self.max_s, self.multiplier, self.jitter, failures - 1, rng)
+        return _exponential(
+            self.min_s, self.max_s, self.multiplier, self.jitter, step=failures - 1, rng=rng
+        )
 
 
 @attrs.frozen(slots=True)
@@ -86,7 +88,7 @@ class Backoff:
         if consecutive <= 1:
             return 0.0
         return _exponential(
-            self.min_s, self.max_s, self.multiplier, self.jitter, consecutive - 2, rng
+            self.min_s, self.max_s, self.multiplier, self.jitter, step=consecutive - 2, rng=rng
         )
 
 

@@ -82,7 +82,7 @@ class SqliteChannel:
                 extra += fanout - 1
         if extra:
             # One credit per (event, group): never wait here, the publisher already did.
-            self.gate.acquire(extra, None, overdraft=True)
+            self.gate.hold(extra)
         try:
             with self.file.lock:
                 if self._closed:

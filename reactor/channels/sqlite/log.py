@@ -107,7 +107,7 @@ class SqliteLog(GroupLog):
         self.groups, owed = recover(store, config.groups, config.name, self.low, self.head)
         if owed:
             # What earlier runs left unsettled: wait_idle waits for it, publishers make room for it.
-            gate.acquire(owed, None, overdraft=True)
+            gate.hold(owed)
         self.routes = RouteCache(self.groups)
         self.attempts: list[tuple[str, int, int]] = []  # redeliveries to record
         self.dead_letters: list[tuple[str, int, int, str, str, str, bytes]] = []
@@ -404,7 +404,7 @@ class SqliteLog(GroupLog):
         position = self.position(replay.start, f"replay of group {group.name!r}")
         owed = count_routed(self.store, group, position, self.head)
         if owed:
-            self.gate.acquire(owed, None, overdraft=True)  # before the release: never look idle
+            self.gate.hold(owed)  # before the release: never look idle
         # Whatever members hold now is theirs to finish; their acks only give demand back.
         for member in group.order:
             if member.in_flight:
