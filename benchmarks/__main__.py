@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from benchmarks import dashboard, pipeline, redis, sqlite, supervision
+from benchmarks import dashboard, failures, pipeline, redis, sqlite, supervision
 
 Benchmark = Callable[[list[str]], int]
 
@@ -20,6 +20,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "sqlite": sqlite.main,
     "redis": redis.main,
     "dashboard": dashboard.main,
+    "failures": failures.main,
 }
 
 USAGE = "usage: python -m benchmarks {list | NAME [--help] [options]}"

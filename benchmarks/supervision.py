@@ -46,7 +46,8 @@ def _measure(rounds: int, crash: bool) -> list[float]:
     strategy = OneForOne(max_restarts=10 * rounds, within_s=60, backoff=Backoff(max_s=0))
     topo = Topology("bench-supervision", strategy=strategy)
     topo.channel("c")
-    topo.consumer("victim", handle, channel="c", max_deliveries=1)
+    # failure_threshold=1: each failed event is also a consumer failure (a restart).
+    topo.consumer("victim", handle, channel="c", max_deliveries=1, failure_threshold=1)
     with topo.start() as system:
         for _ in range(rounds):
             system.publish("c", "bench.first", {"kind": "crash" if crash else "plain"})

@@ -10,7 +10,8 @@ A channel actor keeps, per group it serves:
 * per member, ``in_flight`` (seq -> attempt) and ``demand`` (credits left), and
   an ``epoch`` that fences off the acks of an earlier incarnation.
 
-Queues stay sorted by seq, so a member's next batch is a merge of the heads of
+Queues stay sorted by seq (but for unkeyed retries that fell due, which go to
+the front of the shared queue), so a member's next batch is a merge of the heads of
 its keyed queue and the group's shared queue. Where the events themselves live
 is the backend's business: a :class:`Group` reads them from ``events``, a dict
 ``seq -> Event`` the backend owns and keeps up to date (the memory backend shares
@@ -273,7 +274,7 @@ class Group(Generic[Held]):
         attempts = self.attempts
         keyed = member.keyed
         shared = self.shared
-        if not keyed and not attempts and shared:
+        if not keyed and shared and (abandoned is None or not attempts):
             deliver = self._fill_fresh(member, limit)
             if deliver is not None:
                 return deliver
@@ -332,7 +333,7 @@ class Group(Generic[Held]):
         )
 
     def _fill_fresh(self, member: Member, limit: int) -> Deliver | None:
-        """:meth:`fill` when only the shared queue has seqs and none was delivered before.
+        """:meth:`fill` when only the shared queue has seqs (and none may be abandoned).
 
         The usual case under load, done a batch at a time: C loops instead of one
         round of the general loop per event. None if some seq was gone while queued:
@@ -350,7 +351,17 @@ class Group(Generic[Held]):
             shared.extendleft(reversed(seqs))
             return None
         count = len(seqs)
-        member.in_flight.update(dict.fromkeys(seqs, 1))
+        attempts = self.attempts
+        failures: dict[int, ErrorInfo] | None = None
+        if attempts:  # retries among them (poison events, most often): their counts go on
+            tries = tuple([attempts.pop(seq, 0) + 1 for seq in seqs])
+            member.in_flight.update(zip(seqs, tries, strict=True))
+            errors = self.errors
+            if errors:
+                failures = {seq: errors.pop(seq) for seq in seqs if seq in errors} or None
+        else:
+            tries = (1,) * count
+            member.in_flight.update(dict.fromkeys(seqs, 1))
         member.demand -= count
         self.delivered += count
         return Deliver(
@@ -359,8 +370,8 @@ class Group(Generic[Held]):
             member.epoch,
             tuple(seqs),
             batch,
-            (1,) * count,
-            None,
+            tries,
+            failures,
             member.nacks,
         )
 
@@ -437,7 +448,12 @@ class Group(Generic[Held]):
                 else:
                     del self.held_keys[key]
             if seq in self.events:
-                self.requeue(seq, key)
+                if key is None:
+                    # It has waited its delay: first in line. (A sorted insert would scan
+                    # the whole shared queue, once per retry; unkeyed events have no order.)
+                    self.shared.appendleft(seq)
+                else:
+                    self.requeue(seq, key)  # in its place: its key's later events wait for it
                 released = True
         return released
 

@@ -53,8 +53,17 @@ class ErrorInfo:
     traceback: str
 
     @classmethod
-    def from_exception(cls, exc: BaseException) -> ErrorInfo:
-        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    def from_exception(cls, exc: BaseException, *, with_traceback: bool = True) -> ErrorInfo:
+        """Describe ``exc``; ``with_traceback=False`` skips formatting the traceback.
+
+        Formatting a traceback costs more than the rest of a failed delivery; a
+        failure that will be retried needs only its type and message.
+        """
+        text = (
+            "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            if with_traceback
+            else ""
+        )
         return cls(type=type(exc).__qualname__, message=str(exc), traceback=text)
 
 

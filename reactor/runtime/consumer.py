@@ -111,8 +111,10 @@ class Delivery:
         channel: the channel it came from.
         attempt: 1 for the first delivery, 2 for the first retry, and so on.
         max_deliveries: after this many failed attempts it is dead-lettered.
-        previous_error: why the previous attempt failed (None on the first attempt,
-            or when the previous one was lost with a process rather than raised).
+        previous_error: why the previous attempt failed: its type and message (None
+            on the first attempt, or when the previous one was lost with a process
+            rather than raised). Its ``traceback`` is empty: only the dead letter
+            carries one, of the last attempt.
     """
 
     consumer: str
@@ -442,15 +444,16 @@ class ConsumerActor(ReactorActor):
             ConsumerFailing: ``failure_threshold`` failures in a row (a consumer failure).
         """
         runtime = self.runtime
-        error = ErrorInfo.from_exception(exc)
+        retried = attempt < runtime.max_deliveries
+        # The traceback goes into the dead letter; a failure that is retried keeps its
+        # type and message only (formatting a traceback costs more than the rest).
+        error = ErrorInfo.from_exception(exc, with_traceback=not retried)
         runtime.failures += 1
         if attempt == 1:
             runtime.fresh_failures += 1
         runtime.last_error = error
         counters = self.actor_counters
         counters.event_failures += 1
-        self._flush()  # acks first: the channel settles in the order things happened
-        retried = attempt < runtime.max_deliveries
         delay = runtime.retry_delay(attempt) if retried else 0.0
         logger.warning(
             "consumer %r: event %s (%s) failed on attempt %d of %d: %s: %s; %s",
