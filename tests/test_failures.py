@@ -379,3 +379,35 @@ def test_a_drain_deadline_reports_what_it_abandoned(caplog: pytest.LogCaptureFix
     assert (record.reactor_channel, record.reactor_consumer) == ("c", "slow")  # type: ignore[attr-defined]
     (report,) = [e for e in system.recent_lifecycle(200) if e.topic == lifecycle.DRAIN_ABANDONED]
     assert (report.data["channel"], report.data["group"], report.data["events"]) == ("c", "slow", 5)
+
+
+def test_failures_restarts_and_escalations_are_logged_with_who_and_what(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def handler(event: Event) -> None:
+        raise RuntimeError("always")
+
+    topo = Topology("logged", strategy=reactor.OneForOne(max_restarts=0))
+    topo.channel("work")
+    with topo.supervisor("inner", strategy=reactor.OneForOne(max_restarts=1)) as inner:
+        inner.consumer("worker", handler, channel="work", failure_threshold=1)
+    with caplog.at_level("WARNING", logger="reactor"):
+        system = topo.start()
+        try:
+            ids = [system.publish("work", "job.run", n).id for n in range(3)]
+            with pytest.raises(reactor.SupervisorEscalation):
+                system.wait(timeout=TIMEOUT)
+        finally:
+            system.stop(timeout=5)
+    records = [r for r in caplog.records if r.name == "reactor"]
+    failed = [r for r in records if "failed on attempt" in r.getMessage()]
+    assert failed, "no event failure was logged"
+    assert all(r.levelname == "WARNING" for r in failed)
+    first = failed[0]
+    assert (first.reactor_actor, first.reactor_channel) == ("worker", "work")  # type: ignore[attr-defined]
+    assert first.reactor_event_id in ids  # type: ignore[attr-defined]
+    crashed = [r for r in records if "consumer 'worker' failed (crash)" in r.getMessage()]
+    assert crashed and crashed[0].reactor_supervisor == "inner"  # type: ignore[attr-defined]
+    assert any("restarts 'worker'" in r.getMessage() for r in records)
+    gave_up = [r for r in records if "and gives up" in r.getMessage()]
+    assert [(r.levelname, r.reactor_actor) for r in gave_up][:1] == [("ERROR", "inner")]  # type: ignore[attr-defined]
