@@ -407,7 +407,8 @@ def test_failures_restarts_and_escalations_are_logged_with_who_and_what(
     assert (first.reactor_actor, first.reactor_channel) == ("worker", "work")  # type: ignore[attr-defined]
     assert first.reactor_event_id in ids  # type: ignore[attr-defined]
     crashed = [r for r in records if "consumer 'worker' failed (crash)" in r.getMessage()]
-    assert crashed and crashed[0].reactor_supervisor == "inner"  # type: ignore[attr-defined]
+    assert crashed
+    assert crashed[0].reactor_supervisor == "inner"  # type: ignore[attr-defined]
     assert any("restarts 'worker'" in r.getMessage() for r in records)
     gave_up = [r for r in records if "and gives up" in r.getMessage()]
     assert [(r.levelname, r.reactor_actor) for r in gave_up][:1] == [("ERROR", "inner")]  # type: ignore[attr-defined]
