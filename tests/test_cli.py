@@ -14,6 +14,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -297,3 +298,75 @@ def test_worker_runs_only_the_named_part(app: str, capsys: pytest.CaptureFixture
 def test_worker_with_an_unknown_name_exits_2(app: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["worker", f"{app}:build", "--only", "biling", "--duration", "0.3"]) == 2
     assert "'biling'" in capsys.readouterr().err
+
+
+HANG_APP = """
+import pathlib
+import signal
+import threading
+
+import reactor
+from reactor.testing import wait_for
+
+def hang(event):
+    # Ready once the CLI's loop has installed its handler (the event may come first).
+    wait_for(lambda: signal.getsignal(signal.SIGINT) is not signal.default_int_handler)
+    pathlib.Path("handling").touch()
+    threading.Event().wait()  # never returns: only a stop at once ends this run
+
+def build():
+    topo = reactor.Topology("hang")
+    topo.channel("jobs")
+    topo.producer("feed", channel="jobs", topic="jobs.new", source=[1])
+    topo.consumer("hang", hang, channel="jobs")
+    return topo
+"""
+
+
+@pytest.mark.parametrize("command", ["run", "worker"])
+def test_a_second_sigint_stops_at_once(command: str, tmp_path: Path) -> None:
+    (tmp_path / "hangapp.py").write_text(HANG_APP)
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "reactor", command, "hangapp:build", "--no-dashboard"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    out: list[str] = []
+    err: list[str] = []
+
+    def collect(stream: Any, lines: list[str]) -> None:
+        for line in stream:
+            lines.append(line)
+
+    readers = [
+        threading.Thread(target=collect, args=(process.stdout, out)),
+        threading.Thread(target=collect, args=(process.stderr, err)),
+    ]
+    for reader in readers:
+        reader.start()
+    try:
+        wait_for((tmp_path / "handling").exists, timeout=20, message="never handled")
+        process.send_signal(signal.SIGINT)
+        # The drain would wait 24 s for the handler that never returns...
+        wait_for(lambda: any("draining" in line for line in err), timeout=20)
+        process.send_signal(signal.SIGINT)
+        # ...the second Ctrl-C does not wait for it.
+        assert process.wait(10) == 0
+        for reader in readers:
+            reader.join(5)
+        assert any("stopping at once" in line for line in err)
+        assert out[-1].startswith("hang stopped")  # the last snapshot: the state is final
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(5)
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()

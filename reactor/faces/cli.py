@@ -5,14 +5,15 @@ Commands::
     reactor run TARGET [--dashboard/--no-dashboard] [--duration S] [--json] [--metrics-port P]
     reactor demo [NAME] [--duration S] [--no-dashboard] [--json]
     reactor graph TARGET [--format tree|mermaid]
+    reactor worker TARGET [--only NAME[,NAME]] [--duration S] [--json] [--no-dashboard]
     reactor version
 
 ``TARGET`` is a ``.toml`` topology file or ``module:attribute`` naming a
 :class:`~reactor.Topology` or a function that returns one (``module`` may also be
 a path to a ``.py`` file; modules are looked up in the current directory too).
 
-Exit codes: 0 success, 1 runtime failure (an escalation reached the root
-supervisor), 2 usage or topology error.
+Exit codes are :class:`~reactor.runtime.serve.ExitCode`: 0 success (also after
+Ctrl-C or SIGTERM), 1 the root supervisor gave up, 2 a usage or topology error.
 """
 
 from __future__ import annotations
@@ -20,13 +21,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import signal
 import sys
 import threading
 import tomllib
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from types import FrameType, ModuleType
+from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import Any
 
 from rich.console import Console, RenderableType
@@ -38,15 +37,11 @@ from reactor.errors import SupervisorEscalation, TopologyError
 from reactor.faces.dashboard import Dashboard
 from reactor.faces.export import MetricsServer, serve_metrics
 from reactor.runtime.imports import exec_file
-from reactor.runtime.system import System
+from reactor.runtime.serve import ExitCode, serve
 from reactor.runtime.topology import ConsumerDecl, PoolDecl, SupervisorDecl, Topology
 from reactor.runtime.worker import parse_only
 
-__all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "UsageError", "load_target", "main"]
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
+__all__ = ["load_target", "main"]
 
 # How long a graceful drain may take at the end of --duration or after Ctrl-C.
 DRAIN_TIMEOUT_S = 30.0
@@ -192,14 +187,15 @@ def run_topology(
     metrics_host: str = "127.0.0.1",
     panels: Sequence[tuple[str, Callable[[], RenderableType]]] = (),
     only: frozenset[str] | None = None,
-) -> int:
-    """Start ``topology``, show it, and stop it after ``duration`` or on Ctrl-C / SIGTERM.
+) -> ExitCode:
+    """Start ``topology``, show it, and serve it until ``duration`` or Ctrl-C / SIGTERM.
 
     ``only`` starts just the named consumers, pools, supervisors and producers
-    (``reactor worker``).
+    (``reactor worker``). Stopping is :func:`~reactor.runtime.serve.serve`'s; this
+    face adds the dashboard, JSON lines or metrics server, and says when it drains.
 
     Returns:
-        The exit code: 0, or 1 if an escalation reached the root supervisor.
+        :attr:`ExitCode.OK`, or :attr:`ExitCode.FAILED` if the root supervisor gave up.
 
     Raises:
         TopologyError: the topology is invalid; nothing was started.
@@ -208,7 +204,7 @@ def run_topology(
         system = topology.start(only=only)
     except SupervisorEscalation as exc:  # a child kept failing to start
         err.print(Text(f"reactor: {topology.name}: {exc}", style="bold red"), soft_wrap=True)
-        return EXIT_FAILURE
+        return ExitCode.FAILED
     server: MetricsServer | None = None
     try:
         if metrics_port is not None:
@@ -231,73 +227,38 @@ def run_topology(
     )
     viewer.start()
     try:
-        if duration is None:
-            system.run_forever(
-                drain_timeout=DRAIN_TIMEOUT_S, on_signal=lambda signum, again: announcer.draining()
-            )
-        else:
-            _run_for(system, duration, announcer)
-        system.wait(timeout=0)  # raises if the root gave up while we were stopping
-        return EXIT_OK
-    except SupervisorEscalation as exc:
-        err.print(Text(f"reactor: {system.name}: {exc}", style="bold red"), soft_wrap=True)
-        return EXIT_FAILURE
+        code = serve(
+            system,
+            duration=duration,
+            drain_timeout=DRAIN_TIMEOUT_S,
+            on_stopping=announcer.stopping,
+        )
     finally:
         view_done.set()
         viewer.join(5.0)
         if server is not None:
             server.close()
-        if system.state not in ("stopped", "failed"):
-            system.stop(timeout=5.0, drain=False)
-
-
-def _run_for(system: System, duration: float, announcer: _Announcer) -> None:
-    """Run ``duration`` seconds, then drain and stop; Ctrl-C drains early, twice stops."""
-    with _sigterm_as_interrupt():
+    if code is ExitCode.FAILED:
         try:
-            if system.wait(timeout=duration):
-                return  # stopped (or failed: wait raised) on its own
-        except KeyboardInterrupt:
-            pass
-        announcer.draining()
-        try:
-            system.stop(timeout=DRAIN_TIMEOUT_S)
-        except KeyboardInterrupt:
-            system.stop(timeout=1.0, drain=False)
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    # With --duration we wait in the main thread ourselves; SIGTERM must drain like Ctrl-C.
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+            system.wait(0)
+        except SupervisorEscalation as exc:
+            err.print(Text(f"reactor: {system.name}: {exc}", style="bold red"), soft_wrap=True)
+    return code
 
 
 class _Announcer:
-    """Says "draining…" once, whoever notices first: a signal or the end of --duration."""
+    """Says on stderr that the system is draining, or stopping at once."""
 
     def __init__(self, err: Console, live: bool) -> None:
         self._err = err
         self._live = live
-        self._lock = threading.Lock()
-        self.said = False
 
-    def draining(self) -> None:
-        with self._lock:
-            if self.said:
-                return
-            self.said = True
-        if not self._live:  # the live dashboard shows it in its header instead
+    def stopping(self, at_once: bool) -> None:
+        if self._live:  # the live dashboard shows it in its header instead
+            return
+        if at_once:
+            self._err.print("stopping at once", style="yellow", highlight=False)
+        else:
             self._err.print(
                 "draining… (Ctrl-C again to stop at once)", style="yellow", highlight=False
             )
@@ -514,18 +475,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
         except SystemExit as exc:  # --help and --version exit through argparse
-            return exc.code if isinstance(exc.code, int) else EXIT_OK
+            return exc.code if isinstance(exc.code, int) else ExitCode.OK
         if args.command is None:
             out.print(parser.format_help(), highlight=False, markup=False)
-            return EXIT_USAGE
+            return ExitCode.USAGE
         handler: Callable[[argparse.Namespace, Console, Console], int] = _COMMANDS[args.command]
         return handler(args, out, err)
     except UsageError as exc:
         err.print(str(exc), highlight=False, markup=False, soft_wrap=True)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except TopologyError as exc:
         err.print(f"reactor: {exc}", highlight=False, markup=False, soft_wrap=True)
-        return EXIT_USAGE
+        return ExitCode.USAGE
 
 
 def _dashboard_wanted(args: argparse.Namespace, out: Console) -> bool:
@@ -574,7 +535,7 @@ def _cmd_demo(args: argparse.Namespace, out: Console, err: Console) -> int:
                 markup=False,
                 soft_wrap=True,
             )
-        return EXIT_OK
+        return ExitCode.OK
     demo = DEMOS.get(args.name)
     if demo is None:
         raise UsageError(f"no demo named {args.name!r}; choose one of: {', '.join(DEMOS)}")
@@ -590,12 +551,12 @@ def _cmd_graph(args: argparse.Namespace, out: Console, err: Console) -> int:
         out.out(graph_mermaid(topology), end="", highlight=False)
     else:
         out.print(graph_tree(topology))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _cmd_version(args: argparse.Namespace, out: Console, err: Console) -> int:
     out.print(f"reactor {reactor.__version__}", highlight=False)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _cmd_worker(args: argparse.Namespace, out: Console, err: Console) -> int:

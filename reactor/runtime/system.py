@@ -16,11 +16,10 @@ from __future__ import annotations
 import collections
 import logging
 import random
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any
 
 from reactor.actors.address import Address
@@ -52,6 +51,7 @@ from reactor.runtime.metrics import ActorMetrics, Health, SystemMetrics
 from reactor.runtime.pool import Pool, PoolConfig
 from reactor.runtime.producer import ProducerRuntime
 from reactor.runtime.router import Router
+from reactor.runtime.serve import serve
 from reactor.runtime.topology import ConsumerDecl, PoolDecl, ProducerDecl, SupervisorDecl, Topology
 from reactor.supervision.strategy import OneForOne
 from reactor.supervision.supervisor import ChildSpec, StopChildren, Supervisor, SupervisorConfig
@@ -62,6 +62,7 @@ logger = logging.getLogger("reactor")
 
 SYSTEM_CHANNEL_CAPACITY = 10_000
 _RECENT_LIFECYCLE = 200
+_STOP_STEP_S = 0.1
 
 
 class _ActorEntry:
@@ -112,6 +113,8 @@ class System:
         self._recent: collections.deque[Event] = collections.deque(maxlen=_RECENT_LIFECYCLE)
         self._root: Supervisor | None = None
         self._threads: list[threading.Thread] = []
+        self._stop_deadline = 0.0
+        self._hurried = False  # a stop at once arrived while a drain was running
 
     # -- start -----------------------------------------------------------------------
 
@@ -586,14 +589,22 @@ class System:
             SupervisorEscalation: the system failed; nothing will get idle any more.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        self._wait_idle(deadline, timeout, producers=producers, hurry=False)
+
+    def _wait_idle(
+        self, deadline: float | None, timeout: float | None, *, producers: bool, hurry: bool
+    ) -> None:
         with self._idle:
             while not self.is_idle(producers=producers):
                 if self._failure is not None:
                     raise self._failure
+                if hurry and self._hurried:
+                    return  # a stop at once cut the drain short
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise IdleTimeout(self._busy_report(timeout))
-                # Notified when a gate empties or a producer finishes; the cap is a safety net.
+                # Notified when a gate empties, a producer finishes or a stop hurries;
+                # the cap is a safety net.
                 self._idle.wait(0.1 if remaining is None else min(0.1, remaining))
 
     def _busy_report(self, timeout: float | None) -> str:
@@ -621,36 +632,55 @@ class System:
         Always returns within ``timeout`` seconds. With ``drain=False`` in-flight
         events are not waited for. A handler still running at the deadline is
         abandoned (threads cannot be killed): its thread ends when it returns.
+
+        Called while another thread is stopping the system, it waits for that stop
+        (at most ``timeout`` seconds); with ``drain=False`` it also cuts that stop's
+        drain short and brings its deadline forward to ``timeout`` from now, which
+        is how a second Ctrl-C stops at once.
         """
+        now = time.monotonic()
         with self._lock:
-            if self._state in ("stopping", "stopped", "failed", "created"):
-                already = True
-            else:
-                already = False
+            first = self._state in ("running", "starting")
+            if first:
                 self._state = "stopping"
-        if already:
+                self._stop_deadline = now + timeout
+            elif self._state == "stopping" and not drain:
+                self._stop_deadline = min(self._stop_deadline, now + timeout)
+                self._hurried = True
+        if not first:
+            self._notify_idle()  # wakes a drain to see the hurry
             self._done.wait(timeout)
             return
-        deadline = time.monotonic() + timeout
         root = self._root
         assert root is not None
         try:
-            root.actor_address.ask(StopChildren(frozenset({"$producers"})), timeout=_left(deadline))
+            root.actor_address.ask(
+                StopChildren(frozenset({"$producers"})), timeout=self._stop_left()
+            )
             if drain:
+                left = self._stop_left() * 0.8
                 try:
-                    self.wait_idle(_left(deadline) * 0.8, producers=False)
+                    self._wait_idle(time.monotonic() + left, left, producers=False, hurry=True)
                 except IdleTimeout as exc:
                     logger.warning("stopping without a full drain: %s", exc)
                     self._report_abandoned()
         except Exception:
             logger.exception("system %r: error while stopping producers", self.name)
         root.request_stop()
-        if not root.join(_left(deadline)):
-            root.fence()
-            logger.warning(
-                "system %r: actors still running at the stop deadline were abandoned", self.name
-            )
-        self._finish(deadline)
+        # Joined in short steps: a hurried stop may bring the deadline forward meanwhile.
+        while not root.join(min(_STOP_STEP_S, self._stop_left())):
+            if self._stop_left() <= 0:
+                root.fence()
+                logger.warning(
+                    "system %r: actors still running at the stop deadline were abandoned",
+                    self.name,
+                )
+                break
+        self._finish(self._stop_deadline)
+
+    def _stop_left(self) -> float:
+        with self._lock:
+            return _left(self._stop_deadline)
 
     def _report_abandoned(self) -> None:
         """Say, per consumer group, how many events the drain deadline left unhandled."""
@@ -721,55 +751,28 @@ class System:
         return stopped
 
     def run_forever(
-        self, *, drain_timeout: float = 30.0, on_signal: Callable[[int, bool], None] | None = None
+        self,
+        *,
+        drain_timeout: float = 30.0,
+        on_stopping: Callable[[bool], None] | None = None,
     ) -> None:
         """Run until SIGINT or SIGTERM, then drain and stop; a second signal stops at once.
 
-        Signals are handled only when called from the main thread.
+        Signals are handled only when called from the main thread; elsewhere it runs
+        until :meth:`stop`. The loop is :func:`reactor.runtime.serve.serve`, the same
+        one ``reactor run`` and ``reactor worker`` use. When it returns the system
+        is ``stopped``.
 
         Args:
             drain_timeout: how long the graceful stop may take.
-            on_signal: called with the signal number and whether this is the second
-                signal (stop at once) as soon as one arrives; the CLI uses it to say
-                that it is draining.
+            on_stopping: told ``False`` when the graceful stop begins and ``True``
+                when a second signal stops at once.
 
         Raises:
             SupervisorEscalation: the root supervisor gave up.
         """
-        signals = {}
-        stopping = threading.Event()
-
-        def handle_signal(signum: int, frame: FrameType | None) -> None:
-            if on_signal is not None:
-                on_signal(signum, stopping.is_set())
-            if stopping.is_set():
-                threading.Thread(
-                    target=self.stop, kwargs={"timeout": 1.0, "drain": False}, daemon=True
-                ).start()
-                self._done.set()
-                return
-            stopping.set()
-            threading.Thread(
-                target=self.stop,
-                kwargs={"timeout": drain_timeout},
-                name="reactor:drain",
-                daemon=True,
-            ).start()
-
-        in_main = threading.current_thread() is threading.main_thread()
-        if in_main:
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                signals[signum] = signal.signal(signum, handle_signal)
-        try:
-            while not self._done.wait(
-                0.2
-            ):  # short waits keep the main thread responsive to signals
-                pass
-        finally:
-            for signum, previous in signals.items():
-                signal.signal(signum, previous)
-        if self._failure is not None:
-            raise self._failure
+        serve(self, drain_timeout=drain_timeout, on_stopping=on_stopping)
+        self.wait(0)  # raises the escalation if the root gave up
 
     def __enter__(self) -> System:
         return self

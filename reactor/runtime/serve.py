@@ -1,0 +1,191 @@
+"""Run a started system until it is told to stop: the one loop behind every face.
+
+:meth:`System.run_forever <reactor.System.run_forever>`, ``reactor run``,
+``reactor demo``, ``reactor worker`` and :func:`~reactor.runtime.worker.run_worker`
+all call :func:`serve`, so they stop alike:
+
+* the first stop signal (SIGINT or SIGTERM), or the end of ``duration``, starts a
+  graceful stop: producers stop, in-flight events are drained, then everything stops;
+* a second signal cuts the drain short and stops at once (``hurry_timeout``);
+* the system stopping on its own (the root supervisor gave up) ends the loop too.
+
+:func:`serve` returns only once the system's state is final (``stopped`` or
+``failed``), and says which with an :class:`ExitCode`, the process exit codes of
+the command line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import TYPE_CHECKING, Protocol
+
+from reactor.errors import SupervisorEscalation
+
+if TYPE_CHECKING:
+    from reactor.runtime.system import System
+
+__all__ = ["ExitCode", "ProcessSignals", "SignalSource", "serve"]
+
+#: The signals that stop a served system.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class ExitCode(enum.IntEnum):
+    """How a served system (and the ``reactor`` command) ended.
+
+    A stop asked for by a signal is a success, also when a second signal cut the
+    drain short: the process did what it was told. Shell-style 128+N codes are for
+    processes a signal killed, which a served system is not.
+    """
+
+    OK = 0
+    """Stopped as asked: a signal, the end of ``--duration``, or ``stop()``."""
+    FAILED = 1
+    """The root supervisor gave up (restart intensity exceeded up to the root)."""
+    USAGE = 2
+    """A bad command line, target or topology; nothing was started."""
+
+
+class SignalSource(Protocol):
+    """Where stop requests come from; tests pass a fake one."""
+
+    def install(self, on_signal: Callable[[], None]) -> Callable[[], None]:
+        """Call ``on_signal`` on every stop request from now on.
+
+        ``on_signal`` may run in any thread (for process signals, the main thread,
+        between two bytecodes): it must only record the request.
+
+        Returns:
+            A function that uninstalls what ``install`` set up.
+        """
+        ...
+
+
+class ProcessSignals:
+    """SIGINT and SIGTERM of this process.
+
+    Python runs signal handlers in the main thread only, so when :func:`serve`
+    runs in another thread nothing is installed and only ``duration`` or
+    ``stop()`` end it.
+    """
+
+    def __init__(self, signals: Sequence[signal.Signals] = STOP_SIGNALS) -> None:
+        self._signals = tuple(signals)
+
+    def install(self, on_signal: Callable[[], None]) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def handle(signum: int, frame: FrameType | None) -> None:
+            on_signal()
+
+        previous = {signum: signal.signal(signum, handle) for signum in self._signals}
+
+        def uninstall() -> None:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+        return uninstall
+
+
+def serve(
+    system: System,
+    *,
+    duration: float | None = None,
+    drain_timeout: float = 30.0,
+    hurry_timeout: float = 1.0,
+    on_stopping: Callable[[bool], None] | None = None,
+    signals: SignalSource | None = None,
+) -> ExitCode:
+    """Run ``system`` until a stop signal, ``duration``, or it stops on its own.
+
+    Args:
+        system: a started system.
+        duration: seconds to run before a graceful stop; None runs until a signal.
+        drain_timeout: seconds the graceful stop may take.
+        hurry_timeout: seconds the stop at once (second signal) may take.
+        on_stopping: told ``False`` when the graceful stop begins and ``True`` when
+            a second signal stops at once; faces use it to say so. It runs in the
+            thread that called :func:`serve`.
+        signals: where stop requests come from (default: this process's SIGINT
+            and SIGTERM, when called from the main thread).
+
+    Returns:
+        :attr:`ExitCode.OK` after a stop, :attr:`ExitCode.FAILED` if the root
+        supervisor gave up. Either way the system's state is final.
+
+    Thread-safety: call it from one thread per system; signals may arrive in any.
+    """
+    source = signals if signals is not None else ProcessSignals()
+    wake = threading.Event()
+    lock = threading.Lock()
+    requests = 0
+
+    def on_signal() -> None:
+        nonlocal requests
+        with lock:
+            requests += 1
+        wake.set()
+
+    finished = threading.Event()
+
+    def watch() -> None:
+        # Only ends the wait below: the exit code comes from the final state.
+        with contextlib.suppress(SupervisorEscalation):
+            system.wait(None)
+        finished.set()
+        wake.set()
+
+    deadline = None if duration is None else time.monotonic() + duration
+    watcher = threading.Thread(target=watch, name="reactor:serve-watch", daemon=True)
+    stopper: threading.Thread | None = None
+    hurried = False
+    uninstall = source.install(on_signal)
+    try:
+        watcher.start()
+        while not finished.is_set():
+            running = stopper is None
+            wake.wait(_left(deadline) if running and deadline is not None else None)
+            # Clear before reading what woke us, so a request after this point wakes
+            # the next wait instead of being lost.
+            wake.clear()
+            if finished.is_set():
+                break
+            with lock:
+                seen = requests
+            if running and (seen >= 1 or (deadline is not None and _left(deadline) == 0)):
+                if on_stopping is not None:
+                    on_stopping(False)
+                # The drain runs beside us, so a second signal is seen while it runs.
+                stopper = threading.Thread(
+                    target=system.stop,
+                    kwargs={"timeout": drain_timeout},
+                    name="reactor:serve-drain",
+                    daemon=True,
+                )
+                stopper.start()
+            if stopper is not None and seen >= 2 and not hurried:
+                hurried = True
+                if on_stopping is not None:
+                    on_stopping(True)
+                system.stop(timeout=hurry_timeout, drain=False)
+    finally:
+        uninstall()
+        if not finished.is_set():  # an exception (such as KeyboardInterrupt) got here
+            system.stop(timeout=hurry_timeout, drain=False)
+        if stopper is not None:
+            stopper.join(drain_timeout)
+        watcher.join(hurry_timeout)
+    return ExitCode.FAILED if system.state == "failed" else ExitCode.OK
+
+
+def _left(deadline: float | None) -> float:
+    if deadline is None:
+        return 0.0
+    return max(0.0, deadline - time.monotonic())
