@@ -19,17 +19,21 @@ __all__ = [
     "DecodeError",
     "IdleTimeout",
     "ImmutableMessageError",
+    "InvalidPositionError",
     "InvalidTopicError",
     "LogFormatError",
     "LogLockedError",
     "NotDurableError",
     "ReactorError",
     "RedisUnavailable",
+    "ResultError",
     "SupervisorEscalation",
     "SystemStoppedError",
     "TopologyError",
+    "UnknownActorError",
     "UnknownChannelError",
     "UnknownGroupError",
+    "UsageError",
 ]
 
 
@@ -90,6 +94,25 @@ class UnknownChannelError(ReactorError, LookupError):
 
 class UnknownGroupError(ReactorError, LookupError):
     """A consumer group that the channel does not have (join or replay of an undeclared group)."""
+
+
+class UnknownActorError(ReactorError, LookupError):
+    """An actor name that a metrics snapshot does not hold."""
+
+
+class InvalidPositionError(ReactorError, ValueError):
+    """A replay position that is not ``"earliest"``, ``"latest"``, an offset or a datetime."""
+
+
+class ResultError(ReactorError, TypeError):
+    """A handler returned something that is not an event, a pair, or an iterable of them."""
+
+
+class UsageError(ReactorError, ValueError):
+    """A bad command line, target or face option; the message says what to do.
+
+    The ``reactor`` command exits with code 2 on it.
+    """
 
 
 class BackpressureError(ReactorError):

@@ -179,3 +179,30 @@ def test_only_rejects_unknown_names() -> None:
     topo.consumer("billing", Recorder(), channel="c")
     with pytest.raises(reactor.TopologyError, match="'biling'"):
         topo.start(only={"biling"})
+
+
+def test_lookups_raise_reactor_errors_that_name_the_thing(tmp_path: Path) -> None:
+    topo = Topology("lookups")
+    topo.channel("c")
+    topo.channel("log", backend=f"sqlite:///{tmp_path / 'log.db'}")
+    topo.consumer("x", Recorder(), channel="c")
+    topo.consumer("y", Recorder(), channel="log")
+    with topo.start() as system:
+        snapshot = system.metrics()
+        with pytest.raises(reactor.UnknownActorError, match=r"no actor named 'nope'.*\bx\b"):
+            snapshot.actor("nope")
+        with pytest.raises(reactor.UnknownChannelError, match=r"no channel named 'nope'.*\bc\b"):
+            snapshot.channel("nope")
+        with pytest.raises(reactor.UnknownGroupError, match=r"no group 'nope' \(groups: x\)"):
+            snapshot.group("c", "nope")
+        with pytest.raises(reactor.UnknownChannelError, match="'nope'"):
+            system.publish("nope", "t.x", 1)
+        with pytest.raises(reactor.UnknownGroupError, match="'nope'"):
+            system.replay("log", "nope")
+        with pytest.raises(reactor.InvalidPositionError):
+            system.replay("log", "y", from_="yesterday")
+    # Each is also the built-in a caller may already catch.
+    assert issubclass(reactor.UnknownGroupError, LookupError)
+    assert issubclass(reactor.InvalidPositionError, ValueError)
+    assert issubclass(reactor.ResultError, TypeError)
+    assert issubclass(reactor.UsageError, ValueError)

@@ -33,7 +33,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 import reactor
-from reactor.errors import SupervisorEscalation, TopologyError
+from reactor.errors import SupervisorEscalation, TopologyError, UsageError
 from reactor.faces.dashboard import Dashboard
 from reactor.faces.export import MetricsServer, serve_metrics
 from reactor.runtime.imports import exec_file
@@ -46,10 +46,6 @@ __all__ = ["load_target", "main"]
 # How long a graceful drain may take at the end of --duration or after Ctrl-C.
 DRAIN_TIMEOUT_S = 30.0
 STATUS_INTERVAL_S = 1.0
-
-
-class UsageError(Exception):
-    """A bad command line or target; the message says what to do. Exit code 2."""
 
 
 class _Parser(argparse.ArgumentParser):

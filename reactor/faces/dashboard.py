@@ -34,6 +34,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from reactor.errors import UsageError
 from reactor.faces.export import metrics_json
 from reactor.messages import lifecycle
 from reactor.runtime.metrics import ActorMetrics, Health, SystemMetrics
@@ -184,7 +185,10 @@ class Dashboard:
         panels: Sequence[tuple[str, Callable[[], RenderableType]]] = (),
     ) -> None:
         if refresh_per_second <= 0:
-            raise ValueError(f"refresh_per_second must be > 0, got {refresh_per_second!r}")
+            raise UsageError(
+                f"Dashboard: refresh_per_second must be > 0, got {refresh_per_second!r}; "
+                f"pass a rate such as {DEFAULT_REFRESH_PER_SECOND}"
+            )
         self.system = system
         self.console = console if console is not None else Console()
         self.refresh_per_second = min(float(refresh_per_second), MAX_REFRESH_PER_SECOND)

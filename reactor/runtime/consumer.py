@@ -64,7 +64,7 @@ from reactor.actors.address import Address
 from reactor.actors.base import ActorContext, ReactorActor
 from reactor.actors.counters import ActorCounters
 from reactor.channels.dedup import DedupWindow
-from reactor.errors import ConsumerFailing, DecodeError, NotInHandlerError
+from reactor.errors import ConsumerFailing, DecodeError, NotInHandlerError, ResultError
 from reactor.messages.control import (
     Ack,
     Deliver,
@@ -84,7 +84,6 @@ __all__ = [
     "ConsumerActor",
     "ConsumerRuntime",
     "Delivery",
-    "ResultError",
     "as_events",
     "current_delivery",
 ]
@@ -161,10 +160,6 @@ def current_delivery() -> Delivery:
         max_deliveries=runtime.max_deliveries,
         previous_error=failures.get(batch.seqs[index]) if failures else None,
     )
-
-
-class ResultError(TypeError):
-    """A handler returned something that is not an event, a pair, or an iterable of them."""
 
 
 def as_events(parent: Event, result: Any, consumer: str) -> list[Event]:

@@ -8,6 +8,7 @@ import attrs
 
 from reactor.actors.counters import LatencySnapshot
 from reactor.channels.backend import ChannelStats, GroupStats
+from reactor.errors import UnknownActorError, UnknownChannelError, UnknownGroupError
 
 __all__ = ["ActorMetrics", "Health", "SystemMetrics"]
 
@@ -48,34 +49,42 @@ class SystemMetrics:
         """The metrics of the actor called ``name``.
 
         Raises:
-            KeyError: no such actor.
+            UnknownActorError: no such actor (also a ``LookupError``).
         """
         for actor in self.actors:
             if actor.name == name:
                 return actor
-        raise KeyError(f"no actor named {name!r} in this snapshot")
+        known = ", ".join(actor.name for actor in self.actors) or "none"
+        raise UnknownActorError(
+            f"system {self.name!r} has no actor named {name!r} in this snapshot (actors: {known})"
+        )
 
     def channel(self, name: str) -> ChannelStats:
         """The statistics of the channel called ``name``.
 
         Raises:
-            KeyError: no such channel.
+            UnknownChannelError: no such channel (also a ``LookupError``).
         """
         for channel in self.channels:
             if channel.name == name:
                 return channel
-        raise KeyError(f"no channel named {name!r} in this snapshot")
+        known = ", ".join(channel.name for channel in self.channels) or "none"
+        raise UnknownChannelError(
+            f"system {self.name!r} has no channel named {name!r} (channels: {known})"
+        )
 
     def group(self, channel: str, group: str) -> GroupStats:
         """The statistics of ``group`` on ``channel``.
 
         Raises:
-            KeyError: no such channel or group.
+            UnknownChannelError: no such channel. UnknownGroupError: no such group.
         """
-        for stats in self.channel(channel).groups:
+        groups = self.channel(channel).groups
+        for stats in groups:
             if stats.name == group:
                 return stats
-        raise KeyError(f"channel {channel!r} has no group {group!r}")
+        known = ", ".join(stats.name for stats in groups) or "none"
+        raise UnknownGroupError(f"channel {channel!r} has no group {group!r} (groups: {known})")
 
     def to_dict(self) -> dict[str, object]:
         """Plain dicts and lists, ready for ``json.dumps``."""

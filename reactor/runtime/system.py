@@ -39,10 +39,13 @@ from reactor.channels.registry import backend_for
 from reactor.clock import Clock, SystemClock
 from reactor.errors import (
     IdleTimeout,
+    InvalidPositionError,
     NotDurableError,
+    ReactorError,
     SupervisorEscalation,
     SystemStoppedError,
     TopologyError,
+    UnknownGroupError,
 )
 from reactor.messages import lifecycle
 from reactor.messages.event import Event
@@ -478,7 +481,8 @@ class System:
         Raises:
             UnknownChannelError: no such channel.
             NotDurableError: the channel's backend keeps no log (``memory``).
-            LookupError: no such group. ValueError: bad ``from_``.
+            UnknownGroupError: no such group (also a ``LookupError``).
+            InvalidPositionError: bad ``from_`` (also a ``ValueError``).
         """
         self._check_running()
         handle = self._router.channel(channel)
@@ -487,7 +491,15 @@ class System:
                 f"channel {channel!r} (backend {handle.config.backend!r}) keeps no log to replay; "
                 "declare it with a durable backend such as backend='sqlite:///path.db'"
             )
-        return int(handle.replay(group, from_))
+        try:
+            return int(handle.replay(group, from_))
+        except ReactorError:
+            raise
+        # The channel's own message names the channel, the group or the position.
+        except LookupError as exc:
+            raise UnknownGroupError(str(exc)) from exc
+        except ValueError as exc:
+            raise InvalidPositionError(str(exc)) from exc
 
     def _check_running(self) -> None:
         if self._state not in ("running", "starting"):
