@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 
 from reactor.channels.backend import ChannelStats, GroupStats
+from reactor.channels.gate import Overflow
 from reactor.clock import Clock, SystemClock
 from reactor.errors import (
     BackpressureError,
@@ -51,6 +52,7 @@ from reactor.supervision.strategy import (
     Backoff,
     OneForAll,
     OneForOne,
+    RestartType,
     RestForOne,
     Retry,
     Strategy,
@@ -89,8 +91,10 @@ __all__ = [
     "NotInHandlerError",
     "OneForAll",
     "OneForOne",
+    "Overflow",
     "ReactorError",
     "RestForOne",
+    "RestartType",
     "ResultError",
     "Retry",
     "Scaling",

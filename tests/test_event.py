@@ -12,8 +12,9 @@ import attrs
 import pytest
 
 import reactor.messages.event as event_module
+from reactor import Event, FrozenDict
 from reactor.errors import ImmutableMessageError, InvalidTopicError
-from reactor.messages import Event, FrozenDict, new_event_id
+from reactor.messages.event import new_event_id
 
 UUID7 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 

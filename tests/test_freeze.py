@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from reactor import FrozenDict, freeze, thaw
 from reactor.errors import ImmutableMessageError, ReactorError
-from reactor.messages import FrozenDict, freeze, thaw
 
 json_scalars = (
     st.none() | st.booleans() | st.integers() | st.text(max_size=8) | st.floats(allow_nan=False)

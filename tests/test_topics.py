@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from reactor import TopicPattern
 from reactor.errors import InvalidTopicError, ReactorError
-from reactor.messages import TopicPattern, validate_topic
+from reactor.messages.topics import validate_topic
 
 
 @pytest.mark.parametrize(

@@ -81,7 +81,10 @@ class _ActorEntry:
 
 
 class System:
-    """A running topology. Create one with :meth:`Topology.start`.
+    """A running topology. Create one with :meth:`Topology.start`, the one way.
+
+    ``reactor.System`` is exported for annotations; ``Topology.start`` builds one
+    with the same options and starts it.
 
     Thread-safety: every public method may be called from any thread.
     """
