@@ -1,41 +1,27 @@
 """A running topology: start, publish, observe, drain and stop.
 
-Supervision tree of every system::
-
-    $root (gives up at the first failure of a subtree)
-    ├── $channels   one child per channel, $system included
-    ├── $consumers  the topology's consumers, pools and nested supervisors
-    └── $producers  one child per producer
-
-Started in that order and stopped in reverse, so consumers are ready before
-producers emit, and channels outlive everyone who talks to them.
+The supervision tree is built by :mod:`reactor.runtime.assembly`: ``$channels``,
+``$consumers`` and ``$producers`` under ``$root``, started in that order and
+stopped in reverse, so consumers are ready before producers emit, and channels
+outlive everyone who talks to them. :class:`System` is the facade over it.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reactor.actors.address import Address
 from reactor.actors.base import ActorContext
-from reactor.actors.counters import ActorCounters
 from reactor.channels.backend import (
-    Channel,
-    ChannelConfig,
-    ChannelServices,
-    DurableDedup,
-    GroupSpec,
     Replayable,
     ReportsProblems,
 )
-from reactor.channels.dedup import DedupWindow
-from reactor.channels.registry import backend_for
 from reactor.clock import Clock, SystemClock
 from reactor.errors import (
     IdleTimeout,
@@ -44,40 +30,25 @@ from reactor.errors import (
     ReactorError,
     SupervisorEscalation,
     SystemStoppedError,
-    TopologyError,
     UnknownGroupError,
 )
 from reactor.messages import lifecycle
 from reactor.messages.event import Event
-from reactor.runtime.consumer import ConsumerRuntime
+from reactor.runtime.assembly import Assembly
 from reactor.runtime.metrics import ActorMetrics, Health, SystemMetrics
-from reactor.runtime.pool import Pool, PoolConfig
-from reactor.runtime.producer import ProducerRuntime
 from reactor.runtime.router import Router
 from reactor.runtime.serve import serve
-from reactor.runtime.topology import ConsumerDecl, PoolDecl, ProducerDecl, SupervisorDecl, Topology
-from reactor.supervision.strategy import OneForOne
-from reactor.supervision.supervisor import ChildSpec, StopChildren, Supervisor, SupervisorConfig
+from reactor.supervision.supervisor import StopChildren, Supervisor
+
+if TYPE_CHECKING:
+    from reactor.runtime.topology import Topology
 
 __all__ = ["System"]
 
 logger = logging.getLogger("reactor")
 
-SYSTEM_CHANNEL_CAPACITY = 10_000
 _RECENT_LIFECYCLE = 200
 _STOP_STEP_S = 0.1
-
-
-class _ActorEntry:
-    __slots__ = ("address", "counters", "kind", "supervisor")
-
-    def __init__(
-        self, kind: str, supervisor: str, counters: ActorCounters, address: Address | None
-    ) -> None:
-        self.kind = kind
-        self.supervisor = supervisor
-        self.counters = counters
-        self.address = address
 
 
 class System:
@@ -111,11 +82,20 @@ class System:
         self._done = threading.Event()
         self._failure: SupervisorEscalation | None = None
         self._started_at = 0.0
-        self._channels: dict[str, Channel] = {}
         self._router = Router({})
-        self._actors: dict[str, _ActorEntry] = {}
-        self._producers: list[ProducerRuntime] = []
-        self._dedup: dict[tuple[str, str], DedupWindow] = {}
+        self._assembly = Assembly(
+            topology,
+            self.only,
+            clock=self.clock,
+            seed=seed,
+            router=self._router,
+            publish_system=self._publish_system,
+            notify_idle=self._notify_idle,
+        )
+        # The assembly's tables, read here for metrics, health and idleness.
+        self._channels = self._assembly.channels
+        self._actors = self._assembly.actors
+        self._producers = self._assembly.producers
         self._recent: collections.deque[Event] = collections.deque(maxlen=_RECENT_LIFECYCLE)
         self._root: Supervisor | None = None
         self._threads: list[threading.Thread] = []
@@ -137,33 +117,16 @@ class System:
                     f"system {self.name!r} was already started; build a new one"
                 )
             self.topology.validate()
-            self._check_only()
+            self._assembly.check_only()
             self._state = "starting"
-        self._open_channels()
-        children = (
-            self._supervisor_spec(
-                "$channels",
-                [self._channel_spec(channel) for channel in self._channels.values()],
-            ),
-            self._consumer_tree_spec(self.topology.root),
-            self._supervisor_spec(
-                "$producers",
-                [self._producer_spec(p) for p in self.topology.producers if self._selected(p.name)],
-            ),
-        )
-        config = SupervisorConfig(
-            "$root",
-            OneForOne(max_restarts=0),
-            children,
-            publish_system=self._publish_system,
-            on_escalate=self._escalated,
-            seed=self._seed,
-        )
-        root_counters = ActorCounters()
-        self._actors["$root"] = _ActorEntry("supervisor", "", root_counters, None)
+        self._router.channels.update(self._assembly.open_channels())
+        config = self._assembly.root(on_escalate=self._escalated)
         self._started_at = time.monotonic()
         context = ActorContext(
-            Address("$root"), self.clock, counters=root_counters, threads=self._threads
+            Address("$root"),
+            self.clock,
+            counters=self._actors["$root"].counters,
+            threads=self._threads,
         )
         root = Supervisor.spawn(context, config)
         self._root = root
@@ -177,255 +140,6 @@ class System:
             if self._state == "starting":
                 self._state = "running"
         return self
-
-    def _open_channels(self) -> None:
-        groups: dict[str, dict[str, GroupSpec]] = collections.defaultdict(dict)
-        for decl in self.topology.consumers():
-            groups[decl.channel].setdefault(
-                decl.group_name,
-                GroupSpec(decl.group_name, decl.patterns, decl.max_deliveries, decl.start),
-            )
-        services = ChannelServices(self.clock, self._publish_system, self._notify_idle)
-        configs = [
-            ChannelConfig(
-                decl.name,
-                decl.backend,
-                decl.capacity,
-                decl.overflow,
-                tuple(groups[decl.name].values()),
-                decl.max_batch,
-            )
-            for decl in self.topology.channels.values()
-        ]
-        configs.append(
-            ChannelConfig(
-                lifecycle.SYSTEM_CHANNEL,
-                "memory",
-                SYSTEM_CHANNEL_CAPACITY,
-                "drop_oldest",
-                tuple(groups[lifecycle.SYSTEM_CHANNEL].values()),
-            )
-        )
-        try:
-            for config in configs:
-                self._channels[config.name] = backend_for(config.backend).open(config, services)
-        except BaseException:
-            # A durable channel holds a file lock: give back what was opened before the failure.
-            for channel in self._channels.values():
-                channel.close()
-            self._channels.clear()
-            raise
-        self._router.channels.update(self._channels)
-
-    # -- child specs -----------------------------------------------------------------
-
-    def _register(
-        self,
-        name: str,
-        kind: str,
-        supervisor: str,
-        counters: ActorCounters,
-        address: Address | None,
-    ) -> None:
-        self._actors[name] = _ActorEntry(kind, supervisor, counters, address)
-
-    def _supervisor_spec(
-        self,
-        name: str,
-        children: list[ChildSpec],
-        strategy: Any = None,
-        restart: Any = "permanent",
-        parent: str = "$root",
-    ) -> ChildSpec:
-        counters = ActorCounters()
-        self._register(name, "supervisor", parent, counters, None)
-        config = SupervisorConfig(
-            name,
-            strategy if strategy is not None else OneForOne(),
-            tuple(children),
-            publish_system=self._publish_system,
-            seed=self._seed,
-        )
-        return ChildSpec(
-            name,
-            lambda context: Supervisor.spawn(context, config),
-            restart=restart,
-            kind="supervisor",
-            counters=counters,
-            shutdown_s=60.0,  # a supervisor waits for its own children's timeouts
-        )
-
-    def _channel_spec(self, channel: Channel) -> ChildSpec:
-        counters = ActorCounters()
-        self._register(channel.address.name, "channel", "$channels", counters, channel.address)
-        return ChildSpec(
-            channel.address.name,
-            channel.start_actor,
-            kind="channel",
-            address=channel.address,
-            counters=counters,
-        )
-
-    def _selected(self, name: str) -> bool:
-        return self.only is None or name in self.only
-
-    def _check_only(self) -> None:
-        if self.only is None:
-            return
-        known = {p.name for p in self.topology.producers} | {
-            d.name for d, _ in self.topology.walk()
-        }
-        unknown = sorted(self.only - known)
-        if unknown:
-            raise TopologyError(
-                [
-                    f"--only names {name!r}, which is not a consumer, pool, supervisor or producer "
-                    f"of topology {self.topology.name!r}"
-                    for name in unknown
-                ],
-                source=self.topology.source,
-            )
-
-    def _consumer_tree_spec(
-        self, node: SupervisorDecl, parent: str = "$root", selected: bool = False
-    ) -> ChildSpec:
-        selected = selected or self._selected(node.name)
-        children = []
-        for child in node.children:
-            if not (
-                selected or self._selected(child.name) or _contains_selected(child, self._selected)
-            ):
-                continue
-            if isinstance(child, SupervisorDecl):
-                children.append(self._consumer_tree_spec(child, node.name, selected))
-            elif isinstance(child, PoolDecl):
-                children.append(self._pool_spec(child, node))
-            else:
-                children.append(self._member_spec(child, child.name, node.name))
-        return self._supervisor_spec(node.name, children, node.strategy, node.restart, parent)
-
-    def _dedup_for(self, decl: ConsumerDecl) -> DedupWindow | None:
-        if not decl.idempotent:
-            return None
-        key = (decl.channel, decl.group_name)
-        window = self._dedup.get(key)
-        if window is None:
-            # A durable channel keeps the handled ids in its own store, so dedup survives restarts.
-            channel = self._channels[decl.channel]
-            if isinstance(channel, DurableDedup):
-                window = channel.dedup_window(decl.group_name, decl.dedup_window)
-            else:
-                window = DedupWindow(decl.dedup_window)
-            self._dedup[key] = window
-        return window
-
-    def _member_spec(self, decl: ConsumerDecl, member: str, supervisor: str) -> ChildSpec:
-        counters = ActorCounters()
-        address = Address(member)
-        runtime = ConsumerRuntime(
-            name=decl.name,
-            member=member,
-            group=decl.group_name,
-            channel=decl.channel,
-            channel_address=self._channels[decl.channel].address,
-            output=decl.output_channel,
-            handler=decl.handler,
-            router=self._router,
-            prefetch=decl.prefetch,
-            dedup=self._dedup_for(decl),
-            counters=counters,
-            max_deliveries=decl.max_deliveries,
-            retry=decl.retry,
-            failure_threshold=decl.failure_threshold,
-            rng=random.Random(f"{self._seed}/{member}")
-            if self._seed is not None
-            else random.Random(),
-        )
-        kind = "member" if member != decl.name else "consumer"
-        self._register(member, kind, supervisor, counters, address)
-
-        def removed() -> None:
-            runtime.leave()
-            if kind == "member":
-                # A removed pool member's work stays counted, in its pool's counters.
-                self._actors.pop(member, None)
-                pool = self._actors.get(supervisor)
-                if pool is not None:
-                    pool.counters.received += counters.received
-                    pool.counters.handled += counters.handled
-                    pool.counters.failed += counters.failed
-
-        return ChildSpec(
-            member,
-            runtime.start,
-            restart=decl.restart,
-            shutdown_s=decl.shutdown_s,
-            kind=kind,
-            address=address,
-            counters=counters,
-            handler_timeout=decl.handler_timeout,
-            on_abandoned=runtime.abandon,
-            on_removed=removed,
-        )
-
-    def _pool_spec(self, decl: PoolDecl, node: SupervisorDecl) -> ChildSpec:
-        counters = ActorCounters()
-        self._register(decl.name, "pool", node.name, counters, None)
-        channel = self._channels[decl.channel]
-
-        def group_stats() -> Any:
-            for group in channel.stats().groups:
-                if group.name == decl.group_name:
-                    return group
-            return None
-
-        pool = PoolConfig(
-            decl.min_size,
-            decl.max_size,
-            lambda index: self._member_spec(decl, f"{decl.name}-{index}", decl.name),
-            group_stats,
-            decl.scaling,
-        )
-        # Members restart under the strategy of the supervisor the pool was declared in.
-        config = SupervisorConfig(
-            decl.name, node.strategy, publish_system=self._publish_system, seed=self._seed
-        )
-        return ChildSpec(
-            decl.name,
-            lambda context: Pool.spawn(context, config, pool),
-            kind="pool",
-            counters=counters,
-            shutdown_s=60.0,
-        )
-
-    def _producer_spec(self, decl: ProducerDecl) -> ChildSpec:
-        counters = ActorCounters()
-        address = Address(decl.name)
-        source = decl.source
-        is_iterable = isinstance(source, Iterable)
-        runtime = ProducerRuntime(
-            name=decl.name,
-            channel=decl.channel,
-            topic=decl.topic,
-            router=self._router,
-            iterator=iter(source) if is_iterable else None,
-            poll=None if is_iterable else source,
-            interval=decl.interval,
-            rate=decl.rate,
-            key=_key_function(decl.key),
-            batch_size=decl.batch_size,
-            on_finished=self._notify_idle,
-        )
-        self._producers.append(runtime)
-        self._register(decl.name, "producer", "$producers", counters, address)
-        return ChildSpec(
-            decl.name,
-            runtime.start,
-            restart=decl.restart,
-            kind="producer",
-            address=address,
-            counters=counters,
-        )
 
     # -- publishing ------------------------------------------------------------------
 
@@ -804,28 +518,7 @@ class System:
         return f"<System {self.name!r} {self._state}>"
 
 
-def _contains_selected(decl: Any, selected: Any) -> bool:
-    if not isinstance(decl, SupervisorDecl):
-        return False
-    return any(
-        selected(child.name) or _contains_selected(child, selected) for child in decl.children
-    )
-
-
 def _left(deadline: float | None) -> float:
     if deadline is None:
         return 0.0
     return max(0.0, deadline - time.monotonic())
-
-
-def _key_function(key: Any) -> Any:
-    if key is None or callable(key):
-        return key
-    field = key
-
-    def by_field(data: Any) -> str | None:
-        if isinstance(data, Mapping) and data.get(field) is not None:
-            return str(data[field])
-        return None
-
-    return by_field

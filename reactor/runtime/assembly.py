@@ -1,0 +1,400 @@
+"""Assembly: a topology turned into the child specs of a system's supervision tree.
+
+Supervision tree of every system::
+
+    $root (gives up at the first failure of a subtree)
+    ├── $channels   one child per channel, $system included
+    ├── $consumers  the topology's consumers, pools and nested supervisors
+    └── $producers  one child per producer
+
+:class:`Assembly` opens the channels and builds the specs; the spec factories it
+returns run later, on the supervisors' threads. It also keeps the tables the
+running :class:`~reactor.System` reads: every actor's counters (for metrics), the
+producers (for idleness) and the channels.
+"""
+
+from __future__ import annotations
+
+import collections
+import random
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from reactor.actors.address import Address
+from reactor.actors.counters import ActorCounters
+from reactor.channels.backend import (
+    Channel,
+    ChannelConfig,
+    ChannelServices,
+    DurableDedup,
+    GroupSpec,
+)
+from reactor.channels.dedup import DedupWindow
+from reactor.channels.registry import backend_for
+from reactor.clock import Clock
+from reactor.errors import SupervisorEscalation, TopologyError
+from reactor.messages import lifecycle
+from reactor.messages.event import Event
+from reactor.runtime.consumer import ConsumerRuntime
+from reactor.runtime.pool import Pool, PoolConfig
+from reactor.runtime.producer import ProducerRuntime
+from reactor.runtime.router import Router
+from reactor.runtime.topology import ConsumerDecl, PoolDecl, ProducerDecl, SupervisorDecl, Topology
+from reactor.supervision.strategy import OneForOne
+from reactor.supervision.supervisor import ChildSpec, Supervisor, SupervisorConfig
+
+__all__ = ["SYSTEM_CHANNEL_CAPACITY", "ActorEntry", "Assembly"]
+
+SYSTEM_CHANNEL_CAPACITY = 10_000
+
+
+class ActorEntry:
+    """What the system knows of one actor: its kind, supervisor, counters and address."""
+
+    __slots__ = ("address", "counters", "kind", "supervisor")
+
+    def __init__(
+        self, kind: str, supervisor: str, counters: ActorCounters, address: Address | None
+    ) -> None:
+        self.kind = kind
+        self.supervisor = supervisor
+        self.counters = counters
+        self.address = address
+
+
+class Assembly:
+    """Builds one system's channels and supervision tree from its topology.
+
+    Args:
+        topology: a validated topology.
+        only: run just these consumers, pools, supervisors (with their subtree) and
+            producers; None runs everything. Channels are always opened.
+        clock: the system's clock.
+        seed: seeds the supervisors' backoff jitter.
+        router: where producers and consumers publish; it learns the channels.
+        publish_system: publishes a ``$system`` event.
+        notify_idle: told when a producer finishes or a gate empties.
+
+    Thread-safety: built on the thread that starts the system; the factories in
+    its specs run on supervisor threads and only add to :attr:`actors`.
+    """
+
+    def __init__(
+        self,
+        topology: Topology,
+        only: frozenset[str] | None,
+        *,
+        clock: Clock,
+        seed: int | None,
+        router: Router,
+        publish_system: Callable[[Event], None],
+        notify_idle: Callable[[], None],
+    ) -> None:
+        self._topology = topology
+        self._only = only
+        self._clock = clock
+        self._seed = seed
+        self._router = router
+        self._publish_system = publish_system
+        self._notify_idle = notify_idle
+        self.actors: dict[str, ActorEntry] = {}
+        self.producers: list[ProducerRuntime] = []
+        self.channels: dict[str, Channel] = {}
+        self._dedup: dict[tuple[str, str], DedupWindow] = {}
+
+    def root(self, on_escalate: Callable[[SupervisorEscalation], None]) -> SupervisorConfig:
+        """The ``$root`` supervisor's config, its children built; call after :meth:`open_channels`."""
+        children = (
+            self._supervisor_spec(
+                "$channels",
+                [self._channel_spec(channel) for channel in self.channels.values()],
+            ),
+            self._consumer_tree_spec(self._topology.root),
+            self._supervisor_spec(
+                "$producers",
+                [
+                    self._producer_spec(p)
+                    for p in self._topology.producers
+                    if self._selected(p.name)
+                ],
+            ),
+        )
+        self.actors["$root"] = ActorEntry("supervisor", "", ActorCounters(), None)
+        return SupervisorConfig(
+            "$root",
+            OneForOne(max_restarts=0),
+            children,
+            publish_system=self._publish_system,
+            on_escalate=on_escalate,
+            seed=self._seed,
+        )
+
+    def open_channels(self) -> dict[str, Channel]:
+        """Open every declared channel and ``$system``; on a failure, close those opened."""
+        groups: dict[str, dict[str, GroupSpec]] = collections.defaultdict(dict)
+        for decl in self._topology.consumers():
+            groups[decl.channel].setdefault(
+                decl.group_name,
+                GroupSpec(decl.group_name, decl.patterns, decl.max_deliveries, decl.start),
+            )
+        services = ChannelServices(self._clock, self._publish_system, self._notify_idle)
+        configs = [
+            ChannelConfig(
+                decl.name,
+                decl.backend,
+                decl.capacity,
+                decl.overflow,
+                tuple(groups[decl.name].values()),
+                decl.max_batch,
+            )
+            for decl in self._topology.channels.values()
+        ]
+        configs.append(
+            ChannelConfig(
+                lifecycle.SYSTEM_CHANNEL,
+                "memory",
+                SYSTEM_CHANNEL_CAPACITY,
+                "drop_oldest",
+                tuple(groups[lifecycle.SYSTEM_CHANNEL].values()),
+            )
+        )
+        try:
+            for config in configs:
+                self.channels[config.name] = backend_for(config.backend).open(config, services)
+        except BaseException:
+            # A durable channel holds a file lock: give back what was opened before the failure.
+            for channel in self.channels.values():
+                channel.close()
+            self.channels.clear()
+            raise
+        return self.channels
+
+    def _register(
+        self,
+        name: str,
+        kind: str,
+        supervisor: str,
+        counters: ActorCounters,
+        address: Address | None,
+    ) -> None:
+        self.actors[name] = ActorEntry(kind, supervisor, counters, address)
+
+    def _supervisor_spec(
+        self,
+        name: str,
+        children: list[ChildSpec],
+        strategy: Any = None,
+        restart: Any = "permanent",
+        parent: str = "$root",
+    ) -> ChildSpec:
+        counters = ActorCounters()
+        self._register(name, "supervisor", parent, counters, None)
+        config = SupervisorConfig(
+            name,
+            strategy if strategy is not None else OneForOne(),
+            tuple(children),
+            publish_system=self._publish_system,
+            seed=self._seed,
+        )
+        return ChildSpec(
+            name,
+            lambda context: Supervisor.spawn(context, config),
+            restart=restart,
+            kind="supervisor",
+            counters=counters,
+            shutdown_s=60.0,  # a supervisor waits for its own children's timeouts
+        )
+
+    def _channel_spec(self, channel: Channel) -> ChildSpec:
+        counters = ActorCounters()
+        self._register(channel.address.name, "channel", "$channels", counters, channel.address)
+        return ChildSpec(
+            channel.address.name,
+            channel.start_actor,
+            kind="channel",
+            address=channel.address,
+            counters=counters,
+        )
+
+    def _selected(self, name: str) -> bool:
+        return self._only is None or name in self._only
+
+    def check_only(self) -> None:
+        """Raise :class:`TopologyError` naming each ``only`` name the topology lacks."""
+        if self._only is None:
+            return
+        known = {p.name for p in self._topology.producers} | {
+            d.name for d, _ in self._topology.walk()
+        }
+        unknown = sorted(self._only - known)
+        if unknown:
+            raise TopologyError(
+                [
+                    f"--only names {name!r}, which is not a consumer, pool, supervisor or producer "
+                    f"of topology {self._topology.name!r}"
+                    for name in unknown
+                ],
+                source=self._topology.source,
+            )
+
+    def _consumer_tree_spec(
+        self, node: SupervisorDecl, parent: str = "$root", selected: bool = False
+    ) -> ChildSpec:
+        selected = selected or self._selected(node.name)
+        children = []
+        for child in node.children:
+            if not (
+                selected or self._selected(child.name) or _contains_selected(child, self._selected)
+            ):
+                continue
+            if isinstance(child, SupervisorDecl):
+                children.append(self._consumer_tree_spec(child, node.name, selected))
+            elif isinstance(child, PoolDecl):
+                children.append(self._pool_spec(child, node))
+            else:
+                children.append(self._member_spec(child, child.name, node.name))
+        return self._supervisor_spec(node.name, children, node.strategy, node.restart, parent)
+
+    def _dedup_for(self, decl: ConsumerDecl) -> DedupWindow | None:
+        if not decl.idempotent:
+            return None
+        key = (decl.channel, decl.group_name)
+        window = self._dedup.get(key)
+        if window is None:
+            # A durable channel keeps the handled ids in its own store, so dedup survives restarts.
+            channel = self.channels[decl.channel]
+            if isinstance(channel, DurableDedup):
+                window = channel.dedup_window(decl.group_name, decl.dedup_window)
+            else:
+                window = DedupWindow(decl.dedup_window)
+            self._dedup[key] = window
+        return window
+
+    def _member_spec(self, decl: ConsumerDecl, member: str, supervisor: str) -> ChildSpec:
+        counters = ActorCounters()
+        address = Address(member)
+        runtime = ConsumerRuntime(
+            name=decl.name,
+            member=member,
+            group=decl.group_name,
+            channel=decl.channel,
+            channel_address=self.channels[decl.channel].address,
+            output=decl.output_channel,
+            handler=decl.handler,
+            router=self._router,
+            prefetch=decl.prefetch,
+            dedup=self._dedup_for(decl),
+            counters=counters,
+            max_deliveries=decl.max_deliveries,
+            retry=decl.retry,
+            failure_threshold=decl.failure_threshold,
+            rng=random.Random(f"{self._seed}/{member}")
+            if self._seed is not None
+            else random.Random(),
+        )
+        kind = "member" if member != decl.name else "consumer"
+        self._register(member, kind, supervisor, counters, address)
+
+        def removed() -> None:
+            runtime.leave()
+            if kind == "member":
+                # A removed pool member's work stays counted, in its pool's counters.
+                self.actors.pop(member, None)
+                pool = self.actors.get(supervisor)
+                if pool is not None:
+                    pool.counters.received += counters.received
+                    pool.counters.handled += counters.handled
+                    pool.counters.failed += counters.failed
+
+        return ChildSpec(
+            member,
+            runtime.start,
+            restart=decl.restart,
+            shutdown_s=decl.shutdown_s,
+            kind=kind,
+            address=address,
+            counters=counters,
+            handler_timeout=decl.handler_timeout,
+            on_abandoned=runtime.abandon,
+            on_removed=removed,
+        )
+
+    def _pool_spec(self, decl: PoolDecl, node: SupervisorDecl) -> ChildSpec:
+        counters = ActorCounters()
+        self._register(decl.name, "pool", node.name, counters, None)
+        channel = self.channels[decl.channel]
+
+        def group_stats() -> Any:
+            for group in channel.stats().groups:
+                if group.name == decl.group_name:
+                    return group
+            return None
+
+        pool = PoolConfig(
+            decl.min_size,
+            decl.max_size,
+            lambda index: self._member_spec(decl, f"{decl.name}-{index}", decl.name),
+            group_stats,
+            decl.scaling,
+        )
+        # Members restart under the strategy of the supervisor the pool was declared in.
+        config = SupervisorConfig(
+            decl.name, node.strategy, publish_system=self._publish_system, seed=self._seed
+        )
+        return ChildSpec(
+            decl.name,
+            lambda context: Pool.spawn(context, config, pool),
+            kind="pool",
+            counters=counters,
+            shutdown_s=60.0,
+        )
+
+    def _producer_spec(self, decl: ProducerDecl) -> ChildSpec:
+        counters = ActorCounters()
+        address = Address(decl.name)
+        source = decl.source
+        is_iterable = isinstance(source, Iterable)
+        runtime = ProducerRuntime(
+            name=decl.name,
+            channel=decl.channel,
+            topic=decl.topic,
+            router=self._router,
+            iterator=iter(source) if is_iterable else None,
+            poll=None if is_iterable else source,
+            interval=decl.interval,
+            rate=decl.rate,
+            key=_key_function(decl.key),
+            batch_size=decl.batch_size,
+            on_finished=self._notify_idle,
+        )
+        self.producers.append(runtime)
+        self._register(decl.name, "producer", "$producers", counters, address)
+        return ChildSpec(
+            decl.name,
+            runtime.start,
+            restart=decl.restart,
+            kind="producer",
+            address=address,
+            counters=counters,
+        )
+
+
+def _contains_selected(decl: Any, selected: Any) -> bool:
+    if not isinstance(decl, SupervisorDecl):
+        return False
+    return any(
+        selected(child.name) or _contains_selected(child, selected) for child in decl.children
+    )
+
+
+def _key_function(key: Any) -> Any:
+    if key is None or callable(key):
+        return key
+    field = key
+
+    def by_field(data: Any) -> str | None:
+        if isinstance(data, Mapping) and data.get(field) is not None:
+            return str(data[field])
+        return None
+
+    return by_field
