@@ -11,7 +11,8 @@ import queue
 from typing import Any
 
 import pykka
-from pykka._envelope import Envelope  # pykka's own message wrapper; its loop expects it
+
+from reactor.actors.pykka_compat import Envelope
 
 __all__ = ["Address"]
 

@@ -19,10 +19,10 @@ import threading
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import pykka
-from pykka.messages import _ActorStop  # what ActorRef.stop() sends; we honour it
 
 from reactor.actors.address import Address
 from reactor.actors.counters import ActorCounters
+from reactor.actors.pykka_compat import ActorStop
 from reactor.messages.control import ChildExited, ErrorInfo, ExitReason, Wake
 
 if TYPE_CHECKING:
@@ -197,7 +197,7 @@ class ReactorActor(pykka.ThreadingActor):
             reply_to = envelope.reply_to
             if type(message) is Wake:
                 continue
-            if type(message) is _ActorStop:
+            if type(message) is ActorStop:
                 if reply_to is not None:
                     self._actor_stop_replies.append(reply_to)
                 self._actor_stop_requested = True
