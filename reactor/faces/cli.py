@@ -19,7 +19,6 @@ Ctrl-C or SIGTERM), 1 the root supervisor gave up, 2 a usage or topology error.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 import threading
@@ -36,7 +35,7 @@ import reactor
 from reactor.errors import SupervisorEscalation, TopologyError, UsageError
 from reactor.faces.dashboard import Dashboard
 from reactor.faces.export import MetricsServer, serve_metrics
-from reactor.runtime.imports import exec_file
+from reactor.runtime.imports import exec_file, import_module
 from reactor.runtime.serve import ExitCode, serve
 from reactor.runtime.topology import ConsumerDecl, PoolDecl, SupervisorDecl, Topology
 from reactor.runtime.worker import parse_only
@@ -133,14 +132,11 @@ def _load_toml(path: str) -> Topology:
 def _import(module_name: str, target: str) -> ModuleType:
     if module_name.endswith(".py"):
         return _import_file(module_name, target)
-    # A console script's sys.path starts with the script's directory, not the
-    # current one, yet `reactor run app:topo` means ./app.py, as with `python -m`.
+    # `reactor run app:topo` means ./app.py, as with `python -m`, though a console
+    # script's sys.path starts with the script's folder, not the current one.
     cwd = os.getcwd()
-    added = cwd not in sys.path
-    if added:
-        sys.path.insert(0, cwd)
     try:
-        return importlib.import_module(module_name)
+        return import_module(module_name, cwd)
     except ModuleNotFoundError as exc:
         if exc.name is not None and module_name.startswith(exc.name):
             raise UsageError(
@@ -151,9 +147,6 @@ def _import(module_name: str, target: str) -> ModuleType:
         raise UsageError(
             f"target {target!r}: importing {module_name!r} raised {type(exc).__name__}: {exc}"
         ) from exc
-    finally:
-        if added and cwd in sys.path:
-            sys.path.remove(cwd)
 
 
 def _import_file(path: str, target: str) -> ModuleType:

@@ -90,9 +90,9 @@ References
 may be dotted, ``"module:Class.method"``). The module is imported normally
 first; if no such module is importable, ``<module>.py`` (or the package
 ``<module>/``) next to the TOML file is loaded, so a file and its handlers can
-sit together in a folder that is not a package. That folder is on
-``sys.path`` only while the module is imported, so the handler module can import
-its siblings.
+sit together in a folder that is not a package. While the module is imported,
+that folder is searched too (by the importing thread only, see
+:mod:`reactor.runtime.imports`), so the handler module can import its siblings.
 
 A ``source`` may name:
 
@@ -109,7 +109,6 @@ modules from a TOML file's folder are serialised.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import difflib
 import importlib
@@ -125,7 +124,7 @@ from types import ModuleType
 from typing import Any
 
 from reactor.errors import TopologyError
-from reactor.runtime.imports import exec_file
+from reactor.runtime.imports import exec_file, import_module
 from reactor.runtime.pool import Scaling
 from reactor.runtime.topology import (
     ConsumerDecl,
@@ -239,7 +238,7 @@ _KIND_SECTION = {
     "supervisor": "supervisors",
 }
 
-# Serialises imports that put a TOML file's folder on sys.path for a moment.
+# Serialises imports from TOML files' folders, so one _from_folder entry is set at a time.
 _import_lock = threading.Lock()
 # Modules this loader executed from a TOML file's folder, by module name. Such a
 # module sits in sys.modules, but must not hide a same-named module beside a
@@ -914,12 +913,7 @@ class _Loader:
     def _load_local(self, name: str, file: Path) -> ModuleType:
         folder = str(self.folder)
         with _import_lock:
-            # The folder is on sys.path only while the module runs, so it can import siblings.
-            sys.path.insert(0, folder)
-            try:
-                module = importlib.import_module(name) if "." in name else exec_file(name, file)
-            finally:
-                with contextlib.suppress(ValueError):
-                    sys.path.remove(folder)
+            # The module and the siblings it imports are found in the folder.
+            module = import_module(name, folder) if "." in name else exec_file(name, file)
             _from_folder[name] = module
         return module
