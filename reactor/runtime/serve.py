@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import queue
 import signal
 import threading
 import time
@@ -34,6 +35,9 @@ __all__ = ["ExitCode", "ProcessSignals", "SignalSource", "serve"]
 
 #: The signals that stop a served system.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+# What ends one wait of the loop.
+_SIGNAL, _DONE, _DEADLINE = "signal", "done", "deadline"
 
 
 class ExitCode(enum.IntEnum):
@@ -58,8 +62,8 @@ class SignalSource(Protocol):
     def install(self, on_signal: Callable[[], None]) -> Callable[[], None]:
         """Call ``on_signal`` on every stop request from now on.
 
-        ``on_signal`` may run in any thread (for process signals, the main thread,
-        between two bytecodes): it must only record the request.
+        ``on_signal`` may run in any thread, and for process signals in the main
+        thread between two bytecodes; it is reentrant (it only queues the request).
 
         Returns:
             A function that uninstalls what ``install`` set up.
@@ -123,46 +127,45 @@ def serve(
     Thread-safety: call it from one thread per system; signals may arrive in any.
     """
     source = signals if signals is not None else ProcessSignals()
-    wake = threading.Event()
-    lock = threading.Lock()
-    requests = 0
+    # Everything that can end a wait arrives on this queue. A process signal handler
+    # runs in the main thread between two bytecodes, perhaps while that thread holds
+    # a lock, so it may only do what is reentrant: SimpleQueue.put is, Event.set and
+    # a Lock are not.
+    wakeups: queue.SimpleQueue[str] = queue.SimpleQueue()
 
     def on_signal() -> None:
-        nonlocal requests
-        with lock:
-            requests += 1
-        wake.set()
-
-    finished = threading.Event()
+        wakeups.put(_SIGNAL)
 
     def watch() -> None:
-        # Only ends the wait below: the exit code comes from the final state.
+        # Only ends the loop: the exit code comes from the final state.
         with contextlib.suppress(SupervisorEscalation):
             system.wait(None)
-        finished.set()
-        wake.set()
+        wakeups.put(_DONE)
 
     deadline = None if duration is None else time.monotonic() + duration
     watcher = threading.Thread(target=watch, name="reactor:serve-watch", daemon=True)
     stopper: threading.Thread | None = None
+    signals_seen = 0
     hurried = False
+    done = False
     uninstall = source.install(on_signal)
     try:
         watcher.start()
-        while not finished.is_set():
-            running = stopper is None
-            wake.wait(_left(deadline) if running and deadline is not None else None)
-            # Clear before reading what woke us, so a request after this point wakes
-            # the next wait instead of being lost.
-            wake.clear()
-            if finished.is_set():
+        while not done:
+            timed = stopper is None and deadline is not None
+            try:
+                wakeup = wakeups.get(timeout=_left(deadline) if timed else None)
+            except queue.Empty:
+                wakeup = _DEADLINE
+            if wakeup == _DONE:
+                done = True
                 break
-            with lock:
-                seen = requests
-            if running and (seen >= 1 or (deadline is not None and _left(deadline) == 0)):
+            if wakeup == _SIGNAL:
+                signals_seen += 1
+            if stopper is None:
                 if on_stopping is not None:
                     on_stopping(False)
-                # The drain runs beside us, so a second signal is seen while it runs.
+                # The drain runs beside this loop, so a second signal is seen meanwhile.
                 stopper = threading.Thread(
                     target=system.stop,
                     kwargs={"timeout": drain_timeout},
@@ -170,14 +173,14 @@ def serve(
                     daemon=True,
                 )
                 stopper.start()
-            if stopper is not None and seen >= 2 and not hurried:
+            elif signals_seen >= 2 and not hurried:
                 hurried = True
                 if on_stopping is not None:
                     on_stopping(True)
                 system.stop(timeout=hurry_timeout, drain=False)
     finally:
         uninstall()
-        if not finished.is_set():  # an exception (such as KeyboardInterrupt) got here
+        if not done:  # an exception (such as KeyboardInterrupt) got here
             system.stop(timeout=hurry_timeout, drain=False)
         if stopper is not None:
             stopper.join(drain_timeout)
