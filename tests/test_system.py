@@ -206,3 +206,59 @@ def test_lookups_raise_reactor_errors_that_name_the_thing(tmp_path: Path) -> Non
     assert issubclass(reactor.InvalidPositionError, ValueError)
     assert issubclass(reactor.ResultError, TypeError)
     assert issubclass(reactor.UsageError, ValueError)
+
+
+def test_run_forever_stops_at_once_on_a_second_signal_and_returns_stopped(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "stuck.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import signal
+            import threading
+            from reactor import Topology
+            from reactor.testing import wait_for
+
+            topo = Topology("stuck")
+            topo.channel("c")
+            entered = threading.Event()
+
+            def hang(event):
+                entered.set()
+                threading.Event().wait()  # never returns
+
+            topo.consumer("x", hang, channel="c")
+            system = topo.start()
+            system.publish("c", "t.x", 1)
+
+            def announce():
+                entered.wait()
+                wait_for(lambda: signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL)
+                print("ready", flush=True)
+
+            threading.Thread(target=announce, daemon=True).start()
+            system.run_forever(
+                drain_timeout=60, on_stopping=lambda at_once: print("stopping", at_once, flush=True)
+            )
+            print("returned", system.state, flush=True)
+            """
+        )
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    process = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "ready"
+        process.send_signal(signal.SIGTERM)
+        assert process.stdout.readline().strip() == "stopping False"
+        process.send_signal(signal.SIGTERM)  # the drain would wait 48 s for the handler
+        out, _ = process.communicate(timeout=15)
+        assert process.returncode == 0
+        assert out.split("\n")[:2] == ["stopping True", "returned stopped"]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(5)

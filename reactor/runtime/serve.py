@@ -38,6 +38,10 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 # What ends one wait of the loop.
 _SIGNAL, _DONE, _DEADLINE = "signal", "done", "deadline"
+# The kernel may hand a process signal to any thread; then the main thread's wait
+# is not interrupted, and Python runs the handler only at the main thread's next
+# bytecode. Waiting in slices this long bounds that delay.
+_SIGNAL_LATENCY_S = 0.1
 
 
 class ExitCode(enum.IntEnum):
@@ -154,8 +158,12 @@ def serve(
         while not done:
             timed = stopper is None and deadline is not None
             try:
-                wakeup = wakeups.get(timeout=_left(deadline) if timed else None)
+                wakeup = wakeups.get(
+                    timeout=min(_SIGNAL_LATENCY_S, _left(deadline)) if timed else _SIGNAL_LATENCY_S
+                )
             except queue.Empty:
+                if not (timed and _left(deadline) == 0):
+                    continue
                 wakeup = _DEADLINE
             if wakeup == _DONE:
                 done = True
