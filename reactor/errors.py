@@ -19,7 +19,6 @@ __all__ = [
     "DecodeError",
     "IdleTimeout",
     "ImmutableMessageError",
-    "InvalidPositionError",
     "InvalidTopicError",
     "LogFormatError",
     "LogLockedError",
@@ -98,10 +97,6 @@ class UnknownGroupError(ReactorError, LookupError):
 
 class UnknownActorError(ReactorError, LookupError):
     """An actor name that a metrics snapshot does not hold."""
-
-
-class InvalidPositionError(ReactorError, ValueError):
-    """A replay position that is not ``"earliest"``, ``"latest"``, an offset or a datetime."""
 
 
 class ResultError(ReactorError, TypeError):

@@ -25,12 +25,9 @@ from reactor.channels.backend import (
 from reactor.clock import Clock, SystemClock
 from reactor.errors import (
     IdleTimeout,
-    InvalidPositionError,
     NotDurableError,
-    ReactorError,
     SupervisorEscalation,
     SystemStoppedError,
-    UnknownGroupError,
 )
 from reactor.messages import lifecycle
 from reactor.messages.event import Event
@@ -199,7 +196,7 @@ class System:
             UnknownChannelError: no such channel.
             NotDurableError: the channel's backend keeps no log (``memory``).
             UnknownGroupError: no such group (also a ``LookupError``).
-            InvalidPositionError: bad ``from_`` (also a ``ValueError``).
+            TopologyError: bad ``from_`` (also a ``ValueError``).
         """
         self._check_running()
         handle = self._router.channel(channel)
@@ -208,15 +205,7 @@ class System:
                 f"channel {channel!r} (backend {handle.config.backend!r}) keeps no log to replay; "
                 "declare it with a durable backend such as backend='sqlite:///path.db'"
             )
-        try:
-            return int(handle.replay(group, from_))
-        except ReactorError:
-            raise
-        # The channel's own message names the channel, the group or the position.
-        except LookupError as exc:
-            raise UnknownGroupError(str(exc)) from exc
-        except ValueError as exc:
-            raise InvalidPositionError(str(exc)) from exc
+        return int(handle.replay(group, from_))
 
     def _check_running(self) -> None:
         if self._state not in ("running", "starting"):
