@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from reactor.channels.backend import ChannelStats, GroupStats
+from reactor.channels.backend import ChannelMetrics, GroupMetrics
 from reactor.channels.gate import Overflow
 from reactor.clock import Clock, SystemClock
 from reactor.errors import (
@@ -44,7 +44,7 @@ from reactor.messages.freeze import FrozenDict, freeze, thaw
 from reactor.messages.topics import TopicPattern
 from reactor.runtime.consumer import Delivery, current_delivery
 from reactor.runtime.metrics import ActorMetrics, Health, SystemMetrics
-from reactor.runtime.pool import Scaling
+from reactor.runtime.pool import PoolScaling
 from reactor.runtime.system import System
 from reactor.runtime.topology import Topology
 from reactor.supervision.strategy import (
@@ -67,7 +67,7 @@ __all__ = [
     "BackpressureError",
     "BackpressureTimeout",
     "ChannelFull",
-    "ChannelStats",
+    "ChannelMetrics",
     "Clock",
     "CloudEventsCodec",
     "Codec",
@@ -77,7 +77,7 @@ __all__ = [
     "ErrorInfo",
     "Event",
     "FrozenDict",
-    "GroupStats",
+    "GroupMetrics",
     "Health",
     "IdleTimeout",
     "ImmutableMessageError",
@@ -90,12 +90,12 @@ __all__ = [
     "OneForAll",
     "OneForOne",
     "Overflow",
+    "PoolScaling",
     "ReactorError",
     "RestForOne",
     "RestartType",
     "ResultError",
     "Retry",
-    "Scaling",
     "Strategy",
     "SupervisorEscalation",
     "System",

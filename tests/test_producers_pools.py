@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from reactor import Event, Scaling, Topology
+from reactor import Event, PoolScaling, Topology
 from reactor.testing import FakeClock, Recorder, wait_for
 
 
@@ -133,7 +133,7 @@ def _pool_topology(release: threading.Event, recorder: Recorder, max_size: int =
         min_size=1,
         max_size=max_size,
         prefetch=2,
-        scaling=Scaling(interval_s=1.0, scale_up_backlog=5, up_after=2, down_after=3),
+        scaling=PoolScaling(interval_s=1.0, scale_up_backlog=5, up_after=2, down_after=3),
     )
     return topo
 

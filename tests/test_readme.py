@@ -16,4 +16,4 @@ def test_the_readme_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
     exec(compile(match.group(1), str(README), "exec"), {})  # our own README, run as documentation
     out = capsys.readouterr().out
     assert "orders.billed" in out  # the audit consumer printed billed events
-    assert "ChannelStats(name='orders'" in out
+    assert "ChannelMetrics(name='orders'" in out

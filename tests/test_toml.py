@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from reactor import Backoff, OneForOne, RestForOne, Scaling, Topology, TopologyError
+from reactor import Backoff, OneForOne, PoolScaling, RestForOne, Topology, TopologyError
 from reactor.runtime.toml import load_topology
 from reactor.runtime.topology import ConsumerDecl, PoolDecl, SupervisorDecl
 from reactor.testing import Recorder
@@ -181,7 +181,7 @@ def test_valid_file_round_trip(write: Callable[..., Path], module_name: str) -> 
     assert isinstance(mailer, PoolDecl)
     assert mailer.patterns == ("orders.paid", "orders.refunded")
     assert (mailer.min_size, mailer.max_size) == (2, 6)
-    assert mailer.scaling == Scaling(interval_s=0.5, up_after=3)
+    assert mailer.scaling == PoolScaling(interval_s=0.5, up_after=3)
     assert mailer.prefetch == 64  # the builder's pool default, not the ConsumerDecl one
 
     with topo.start() as system:

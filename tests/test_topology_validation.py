@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from reactor import Event, Scaling, Topology, TopologyError
+from reactor import Event, PoolScaling, Topology, TopologyError
 from reactor.errors import ReactorError
 
 
@@ -336,7 +336,7 @@ def test_start_refuses_an_invalid_topology_and_starts_nothing() -> None:
 def test_validation_covers_pool_member_names_scaling_and_option_types() -> None:
     topo = Topology("more")
     topo.channel("c")
-    topo.pool("mailer", lambda e: None, channel="c", max_size=3, scaling=Scaling(interval_s=0))
+    topo.pool("mailer", lambda e: None, channel="c", max_size=3, scaling=PoolScaling(interval_s=0))
     topo.consumer("mailer-2", lambda e: None, channel="c")
     topo.consumer("odd", lambda e: None, channel="c", pattern=5, shutdown_s=0, group="")  # type: ignore[arg-type]
     with pytest.raises(TopologyError) as caught:

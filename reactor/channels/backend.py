@@ -30,10 +30,10 @@ __all__ = [
     "ChannelConfig",
     "ChannelParts",
     "ChannelServices",
-    "ChannelStats",
+    "ChannelMetrics",
     "DurableDedup",
     "GroupSpec",
-    "GroupStats",
+    "GroupMetrics",
     "ReportsProblems",
     "Replayable",
 ]
@@ -107,7 +107,7 @@ class ChannelParts:
 
 
 @attrs.frozen(slots=True)
-class GroupStats:
+class GroupMetrics:
     """One group on one channel, at one moment."""
 
     name: str
@@ -124,7 +124,7 @@ class GroupStats:
 
 
 @attrs.frozen(slots=True)
-class ChannelStats:
+class ChannelMetrics:
     """One channel at one moment."""
 
     name: str
@@ -141,7 +141,7 @@ class ChannelStats:
     unrouted: int
     backlog: int
     in_flight: int
-    groups: tuple[GroupStats, ...]
+    groups: tuple[GroupMetrics, ...]
     expired: int = 0  # events retention deleted before some group settled them
 
 
@@ -163,7 +163,7 @@ class Channel(Protocol):
         events are stored; the memory backend just queues them for its actor.
         """
 
-    def stats(self) -> ChannelStats:
+    def stats(self) -> ChannelMetrics:
         """A snapshot of the channel's counters; never blocks the channel."""
 
     def close(self) -> None:

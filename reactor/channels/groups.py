@@ -42,7 +42,7 @@ from operator import itemgetter
 from typing import Any, Generic, TypeVar
 
 from reactor.actors.address import Address
-from reactor.channels.backend import ChannelStats, GroupSpec, GroupStats
+from reactor.channels.backend import ChannelMetrics, GroupMetrics, GroupSpec
 from reactor.channels.gate import CapacityGate
 from reactor.errors import UnknownGroupError
 from reactor.messages.control import Ack, Deliver, Encoded, ErrorInfo, Join, Leave, Nack, Release
@@ -177,8 +177,8 @@ class Group(Generic[Held]):
     def in_flight(self) -> int:
         return sum(len(m.in_flight) for m in list(self.order))
 
-    def stats(self, backlog: int, expired: int = 0) -> GroupStats:
-        return GroupStats(
+    def stats(self, backlog: int, expired: int = 0) -> GroupMetrics:
+        return GroupMetrics(
             name=self.name,
             patterns=tuple(p.pattern for p in self.patterns),
             members=len(self.order),
@@ -607,10 +607,10 @@ def channel_stats(
     backend: str,
     gate: CapacityGate,
     counters: Counters,
-    groups: tuple[GroupStats, ...],
-) -> ChannelStats:
-    """A channel's :class:`ChannelStats`, from its gate, totals and group statistics."""
-    return ChannelStats(
+    groups: tuple[GroupMetrics, ...],
+) -> ChannelMetrics:
+    """A channel's :class:`ChannelMetrics`, from its gate, totals and group statistics."""
+    return ChannelMetrics(
         name=name,
         backend=backend,
         capacity=gate.capacity,

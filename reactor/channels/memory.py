@@ -16,7 +16,7 @@ from typing import Any
 
 from reactor.actors.base import ActorContext, ReactorActor
 from reactor.channels.actor import GroupChannelActor, GroupLog
-from reactor.channels.backend import ChannelConfig, ChannelParts, ChannelServices, ChannelStats
+from reactor.channels.backend import ChannelConfig, ChannelMetrics, ChannelParts, ChannelServices
 from reactor.channels.groups import Counters, Group, channel_stats
 from reactor.channels.routes import RouteCache
 from reactor.messages import lifecycle
@@ -149,7 +149,7 @@ class MemoryChannel:
     def send(self, events: tuple[Event, ...]) -> None:
         self.address.tell(Publish(events))
 
-    def stats(self) -> ChannelStats:
+    def stats(self) -> ChannelMetrics:
         groups = tuple(g.stats(backlog=g.queued()) for g in list(self.log.groups.values()))
         return channel_stats(self.name, "memory", self.gate, self.log.counters, groups)
 

@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from reactor.messages.event import Event
-from reactor.runtime.pool import Scaling
+from reactor.runtime.pool import PoolScaling
 from reactor.runtime.topology import Topology
 
 __all__ = ["DESCRIPTION", "Burst", "Ticker", "build"]
@@ -106,7 +106,7 @@ def build() -> Topology:
         min_size=1,
         max_size=4,
         prefetch=4,
-        scaling=Scaling(interval_s=0.2, scale_up_backlog=10, up_after=2, down_after=10),
+        scaling=PoolScaling(interval_s=0.2, scale_up_backlog=10, up_after=2, down_after=10),
     )
     topo.consumer(
         "forwarder", forward, channel="feed", pattern="feed.#", output="archive", prefetch=8

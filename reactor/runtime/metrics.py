@@ -7,7 +7,7 @@ from typing import Literal
 import attrs
 
 from reactor.actors.counters import LatencySnapshot
-from reactor.channels.backend import ChannelStats, GroupStats
+from reactor.channels.backend import ChannelMetrics, GroupMetrics
 from reactor.errors import UnknownActorError, UnknownChannelError, UnknownGroupError
 
 __all__ = ["ActorMetrics", "Health", "SystemMetrics"]
@@ -43,7 +43,7 @@ class SystemMetrics:
     state: str
     uptime_s: float
     actors: tuple[ActorMetrics, ...]
-    channels: tuple[ChannelStats, ...]
+    channels: tuple[ChannelMetrics, ...]
 
     def actor(self, name: str) -> ActorMetrics:
         """The metrics of the actor called ``name``.
@@ -59,7 +59,7 @@ class SystemMetrics:
             f"system {self.name!r} has no actor named {name!r} in this snapshot (actors: {known})"
         )
 
-    def channel(self, name: str) -> ChannelStats:
+    def channel(self, name: str) -> ChannelMetrics:
         """The statistics of the channel called ``name``.
 
         Raises:
@@ -73,7 +73,7 @@ class SystemMetrics:
             f"system {self.name!r} has no channel named {name!r} (channels: {known})"
         )
 
-    def group(self, channel: str, group: str) -> GroupStats:
+    def group(self, channel: str, group: str) -> GroupMetrics:
         """The statistics of ``group`` on ``channel``.
 
         Raises:

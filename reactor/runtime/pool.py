@@ -20,17 +20,17 @@ from typing import Any
 import attrs
 
 from reactor.actors.base import ActorContext
-from reactor.channels.backend import GroupStats
+from reactor.channels.backend import GroupMetrics
 from reactor.messages.control import Tick
 from reactor.supervision.supervisor import ChildSpec, Supervisor, SupervisorConfig
 
-__all__ = ["Pool", "PoolConfig", "Scaling"]
+__all__ = ["Pool", "PoolConfig", "PoolScaling"]
 
 _AUTOSCALE = "autoscale"
 
 
 @attrs.frozen(slots=True)
-class Scaling:
+class PoolScaling:
     """When a pool grows and shrinks."""
 
     interval_s: float = 0.25
@@ -46,8 +46,8 @@ class PoolConfig:
     min_size: int
     max_size: int
     member: Callable[[int], ChildSpec]
-    group_stats: Callable[[], GroupStats | None]
-    scaling: Scaling = attrs.field(factory=Scaling)
+    group_stats: Callable[[], GroupMetrics | None]
+    scaling: PoolScaling = attrs.field(factory=PoolScaling)
 
 
 class Pool(Supervisor):

@@ -125,7 +125,7 @@ from typing import Any
 
 from reactor.errors import TopologyError
 from reactor.runtime.imports import exec_file, import_module
-from reactor.runtime.pool import Scaling
+from reactor.runtime.pool import PoolScaling
 from reactor.runtime.topology import (
     ConsumerDecl,
     SupervisorDecl,
@@ -728,7 +728,7 @@ class _Loader:
             if "scaling" in settings:
                 scaling = self.table((*where, "scaling"), "scaling", settings["scaling"])
                 if scaling is not None:
-                    options["scaling"] = Scaling(**scaling)
+                    options["scaling"] = PoolScaling(**scaling)
             scope.pool(name, handler, **options)
         else:
             scope.consumer(name, handler, **options)

@@ -20,7 +20,7 @@ from reactor.channels.registry import known_schemes, scheme_of
 from reactor.errors import InvalidTopicError, TopologyError
 from reactor.messages import lifecycle
 from reactor.messages.topics import TopicPattern, validate_topic
-from reactor.runtime.pool import Scaling
+from reactor.runtime.pool import PoolScaling
 from reactor.supervision.strategy import RESTART_TYPES, OneForOne, RestartType, Retry, Strategy
 
 if TYPE_CHECKING:
@@ -111,7 +111,7 @@ class PoolDecl(ConsumerDecl):
 
     min_size: int = 1
     max_size: int = 4
-    scaling: Scaling = attrs.field(factory=Scaling)
+    scaling: PoolScaling = attrs.field(factory=PoolScaling)
 
 
 @attrs.define(eq=False)
@@ -212,7 +212,7 @@ class _Scope:
         group: str | None = None,
         min_size: int = 1,
         max_size: int = 4,
-        scaling: Scaling | None = None,
+        scaling: PoolScaling | None = None,
         max_deliveries: int = 5,
         idempotent: bool = False,
         dedup_window: int = 100_000,
@@ -227,7 +227,7 @@ class _Scope:
         """Declare a pool of ``min_size`` to ``max_size`` members in one group.
 
         Takes the arguments of :meth:`consumer`, plus ``min_size``, ``max_size`` and
-        ``scaling`` (a :class:`~reactor.runtime.pool.Scaling`).
+        ``scaling`` (a :class:`~reactor.runtime.pool.PoolScaling`).
         """
         decl = PoolDecl(
             name=name,
@@ -249,7 +249,7 @@ class _Scope:
             failure_threshold=failure_threshold,
             min_size=min_size,
             max_size=max_size,
-            scaling=scaling if scaling is not None else Scaling(),
+            scaling=scaling if scaling is not None else PoolScaling(),
         )
         self._node.children.append(decl)
         return _decorator(decl) if handler is None else handler
@@ -675,8 +675,8 @@ def _check_handler(what: str, handler: Any) -> list[str]:
 
 
 def _check_scaling(what: str, scaling: Any) -> list[str]:
-    if not isinstance(scaling, Scaling):
-        return [f"{what}: scaling must be a reactor.Scaling, got {type(scaling).__name__}"]
+    if not isinstance(scaling, PoolScaling):
+        return [f"{what}: scaling must be a reactor.PoolScaling, got {type(scaling).__name__}"]
     problems = []
     if not (_non_negative(scaling.interval_s) and scaling.interval_s > 0):
         problems.append(

@@ -10,9 +10,9 @@ from reactor.channels.actor import GroupChannelActor
 from reactor.channels.backend import (
     Channel,
     ChannelConfig,
+    ChannelMetrics,
     ChannelParts,
     ChannelServices,
-    ChannelStats,
 )
 from reactor.channels.groups import channel_stats
 from reactor.channels.redis.client import (
@@ -155,7 +155,7 @@ class RedisChannel:
         except (KeyError, DecodeError):
             return None
 
-    def stats(self) -> ChannelStats:
+    def stats(self) -> ChannelMetrics:
         lags = self.lags
         groups = tuple(
             g.stats(backlog=lags.get(g.name, 0) + g.queued(), expired=g.trimmed)

@@ -63,8 +63,8 @@ dead-lettered at once, with the bytes and their offset (``$deadletter`` data:
 
 **Retention** never deletes an event a group has not settled silently: it is
 reported as a ``$system.retention.forced`` event (data: channel, group, count,
-first and last offset) and counted in :attr:`GroupStats.expired` /
-:attr:`ChannelStats.expired`; the group moves past the deleted events.
+first and last offset) and counted in :attr:`GroupMetrics.expired` /
+:attr:`ChannelMetrics.expired`; the group moves past the deleted events.
 
 **One writer.** A process that opens a log holds ``<file>.lock`` with
 ``flock`` until it closes it; another process gets :class:`LogLockedError`.

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from reactor.actors.base import ActorContext, ReactorActor
 from reactor.channels.actor import GroupChannelActor
-from reactor.channels.backend import ChannelConfig, ChannelParts, ChannelServices, ChannelStats
+from reactor.channels.backend import ChannelConfig, ChannelMetrics, ChannelParts, ChannelServices
 from reactor.channels.groups import channel_stats
 from reactor.channels.sqlite.dedup import DurableDedupWindow
 from reactor.channels.sqlite.file import open_store, release_store
@@ -112,7 +112,7 @@ class SqliteChannel:
         if unrouted:
             self.gate.release(unrouted)  # nobody routes them: settled on arrival, kept in the log
 
-    def stats(self) -> ChannelStats:
+    def stats(self) -> ChannelMetrics:
         groups = tuple(
             g.stats(backlog=max(0, g.owed - g.in_flight()), expired=g.expired)
             for g in list(self.log.groups.values())
