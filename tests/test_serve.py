@@ -206,3 +206,20 @@ def test_process_signals_are_not_installed_off_the_main_thread() -> None:
 
 def test_exit_codes() -> None:
     assert [int(code) for code in ExitCode] == [0, 1, 2]
+
+
+def test_a_signal_during_the_drain_at_the_end_of_duration_stops_at_once(
+    blocking: Blocking,
+) -> None:
+    system = start_blocked(blocking)
+    signals = FakeSignals()
+    served = Served(system, signals=signals, duration=0, drain_timeout=30, hurry_timeout=0.5)
+    wait_for(lambda: system.state == "stopping", message="the end of duration started no stop")
+    signals.send()
+    assert served.returned.wait(10), "the signal did not cut the drain short"
+    served.thread.join()
+    assert (served.code, served.state_on_return, served.stopping) == (
+        ExitCode.OK,
+        "stopped",
+        [False, True],
+    )

@@ -6,7 +6,8 @@ all call :func:`serve`, so they stop alike:
 
 * the first stop signal (SIGINT or SIGTERM), or the end of ``duration``, starts a
   graceful stop: producers stop, in-flight events are drained, then everything stops;
-* a second signal cuts the drain short and stops at once (``hurry_timeout``);
+* a signal while that stop runs (the second one) cuts the drain short and stops
+  at once (``hurry_timeout``);
 * the system stopping on its own (the root supervisor gave up) ends the loop too.
 
 :func:`serve` returns only once the system's state is final (``stopped`` or
@@ -149,7 +150,6 @@ def serve(
     deadline = None if duration is None else time.monotonic() + duration
     watcher = threading.Thread(target=watch, name="reactor:serve-watch", daemon=True)
     stopper: threading.Thread | None = None
-    signals_seen = 0
     hurried = False
     done = False
     uninstall = source.install(on_signal)
@@ -167,10 +167,7 @@ def serve(
                 wakeup = _DEADLINE
             if wakeup == _DONE:
                 done = True
-                break
-            if wakeup == _SIGNAL:
-                signals_seen += 1
-            if stopper is None:
+            elif stopper is None:
                 if on_stopping is not None:
                     on_stopping(False)
                 # The drain runs beside this loop, so a second signal is seen meanwhile.
@@ -181,7 +178,9 @@ def serve(
                     daemon=True,
                 )
                 stopper.start()
-            elif signals_seen >= 2 and not hurried:
+            elif wakeup == _SIGNAL and not hurried:
+                # A signal while the graceful stop runs (after a first signal or the
+                # end of ``duration``) stops at once.
                 hurried = True
                 if on_stopping is not None:
                     on_stopping(True)
