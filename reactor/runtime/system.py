@@ -4,6 +4,9 @@ The supervision tree is built by :mod:`reactor.runtime.assembly`: ``$channels``,
 ``$consumers`` and ``$producers`` under ``$root``, started in that order and
 stopped in reverse, so consumers are ready before producers emit, and channels
 outlive everyone who talks to them. :class:`System` is the facade over it.
+
+One concept, the running system's facade, which is why this module may pass 500
+lines: what is not the facade (assembly, the run loop) lives beside it.
 """
 
 from __future__ import annotations
