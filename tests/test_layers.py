@@ -13,6 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "reactor"
 LAYERS = {
     "errors": 0,
     "clock": 0,
+    "schema": 0,
     "messages": 1,
     "actors": 2,
     "supervision": 3,

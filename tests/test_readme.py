@@ -5,7 +5,19 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import attrs
 import pytest
+
+from reactor import Backoff, PoolScaling, Retry
+from reactor.runtime.declarations import (
+    ChannelDecl,
+    ConsumerDecl,
+    PoolDecl,
+    ProducerDecl,
+    SupervisorDecl,
+)
+from reactor.schema import options_of
+from reactor.supervision.strategy import Strategy
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -17,3 +29,74 @@ def test_the_readme_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "orders.billed" in out  # the audit consumer printed billed events
     assert "ChannelMetrics(name='orders'" in out
+
+
+# -- the option table, derived from the schema -----------------------------------------------
+
+START, END = "<!-- options: start -->\n", "<!-- options: end -->\n"
+
+
+def _default(value: object) -> str:
+    if value is attrs.NOTHING:
+        return "required"
+    if attrs.has(type(value)):
+        return f"`{type(value).__name__}()`"
+    return "off" if value is None else f"`{value!r}`"
+
+
+def _rows(cls: type, skip: frozenset[str] = frozenset(), required: tuple[str, ...] = ()) -> str:
+    lines = ["| option | default | allowed | meaning |", "|---|---|---|---|"]
+    for opt in options_of(cls):
+        if opt.name in skip or opt.name in getattr(cls, "not_options", ()):
+            continue
+        default = "required" if opt.name in required else _default(opt.default)
+        allowed = "" if opt.kind == "custom" else opt.expected()
+        lines.append(f"| `{opt.name}` | {default} | {allowed} | {opt.doc} |")
+    return "\n".join(lines) + "\n"
+
+
+def option_tables() -> str:
+    """The README's option tables, as the schema states them."""
+    consumer = {opt.name: opt.default for opt in options_of(ConsumerDecl)}
+    pool_only = frozenset(
+        opt.name
+        for opt in options_of(PoolDecl)
+        if opt.name in consumer and consumer[opt.name] == opt.default
+    )
+    sections = [
+        ("`topo.channel(name, ...)`, `[channels.<name>]`", _rows(ChannelDecl)),
+        ("`topo.producer(name, ...)`, `[producers.<name>]`", _rows(ProducerDecl)),
+        (
+            "`topo.consumer(name, handler, ...)`, `[consumers.<name>]`",
+            _rows(ConsumerDecl, required=("handler",)),
+        ),
+        (
+            "`topo.pool(name, handler, ...)`, `[pools.<name>]`: a consumer's options except "
+            "`restart`, and",
+            _rows(PoolDecl, skip=pool_only),
+        ),
+        ("`topo.supervisor(name, ...)`, `[supervisors.<name>]`", _rows(SupervisorDecl)),
+        (
+            '`OneForOne`, `OneForAll`, `RestForOne` (in TOML: `strategy = "one_for_one"` and '
+            "these keys, in `[topology]` for the root)",
+            _rows(Strategy),
+        ),
+        ("`Backoff` (in TOML: `backoff = { ... }`)", _rows(Backoff)),
+        ("`Retry` of a consumer (in TOML: `retry = { ... }`)", _rows(Retry)),
+        ("`PoolScaling` of a pool (in TOML: `scaling = { ... }`)", _rows(PoolScaling)),
+    ]
+    return "\n".join(f"{title}:\n\n{rows}" for title, rows in sections)
+
+
+def test_the_readme_option_table_is_the_schema() -> None:
+    text = README.read_text()
+    assert START in text, "README.md lost its option table"
+    assert END in text, "README.md lost the end of its option table"
+    table = text.split(START, 1)[1].split(END, 1)[0]
+    assert table == option_tables(), "regenerate it: python tests/test_readme.py"
+
+
+if __name__ == "__main__":
+    text = README.read_text()
+    before, rest = text.split(START, 1)
+    README.write_text(before + START + option_tables() + END + rest.split(END, 1)[1])

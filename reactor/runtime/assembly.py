@@ -36,10 +36,16 @@ from reactor.errors import SupervisorEscalation, TopologyError
 from reactor.messages import lifecycle
 from reactor.messages.event import Event
 from reactor.runtime.consumer import ConsumerRuntime
+from reactor.runtime.declarations import (
+    ConsumerDecl,
+    PoolDecl,
+    ProducerDecl,
+    SupervisorDecl,
+    TopologyDecl,
+)
 from reactor.runtime.pool import Pool, PoolConfig
 from reactor.runtime.producer import ProducerRuntime
 from reactor.runtime.router import Router
-from reactor.runtime.topology import ConsumerDecl, PoolDecl, ProducerDecl, SupervisorDecl, Topology
 from reactor.supervision.strategy import OneForOne
 from reactor.supervision.supervisor import ChildSpec, Supervisor, SupervisorConfig
 
@@ -81,7 +87,7 @@ class Assembly:
 
     def __init__(
         self,
-        topology: Topology,
+        topology: TopologyDecl,
         only: frozenset[str] | None,
         *,
         clock: Clock,

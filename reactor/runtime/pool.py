@@ -22,6 +22,7 @@ import attrs
 from reactor.actors.base import ActorContext
 from reactor.channels.backend import GroupMetrics
 from reactor.messages.control import Tick
+from reactor.schema import option
 from reactor.supervision.supervisor import ChildSpec, Supervisor, SupervisorConfig
 
 __all__ = ["Pool", "PoolConfig", "PoolScaling"]
@@ -31,12 +32,23 @@ _AUTOSCALE = "autoscale"
 
 @attrs.frozen(slots=True)
 class PoolScaling:
-    """When a pool grows and shrinks."""
+    """When a pool grows and shrinks.
 
-    interval_s: float = 0.25
-    scale_up_backlog: int = 100
-    up_after: int = 2
-    down_after: int = 8
+    Checked with the rest of the topology by ``Topology.validate()``.
+    """
+
+    interval_s: float = option(
+        0.25, kind="seconds", positive=True, max=3600, doc="how often the pool looks at its backlog"
+    )
+    scale_up_backlog: int = option(
+        100, kind="int", positive=True, doc="backlog per member above which the pool grows"
+    )
+    up_after: int = option(
+        2, kind="int", positive=True, doc="looks in a row over the backlog to grow"
+    )
+    down_after: int = option(
+        8, kind="int", positive=True, doc="looks in a row without backlog to shrink"
+    )
 
 
 @attrs.frozen(slots=True, eq=False)

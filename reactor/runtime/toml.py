@@ -1,8 +1,7 @@
 """Topologies declared in a TOML file.
 
-:func:`load_topology` (also :meth:`reactor.Topology.from_toml`) reads a file,
-builds the same :class:`~reactor.runtime.topology.Topology` the builder API
-would, validates it, and reports every problem of the file at once in one
+:meth:`reactor.Topology.from_toml` (the one public way in) reads a file,
+builds the same declarations the builder API would, validates them, and reports every problem of the file at once in one
 :class:`~reactor.errors.TopologyError`: syntax errors, unknown keys, values of
 the wrong type, handlers that cannot be imported, unknown or cyclic supervisor
 parents, and everything :meth:`Topology.validate` finds. Problems carry the
@@ -12,7 +11,12 @@ The format
 ----------
 
 Every table is optional except the ones a declaration refers to. Names of
-channels, producers, supervisors, consumers and pools are the table keys.
+channels, producers, supervisors, consumers and pools are the table keys. The
+keys of each table, their value types, defaults and bounds are the options of
+the declaration classes in :mod:`reactor.runtime.declarations` (and of
+:class:`~reactor.Strategy`, :class:`~reactor.Backoff` and :class:`~reactor.PoolScaling`),
+listed in the README's option table; ``supervisor`` and ``parent`` place a
+declaration in the supervision tree.
 
 .. code-block:: toml
 
@@ -65,6 +69,8 @@ channels, producers, supervisors, consumers and pools are the table keys.
     prefetch = 256
     handler_timeout = 2.0
     shutdown_s = 5.0
+    retry = { min_s = 0.1, max_s = 5.0, multiplier = 2.0, jitter = 0.2 }
+    failure_threshold = 10
 
     [pools.mailer]                # every consumer key except restart, plus:
     channel = "orders"
@@ -103,7 +109,7 @@ A ``source`` may name:
 * a callable and an ``interval``: it is polled every ``interval`` seconds and
   returns ``None``, an event, or event data.
 
-Thread-safety: :func:`load_topology` may run in any thread; imports of handler
+Thread-safety: :func:`load` may run in any thread; imports of handler
 modules from a TOML file's folder are serialised.
 """
 
@@ -121,22 +127,36 @@ import tomllib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 from reactor.errors import TopologyError
+from reactor.runtime.declarations import (
+    ChannelDecl,
+    ConsumerDecl,
+    PoolDecl,
+    Problem,
+    ProducerDecl,
+    SupervisorDecl,
+    TopologyDecl,
+    builder_options,
+)
 from reactor.runtime.imports import exec_file, import_module
 from reactor.runtime.pool import PoolScaling
-from reactor.runtime.topology import (
-    ConsumerDecl,
-    SupervisorDecl,
-    SupervisorScope,
-    Topology,
+from reactor.schema import options_of
+from reactor.supervision.strategy import (
+    Backoff,
+    OneForAll,
+    OneForOne,
+    RestForOne,
+    Retry,
+    Strategy,
 )
-from reactor.supervision.strategy import Backoff, OneForAll, OneForOne, RestForOne, Strategy
 
-__all__ = ["load_topology"]
+# Internal: the public way to read a file is reactor.Topology.from_toml.
+__all__: list[str] = []
 
 Where = tuple[str, ...]
+T = TypeVar("T", bound=TopologyDecl)
 
 _STRATEGIES: dict[str, type[Strategy]] = {
     "one_for_one": OneForOne,
@@ -145,68 +165,41 @@ _STRATEGIES: dict[str, type[Strategy]] = {
 }
 
 _SECTIONS = ("topology", "channels", "producers", "supervisors", "consumers", "pools")
-
-# Allowed keys of each kind of table, with the type each value must have.
-_STRATEGY_KEYS = {
-    "strategy": "str",
-    "max_restarts": "int",
-    "within_s": "number",
-    "backoff": "table",
+_DECLARATIONS: dict[str, type] = {
+    "channels": ChannelDecl,
+    "producers": ProducerDecl,
+    "supervisors": SupervisorDecl,
+    "consumers": ConsumerDecl,
+    "pools": PoolDecl,
 }
+
+
+def _schema_keys(cls: type) -> dict[str, str]:
+    """The TOML keys of a declaration class and their value types, from its schema."""
+    return {opt.name: opt.toml for opt in builder_options(cls).values() if opt.toml is not None}
+
+
+# Allowed keys of each kind of table, with the type each value must have: the schema's,
+# plus the keys that place a declaration in the tree and a strategy's kind.
+_STRATEGY_KEYS = {"strategy": "str", **_schema_keys(Strategy)}
 _KEYS: dict[str, dict[str, str]] = {
     "topology": {"name": "str", **_STRATEGY_KEYS},
-    "channels": {"backend": "str", "capacity": "int", "overflow": "str", "max_batch": "int"},
-    "producers": {
-        "channel": "str",
-        "topic": "str",
-        "source": "str",
-        "interval": "number",
-        "rate": "number",
-        "key": "str",
-        "batch_size": "int",
-        "restart": "str",
-    },
-    "supervisors": {**_STRATEGY_KEYS, "parent": "str", "restart": "str"},
-    "consumers": {
-        "channel": "str",
-        "pattern": "patterns",
-        "handler": "str",
-        "supervisor": "str",
-        "group": "str",
-        "max_deliveries": "int",
-        "idempotent": "bool",
-        "dedup_window": "int",
-        "restart": "str",
-        "output": "str",
-        "prefetch": "int",
-        "handler_timeout": "number",
-        "shutdown_s": "number",
-        "start": "start",
-    },
-    "backoff": {
-        "min_s": "number",
-        "max_s": "number",
-        "multiplier": "number",
-        "jitter": "number",
-        "reset_after_s": "number",
-    },
-    "scaling": {
-        "interval_s": "number",
-        "scale_up_backlog": "int",
-        "up_after": "int",
-        "down_after": "int",
-    },
-}
-_KEYS["pools"] = {
-    **{key: kind for key, kind in _KEYS["consumers"].items() if key != "restart"},
-    "min_size": "int",
-    "max_size": "int",
-    "scaling": "table",
+    "channels": _schema_keys(ChannelDecl),
+    "producers": _schema_keys(ProducerDecl),
+    "supervisors": {**_STRATEGY_KEYS, **_schema_keys(SupervisorDecl), "parent": "str"},
+    "consumers": {**_schema_keys(ConsumerDecl), "supervisor": "str"},
+    "pools": {**_schema_keys(PoolDecl), "supervisor": "str"},
+    "backoff": _schema_keys(Backoff),
+    "retry": _schema_keys(Retry),
+    "scaling": _schema_keys(PoolScaling),
 }
 _REQUIRED: dict[str, tuple[str, ...]] = {
-    "producers": ("channel", "topic", "source"),
-    "consumers": ("channel", "handler"),
-    "pools": ("channel", "handler"),
+    section: tuple(
+        opt.name
+        for opt in builder_options(cls).values()
+        if opt.toml is not None and (opt.required or not opt.has_default)
+    )
+    for section, cls in _DECLARATIONS.items()
 }
 _EXPECTED = {
     "str": "a string",
@@ -217,8 +210,10 @@ _EXPECTED = {
     "patterns": "a pattern string or an array of pattern strings",
     "start": "'earliest', 'latest', an offset (integer) or a date-time",
 }
-# Keys the loader interprets itself instead of passing them to the builder.
-_LOADER_KEYS = frozenset({"handler", "source", "supervisor", "parent", "scaling"})
+# Keys the loader interprets itself instead of passing them to the declaration.
+_LOADER_KEYS = frozenset({"handler", "source", "supervisor", "parent", "scaling", "retry"})
+_SECTION_OF = {"channel": "channels", "producer": "producers", "consumer": "consumers"}
+_SECTION_OF |= {"pool": "pools", "supervisor": "supervisors"}
 
 _SYNTAX_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
 _SYNTAX_END = re.compile(r"\s*\(at end of document\)$")
@@ -228,15 +223,6 @@ _KEY_PART = re.compile(
     r"""\s*(?:(?P<bare>[A-Za-z0-9_-]+)|"(?P<basic>(?:[^"\\]|\\.)*)"|'(?P<literal>[^']*)')\s*"""
 )
 _BARE = re.compile(r"[A-Za-z0-9_-]+")
-_VALIDATE_SUBJECT = re.compile(r"^(channel|producer|consumer|pool|supervisor) '((?:[^'\\]|\\.)*)'")
-_BUILDER_HINT = re.compile(r"declare it with topology\.channel\('((?:[^'\\]|\\.)*)'\)")
-_KIND_SECTION = {
-    "channel": "channels",
-    "producer": "producers",
-    "consumer": "consumers",
-    "pool": "pools",
-    "supervisor": "supervisors",
-}
 
 # Serialises imports from TOML files' folders, so one _from_folder entry is set at a time.
 _import_lock = threading.Lock()
@@ -246,15 +232,15 @@ _import_lock = threading.Lock()
 _from_folder: dict[str, ModuleType] = {}
 
 
-def load_topology(path: str | os.PathLike[str]) -> Topology:
-    """Read a topology from a TOML file and validate it.
+def load(path: str | os.PathLike[str], factory: Callable[..., T]) -> T:
+    """Read a topology from a TOML file and validate it (behind ``Topology.from_toml``).
 
     Args:
         path: the TOML file; see the module documentation for its format.
+        factory: makes the empty topology, ``factory(name, strategy=...)``.
 
     Returns:
-        A validated :class:`~reactor.runtime.topology.Topology` with ``source`` set
-        to ``path``; start it with :meth:`~reactor.runtime.topology.Topology.start`.
+        The validated topology, with ``source`` set to ``path``.
 
     Raises:
         TopologyError: the file is missing, unreadable or invalid. ``problems``
@@ -292,7 +278,7 @@ def load_topology(path: str | os.PathLike[str]) -> Topology:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise TopologyError(_syntax_problem(file.name, text, exc), source=source) from exc
-    return _Loader(file, text).load(document)
+    return _Loader(file, text).load(document, factory)
 
 
 def _syntax_problem(name: str, text: str, exc: tomllib.TOMLDecodeError) -> str:
@@ -475,6 +461,14 @@ def _type_ok(kind: str, value: Any) -> bool:  # noqa: PLR0911 - one early return
     raise AssertionError(f"unknown value kind {kind!r}")
 
 
+def _options(settings: dict[str, Any], cls: type) -> dict[str, Any]:
+    """The values of ``settings`` that ``cls`` takes as they are (the loader resolves the rest)."""
+    allowed = _schema_keys(cls)
+    return {
+        key: value for key, value in settings.items() if key in allowed and key not in _LOADER_KEYS
+    }
+
+
 def _suggest(word: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
@@ -559,7 +553,7 @@ class _Loader:
 
     # -- the document ------------------------------------------------------------------
 
-    def load(self, document: dict[str, Any]) -> Topology:
+    def load(self, document: dict[str, Any], factory: Callable[..., T]) -> T:
         for key, value in document.items():
             if key not in _SECTIONS:
                 hint = _suggest(key, _SECTIONS)
@@ -571,14 +565,14 @@ class _Loader:
 
         settings = self.table(("topology",), "topology", document.get("topology", {})) or {}
         name = settings.get("name", self.file.stem)
-        topology = Topology(name, strategy=self.strategy(("topology",), settings))
+        topology = factory(name, strategy=self.strategy(("topology",), settings))
         topology.source = str(self.file)
 
         for channel, value in self.section(document, "channels").items():
             where = ("channels", channel)
             options = self.table(where, "channels", value)
             if options is not None:
-                topology.channel(channel, **options)
+                topology.add_channel(ChannelDecl(channel, **options))
 
         supervisors = self.supervisors(topology, self.section(document, "supervisors"))
         for kind in ("consumers", "pools"):
@@ -591,10 +585,7 @@ class _Loader:
 
         # The file's own problems in file order, then what the builder's checks find.
         problems = [problem for _, problem in sorted(self.problems, key=lambda item: item[0])]
-        try:
-            topology.validate()
-        except TopologyError as exc:
-            problems += [self.locate_validation(problem) for problem in exc.problems]
+        problems += [self.locate(problem) for problem in topology.problems()]
         if problems:
             raise TopologyError(problems, source=str(self.file))
         return topology
@@ -611,30 +602,36 @@ class _Loader:
                 f"(use one of {', '.join(_STRATEGIES)})",
             )
             cls = OneForOne
-        options: dict[str, Any] = {}
-        for key in ("max_restarts", "within_s"):
-            if key not in settings:
-                continue
-            if settings[key] < 0:
-                self.report_at(
-                    where, key, f"{_dotted((*where, key))} must be >= 0, got {settings[key]!r}"
-                )
-            else:
-                options[key] = settings[key]
+        options = self.bounded(where, Strategy, settings)
         if "backoff" in settings:
             backoff = self.table((*where, "backoff"), "backoff", settings["backoff"])
             if backoff:
-                try:
-                    options["backoff"] = Backoff(**backoff)
-                except (TypeError, ValueError) as exc:
-                    self.report_at(where, "backoff", f"{_dotted((*where, 'backoff'))}: {exc}")
+                options["backoff"] = Backoff(**self.bounded((*where, "backoff"), Backoff, backoff))
         try:
             return cls(**options)
         except (TypeError, ValueError) as exc:
             self.report_at(where, None, f"{_dotted(where)}: {exc}")
             return cls()
 
-    def supervisors(self, topology: Topology, section: dict[str, Any]) -> dict[str, SupervisorDecl]:
+    def bounded(self, where: Where, cls: type, settings: dict[str, Any]) -> dict[str, Any]:
+        """The options of ``cls`` in ``settings`` that are within bounds; report the others.
+
+        For frozen values (a strategy, a backoff) that refuse a bad option when made.
+        """
+        good = {}
+        for opt in options_of(cls):
+            if opt.name not in settings or opt.toml == "table":
+                continue
+            problems = opt.problems(settings[opt.name], prefix=_dotted(where) + ".")
+            for problem in problems:
+                self.report_at(where, opt.name, problem)
+            if not problems:
+                good[opt.name] = settings[opt.name]
+        return good
+
+    def supervisors(
+        self, topology: TopologyDecl, section: dict[str, Any]
+    ) -> dict[str, SupervisorDecl]:
         """Declare every supervisor, then nest them by ``parent``, refusing cycles."""
         nodes: dict[str, SupervisorDecl] = {}
         parents: dict[str, str | None] = {}
@@ -644,7 +641,7 @@ class _Loader:
             if settings is None:
                 continue
             node = SupervisorDecl(
-                name, self.strategy(where, settings), settings.get("restart", "permanent")
+                name, self.strategy(where, settings), **_options(settings, SupervisorDecl)
             )
             nodes[name] = node
             parents[name] = settings.get("parent")
@@ -691,7 +688,7 @@ class _Loader:
 
     def consumer(
         self,
-        topology: Topology,
+        topology: TopologyDecl,
         supervisors: dict[str, SupervisorDecl],
         kind: str,
         name: str,
@@ -720,31 +717,34 @@ class _Loader:
             resolved = self.resolve(where, "handler", settings["handler"])
             if resolved is not None:
                 handler = resolved
-        options = {key: item for key, item in settings.items() if key not in _LOADER_KEYS}
-        if isinstance(options.get("pattern"), list):
-            options["pattern"] = tuple(options["pattern"])
-        scope = SupervisorScope(topology, node)
+        options = _options(settings, PoolDecl if kind == "pools" else ConsumerDecl)
+        if "retry" in settings:
+            retry = self.table((*where, "retry"), "retry", settings["retry"])
+            if retry:
+                options["retry"] = Retry(**self.bounded((*where, "retry"), Retry, retry))
+        decl: ConsumerDecl
         if kind == "pools":
             if "scaling" in settings:
                 scaling = self.table((*where, "scaling"), "scaling", settings["scaling"])
                 if scaling is not None:
                     options["scaling"] = PoolScaling(**scaling)
-            scope.pool(name, handler, **options)
+            decl = PoolDecl(name=name, handler=handler, **options)
         else:
-            scope.consumer(name, handler, **options)
-        self.place(node.children[-1], where)
+            decl = ConsumerDecl(name=name, handler=handler, **options)
+        node.children.append(decl)
+        self.place(decl, where)
 
-    def producer(self, topology: Topology, name: str, value: Any) -> None:
+    def producer(self, topology: TopologyDecl, name: str, value: Any) -> None:
         where = ("producers", name)
         settings = self.table(where, "producers", value)
         if settings is None or not all(key in settings for key in _REQUIRED["producers"]):
             return
-        options = {key: item for key, item in settings.items() if key not in _LOADER_KEYS}
         source: Any = _UNRESOLVED
         resolved = self.resolve(where, "source", settings["source"])
         if resolved is not None:
             source = self.source(where, settings, resolved)
-        topology.producer(name, source=source, **options)
+        options = _options(settings, ProducerDecl)
+        topology.producers.append(ProducerDecl(name=name, source=source, **options))
 
     def source(  # noqa: PLR0911 - one exit per kind of source, each explained where it is
         self, where: Where, settings: dict[str, Any], value: Any
@@ -804,20 +804,21 @@ class _Loader:
             if isinstance(child, SupervisorDecl):
                 self.sort(child)
 
-    def locate_validation(self, problem: str) -> str:
-        """Give a problem found by Topology.validate a file, line and TOML wording."""
-        problem = _BUILDER_HINT.sub(
-            lambda m: f"add a [channels.{_dotted((m.group(1),))}] table", problem
-        )
-        match = _VALIDATE_SUBJECT.match(problem)
+    def locate(self, problem: Problem) -> str:
+        """Give a problem found by the topology's validation a file, line and TOML wording."""
+        text = problem.text
+        if problem.missing_channel is not None:
+            text += f"; add a [channels.{_dotted((problem.missing_channel,))}] table"
+        section = _SECTION_OF.get(problem.what)
         line = None
-        if match is not None:
-            section = _KIND_SECTION[match.group(1)]
-            line = self.locator.table_line((section, match.group(2)))
-            if line is None and section == "consumers":
-                line = self.locator.table_line(("pools", match.group(2)))
-        where = f"line {line}: " if line is not None else ""
-        return f"{self.file.name}: {where}{problem}"
+        if section is not None and isinstance(problem.name, str):
+            where = (section, problem.name)
+            if problem.field is None:
+                line = self.locator.table_line(where)
+            else:
+                line = self.locator.key_line(where, problem.field)
+        prefix = f"line {line}: " if line is not None else ""
+        return f"{self.file.name}: {prefix}{text}"
 
     # -- references ------------------------------------------------------------------
 

@@ -7,6 +7,8 @@ from typing import ClassVar, Literal
 
 import attrs
 
+from reactor.schema import option
+
 __all__ = [
     "RESTART_TYPES",
     "Backoff",
@@ -20,11 +22,6 @@ __all__ = [
 
 RestartType = Literal["permanent", "transient", "temporary"]
 RESTART_TYPES: tuple[RestartType, ...] = ("permanent", "transient", "temporary")
-
-
-def _non_negative(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if value < 0:
-        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
 
 
 def _exponential(
@@ -51,10 +48,28 @@ class Retry:
     attempts on this curve (see :mod:`reactor.runtime.consumer`).
     """
 
-    min_s: float = attrs.field(default=0.1, validator=_non_negative)
-    max_s: float = attrs.field(default=5.0, validator=_non_negative)
-    multiplier: float = attrs.field(default=2.0, validator=_non_negative)
-    jitter: float = attrs.field(default=0.2, validator=_non_negative)
+    min_s: float = option(
+        0.1, kind="seconds", min=0, max=3600, strict=True, doc="delay before the second attempt"
+    )
+    max_s: float = option(
+        5.0,
+        kind="seconds",
+        min=0,
+        max=3600,
+        strict=True,
+        doc="longest delay between attempts; 0 retries at once",
+    )
+    multiplier: float = option(
+        2.0, kind="number", min=0, max=100, strict=True, doc="growth of the delay per failure"
+    )
+    jitter: float = option(
+        0.2,
+        kind="number",
+        min=0,
+        max=1,
+        strict=True,
+        doc="random spread of each delay, as a fraction (0.2: ±20%)",
+    )
 
     def delay(self, failures: int, rng: random.Random) -> float:
         """Seconds to wait after the ``failures``-th failure in a row (1-based)."""
@@ -77,11 +92,46 @@ class Backoff:
     after a successful start, a consumer that makes progress is not held back).
     """
 
-    min_s: float = attrs.field(default=0.01, validator=_non_negative)
-    max_s: float = attrs.field(default=5.0, validator=_non_negative)
-    multiplier: float = attrs.field(default=2.0, validator=_non_negative)
-    jitter: float = attrs.field(default=0.2, validator=_non_negative)
-    reset_after_s: float = attrs.field(default=10.0, validator=_non_negative)
+    min_s: float = option(
+        0.01,
+        kind="seconds",
+        min=0,
+        max=3600,
+        strict=True,
+        doc="delay before the second restart in a row",
+    )
+    max_s: float = option(
+        5.0,
+        kind="seconds",
+        min=0,
+        max=3600,
+        strict=True,
+        doc="longest delay between restarts; 0 turns backoff off",
+    )
+    multiplier: float = option(
+        2.0,
+        kind="number",
+        min=0,
+        max=100,
+        strict=True,
+        doc="growth of the delay per further restart",
+    )
+    jitter: float = option(
+        0.2,
+        kind="number",
+        min=0,
+        max=1,
+        strict=True,
+        doc="random spread of each delay, as a fraction (0.2: ±20%)",
+    )
+    reset_after_s: float = option(
+        10.0,
+        kind="seconds",
+        min=0,
+        max=86_400,
+        strict=True,
+        doc="time without a crash after which the delays start over",
+    )
 
     def delay(self, consecutive: int, rng: random.Random) -> float:
         """Seconds to wait before the ``consecutive``-th restart in a row (1-based)."""
@@ -90,6 +140,12 @@ class Backoff:
         return _exponential(
             self.min_s, self.max_s, self.multiplier, self.jitter, step=consecutive - 2, rng=rng
         )
+
+
+def _is_backoff(value: object) -> list[str]:
+    if isinstance(value, Backoff):
+        return []
+    return [f"backoff must be a reactor.Backoff, got {type(value).__name__}"]
 
 
 @attrs.frozen(slots=True)
@@ -104,9 +160,29 @@ class Strategy:
     """
 
     kind: ClassVar[str] = "one_for_one"
-    max_restarts: int = attrs.field(default=10, validator=attrs.validators.ge(0))
-    within_s: float = attrs.field(default=10.0, validator=_non_negative)
-    backoff: Backoff = attrs.field(factory=Backoff)
+    max_restarts: int = option(
+        10,
+        kind="int",
+        min=0,
+        strict=True,
+        doc="restarts allowed within within_s; one more escalates",
+    )
+    within_s: float = option(
+        10.0,
+        kind="seconds",
+        min=0,
+        max=86_400,
+        strict=True,
+        doc="the sliding window of the restart intensity",
+    )
+    backoff: Backoff = option(
+        kind="custom",
+        factory=Backoff,
+        toml="table",
+        check=_is_backoff,
+        strict=True,
+        doc="delay between consecutive restarts of one child",
+    )
 
 
 @attrs.frozen(slots=True)

@@ -1,0 +1,615 @@
+"""What a topology declares, and how it is checked: the topology's schema.
+
+One concept, in one module: the declaration classes (:class:`ChannelDecl`,
+:class:`ProducerDecl`, :class:`ConsumerDecl`, :class:`PoolDecl`,
+:class:`SupervisorDecl`) state every option once, with its kind, default,
+bounds and one-line doc (:func:`reactor.schema.option`), and
+:class:`TopologyDecl` holds the declared graph and checks it. The builder
+(:class:`reactor.Topology`), the TOML loader and the README's option table
+derive from these classes; a running system reads them and nothing else.
+
+Validation reports every problem at once, each as a :class:`Problem` naming
+what (``consumer``), which (its name) and which option, so that the TOML loader
+can point at the line of the file without parsing messages.
+
+Defaults worth knowing: a consumer's ``prefetch`` is 256, a pool member's 64.
+A pool spreads one backlog over several members, some added only when the
+backlog grows; a smaller prefetch leaves events in the channel for them
+instead of queued at the first members.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any, ClassVar
+
+import attrs
+
+from reactor.channels.gate import OVERFLOW_POLICIES, Overflow
+from reactor.channels.registry import known_schemes, scheme_of
+from reactor.errors import InvalidTopicError, TopologyError
+from reactor.messages import lifecycle
+from reactor.messages.topics import TopicPattern, validate_topic
+from reactor.runtime.pool import PoolScaling
+from reactor.schema import Option, option, options_of, problems_of
+from reactor.supervision.strategy import RESTART_TYPES, OneForOne, RestartType, Retry, Strategy
+
+__all__ = [
+    "DEFAULT_STRATEGY",
+    "ChannelDecl",
+    "ConsumerDecl",
+    "PoolDecl",
+    "Problem",
+    "ProducerDecl",
+    "SupervisorDecl",
+    "TopologyDecl",
+    "builder_options",
+]
+
+DEFAULT_STRATEGY = OneForOne()
+
+
+@attrs.frozen(slots=True)
+class Problem:
+    """One problem of a topology, found by :meth:`TopologyDecl.problems`.
+
+    Attributes:
+        what: the kind of declaration: ``channel``, ``producer``, ``consumer``,
+            ``pool`` or ``supervisor``.
+        name: the declaration's name (as given, so possibly not a string).
+        field: the option at fault, or ``None`` when the declaration as a whole is.
+        text: the readable line, naming the declaration and what is wrong.
+        missing_channel: the undeclared channel the problem refers to, if any: the
+            remedy is to declare it (each face says how in its own words).
+    """
+
+    what: str
+    name: Any
+    field: str | None
+    text: str
+    missing_channel: str | None = None
+
+    def __str__(self) -> str:
+        if self.missing_channel is None:
+            return self.text
+        return f"{self.text}; declare it with topology.channel({self.missing_channel!r})"
+
+
+# -- checks of single options --------------------------------------------------------
+
+
+def _check_backend(value: Any) -> list[str]:
+    backends = known_schemes()
+    if isinstance(value, str) and scheme_of(value) in backends:
+        return []
+    return [f"unknown backend {value!r}; use one of {', '.join(backends)}"]
+
+
+def _check_topic(value: Any) -> list[str]:
+    try:
+        validate_topic(value)
+    except InvalidTopicError as exc:
+        return [str(exc)]
+    return []
+
+
+def _as_patterns(value: Any) -> Any:
+    """A list or other iterable of patterns becomes a tuple; anything else stays for the check."""
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        return value
+    return tuple(value)
+
+
+def _patterns(value: Any) -> tuple[Any, ...]:
+    return value if isinstance(value, tuple) else (value,)
+
+
+def _check_patterns(value: Any) -> list[str]:
+    patterns = _patterns(value)
+    if not patterns:
+        return ["needs at least one pattern"]
+    problems = []
+    for pattern in patterns:
+        try:
+            TopicPattern.compile(pattern)
+        except InvalidTopicError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def _check_handler(handler: Any) -> list[str]:
+    if handler is None:
+        return ["has no handler; pass handler= or use it as a decorator"]
+    if inspect.isclass(handler):
+        if not callable(getattr(handler, "handle", None)):
+            return [f"handler class {handler.__name__} has no handle(event) method"]
+        return []
+    if callable(getattr(handler, "handle", None)) or callable(handler):
+        return []
+    return [
+        f"handler must be a function or have a handle(event) method, got {type(handler).__name__}"
+    ]
+
+
+def _check_key(key: Any) -> list[str]:
+    if callable(key) or isinstance(key, str):
+        return []
+    return [f"key must be a callable or a field name, got {type(key).__name__}"]
+
+
+def _default_scaling(value: Any) -> Any:
+    return PoolScaling() if value is None else value
+
+
+def _check_scaling(scaling: Any) -> list[str]:
+    if not isinstance(scaling, PoolScaling):
+        return [f"scaling must be a reactor.PoolScaling, got {type(scaling).__name__}"]
+    return [text for _, text in problems_of(scaling, "scaling.")]
+
+
+def _default_retry(value: Any) -> Any:
+    return Retry() if value is None else value
+
+
+def _check_retry(retry: Any) -> list[str]:
+    if isinstance(retry, Retry):
+        return []
+    return [f"retry must be a reactor.Retry, got {type(retry).__name__}"]
+
+
+def _default_strategy(value: Any) -> Any:
+    return DEFAULT_STRATEGY if value is None else value
+
+
+def _check_strategy(strategy: Any) -> list[str]:
+    if isinstance(strategy, Strategy):
+        return []
+    return [f"strategy must be OneForOne, OneForAll or RestForOne, got {strategy!r}"]
+
+
+def _restart(default: RestartType, doc: str) -> Any:
+    return option(default, kind="choice", choices=RESTART_TYPES, label="restart type", doc=doc)
+
+
+# -- the declarations ------------------------------------------------------------------
+
+
+@attrs.define(eq=False)
+class ChannelDecl:
+    """A declared channel."""
+
+    name: str
+    backend: str = option(
+        "memory",
+        kind="custom",
+        toml="str",
+        check=_check_backend,
+        doc="where the events live: `memory`, or a `sqlite://` or `redis://` URL",
+    )
+    capacity: int = option(
+        10_000,
+        kind="int",
+        positive=True,
+        doc="most published-but-unsettled events the channel holds",
+    )
+    overflow: Overflow = option(
+        "block",
+        kind="choice",
+        choices=OVERFLOW_POLICIES,
+        label="overflow policy",
+        doc="what `publish` does at capacity",
+    )
+    max_batch: int = option(
+        128, kind="int", positive=True, doc="most events delivered to a consumer in one message"
+    )
+
+
+@attrs.define(eq=False)
+class ProducerDecl:
+    """A declared producer: an iterable source, or a callable polled every ``interval``."""
+
+    name: str
+    channel: str = option(kind="custom", toml="str", doc="the channel it publishes into")
+    topic: str = option(
+        kind="custom", toml="str", check=_check_topic, doc="the topic of the events it makes"
+    )
+    source: Any = option(
+        kind="custom",
+        toml="str",
+        doc="an iterable (pulled until exhausted) or a callable polled every `interval`",
+    )
+    interval: float | None = option(
+        None,
+        kind="seconds",
+        min=0,
+        max=86_400,
+        optional=True,
+        doc="seconds between polls of a callable source",
+    )
+    rate: float | None = option(
+        None,
+        kind="rate",
+        positive=True,
+        max=1_000_000,
+        optional=True,
+        doc="most events per second",
+    )
+    key: Callable[[Any], str | None] | str | None = option(
+        None,
+        kind="custom",
+        toml="str",
+        optional=True,
+        check=_check_key,
+        doc="the event key: a callable `key(data)`, or a field of dict data",
+    )
+    batch_size: int = option(
+        128, kind="int", positive=True, doc="most events published in one message"
+    )
+    restart: RestartType = _restart(
+        "transient", "restart type; `transient`: an exhausted source is done"
+    )
+
+
+@attrs.define(eq=False)
+class ConsumerDecl:
+    """A declared consumer (also the member template of a pool)."""
+
+    name: str
+    channel: str = option(kind="custom", toml="str", doc="the channel to consume from")
+    pattern: str | tuple[str, ...] = option(
+        "#",
+        kind="custom",
+        toml="patterns",
+        converter=_as_patterns,
+        check=_check_patterns,
+        doc="topic pattern(s): `*` one word, `#` zero or more words",
+    )
+    handler: Any = option(
+        None,
+        kind="custom",
+        toml="str",
+        required=True,
+        check=_check_handler,
+        doc="a function `f(event)`, or a class or object with `handle(event)`",
+    )
+    group: str | None = option(
+        None,
+        kind="text",
+        optional=True,
+        doc="consumer group (default: the name); members of a group compete for events",
+    )
+    max_deliveries: int = option(
+        5, kind="int", positive=True, doc="attempts before a failing event goes to `$deadletter`"
+    )
+    idempotent: bool = option(
+        False, kind="bool", doc="skip events whose id this group already handled"
+    )
+    dedup_window: int = option(
+        100_000, kind="int", positive=True, doc="how many handled ids `idempotent` remembers"
+    )
+    restart: RestartType = _restart(
+        "permanent", "restart after any exit (`permanent`), after a failure only, or never"
+    )
+    output: str | None = option(
+        None,
+        kind="custom",
+        toml="str",
+        optional=True,
+        doc="channel for events the handler returns (default: `channel`)",
+    )
+    prefetch: int = option(
+        256,
+        kind="int",
+        positive=True,
+        doc="events the channel may hand this consumer ahead of time",
+    )
+    handler_timeout: float | None = option(
+        None,
+        kind="seconds",
+        positive=True,
+        max=86_400,
+        optional=True,
+        doc="seconds before a running handler counts as hung",
+    )
+    shutdown_s: float = option(
+        5.0,
+        kind="seconds",
+        positive=True,
+        max=3600,
+        doc="how long a stop of this consumer may take",
+    )
+    start: str | int | datetime = option(
+        "earliest",
+        kind="start",
+        doc="where a group new to a durable channel begins: `earliest`, `latest`, an offset or a datetime",
+    )
+
+    retry: Retry = option(
+        kind="custom",
+        factory=Retry,
+        converter=_default_retry,
+        toml="table",
+        check=_check_retry,
+        doc="when a failed event is tried again: a `reactor.Retry` (exponential delay with jitter)",
+    )
+    failure_threshold: int = option(
+        10,
+        kind="int",
+        positive=True,
+        doc="failures in a row, with no success between, after which the consumer itself "
+        "counts as failed and is restarted",
+    )
+
+    @property
+    def group_name(self) -> str:
+        return self.group or self.name
+
+    @property
+    def patterns(self) -> tuple[str, ...]:
+        return _patterns(self.pattern)
+
+    @property
+    def output_channel(self) -> str:
+        return self.output or self.channel
+
+
+@attrs.define(eq=False)
+class PoolDecl(ConsumerDecl):
+    """A declared pool: ``min_size`` to ``max_size`` members of one group.
+
+    Members restart as ``permanent``; a pool takes no ``restart`` option.
+    """
+
+    not_options: ClassVar[frozenset[str]] = frozenset({"restart"})
+
+    prefetch: int = option(
+        64,
+        kind="int",
+        positive=True,
+        doc="events the channel may hand each member ahead of time (smaller than a "
+        "consumer's 256, so a backlog is left for members added by scaling)",
+    )
+    min_size: int = option(1, kind="int", positive=True, doc="members always running")
+    max_size: int = option(4, kind="int", positive=True, doc="most members, reached on backlog")
+    scaling: PoolScaling = option(
+        kind="custom",
+        factory=PoolScaling,
+        converter=_default_scaling,
+        toml="table",
+        check=_check_scaling,
+        doc="when the pool grows and shrinks: a `reactor.PoolScaling`",
+    )
+
+
+@attrs.define(eq=False)
+class SupervisorDecl:
+    """A declared supervisor and its children, in start order."""
+
+    name: str
+    strategy: Strategy = option(
+        DEFAULT_STRATEGY,
+        kind="custom",
+        converter=_default_strategy,
+        toml=False,  # a TOML table writes the strategy's own options beside its kind
+        check=_check_strategy,
+        doc="`OneForOne`, `OneForAll` or `RestForOne`, with restart intensity and backoff",
+    )
+    restart: RestartType = _restart("permanent", "restart type of the supervisor itself")
+    children: list[ConsumerDecl | SupervisorDecl] = attrs.field(factory=list)
+
+
+_WHAT_OF = {ChannelDecl: "channel", ProducerDecl: "producer", SupervisorDecl: "supervisor"}
+
+
+def what_of(decl: object) -> str:
+    """``channel``, ``producer``, ``consumer``, ``pool`` or ``supervisor``."""
+    if isinstance(decl, PoolDecl):
+        return "pool"
+    if isinstance(decl, ConsumerDecl):
+        return "consumer"
+    return _WHAT_OF[type(decl)]
+
+
+def builder_options(cls: type) -> dict[str, Option]:
+    """The options a builder method and a TOML table take for ``cls``, by name."""
+    excluded: frozenset[str] = getattr(cls, "not_options", frozenset())
+    return {opt.name: opt for opt in options_of(cls) if opt.name not in excluded}
+
+
+# -- the graph -----------------------------------------------------------------------
+
+
+class TopologyDecl:
+    """A declared graph: channels, producers, and the supervision tree of consumers.
+
+    The builder :class:`reactor.Topology` adds the methods that declare; a running
+    system reads only what is here.
+
+    Attributes:
+        name: the topology's name.
+        channels: every declared channel, by name.
+        producers: every producer, in declaration order.
+        root: the supervisor of every consumer, pool and nested supervisor.
+        source: the file it was loaded from, for error messages.
+    """
+
+    def __init__(self, name: str = "reactor", *, strategy: Strategy | None = None) -> None:
+        self.name = name
+        self.channels: dict[str, ChannelDecl] = {}
+        self.producers: list[ProducerDecl] = []
+        self.root = SupervisorDecl("$consumers", _default_strategy(strategy))
+        self.source: str | None = None
+        self._problems: list[Problem] = []  # found while declaring: a channel declared twice
+
+    def add_channel(self, decl: ChannelDecl) -> ChannelDecl:
+        """Add a channel declaration; a second one of the same name replaces the first."""
+        if decl.name in self.channels:
+            self._problems.append(
+                Problem("channel", decl.name, None, f"channel {decl.name!r} is declared twice")
+            )
+        self.channels[decl.name] = decl
+        return decl
+
+    # -- reading ---------------------------------------------------------------------
+
+    def consumers(self) -> list[ConsumerDecl]:
+        """Every consumer and pool, in start order."""
+        return [decl for decl, _ in self.walk() if isinstance(decl, ConsumerDecl)]
+
+    def supervisors(self) -> list[SupervisorDecl]:
+        """Every supervisor under the root, in start order."""
+        return [decl for decl, _ in self.walk() if isinstance(decl, SupervisorDecl)]
+
+    def walk(self) -> list[tuple[ConsumerDecl | SupervisorDecl, SupervisorDecl]]:
+        """Every declaration under the root with its supervisor, depth first, in order."""
+        found: list[tuple[ConsumerDecl | SupervisorDecl, SupervisorDecl]] = []
+
+        def visit(node: SupervisorDecl) -> None:
+            for child in node.children:
+                found.append((child, node))
+                if isinstance(child, SupervisorDecl):
+                    visit(child)
+
+        visit(self.root)
+        return found
+
+    # -- validation ------------------------------------------------------------------
+
+    def validate(self) -> None:
+        """Check the whole topology.
+
+        Raises:
+            TopologyError: listing every problem found.
+        """
+        problems = self.problems()
+        if problems:
+            raise TopologyError([str(problem) for problem in problems], source=self.source)
+
+    def problems(self) -> list[Problem]:
+        """Every problem of the topology, in declaration order; empty if it is valid."""
+        problems = list(self._problems)
+        for decl in self.channels.values():
+            if not isinstance(decl.name, str) or not decl.name or decl.name.startswith("$"):
+                problems.append(
+                    _problem(
+                        decl,
+                        None,
+                        "a channel name must be a non-empty string not starting with '$'",
+                    )
+                )
+            problems += _option_problems(decl)
+        problems += self._check_names()
+        for producer in self.producers:
+            problems += self._check_producer(producer)
+        problems += self._check_consumers()
+        for supervisor in [self.root, *self.supervisors()]:
+            problems += _option_problems(supervisor)
+        return problems
+
+    def _check_names(self) -> list[Problem]:
+        problems = []
+        seen: dict[str, str] = {}
+        entries: list[tuple[object, str, Any]] = [(p, "producer", p.name) for p in self.producers]
+        entries += [(decl, what_of(decl), decl.name) for decl, _ in self.walk()]
+        # Pool members are named "<pool>-<n>": those names are taken too.
+        for decl in self.consumers():
+            if isinstance(decl, PoolDecl) and isinstance(decl.max_size, int):
+                entries += [
+                    (decl, f"member of pool {decl.name!r}", f"{decl.name}-{n}")
+                    for n in range(1, decl.max_size + 1)
+                ]
+        for owner, kind, name in entries:
+            what = what_of(owner)
+            if not isinstance(name, str) or not name:
+                text = f"a {kind} has an empty or non-string name: {name!r}"
+                problems.append(Problem(what, name, None, text))
+                continue
+            if name.startswith("$"):
+                text = f"{kind} {name!r}: names starting with '$' are reserved for reactor"
+                problems.append(Problem(what, name, None, text))
+            if name in seen and kind.startswith("member of pool"):
+                text = f"{seen[name]} {name!r}: the name is taken by a {kind}; rename one of them"
+                problems.append(Problem(seen[name], name, None, text))
+            elif name in seen:
+                text = f"{kind} {name!r}: the name is already used by a {seen[name]}; names must be unique"
+                problems.append(Problem(what, name, None, text))
+            else:
+                seen[name] = kind
+        return problems
+
+    def _check_channel(self, decl: ProducerDecl | ConsumerDecl, field: str) -> list[Problem]:
+        name = getattr(decl, field)
+        if name in self.channels or (field == "channel" and name == lifecycle.SYSTEM_CHANNEL):
+            return []
+        known = ", ".join(sorted(self.channels)) or "none declared"
+        subject = f"{what_of(decl)} {decl.name!r}" + (" (output)" if field == "output" else "")
+        text = f"{subject}: unknown channel {name!r} (channels: {known})"
+        return [Problem(what_of(decl), decl.name, field, text, missing_channel=name)]
+
+    def _check_producer(self, decl: ProducerDecl) -> list[Problem]:
+        problems = self._check_channel(decl, "channel")
+        source = decl.source
+        if callable(source) and not isinstance(source, Iterable):
+            if decl.interval is None:
+                problems.append(
+                    _problem(
+                        decl, "source", "a callable source needs interval= (seconds between polls)"
+                    )
+                )
+        elif not isinstance(source, Iterable):
+            problems.append(
+                _problem(
+                    decl,
+                    "source",
+                    f"source must be an iterable or a callable, got {type(source).__name__}",
+                )
+            )
+        return problems + _option_problems(decl)
+
+    def _check_consumers(self) -> list[Problem]:
+        problems = []
+        groups: dict[tuple[str, str], ConsumerDecl] = {}
+        for decl in self.consumers():
+            problems += self._check_channel(decl, "channel")
+            if decl.output is not None:
+                problems += self._check_channel(decl, "output")
+            problems += _option_problems(decl)
+            if (
+                isinstance(decl, PoolDecl)
+                and _is_int(decl.min_size)
+                and _is_int(decl.max_size)
+                and decl.min_size > decl.max_size
+            ):
+                text = f"needs 1 <= min_size <= max_size, got min_size={decl.min_size!r}, max_size={decl.max_size!r}"
+                problems.append(_problem(decl, "min_size", text))
+            other = groups.setdefault((decl.channel, decl.group_name), decl)
+            if other is not decl and (
+                set(other.patterns) != set(decl.patterns)
+                or other.max_deliveries != decl.max_deliveries
+            ):
+                text = (
+                    f"shares group {decl.group_name!r} on channel {decl.channel!r} with "
+                    f"{other.name!r} but declares a different pattern or max_deliveries; "
+                    "members of a group must subscribe alike"
+                )
+                problems.append(_problem(decl, "group", text))
+        return problems
+
+
+def _problem(decl: Any, field: str | None, message: str) -> Problem:
+    what = what_of(decl)
+    return Problem(what, decl.name, field, f"{what} {decl.name!r}: {message}")
+
+
+def _option_problems(decl: Any) -> list[Problem]:
+    problems = []
+    for opt in builder_options(type(decl)).values():
+        for message in opt.problems(getattr(decl, opt.name)):
+            problems.append(_problem(decl, opt.name, message))
+    return problems
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
