@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from support import HangOnce
 
 from reactor import Backoff, Event, OneForOne, Retry, SupervisorEscalation, System, Topology
 from reactor.messages import lifecycle
@@ -49,15 +50,6 @@ def advance_until_abandoned(fake: FakeClock, system: System, consumer: str) -> N
 
 
 # -- 5. hung handler --------------------------------------------------------------------
-
-
-@contextmanager
-def releasing(release: threading.Event) -> Iterator[None]:
-    """Free a deliberately stuck handler however the test ends, so its thread can end."""
-    try:
-        yield
-    finally:
-        release.set()
 
 
 class IncarnationProbe:
@@ -110,8 +102,7 @@ def test_hung_handler_is_abandoned_and_its_late_result_ignored() -> None:
     events = 20
     fake = FakeClock()
     probe = IncarnationProbe()
-    entered = threading.Event()
-    release = threading.Event()
+    hang = HangOnce((1, 0), timeout=TIMEOUT)  # incarnation 1 hangs on #0
     handled: list[tuple[int, int]] = []  # (incarnation, n) of every call that returned
 
     class Handler:
@@ -121,10 +112,7 @@ def test_hung_handler_is_abandoned_and_its_late_result_ignored() -> None:
         def handle(self, event: Event) -> None:
             n = event.data["n"]
             with probe.call(self.incarnation, n):
-                if n == 0 and self.incarnation == 1:
-                    entered.set()
-                    # Hangs until the test lets go; bounded so a broken test cannot hang.
-                    release.wait(TIMEOUT)
+                hang((self.incarnation, n))
                 handled.append((self.incarnation, n))
 
     topo = Topology("hung")
@@ -132,10 +120,10 @@ def test_hung_handler_is_abandoned_and_its_late_result_ignored() -> None:
     topo.consumer(
         "slow", Handler, channel="work", pattern="job.#", handler_timeout=1.0, retry=NO_DELAY
     )
-    with topo.start(clock=fake) as system, releasing(release):
+    with topo.start(clock=fake) as system, hang:
         for n in range(events):
             system.publish("work", "job.run", {"n": n})
-        assert entered.wait(TIMEOUT)
+        assert hang.entered.wait(TIMEOUT)
 
         advance_until_abandoned(fake, system, "slow")
         # The watchdog looks every timeout / 4 and abandons strictly past the timeout.
@@ -149,7 +137,7 @@ def test_hung_handler_is_abandoned_and_its_late_result_ignored() -> None:
         assert (stats.nacked, stats.redelivered) == (1, 1)  # #0: attempt 1 failed (timed out)
 
         # Let the abandoned call finish: its late result must change nothing.
-        release.set()
+        hang.release.set()
         wait_for(lambda: not thread_alive("reactor:slow#1"), TIMEOUT)
         # One more event, queued in the channel behind anything the old one could have
         # sent: once it is acked, every late message has been seen and ignored.
@@ -178,19 +166,12 @@ def test_idempotent_consumer_has_one_side_effect_per_event_despite_redelivery() 
     # idempotent=True the new incarnation skips them instead of handling them again.
     fake = FakeClock()
     effects: collections.Counter[int] = collections.Counter()
-    calls: collections.Counter[int] = collections.Counter()
     lock = threading.Lock()
-    entered = threading.Event()
-    release = threading.Event()
+    hang = HangOnce(3, timeout=TIMEOUT)
 
     def handler(event: Event) -> None:
         n = event.data["n"]
-        with lock:
-            calls[n] += 1
-            first = calls[n] == 1
-        if n == 3 and first:
-            entered.set()
-            release.wait(TIMEOUT)
+        if hang(n):
             return  # the stuck call never did its work; the retry does
         with lock:
             effects[n] += 1
@@ -206,20 +187,20 @@ def test_idempotent_consumer_has_one_side_effect_per_event_despite_redelivery() 
         idempotent=True,
         retry=NO_DELAY,
     )
-    with topo.start(clock=fake) as system, releasing(release):
+    with topo.start(clock=fake) as system, hang:
         for n in range(10):
             system.publish("work", "job.run", {"n": n})
-        assert entered.wait(TIMEOUT)
+        assert hang.entered.wait(TIMEOUT)
         advance_until_abandoned(fake, system, "once")
         wait_for(lambda: sum(effects.values()) == 10, TIMEOUT)
-        release.set()
+        hang.release.set()
         system.wait_idle(TIMEOUT)
         stats = group_stats(system, "work", "once")
         # #0..#2 were delivered twice (redelivered after the fence) but handled once.
         assert stats.delivered > 10
         assert stats.acked == 10
     assert effects == {n: 1 for n in range(10)}
-    assert calls == {**{n: 1 for n in range(10)}, 3: 2}
+    assert hang.calls == {**{n: 1 for n in range(10)}, 3: 2}
 
 
 def test_failing_events_lose_nothing_restart_nothing_and_senders_never_notice() -> None:
@@ -414,20 +395,13 @@ def _abandoned_thread_gone(name: str) -> bool:
 
 def test_the_late_result_of_an_abandoned_handler_is_not_published() -> None:
     fake = FakeClock()
-    entered, release = threading.Event(), threading.Event()
-    calls: collections.Counter[int] = collections.Counter()
+    hang = HangOnce(0)
     done: collections.Counter[int] = collections.Counter()
     lock = threading.Lock()
 
     def slow(event: Event) -> Any:
-        n = event.data["n"]
-        with lock:
-            calls[n] += 1
-            first = calls[n] == 1
-        if n == 0 and first:
-            entered.set()
-            release.wait(10)
-        return ("job.done", {"n": n})
+        hang(event.data["n"])
+        return ("job.done", {"n": event.data["n"]})
 
     def sink(event: Event) -> None:
         with lock:
@@ -437,15 +411,15 @@ def test_the_late_result_of_an_abandoned_handler_is_not_published() -> None:
     topo.channel("work")
     topo.consumer("slow", slow, channel="work", pattern="job.run", handler_timeout=1.0)
     topo.consumer("sink", sink, channel="work", pattern="job.done")
-    with topo.start(clock=fake) as system:
+    with topo.start(clock=fake) as system, hang:
         for n in range(3):
             system.publish("work", "job.run", {"n": n})
-        assert entered.wait(10)
+        assert hang.entered.wait(10)
         while not system.metrics().actor("slow").restarts:
             assert fake.wait_for_timers(1)
             fake.advance(0.25)
         wait_for(lambda: sum(done.values()) == 3, 10)
-        release.set()  # the abandoned call now returns ("job.done", {"n": 0})
+        hang.release.set()  # the abandoned call now returns ("job.done", {"n": 0})
         wait_for(lambda: _abandoned_thread_gone("reactor:slow#1"), 10)
         system.wait_idle(10)
         assert dict(done) == {0: 1, 1: 1, 2: 1}
@@ -453,8 +427,7 @@ def test_the_late_result_of_an_abandoned_handler_is_not_published() -> None:
 
 def test_an_abandoned_incarnation_returning_late_does_not_blind_the_watchdog() -> None:
     fake = FakeClock()
-    release1, release2 = threading.Event(), threading.Event()
-    entered1, entered2 = threading.Event(), threading.Event()
+    hang1, hang2 = HangOnce((1, 0)), HangOnce((2, 1))  # (incarnation, n)
     incarnations = itertools.count(1)
 
     class Handler:
@@ -462,12 +435,8 @@ def test_an_abandoned_incarnation_returning_late_does_not_blind_the_watchdog() -
             self.incarnation = next(incarnations)
 
         def handle(self, event: Event) -> None:
-            if self.incarnation == 1 and event.data["n"] == 0:
-                entered1.set()
-                release1.wait(10)
-            elif self.incarnation == 2 and event.data["n"] == 1:
-                entered2.set()
-                release2.wait(10)
+            hang1((self.incarnation, event.data["n"]))
+            hang2((self.incarnation, event.data["n"]))
 
     def step() -> None:
         fake.advance(0.25)
@@ -482,16 +451,17 @@ def test_an_abandoned_incarnation_returning_late_does_not_blind_the_watchdog() -
     try:
         for n in range(3):
             system.publish("work", "job.run", {"n": n})
-        assert entered1.wait(10)
+        assert hang1.entered.wait(10)
         assert fake.wait_for_timers(1)
         while not system.metrics().actor("slow").restarts:
             step()
-        assert entered2.wait(10)  # incarnation 2 hangs on #1
-        release1.set()  # incarnation 1, fenced, returns late...
+        assert hang2.entered.wait(10)  # incarnation 2 hangs on #1
+        hang1.release.set()  # incarnation 1, fenced, returns late...
         wait_for(lambda: _abandoned_thread_gone("reactor:slow#1"), 10)
         for _ in range(8):  # ...and 2 fake seconds later incarnation 2 is abandoned too
             step()
         assert system.metrics().actor("slow").restarts == 2
     finally:
-        release2.set()
+        hang1.release.set()
+        hang2.release.set()
         system.stop(5)

@@ -1,0 +1,65 @@
+"""Helpers shared by the tests: a handler step that hangs once, and the backend fixture."""
+
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Hashable
+from types import TracebackType
+from typing import Any
+
+import pytest
+
+BACKENDS = ("memory", "sqlite", "redis")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """A channel backend URL: memory, a fresh sqlite file, or a fresh redis key prefix."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'log.db'}"
+    if request.param == "redis":
+        return str(request.getfixturevalue("redis_url"))
+    return str(request.param)
+
+
+class HangOnce:
+    """Makes a handler hang on its first call for chosen keys, until the test lets go.
+
+    Call it from a handler with the key of the call (an event number, or
+    ``(incarnation, n)``): the first call for a key in ``keys`` sets ``entered`` and
+    waits for ``release``, bounded by ``timeout`` so a broken test cannot hang; it
+    returns whether it hung. Use it as a context manager so the stuck thread is
+    released however the test ends.
+
+    Thread-safety: safe to call from any number of handler threads.
+    """
+
+    def __init__(self, *keys: Hashable, timeout: float = 10.0) -> None:
+        self.keys = frozenset(keys)
+        self.timeout = timeout
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.calls: collections.Counter[Hashable] = collections.Counter()
+        self._lock = threading.Lock()
+
+    def __call__(self, key: Hashable) -> bool:
+        with self._lock:
+            self.calls[key] += 1
+            first = self.calls[key] == 1
+        if key in self.keys and first:
+            self.entered.set()
+            self.release.wait(self.timeout)
+            return True
+        return False
+
+    def __enter__(self) -> HangOnce:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release.set()
