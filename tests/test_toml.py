@@ -665,6 +665,13 @@ ONE_PROBLEM: list[tuple[str, str, str, tuple[str, ...]]] = [
         (),
     ),
     (
+        "scaling in its own table",
+        '[channels.orders]\n[pools.p]\nchannel = "orders"\nhandler = "json:dumps"\n'
+        "[pools.p.scaling]\nup_after = 0\n",
+        "line 5: pool 'p': scaling.up_after must be a positive integer, got 0",
+        (),
+    ),
+    (
         "within_s = inf",
         "[topology]\nwithin_s = inf\n",
         "line 2: topology.within_s must be a number of seconds >= 0, at most 86400, got inf",

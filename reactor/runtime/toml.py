@@ -109,6 +109,10 @@ A ``source`` may name:
 * a callable and an ``interval``: it is polled every ``interval`` seconds and
   returns ``None``, an event, or event data.
 
+One concept, so one module despite its length: reading a topology file (its
+format, references and every problem it can have); where things are in its
+text is :mod:`reactor.runtime.tomltext`.
+
 Thread-safety: :func:`load` may run in any thread; imports of handler
 modules from a TOML file's folder are serialised.
 """
@@ -120,7 +124,6 @@ import difflib
 import importlib
 import inspect
 import os
-import re
 import sys
 import threading
 import tomllib
@@ -142,6 +145,7 @@ from reactor.runtime.declarations import (
 )
 from reactor.runtime.imports import exec_file, import_module
 from reactor.runtime.pool import PoolScaling
+from reactor.runtime.tomltext import Locator, Where, dotted, syntax_problem
 from reactor.schema import options_of
 from reactor.supervision.strategy import (
     Backoff,
@@ -155,7 +159,6 @@ from reactor.supervision.strategy import (
 # Internal: the public way to read a file is reactor.Topology.from_toml.
 __all__: list[str] = []
 
-Where = tuple[str, ...]
 T = TypeVar("T", bound=TopologyDecl)
 
 _STRATEGIES: dict[str, type[Strategy]] = {
@@ -215,15 +218,6 @@ _LOADER_KEYS = frozenset({"handler", "source", "supervisor", "parent", "scaling"
 _SECTION_OF = {"channel": "channels", "producer": "producers", "consumer": "consumers"}
 _SECTION_OF |= {"pool": "pools", "supervisor": "supervisors"}
 
-_SYNTAX_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
-_SYNTAX_END = re.compile(r"\s*\(at end of document\)$")
-_HEADER = re.compile(r"^\s*\[(?!\[)(?P<path>[^\]]*)\]\s*(?:#.*)?$")
-_ANY_HEADER = re.compile(r"^\s*\[")
-_KEY_PART = re.compile(
-    r"""\s*(?:(?P<bare>[A-Za-z0-9_-]+)|"(?P<basic>(?:[^"\\]|\\.)*)"|'(?P<literal>[^']*)')\s*"""
-)
-_BARE = re.compile(r"[A-Za-z0-9_-]+")
-
 # Serialises imports from TOML files' folders, so one _from_folder entry is set at a time.
 _import_lock = threading.Lock()
 # Modules this loader executed from a TOML file's folder, by module name. Such a
@@ -277,22 +271,8 @@ def load(path: str | os.PathLike[str], factory: Callable[..., T]) -> T:
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise TopologyError(_syntax_problem(file.name, text, exc), source=source) from exc
+        raise TopologyError(syntax_problem(file.name, text, exc), source=source) from exc
     return _Loader(file, text).load(document, factory)
-
-
-def _syntax_problem(name: str, text: str, exc: tomllib.TOMLDecodeError) -> str:
-    message = str(exc)
-    position = _SYNTAX_POSITION.search(message)
-    if position is not None:
-        where = f"line {position.group(1)}, column {position.group(2)}"
-        message = message[: position.start()]
-    elif _SYNTAX_END.search(message) is not None:
-        where = f"line {text.count(chr(10)) + 1} (end of file)"
-        message = _SYNTAX_END.sub("", message)
-    else:
-        where = "syntax"
-    return f"{name}: {where}: {message}; fix the TOML syntax there"
 
 
 class _Unresolved:
@@ -329,99 +309,6 @@ class _FreshIterable:
 
     def __repr__(self) -> str:
         return f"<source {self.reference}>"
-
-
-class _Locator:
-    """Finds the line of a table or of a key in the file text, best effort.
-
-    tomllib does not report positions, so this scans for ``[a.b]`` headers and
-    ``key =`` lines. Inline tables and dotted keys fall back to the line of the
-    enclosing key.
-    """
-
-    def __init__(self, text: str) -> None:
-        self.lines = text.splitlines()
-        self.headers: dict[Where, int] = {}
-        for index, line in enumerate(self.lines):
-            match = _HEADER.match(line)
-            if match is not None:
-                parts = _split_key(match.group("path"))
-                if parts is not None:
-                    self.headers.setdefault(parts, index)
-
-    def table_line(self, where: Where) -> int | None:
-        """1-based line of the table ``where``, if found."""
-        index = self.headers.get(where)
-        if index is not None:
-            return index + 1
-        if len(where) > 1:
-            return self.key_line(where[:-1], where[-1])
-        return None
-
-    def key_line(self, where: Where, key: str) -> int | None:
-        """1-based line of ``key`` inside the table ``where``, if found."""
-        if not where:
-            return self._top_level_line(key)
-        start = self.headers.get(where)
-        if start is None:
-            if len(where) > 1:
-                # A table written inline or with dotted keys: point at its key.
-                return self.key_line(where[:-1], where[-1])
-            return None
-        for index in range(start + 1, len(self.lines)):
-            line = self.lines[index]
-            if _ANY_HEADER.match(line):
-                break
-            match = _KEY_PART.match(line)
-            if match is not None and _part(match) == key:
-                rest = line[match.end() :]
-                if rest.startswith(("=", ".")):
-                    return index + 1
-        return start + 1
-
-    def _top_level_line(self, key: str) -> int | None:
-        for index, line in enumerate(self.lines):
-            if _ANY_HEADER.match(line):
-                break
-            match = _KEY_PART.match(line)
-            if (
-                match is not None
-                and _part(match) == key
-                and line[match.end() :].startswith(("=", "."))
-            ):
-                return index + 1
-        for path, index in sorted(self.headers.items(), key=lambda item: item[1]):
-            if path[:1] == (key,):
-                return index + 1
-        return None
-
-
-def _part(match: re.Match[str]) -> str:
-    for group in ("bare", "basic", "literal"):
-        value = match.group(group)
-        if value is not None:
-            return value
-    return ""
-
-
-def _split_key(text: str) -> Where | None:
-    parts: list[str] = []
-    position = 0
-    while True:
-        match = _KEY_PART.match(text, position)
-        if match is None:
-            return None
-        parts.append(_part(match))
-        position = match.end()
-        if position == len(text):
-            return tuple(parts)
-        if text[position] != ".":
-            return None
-        position += 1
-
-
-def _dotted(where: Where) -> str:
-    return ".".join(part if _BARE.fullmatch(part) else f'"{part}"' for part in where)
 
 
 def _describe(value: Any) -> str:
@@ -480,7 +367,7 @@ class _Loader:
     def __init__(self, file: Path, text: str) -> None:
         self.file = file
         self.folder = file.resolve().parent
-        self.locator = _Locator(text)
+        self.locator = Locator(text)
         self.problems: list[tuple[int, str]] = []  # (line or sys.maxsize, problem)
         self.modules: dict[str, ModuleType | str] = {}  # module name -> module or error text
         # Start order of each declaration among its supervisor's siblings.
@@ -503,7 +390,7 @@ class _Loader:
         """Check one table's keys and value types; return the well-typed values."""
         if not isinstance(value, dict):
             self.report_at(
-                where[:-1], where[-1], f"{_dotted(where)} must be a table, got {_describe(value)}"
+                where[:-1], where[-1], f"{dotted(where)} must be a table, got {_describe(value)}"
             )
             return None
         allowed = _KEYS[kind]
@@ -513,7 +400,7 @@ class _Loader:
                 self.report_at(
                     where,
                     key,
-                    f"{_dotted(where)}: unknown key {key!r}{_suggest(key, allowed)} "
+                    f"{dotted(where)}: unknown key {key!r}{_suggest(key, allowed)} "
                     f"(allowed: {', '.join(allowed)})",
                 )
                 continue
@@ -522,15 +409,14 @@ class _Loader:
                 self.report_at(
                     where,
                     key,
-                    f"{_dotted((*where, key))} must be {_EXPECTED[expected]}, "
-                    f"got {_describe(item)}",
+                    f"{dotted((*where, key))} must be {_EXPECTED[expected]}, got {_describe(item)}",
                 )
                 continue
             good[key] = item
         for key in _REQUIRED.get(kind, ()):
             if key not in value:
                 self.report_at(
-                    where, None, f"{_dotted(where)}: missing required key {key!r}; add {key} = ..."
+                    where, None, f"{dotted(where)}: missing required key {key!r}; add {key} = ..."
                 )
         return good
 
@@ -597,7 +483,7 @@ class _Loader:
             self.report_at(
                 where,
                 "strategy",
-                f"{_dotted((*where, 'strategy'))}: unknown strategy "
+                f"{dotted((*where, 'strategy'))}: unknown strategy "
                 f"{kind!r}{_suggest(kind, _STRATEGIES)} "
                 f"(use one of {', '.join(_STRATEGIES)})",
             )
@@ -610,7 +496,7 @@ class _Loader:
         try:
             return cls(**options)
         except (TypeError, ValueError) as exc:
-            self.report_at(where, None, f"{_dotted(where)}: {exc}")
+            self.report_at(where, None, f"{dotted(where)}: {exc}")
             return cls()
 
     def bounded(self, where: Where, cls: type, settings: dict[str, Any]) -> dict[str, Any]:
@@ -622,7 +508,7 @@ class _Loader:
         for opt in options_of(cls):
             if opt.name not in settings or opt.toml == "table":
                 continue
-            problems = opt.problems(settings[opt.name], prefix=_dotted(where) + ".")
+            problems = opt.problems(settings[opt.name], prefix=dotted(where) + ".")
             for problem in problems:
                 self.report_at(where, opt.name, problem)
             if not problems:
@@ -653,9 +539,9 @@ class _Loader:
                 self.report_at(
                     ("supervisors", name),
                     "parent",
-                    f"supervisors.{_dotted((name,))}.parent: unknown supervisor {parent!r}"
+                    f"supervisors.{dotted((name,))}.parent: unknown supervisor {parent!r}"
                     f"{_suggest(parent, nodes)} (supervisors: {known}); declare "
-                    f"[supervisors.{_dotted((parent,))}] or remove the parent key",
+                    f"[supervisors.{dotted((parent,))}] or remove the parent key",
                 )
                 parents[name] = None
 
@@ -673,7 +559,7 @@ class _Loader:
                     self.report_at(
                         ("supervisors", start),
                         "parent",
-                        f"supervisors.{_dotted((start,))}.parent: supervisors form a cycle "
+                        f"supervisors.{dotted((start,))}.parent: supervisors form a cycle "
                         f"({loop}); a supervisor cannot be its own ancestor, remove one of "
                         "these parent keys",
                     )
@@ -708,9 +594,9 @@ class _Loader:
                 self.report_at(
                     where,
                     "supervisor",
-                    f"{_dotted((*where, 'supervisor'))}: unknown supervisor {supervisor!r}"
+                    f"{dotted((*where, 'supervisor'))}: unknown supervisor {supervisor!r}"
                     f"{_suggest(supervisor, supervisors)} (supervisors: {known}); declare "
-                    f"[supervisors.{_dotted((supervisor,))}] or remove the supervisor key",
+                    f"[supervisors.{dotted((supervisor,))}] or remove the supervisor key",
                 )
         handler: Any = _UNRESOLVED
         if "handler" in settings:
@@ -768,7 +654,7 @@ class _Loader:
             self.report_at(
                 where,
                 "source",
-                f"{_dotted((*where, 'source'))}: {reference!r} is a callable taking arguments; "
+                f"{dotted((*where, 'source'))}: {reference!r} is a callable taking arguments; "
                 "add interval = <seconds> to poll it, or name an iterable or a function "
                 "taking no arguments",
             )
@@ -781,7 +667,7 @@ class _Loader:
             self.report_at(
                 where,
                 "source",
-                f"{_dotted((*where, 'source'))}: calling {reference!r} to get the events "
+                f"{dotted((*where, 'source'))}: calling {reference!r} to get the events "
                 f"raised {type(exc).__name__}: {exc}; fix the function, or add interval = "
                 "<seconds> to poll it instead",
             )
@@ -790,7 +676,7 @@ class _Loader:
             self.report_at(
                 where,
                 "source",
-                f"{_dotted((*where, 'source'))}: {reference!r} returned "
+                f"{dotted((*where, 'source'))}: {reference!r} returned "
                 f"{type(produced).__name__}, not an iterable of events; return an iterable, "
                 "or add interval = <seconds> to poll it",
             )
@@ -808,15 +694,14 @@ class _Loader:
         """Give a problem found by the topology's validation a file, line and TOML wording."""
         text = problem.text
         if problem.missing_channel is not None:
-            text += f"; add a [channels.{_dotted((problem.missing_channel,))}] table"
+            text += f"; add a [channels.{dotted((problem.missing_channel,))}] table"
         section = _SECTION_OF.get(problem.what)
         line = None
         if section is not None and isinstance(problem.name, str):
             where = (section, problem.name)
-            if problem.field is None:
-                line = self.locator.table_line(where)
-            else:
-                line = self.locator.key_line(where, problem.field)
+            # A field's own line: its key, or its [table] when it is a table of its own.
+            field = () if problem.field is None else (problem.field,)
+            line = self.locator.table_line((*where, *field))
         prefix = f"line {line}: " if line is not None else ""
         return f"{self.file.name}: {prefix}{text}"
 
@@ -824,7 +709,7 @@ class _Loader:
 
     def resolve(self, where: Where, key: str, reference: str) -> Any:
         """Resolve ``"module:attribute"``; report and return None when it cannot be."""
-        label = _dotted((*where, key))
+        label = dotted((*where, key))
         module_name, colon, attribute = reference.partition(":")
         module_name, attribute = module_name.strip(), attribute.strip()
         if not colon or not module_name or not attribute:
