@@ -67,3 +67,41 @@ def test_no_module_imports_a_higher_layer(path: Path) -> None:
 def test_every_part_is_ranked() -> None:
     parts = {p.relative_to(PACKAGE).parts[0].removesuffix(".py") for p in MODULES}
     assert parts <= set(LAYERS)
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_no_import_circles_not_even_lazy_ones() -> None:
+    # Every import counts, inside a function too: a lazy import hides a circle, it
+    # does not break it (issue 11: dependencies go one way).
+    names = {_module_name(path): path for path in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in names.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module)
+                found |= {f"{node.module}.{alias.name}" for alias in node.names}
+            elif isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names}
+        graph[name] = {other for other in found if other in names} - {name, "reactor"}
+
+    circles = []
+    state: dict[str, str] = {}  # "open" while on the path, "done" after
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = "open"
+        for other in sorted(graph[name]):
+            if state.get(other) == "open":
+                circles.append(" -> ".join([*path[path.index(other) :], other]))
+            elif other not in state:
+                visit(other, [*path, other])
+        state[name] = "done"
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert circles == []
