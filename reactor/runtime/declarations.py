@@ -575,13 +575,10 @@ class TopologyDecl:
             problems += self._check_channel(decl, "channel")
             if decl.output is not None:
                 problems += self._check_channel(decl, "output")
-            problems += _option_problems(decl)
-            if (
-                isinstance(decl, PoolDecl)
-                and _is_int(decl.min_size)
-                and _is_int(decl.max_size)
-                and decl.min_size > decl.max_size
-            ):
+            own = _option_problems(decl)
+            problems += own
+            sizes_ok = not any(problem.field in ("min_size", "max_size") for problem in own)
+            if isinstance(decl, PoolDecl) and sizes_ok and decl.min_size > decl.max_size:
                 text = f"needs 1 <= min_size <= max_size, got min_size={decl.min_size!r}, max_size={decl.max_size!r}"
                 problems.append(_problem(decl, "min_size", text))
             other = groups.setdefault((decl.channel, decl.group_name), decl)
@@ -609,7 +606,3 @@ def _option_problems(decl: Any) -> list[Problem]:
         for message in opt.problems(getattr(decl, opt.name)):
             problems.append(_problem(decl, opt.name, message))
     return problems
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
