@@ -29,7 +29,7 @@ from reactor.runtime.declarations import (
     TopologyDecl,
     builder_options,
 )
-from reactor.supervision.strategy import RestartType, Strategy
+from reactor.supervision.strategy import Strategy
 
 if TYPE_CHECKING:
     from reactor.clock import Clock
@@ -124,12 +124,23 @@ class _Scope:
         self._node.children.append(decl)
         return _decorator(decl) if handler is None else handler
 
-    @_documented(SupervisorDecl)
+    @_documented(SupervisorDecl, exclude=("strategy",))
     def supervisor(
-        self, name: str, strategy: Strategy | None = None, *, restart: RestartType = "permanent"
+        self, name: str, strategy: Strategy | None = None, **options: Any
     ) -> SupervisorScope:
-        """Declare a nested supervisor; declare its children inside ``with ... as sup:``."""
-        node = SupervisorDecl(name, strategy or DEFAULT_STRATEGY, restart)
+        """Declare a nested supervisor; declare its children inside ``with ... as sup:``.
+
+        Args:
+            name: unique name of the supervisor.
+            strategy: ``OneForOne`` (the default), ``OneForAll`` or ``RestForOne``, with
+                restart intensity and backoff.
+            **options: the options below.
+
+        Raises:
+            TypeError: an option that supervisors do not have.
+        """
+        options = _options("supervisor", SupervisorDecl, options)
+        node = SupervisorDecl(name, strategy or DEFAULT_STRATEGY, **options)
         self._node.children.append(node)
         return SupervisorScope(self._topology, node)
 
