@@ -215,8 +215,14 @@ _EXPECTED = {
 }
 # Keys the loader interprets itself instead of passing them to the declaration.
 _LOADER_KEYS = frozenset({"handler", "source", "supervisor", "parent", "scaling", "retry"})
-_SECTION_OF = {"channel": "channels", "producer": "producers", "consumer": "consumers"}
-_SECTION_OF |= {"pool": "pools", "supervisor": "supervisors"}
+# The table of each kind of declaration a Problem names.
+_SECTION_OF = {
+    "channel": "channels",
+    "producer": "producers",
+    "consumer": "consumers",
+    "pool": "pools",
+    "supervisor": "supervisors",
+}
 
 # Serialises imports from TOML files' folders, so one _from_folder entry is set at a time.
 _import_lock = threading.Lock()
