@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from reactor import Backoff, OneForOne, PoolScaling, RestForOne, Topology, TopologyError
+from reactor.runtime import toml as toml_loader
 from reactor.runtime.topology import ConsumerDecl, PoolDecl, SupervisorDecl
 from reactor.testing import Recorder
 
@@ -879,3 +880,19 @@ def test_consumers_take_a_start_position(tmp_path: Path) -> None:
     assert starts["a"] == "latest"
     assert starts["b"] == 42
     assert starts["c"].year == 2026
+
+
+def test_the_documented_format_is_a_valid_file(write: Callable[..., Path]) -> None:
+    doc = toml_loader.__doc__ or ""
+    example = textwrap.dedent(doc.split(".. code-block:: toml\n", 1)[1].split("\nChildren", 1)[0])
+    write(
+        "shop_handlers.py",
+        "ORDERS = []\n\ndef bill(event):\n    pass\n\n"
+        "def send_mail(event):\n    pass\n\ndef record(event):\n    pass\n\n"
+        "def orders():\n    return []\n",
+    )
+    try:
+        topo = Topology.from_toml(write("shop.toml", example))
+    finally:
+        sys.modules.pop("shop_handlers", None)
+    assert {decl.name for decl in topo.consumers()} == {"billing", "mailer", "auditor"}
