@@ -54,23 +54,6 @@ Check = Callable[[Any], Sequence[str]]
 
 
 @attrs.frozen(slots=True)
-class _Spec:
-    """What :func:`option` stores in a field's metadata (the name comes from the field)."""
-
-    kind: Kind
-    doc: str
-    minimum: float | None
-    maximum: float | None
-    positive: bool
-    choices: tuple[str, ...]
-    label: str | None
-    required: bool
-    optional: bool
-    toml: str | None
-    check: Check | None
-
-
-@attrs.frozen(slots=True)
 class Option:
     """One option of a declaration, as the schema states it.
 
@@ -220,9 +203,12 @@ def option(
     """
     if kind in ("seconds", "rate"):
         assert max is not None, "every duration and rate option needs a documented maximum"
-    spec = _Spec(
+    # The name and the default are the field's: options_of() fills them in.
+    spec = Option(
+        name="",
         kind=kind,
         doc=doc,
+        default=attrs.NOTHING,
         minimum=min,
         maximum=max,
         positive=positive,
@@ -257,25 +243,11 @@ def problems_of(value: Any, prefix: str = "") -> list[tuple[str, str]]:
 
 
 def _option(field: attrs.Attribute[Any]) -> Option:
-    spec: _Spec = field.metadata[_KEY]
     default: Any = field.default
     if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
         default = default.factory()
-    return Option(
-        name=field.name,
-        kind=spec.kind,
-        doc=spec.doc,
-        default=default,
-        minimum=spec.minimum,
-        maximum=spec.maximum,
-        positive=spec.positive,
-        choices=spec.choices,
-        label=spec.label,
-        required=spec.required,
-        optional=spec.optional,
-        toml=spec.toml,
-        check=spec.check,
-    )
+    spec: Option = field.metadata[_KEY]
+    return attrs.evolve(spec, name=field.name, default=default)
 
 
 def _raise_problems(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
