@@ -71,6 +71,7 @@ class Option:
         optional: ``None`` is allowed and means "off".
         toml: the TOML value type (``str``, ``int``, ``number``, ``bool``,
             ``table``, ...), or ``None`` if the option is not written in TOML.
+        check: a further check returning messages (the whole check of ``custom``).
     """
 
     name: str
