@@ -1,4 +1,7 @@
-"""Helpers shared by the tests: a handler step that hangs once, and the backend fixture."""
+"""Helpers shared by the tests: a handler step that hangs once, and the backend fixture.
+
+The ``backend`` fixture is made available to every test module by ``conftest.py``.
+"""
 
 from __future__ import annotations
 

@@ -14,17 +14,6 @@ import reactor
 from reactor import Event, Topology
 from reactor.testing import Recorder, wait_for
 
-BACKENDS = ["memory", "sqlite", "redis"]
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest, tmp_path: Any) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/c.db"  # a fresh log file per test
-    if request.param == "redis":
-        return str(request.getfixturevalue("redis_url"))  # a fresh key prefix per test
-    return str(request.param)
-
 
 def test_every_group_gets_every_event_and_members_compete(backend: str) -> None:
     topo = Topology("groups")

@@ -19,17 +19,7 @@ from reactor.actors.base import reactor_threads
 from reactor.messages import lifecycle
 from reactor.testing import Recorder, wait_for
 
-BACKENDS = ["memory", "sqlite", "redis"]
 TIMEOUT = 30.0
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest, tmp_path: Any) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/c.db"
-    if request.param == "redis":
-        return str(request.getfixturevalue("redis_url"))
-    return str(request.param)
 
 
 class Flaky:
