@@ -23,6 +23,8 @@ def test_iterable_producer_finishes_and_the_system_knows() -> None:
         assert recorder.data() == list(range(500))
         assert {e.key for e in recorder.events} == {"k0", "k1", "k2"}
         assert {e.source for e in recorder.events} == {"p"}
+        # A finished producer stops itself; its supervisor records that just after.
+        wait_for(lambda: system.metrics().actor("p").state == "stopped")
         producer = system.metrics().actor("p")
         assert (producer.kind, producer.state, producer.handled) == ("producer", "stopped", 500)
 
