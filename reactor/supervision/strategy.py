@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import attrs
 
@@ -37,6 +37,25 @@ def _exponential(
     return max(0.0, min(max_s, base))
 
 
+# Every option of these values is checked at construction (``strict``): they are
+# built by hand as often as from a topology, and a bad one must fail where it is made.
+
+
+def _seconds(default: float, most: float, doc: str) -> Any:
+    """A strict duration option from 0 to ``most`` seconds."""
+    return option(default, kind="seconds", min=0, max=most, strict=True, doc=doc)
+
+
+def _factor(default: float, most: float, doc: str) -> Any:
+    """A strict dimensionless option from 0 to ``most``."""
+    return option(default, kind="number", min=0, max=most, strict=True, doc=doc)
+
+
+def _jitter() -> Any:
+    """The random spread of a delay, shared by :class:`Retry` and :class:`Backoff`."""
+    return _factor(0.2, 1, "random spread of each delay, as a fraction (0.2: ±20%)")
+
+
 @attrs.frozen(slots=True)
 class Retry:
     """When a failed event is tried again: exponential delay with jitter, capped.
@@ -48,28 +67,10 @@ class Retry:
     attempts on this curve (see :mod:`reactor.runtime.consumer`).
     """
 
-    min_s: float = option(
-        0.1, kind="seconds", min=0, max=3600, strict=True, doc="delay before the second attempt"
-    )
-    max_s: float = option(
-        5.0,
-        kind="seconds",
-        min=0,
-        max=3600,
-        strict=True,
-        doc="longest delay between attempts; 0 retries at once",
-    )
-    multiplier: float = option(
-        2.0, kind="number", min=0, max=100, strict=True, doc="growth of the delay per failure"
-    )
-    jitter: float = option(
-        0.2,
-        kind="number",
-        min=0,
-        max=1,
-        strict=True,
-        doc="random spread of each delay, as a fraction (0.2: ±20%)",
-    )
+    min_s: float = _seconds(0.1, 3600, "delay before the second attempt")
+    max_s: float = _seconds(5.0, 3600, "longest delay between attempts; 0 retries at once")
+    multiplier: float = _factor(2.0, 100, "growth of the delay per failure")
+    jitter: float = _jitter()
 
     def delay(self, failures: int, rng: random.Random) -> float:
         """Seconds to wait after the ``failures``-th failure in a row (1-based)."""
@@ -92,45 +93,12 @@ class Backoff:
     after a successful start, a consumer that makes progress is not held back).
     """
 
-    min_s: float = option(
-        0.01,
-        kind="seconds",
-        min=0,
-        max=3600,
-        strict=True,
-        doc="delay before the second restart in a row",
-    )
-    max_s: float = option(
-        5.0,
-        kind="seconds",
-        min=0,
-        max=3600,
-        strict=True,
-        doc="longest delay between restarts; 0 turns backoff off",
-    )
-    multiplier: float = option(
-        2.0,
-        kind="number",
-        min=0,
-        max=100,
-        strict=True,
-        doc="growth of the delay per further restart",
-    )
-    jitter: float = option(
-        0.2,
-        kind="number",
-        min=0,
-        max=1,
-        strict=True,
-        doc="random spread of each delay, as a fraction (0.2: ±20%)",
-    )
-    reset_after_s: float = option(
-        10.0,
-        kind="seconds",
-        min=0,
-        max=86_400,
-        strict=True,
-        doc="time without a crash after which the delays start over",
+    min_s: float = _seconds(0.01, 3600, "delay before the second restart in a row")
+    max_s: float = _seconds(5.0, 3600, "longest delay between restarts; 0 turns backoff off")
+    multiplier: float = _factor(2.0, 100, "growth of the delay per further restart")
+    jitter: float = _jitter()
+    reset_after_s: float = _seconds(
+        10.0, 86_400, "time without a crash after which the delays start over"
     )
 
     def delay(self, consecutive: int, rng: random.Random) -> float:
@@ -167,14 +135,7 @@ class Strategy:
         strict=True,
         doc="restarts allowed within within_s; one more escalates",
     )
-    within_s: float = option(
-        10.0,
-        kind="seconds",
-        min=0,
-        max=86_400,
-        strict=True,
-        doc="the sliding window of the restart intensity",
-    )
+    within_s: float = _seconds(10.0, 86_400, "the sliding window of the restart intensity")
     backoff: Backoff = option(
         kind="custom",
         factory=Backoff,
