@@ -240,36 +240,27 @@ def _freeze_mapping(value: Mapping[Any, Any]) -> FrozenDict[Any, Any]:
     out: dict[Any, Any] = {}
     scalars = _SCALARS
     for key, item in value.items():
-        k, v = key, item
-        if type(k) not in scalars:
-            try:
-                k = _freeze_any(key)
-            except _Refused as refused:
-                refused.segments.append(f" key {key!r}")
-                raise
-        if type(v) not in scalars:
-            try:
-                v = _freeze_any(item)
-            except _Refused as refused:
-                refused.segments.append(f"[{k!r}]")
-                raise
-        out[k] = v
+        k = key if type(key) in scalars else _freeze_at(key, " key {!r}", key)
+        out[k] = item if type(item) in scalars else _freeze_at(item, "[{!r}]", k)
     return _wrap(out)
 
 
 def _freeze_items(value: Any) -> list[Any]:
-    out = []
     scalars = _SCALARS
-    for i, item in enumerate(value):
-        if type(item) in scalars:
-            out.append(item)
-            continue
-        try:
-            out.append(_freeze_any(item))
-        except _Refused as refused:
-            refused.segments.append(f"[{i}]")
-            raise
-    return out
+    return [
+        item if type(item) in scalars else _freeze_at(item, "[{}]", i)
+        for i, item in enumerate(value)
+    ]
+
+
+def _freeze_at(value: Any, where: str, label: object) -> Any:
+    """``value`` frozen; a refusal inside it is placed at ``where.format(label)``."""
+    # The segment is formatted only on refusal: a repr per key would cost every freeze.
+    try:
+        return _freeze_any(value)
+    except _Refused as refused:
+        refused.segments.append(where.format(label))
+        raise
 
 
 def _freeze_tuple(value: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -287,18 +278,11 @@ def _freeze_tuple(value: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def _freeze_set(value: Any) -> frozenset[Any]:
-    out = []
-    for item in value:
-        if type(item) in _SCALARS:
-            out.append(item)
-            continue
-        try:
-            out.append(_freeze_any(item))
-        except _Refused as refused:
-            # Sets have no subscripts; name the member instead.
-            refused.segments.append(f" member {item!r}")
-            raise
-    return frozenset(out)
+    # Sets have no subscripts; name the member instead.
+    scalars = _SCALARS
+    return frozenset(
+        item if type(item) in scalars else _freeze_at(item, " member {!r}", item) for item in value
+    )
 
 
 def _freeze_list(value: Any) -> tuple[Any, ...]:
