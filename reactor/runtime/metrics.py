@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Protocol, TypeVar
 
 import attrs
 
@@ -11,6 +11,14 @@ from reactor.channels.backend import ChannelMetrics, GroupMetrics
 from reactor.errors import UnknownActorError, UnknownChannelError, UnknownGroupError
 
 __all__ = ["ActorMetrics", "Health", "SystemMetrics"]
+
+
+class _HasName(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+_Named = TypeVar("_Named", bound=_HasName)
 
 
 @attrs.frozen(slots=True)
@@ -51,13 +59,7 @@ class SystemMetrics:
         Raises:
             UnknownActorError: no such actor (also a ``LookupError``).
         """
-        for actor in self.actors:
-            if actor.name == name:
-                return actor
-        known = ", ".join(actor.name for actor in self.actors) or "none"
-        raise UnknownActorError(
-            f"system {self.name!r} has no actor named {name!r} in this snapshot (actors: {known})"
-        )
+        return _named(self.actors, name, self.name, UnknownActorError, _NO_ACTOR)
 
     def channel(self, name: str) -> ChannelMetrics:
         """The statistics of the channel called ``name``.
@@ -65,13 +67,7 @@ class SystemMetrics:
         Raises:
             UnknownChannelError: no such channel (also a ``LookupError``).
         """
-        for channel in self.channels:
-            if channel.name == name:
-                return channel
-        known = ", ".join(channel.name for channel in self.channels) or "none"
-        raise UnknownChannelError(
-            f"system {self.name!r} has no channel named {name!r} (channels: {known})"
-        )
+        return _named(self.channels, name, self.name, UnknownChannelError, _NO_CHANNEL)
 
     def group(self, channel: str, group: str) -> GroupMetrics:
         """The statistics of ``group`` on ``channel``.
@@ -79,16 +75,29 @@ class SystemMetrics:
         Raises:
             UnknownChannelError: no such channel. UnknownGroupError: no such group.
         """
-        groups = self.channel(channel).groups
-        for stats in groups:
-            if stats.name == group:
-                return stats
-        known = ", ".join(stats.name for stats in groups) or "none"
-        raise UnknownGroupError(f"channel {channel!r} has no group {group!r} (groups: {known})")
+        return _named(self.channel(channel).groups, group, channel, UnknownGroupError, _NO_GROUP)
 
     def to_dict(self) -> dict[str, object]:
         """Plain dicts and lists, ready for ``json.dumps``."""
         return attrs.asdict(self, recurse=True)
+
+
+# What a lookup by name says when the name is unknown: the owner, the name, and the
+# names there are, so the caller sees its typo at once.
+_NO_ACTOR = "system {owner!r} has no actor named {name!r} in this snapshot (actors: {known})"
+_NO_CHANNEL = "system {owner!r} has no channel named {name!r} (channels: {known})"
+_NO_GROUP = "channel {owner!r} has no group {name!r} (groups: {known})"
+
+
+def _named(
+    items: tuple[_Named, ...], name: str, owner: str, unknown: type[LookupError], message: str
+) -> _Named:
+    """The item of ``items`` called ``name``, else ``unknown`` with ``message`` filled in."""
+    for item in items:
+        if item.name == name:
+            return item
+    known = ", ".join(item.name for item in items) or "none"
+    raise unknown(message.format(owner=owner, name=name, known=known))
 
 
 @attrs.frozen(slots=True)
