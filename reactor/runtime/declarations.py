@@ -139,18 +139,10 @@ def _check_key(key: Any) -> list[str]:
     return [f"key must be a callable or a field name, got {type(key).__name__}"]
 
 
-def _default_scaling(value: Any) -> Any:
-    return PoolScaling() if value is None else value
-
-
 def _check_scaling(scaling: Any) -> list[str]:
     if not isinstance(scaling, PoolScaling):
         return [f"scaling must be a reactor.PoolScaling, got {type(scaling).__name__}"]
     return [text for _, text in problems_of(scaling, "scaling.")]
-
-
-def _default_retry(value: Any) -> Any:
-    return Retry() if value is None else value
 
 
 def _check_retry(retry: Any) -> list[str]:
@@ -173,6 +165,33 @@ def _restart(default: RestartType, doc: str) -> Any:
     return option(default, kind="choice", choices=RESTART_TYPES, label="restart type", doc=doc)
 
 
+def _count(default: int, doc: str) -> Any:
+    """A positive whole number: a capacity, a batch or a number of attempts or members."""
+    return option(default, kind="int", positive=True, doc=doc)
+
+
+def _string(default: Any = attrs.NOTHING, *, doc: str, **extra: Any) -> Any:
+    """A value a TOML file writes as a string: a name, a URL, a topic or a ``module:attr``."""
+    return option(default, kind="custom", toml="str", doc=doc, **extra)
+
+
+def _seconds(default: float | None, doc: str, **bounds: Any) -> Any:
+    """A duration in seconds; ``bounds`` as :func:`~reactor.schema.option` takes them."""
+    return option(default, kind="seconds", doc=doc, **bounds)
+
+
+def _table(cls: Callable[[], Any], check: Callable[[Any], list[str]], doc: str) -> Any:
+    """A frozen value such as a :class:`Retry`, a table of its own in TOML; ``None`` is its default."""
+    return option(
+        kind="custom",
+        factory=cls,
+        converter=lambda value: cls() if value is None else value,
+        toml="table",
+        check=check,
+        doc=doc,
+    )
+
+
 # -- the declarations ------------------------------------------------------------------
 
 
@@ -188,12 +207,7 @@ class ChannelDecl:
         check=_check_backend,
         doc="where the events live: `memory`, or a `sqlite://` or `redis://` URL",
     )
-    capacity: int = option(
-        10_000,
-        kind="int",
-        positive=True,
-        doc="most published-but-unsettled events the channel holds",
-    )
+    capacity: int = _count(10_000, "most published-but-unsettled events the channel holds")
     overflow: Overflow = option(
         "block",
         kind="choice",
@@ -201,9 +215,7 @@ class ChannelDecl:
         label="overflow policy",
         doc="what `publish` does at capacity",
     )
-    max_batch: int = option(
-        128, kind="int", positive=True, doc="most events delivered to a consumer in one message"
-    )
+    max_batch: int = _count(128, "most events delivered to a consumer in one message")
 
 
 @attrs.define(eq=False)
@@ -211,22 +223,13 @@ class ProducerDecl:
     """A declared producer: an iterable source, or a callable polled every ``interval``."""
 
     name: str
-    channel: str = option(kind="custom", toml="str", doc="the channel it publishes into")
-    topic: str = option(
-        kind="custom", toml="str", check=_check_topic, doc="the topic of the events it makes"
-    )
-    source: Any = option(
-        kind="custom",
-        toml="str",
+    channel: str = _string(doc="the channel it publishes into")
+    topic: str = _string(check=_check_topic, doc="the topic of the events it makes")
+    source: Any = _string(
         doc="an iterable (pulled until exhausted) or a callable polled every `interval`",
     )
-    interval: float | None = option(
-        None,
-        kind="seconds",
-        min=0,
-        max=86_400,
-        optional=True,
-        doc="seconds between polls of a callable source",
+    interval: float | None = _seconds(
+        None, "seconds between polls of a callable source", min=0, max=86_400, optional=True
     )
     rate: float | None = option(
         None,
@@ -236,17 +239,13 @@ class ProducerDecl:
         optional=True,
         doc="most events per second",
     )
-    key: Callable[[Any], str | None] | str | None = option(
+    key: Callable[[Any], str | None] | str | None = _string(
         None,
-        kind="custom",
-        toml="str",
         optional=True,
         check=_check_key,
         doc="the event key: a callable `key(data)`, or a field of dict data",
     )
-    batch_size: int = option(
-        128, kind="int", positive=True, doc="most events published in one message"
-    )
+    batch_size: int = _count(128, "most events published in one message")
     restart: RestartType = _restart(
         "transient", "restart type; `transient`: an exhausted source is done"
     )
@@ -257,7 +256,7 @@ class ConsumerDecl:
     """A declared consumer (also the member template of a pool)."""
 
     name: str
-    channel: str = option(kind="custom", toml="str", doc="the channel to consume from")
+    channel: str = _string(doc="the channel to consume from")
     pattern: str | tuple[str, ...] = option(
         "#",
         kind="custom",
@@ -266,10 +265,8 @@ class ConsumerDecl:
         check=_check_patterns,
         doc="topic pattern(s): `*` one word, `#` zero or more words",
     )
-    handler: Any = option(
+    handler: Any = _string(
         None,
-        kind="custom",
-        toml="str",
         required=True,
         check=_check_handler,
         doc="a function `f(event)`, or a class or object with `handle(event)`",
@@ -280,45 +277,29 @@ class ConsumerDecl:
         optional=True,
         doc="consumer group (default: the name); members of a group compete for events",
     )
-    max_deliveries: int = option(
-        5, kind="int", positive=True, doc="attempts before a failing event goes to `$deadletter`"
-    )
+    max_deliveries: int = _count(5, "attempts before a failing event goes to `$deadletter`")
     idempotent: bool = option(
         False, kind="bool", doc="skip events whose id this group already handled"
     )
-    dedup_window: int = option(
-        100_000, kind="int", positive=True, doc="how many handled ids `idempotent` remembers"
-    )
+    dedup_window: int = _count(100_000, "how many handled ids `idempotent` remembers")
     restart: RestartType = _restart(
         "permanent", "restart after any exit (`permanent`), after a failure only, or never"
     )
-    output: str | None = option(
+    output: str | None = _string(
         None,
-        kind="custom",
-        toml="str",
         optional=True,
         doc="channel for events the handler returns (default: `channel`)",
     )
-    prefetch: int = option(
-        256,
-        kind="int",
-        positive=True,
-        doc="events the channel may hand this consumer ahead of time",
-    )
-    handler_timeout: float | None = option(
+    prefetch: int = _count(256, "events the channel may hand this consumer ahead of time")
+    handler_timeout: float | None = _seconds(
         None,
-        kind="seconds",
+        "seconds before a running handler counts as hung",
         positive=True,
         max=86_400,
         optional=True,
-        doc="seconds before a running handler counts as hung",
     )
-    shutdown_s: float = option(
-        5.0,
-        kind="seconds",
-        positive=True,
-        max=3600,
-        doc="how long a stop of this consumer may take",
+    shutdown_s: float = _seconds(
+        5.0, "how long a stop of this consumer may take", positive=True, max=3600
     )
     start: str | int | datetime = option(
         "earliest",
@@ -326,19 +307,14 @@ class ConsumerDecl:
         doc="where a group new to a durable channel begins: `earliest`, `latest`, an offset or a datetime",
     )
 
-    retry: Retry = option(
-        kind="custom",
-        factory=Retry,
-        converter=_default_retry,
-        toml="table",
-        check=_check_retry,
-        doc="when a failed event is tried again: a `reactor.Retry` (exponential delay with jitter)",
+    retry: Retry = _table(
+        Retry,
+        _check_retry,
+        "when a failed event is tried again: a `reactor.Retry` (exponential delay with jitter)",
     )
-    failure_threshold: int = option(
+    failure_threshold: int = _count(
         10,
-        kind="int",
-        positive=True,
-        doc="failures in a row, with no success between, after which the consumer itself "
+        "failures in a row, with no success between, after which the consumer itself "
         "counts as failed and is restarted",
     )
 
@@ -364,22 +340,15 @@ class PoolDecl(ConsumerDecl):
 
     not_options: ClassVar[frozenset[str]] = frozenset({"restart"})
 
-    prefetch: int = option(
+    prefetch: int = _count(
         64,
-        kind="int",
-        positive=True,
-        doc="events the channel may hand each member ahead of time (smaller than a "
+        "events the channel may hand each member ahead of time (smaller than a "
         "consumer's 256, so a backlog is left for members added by scaling)",
     )
-    min_size: int = option(1, kind="int", positive=True, doc="members always running")
-    max_size: int = option(4, kind="int", positive=True, doc="most members, reached on backlog")
-    scaling: PoolScaling = option(
-        kind="custom",
-        factory=PoolScaling,
-        converter=_default_scaling,
-        toml="table",
-        check=_check_scaling,
-        doc="when the pool grows and shrinks: a `reactor.PoolScaling`",
+    min_size: int = _count(1, "members always running")
+    max_size: int = _count(4, "most members, reached on backlog")
+    scaling: PoolScaling = _table(
+        PoolScaling, _check_scaling, "when the pool grows and shrinks: a `reactor.PoolScaling`"
     )
 
 
