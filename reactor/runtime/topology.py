@@ -15,7 +15,6 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Callable, Iterable
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from reactor.runtime import toml
@@ -103,10 +102,7 @@ class _Scope:
         Raises:
             TypeError: an option that consumers do not have.
         """
-        options = _options("consumer", ConsumerDecl, options)
-        decl = ConsumerDecl(name=name, channel=channel, handler=handler, **options)
-        self._node.children.append(decl)
-        return _decorator(decl) if handler is None else handler
+        return self._add(ConsumerDecl, name, handler, channel=channel, options=options)
 
     @_documented(PoolDecl, exclude=("channel", "handler"))
     def pool(self, name: str, handler: H | None = None, *, channel: str, **options: Any) -> Any:
@@ -119,8 +115,20 @@ class _Scope:
         Raises:
             TypeError: an option that pools do not have.
         """
-        options = _options("pool", PoolDecl, options)
-        decl = PoolDecl(name=name, channel=channel, handler=handler, **options)
+        return self._add(PoolDecl, name, handler, channel=channel, options=options)
+
+    def _add(
+        self,
+        cls: type[ConsumerDecl],
+        name: str,
+        handler: Any,
+        *,
+        channel: str,
+        options: dict[str, Any],
+    ) -> Any:
+        """Declare a consumer or a pool here; the handler back, or a decorator without one."""
+        options = _options("pool" if issubclass(cls, PoolDecl) else "consumer", cls, options)
+        decl = cls(name=name, channel=channel, handler=handler, **options)
         self._node.children.append(decl)
         return _decorator(decl) if handler is None else handler
 
@@ -159,12 +167,7 @@ class SupervisorScope(_Scope):
     def __enter__(self) -> SupervisorScope:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         return None
 
     @property
