@@ -27,9 +27,9 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from reactor.demos.crashing import quick_restarts
 from reactor.messages.event import Event
 from reactor.runtime.topology import Topology
-from reactor.supervision.strategy import Backoff, OneForOne
 
 __all__ = [
     "DESCRIPTION",
@@ -215,9 +215,7 @@ def build() -> Topology:
         interval=PLACE_INTERVAL_S,
         key="order_id",
     )
-    strategy = OneForOne(
-        max_restarts=50, within_s=30.0, backoff=Backoff(min_s=0.05, max_s=0.5, reset_after_s=2.0)
-    )
+    strategy = quick_restarts(max_restarts=50)
     with topo.supervisor("saga", strategy) as saga:
         saga.consumer(
             "inventory", Inventory(), channel="orders", pattern=("order.placed", "payment.failed")

@@ -22,9 +22,9 @@ import random
 import threading
 from typing import Any
 
+from reactor.demos.crashing import quick_restarts
 from reactor.messages.event import Event
 from reactor.runtime.topology import Topology
-from reactor.supervision.strategy import Backoff, OneForOne
 
 __all__ = ["DESCRIPTION", "AnomalyDetector", "MalformedReading", "SensorFeed", "build"]
 
@@ -175,9 +175,7 @@ def build() -> Topology:
             key="sensor",
         )
     # Generous intensity: the demo crashes on purpose, and must not escalate.
-    strategy = OneForOne(
-        max_restarts=100, within_s=30.0, backoff=Backoff(min_s=0.05, max_s=0.5, reset_after_s=2.0)
-    )
+    strategy = quick_restarts(max_restarts=100)
     with topo.supervisor("detection", strategy) as sup:
         sup.consumer(
             "detector",
