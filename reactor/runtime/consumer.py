@@ -45,7 +45,9 @@ Retries failing again do not pause it: a few poison events can fail many times
 in a row while the consumer is healthy.
 
 The handler can ask which attempt it is on, and why the previous one failed,
-with :func:`current_delivery`.
+with :func:`current_delivery`; that, and how a return value becomes events
+(:func:`as_events`), live in :mod:`reactor.runtime.handling` and are
+re-exported here.
 """
 
 from __future__ import annotations
@@ -53,9 +55,8 @@ from __future__ import annotations
 import inspect
 import logging
 import random
-import threading
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -64,7 +65,7 @@ from reactor.actors.address import Address
 from reactor.actors.base import ActorContext, ReactorActor
 from reactor.actors.counters import ActorCounters
 from reactor.channels.dedup import DedupWindow
-from reactor.errors import ConsumerFailing, DecodeError, NotInHandlerError, ResultError
+from reactor.errors import ConsumerFailing, DecodeError
 from reactor.messages.control import (
     Ack,
     Deliver,
@@ -77,6 +78,7 @@ from reactor.messages.control import (
     Tick,
 )
 from reactor.messages.event import Event
+from reactor.runtime.handling import Delivery, as_events, current_delivery, handling
 from reactor.runtime.router import Router
 from reactor.supervision.strategy import Retry
 
@@ -98,100 +100,6 @@ _PAUSE_FROM = 3
 # was in its handler, not to a whole batch it had finished.
 _ACK_RUN = 32
 _ACK_WITHIN_S = 0.01
-
-
-@attrs.frozen(slots=True)
-class Delivery:
-    """The delivery a handler is working on: see :func:`current_delivery`.
-
-    Attributes:
-        consumer: the consumer (or pool member) handling it.
-        group: its consumer group.
-        channel: the channel it came from.
-        attempt: 1 for the first delivery, 2 for the first retry, and so on.
-        max_deliveries: after this many failed attempts it is dead-lettered.
-        previous_error: why the previous attempt failed: its type and message (None
-            on the first attempt, or when the previous one was lost with a process
-            rather than raised). Its ``traceback`` is empty: only the dead letter
-            carries one, of the last attempt.
-    """
-
-    consumer: str
-    group: str
-    channel: str
-    attempt: int
-    max_deliveries: int
-    previous_error: ErrorInfo | None
-
-    @property
-    def last_attempt(self) -> bool:
-        """Whether a failure now dead-letters the event."""
-        return self.attempt >= self.max_deliveries
-
-
-_handling = threading.local()
-
-
-def current_delivery() -> Delivery:
-    """The delivery the calling handler is handling: its attempt and previous error.
-
-    Call it from a handler (or from code the handler calls, in its thread)::
-
-        def charge(event):
-            if current_delivery().attempt > 1:
-                log.info("retrying %s after %s", event.id, current_delivery().previous_error)
-
-    Raises:
-        NotInHandlerError: not called from a consumer's handler.
-    """
-    current: tuple[ConsumerRuntime, Deliver, int] | None = getattr(_handling, "current", None)
-    if current is None:
-        raise NotInHandlerError(
-            "reactor.current_delivery() was called outside a consumer's handler; call it "
-            "from the handler, or from code the handler calls in its own thread"
-        )
-    runtime, batch, index = current
-    failures = batch.failures
-    return Delivery(
-        consumer=runtime.name,
-        group=runtime.group,
-        channel=runtime.channel,
-        attempt=batch.attempts[index],
-        max_deliveries=runtime.max_deliveries,
-        previous_error=failures.get(batch.seqs[index]) if failures else None,
-    )
-
-
-def as_events(parent: Event, result: Any, consumer: str) -> list[Event]:
-    """The follow-up events a handler's return value stands for."""
-    if result is None:
-        return []
-    if isinstance(result, Event):
-        return [result]
-    if _is_pair(result):
-        return [parent.derive(result[0], result[1])]
-    if isinstance(result, Iterable) and not isinstance(result, str | bytes | dict):
-        events = []
-        for item in result:
-            if isinstance(item, Event):
-                events.append(item)
-            elif _is_pair(item):
-                events.append(parent.derive(item[0], item[1]))
-            else:
-                raise ResultError(_bad_result(consumer, item))
-        return events
-    raise ResultError(_bad_result(consumer, result))
-
-
-def _is_pair(value: Any) -> bool:
-    return type(value) is tuple and len(value) == 2 and isinstance(value[0], str)
-
-
-def _bad_result(consumer: str, value: Any) -> str:
-    return (
-        f"consumer {consumer!r} returned {type(value).__name__} {value!r:.80}; return None, an "
-        "Event, a (topic, data) pair, or an iterable of events and pairs"
-    )
 
 
 @attrs.define(eq=False)
@@ -389,7 +297,7 @@ class ConsumerActor(ReactorActor):
                 continue
             started = monotonic()
             mine = counters.current = (epoch, seq, started)
-            _handling.current = (runtime, batch, index - 1)
+            handling.current = (runtime, batch, index - 1)
             try:
                 result = handle(event)
                 outputs = as_events(event, result, runtime.name) if result is not None else ()
@@ -408,7 +316,7 @@ class ConsumerActor(ReactorActor):
                     return False
                 continue
             finally:
-                _handling.current = None
+                handling.current = None
             if self.actor_fenced:
                 # Abandoned while it ran: the event was given back and a new incarnation
                 # owns the counters; this late result must change nothing.
