@@ -26,6 +26,10 @@ and returns what the backend has to act on (a :class:`Deliver` to send, the seqs
 an ack settled, the attempt a nack spent), so each backend adds only what is
 truly its own: storage, settlement, dead letters.
 
+One concept, so one module despite its length: consumer-group bookkeeping (the
+queues of a :class:`Group`, the member messages applied to a channel's groups, and
+the counters that feed its statistics).
+
 Thread-safety: everything here belongs to the channel actor's thread, except
 :meth:`Group.queued`, :meth:`Group.in_flight` and :meth:`Group.stats`, which
 ``stats()`` may call from any thread (they read a snapshot of the members).

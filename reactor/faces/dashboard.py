@@ -13,6 +13,9 @@ Shown, top to bottom:
 * per channel and group: published, backlog, in-flight, dropped, dead letters;
 * the latest lifecycle events: failures, restarts, escalations, dead letters, drops.
 
+One concept, so one module despite its length: the live view of a system; what a
+frame shows and how it is refreshed read the same snapshots and rate history.
+
 When stdout is not a terminal, :meth:`Dashboard.run_lines` writes one compact
 status line (or one JSON snapshot) per interval instead.
 """

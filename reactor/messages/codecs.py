@@ -62,6 +62,10 @@ their CloudEvents string form). ``datacontenttype`` is not kept: JSON data
 (no content type, ``application/json`` or ``+json``) is decoded as JSON, other
 data is kept as it arrived (a string, or ``bytes`` from ``data_base64``).
 
+One concept, so one module despite its length: the mapping between an event and
+bytes. Both codecs are written over the same value mapping (tags, times, topics,
+the decode checks); apart, one would reach into the other's privates.
+
 Every decoding failure raises :class:`~reactor.errors.DecodeError` naming what
 was wrong (and, for CloudEvents, which attribute); no other exception escapes
 ``decode``.

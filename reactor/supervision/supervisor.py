@@ -14,6 +14,10 @@ mailbox) and their counters across restarts.
 A handler cannot be interrupted, so a child whose handler runs longer than its
 ``handler_timeout`` is *abandoned*: fenced (its late results are ignored, it will
 exit as soon as its handler returns) and replaced by a new incarnation.
+
+One concept, so one module despite its length: the supervisor actor (with the
+messages that change its children while it runs); the strategies and backoff it
+applies are plain values in :mod:`reactor.supervision.strategy`.
 """
 
 from __future__ import annotations
