@@ -13,6 +13,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -20,9 +21,31 @@ from typing import Protocol
 
 import attrs
 
-__all__ = ["Clock", "SystemClock", "Timer"]
+from reactor.errors import ClockError
+
+__all__ = ["Clock", "SystemClock", "Timer", "check_delay"]
 
 logger = logging.getLogger("reactor")
+
+# The longest one wait of the timer thread lasts: a far-off timer is waited for in
+# steps, so no wait is ever given a value the platform cannot represent.
+_MAX_WAIT_S = 3600.0
+
+
+def check_delay(delay: float) -> float:
+    """``delay`` if it is a finite number of seconds >= 0, for a clock's ``call_later``.
+
+    Raises:
+        ClockError: ``delay`` is negative, ``nan`` or infinite (a timer that never
+            fires is no timer: cancel it, or do not schedule it).
+    """
+    if isinstance(delay, int | float) and math.isfinite(delay) and delay >= 0:
+        return float(delay)
+    raise ClockError(
+        f"call_later({delay!r}): a timer's delay must be a finite number of seconds >= 0; "
+        "check the duration option it comes from (an interval, a timeout, a backoff or a "
+        "lease), or do not schedule a timer that should never fire"
+    )
 
 
 class Timer(Protocol):
@@ -42,7 +65,11 @@ class Clock(Protocol):
         """Wall time: seconds since the Unix epoch (stamps that outlive the process)."""
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
-        """Run ``callback`` once, ``delay`` seconds from now, on the clock's own thread."""
+        """Run ``callback`` once, ``delay`` seconds from now, on the clock's own thread.
+
+        Raises:
+            ClockError: ``delay`` is negative, ``nan`` or infinite (see :func:`check_delay`).
+        """
 
 
 @attrs.define(eq=False)
@@ -59,7 +86,9 @@ class SystemClock:
     """The real clock: :func:`time.monotonic`, :func:`time.time` and one timer thread per clock.
 
     The timer thread starts with the first :meth:`call_later` and ends with
-    :meth:`close`, so a clock that never schedules anything owns no thread.
+    :meth:`close`, so a clock that never schedules anything owns no thread. It
+    survives anything a callback raises (logged on the ``reactor`` logger): every
+    other timer of the system depends on it.
 
     Thread-safety: every method may be called from any thread.
     """
@@ -77,7 +106,7 @@ class SystemClock:
     wall = staticmethod(time.time)
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
-        scheduled = _Scheduled(time.monotonic() + max(0.0, delay), callback)
+        scheduled = _Scheduled(time.monotonic() + check_delay(delay), callback)
         with self._wakeup:
             if self._closed:
                 # A closed clock drops new timers: everything that schedules them is stopping too.
@@ -102,20 +131,26 @@ class SystemClock:
 
     def _run(self) -> None:
         while True:
-            with self._wakeup:
-                while not self._closed:
-                    if not self._heap:
-                        self._wakeup.wait()
-                        continue
-                    remaining = self._heap[0][0] - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    self._wakeup.wait(remaining)
-                if self._closed:
+            try:
+                scheduled = self._next()
+                if scheduled is None:
                     return
-                _, _, scheduled = heapq.heappop(self._heap)
-            if not scheduled.cancelled:
-                try:
+                if not scheduled.cancelled:
                     scheduled.callback()
-                except Exception:  # a broken callback must not kill every other timer
-                    logger.exception("timer callback %r failed", scheduled.callback)
+            except Exception:  # a broken callback must not kill every other timer
+                logger.exception("timer thread %r: a timer callback failed", self._name)
+
+    def _next(self) -> _Scheduled | None:
+        """Wait for the next timer to fall due and take it; None once the clock is closed."""
+        with self._wakeup:
+            while not self._closed:
+                if not self._heap:
+                    self._wakeup.wait()
+                    continue
+                remaining = self._heap[0][0] - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._wakeup.wait(min(remaining, _MAX_WAIT_S))
+            if self._closed:
+                return None
+            return heapq.heappop(self._heap)[2]

@@ -22,6 +22,7 @@ __all__ = [
     "InvalidTopicError",
     "LogFormatError",
     "LogLockedError",
+    "NotAnEventError",
     "NotDurableError",
     "ReactorError",
     "RedisUnavailable",
@@ -165,6 +166,27 @@ class LogLockedError(ReactorError, RuntimeError):
 
 class LogFormatError(ReactorError, ValueError):
     """The file is not a reactor log: corrupted, foreign, or from a newer reactor."""
+
+
+class NotAnEventError(ReactorError, TypeError):
+    """An item handed to ``publish_many`` (or a router) is not an :class:`~reactor.Event`.
+
+    Raised before anything is published or any capacity is taken.
+
+    Attributes:
+        index: the position of the first such item.
+        value_type: its type.
+    """
+
+    def __init__(self, channel: str, index: int, value_type: type) -> None:
+        self.index = index
+        self.value_type = value_type
+        super().__init__(
+            f"publish to channel {channel!r}: item {index} is a {value_type.__module__}."
+            f"{value_type.__qualname__}, not a reactor.Event; nothing was published. Make "
+            "each item with Event.create(topic, data, key=...), or publish one payload with "
+            "system.publish(channel, topic, data)"
+        )
 
 
 class NotDurableError(ReactorError, TypeError):

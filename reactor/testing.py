@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from reactor.clock import check_delay
 from reactor.errors import ClockError
 from reactor.messages.event import Event
 
@@ -63,7 +64,7 @@ class FakeClock:
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> _FakeTimer:
         with self._lock:
-            timer = _FakeTimer(self._now + max(0.0, delay), callback)
+            timer = _FakeTimer(self._now + check_delay(delay), callback)
             heapq.heappush(self._heap, (timer.when, next(self._order), timer))
             self._scheduled.notify_all()
         return timer

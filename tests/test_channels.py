@@ -419,3 +419,23 @@ def test_memory_stays_bounded_when_the_producer_outruns_the_consumer(backend: st
         tracemalloc.stop()
     assert handled == list(range(5_000))
     assert peak < 3_000_000, f"peak {peak / 1e6:.1f} MB: events are piling up somewhere"
+
+
+def test_publish_many_checks_every_item_before_it_takes_a_credit(backend: str) -> None:
+    topo = Topology("not-events")
+    topo.channel("c", backend=backend, capacity=4)
+    recorder = Recorder()
+    topo.consumer("x", recorder, channel="c")
+    with topo.start() as system:
+        bad = [Event.create("t.x", 1), Event.create("t.x", 2), {"topic": "t.x"}]
+        with pytest.raises(reactor.NotAnEventError, match=r"item 2 is a builtins\.dict") as info:
+            system.publish_many("c", bad)
+        assert isinstance(info.value, TypeError)
+        assert info.value.index == 2
+        assert system.metrics().channel("c").unsettled == 0  # no credit taken, none leaked
+        assert system.metrics().channel("c").published == 0
+        system.publish_many("c", [Event.create("t.x", n) for n in range(10)])
+        recorder.wait_for_count(10)
+        system.wait_idle(5)
+        assert recorder.data() == list(range(10))
+        assert system.metrics().channel("c").unsettled == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 import time
 
 import pytest
@@ -49,3 +50,37 @@ def test_redis_retries_back_off_exponentially_with_the_injected_jitter() -> None
     assert 0.075 <= first[1] <= 0.125
     assert max(first) <= 2.0  # capped
     assert first[-1] >= 1.5
+
+
+@pytest.mark.parametrize("delay", [float("inf"), float("-inf"), float("nan"), -1.0])
+@pytest.mark.parametrize("clock_type", [SystemClock, FakeClock])
+def test_a_timer_that_can_never_fire_is_refused_by_name(clock_type: type, delay: float) -> None:
+    clock = clock_type()
+    try:
+        with pytest.raises(ClockError, match=r"call_later\(.*\): a timer's delay must be") as info:
+            clock.call_later(delay, lambda: None)
+        assert isinstance(info.value, ValueError)
+    finally:
+        if isinstance(clock, SystemClock):
+            clock.close()
+
+
+def test_the_timer_thread_survives_a_failing_callback_and_a_far_off_timer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = SystemClock("reactor-test-timer")
+    fired = threading.Event()
+
+    def broken() -> None:
+        raise OverflowError("callback bug")
+
+    try:
+        # Past threading.TIMEOUT_MAX: waited for in capped steps, never in one wait.
+        far = clock.call_later(1e12, lambda: None)
+        clock.call_later(0.0, broken)
+        clock.call_later(0.01, fired.set)
+        assert fired.wait(5), "the timer thread died with the first failing callback"
+        far.cancel()
+    finally:
+        clock.close()
+    assert any("a timer callback failed" in r.getMessage() for r in caplog.records)

@@ -312,8 +312,9 @@ class GroupChannelActor(ReactorActor):
             return
         self._retry_at = due
         address = self.actor_address
+        # Due already (the clocks read at different moments): fire at once, never "before now".
         self.actor_clock.call_later(
-            due - self.actor_clock.monotonic(), lambda: address.tell(Tick(_RETRY))
+            max(0.0, due - self.actor_clock.monotonic()), lambda: address.tell(Tick(_RETRY))
         )
 
     def dead_letter(  # noqa: PLR0917 - each argument is a distinct fact of the letter

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 
 from reactor.channels.backend import Channel
-from reactor.errors import BackpressureTimeout, ChannelFull, UnknownChannelError
+from reactor.errors import BackpressureTimeout, ChannelFull, NotAnEventError, UnknownChannelError
 from reactor.messages import lifecycle
 from reactor.messages.event import Event
 
@@ -53,10 +53,16 @@ class Router:
 
         Raises:
             UnknownChannelError: no such channel.
+            NotAnEventError: an item is not an :class:`Event` (nothing was published).
             BackpressureTimeout: ``block`` channel still full after ``timeout``.
             ChannelFull: ``reject`` channel without room for the events.
         """
         channel = self.channel(channel_name)
+        # Every item is checked before the first credit is taken: a bad one found half
+        # way would leave the credits taken, and the events before it published.
+        for index, event in enumerate(events):
+            if not isinstance(event, Event):
+                raise NotAnEventError(channel_name, index, type(event))
         gate = channel.gate
         sent = 0
         total = len(events)

@@ -180,6 +180,10 @@ class System:
 
         Returns:
             How many entered the channel (fewer only under ``drop_newest``).
+
+        Raises:
+            NotAnEventError: an item is not an :class:`~reactor.Event`; every item is
+                checked first, so nothing was published and no capacity was taken.
         """
         self._check_running()
         return self._router.publish(channel, list(events), timeout=timeout)
