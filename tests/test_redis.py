@@ -191,6 +191,40 @@ def test_reactor_entries_carry_topic_and_key_and_are_decoded_by_the_consumer(
     assert letter["entry_id"]
 
 
+def test_an_entry_whose_reactor_fields_are_not_utf8_is_dead_lettered_with_its_bytes(
+    redis_url: str,
+) -> None:
+    # A reactor.topic or reactor.key that is not UTF-8 used to fail the whole read: the
+    # entry and those read with it stayed pending forever. Now only that entry is
+    # dead-lettered (with its raw bytes); the rest of its batch is delivered.
+    topo = Topology("bad-fields")
+    topo.channel("c", backend=redis_url)
+    recorder, dead = Recorder(), Recorder()
+    topo.consumer("x", recorder, channel="c", prefetch=8)
+    topo.consumer("dead", dead, channel="$system", pattern="$deadletter")
+    stream = f"{_prefix(redis_url)}:c"
+    body = _cloudevent("fine-body", "t.x", 0)
+    with _client(redis_url) as client:
+        client.xgroup_create(stream, "x", id="$", mkstream=True)
+        client.xadd(stream, {"event": _cloudevent("before", "t.x", 1), "reactor.topic": b"t.x"})
+        client.xadd(stream, {"event": body, "reactor.topic": b"t.\xff\xfe"})
+        client.xadd(stream, {"event": body, "reactor.topic": b"t.x", "reactor.key": b"\xc3("})
+        client.xadd(stream, {"event": _cloudevent("after", "t.x", 2), "reactor.topic": b"t.x"})
+        with topo.start() as system:
+            recorder.wait_for_count(2)
+            dead.wait_for_count(2)
+            wait_for(lambda: client.xpending(stream, "x")["pending"] == 0)
+            system.wait_idle(5)
+            assert system.health().status == "ok"
+    assert [e.id for e in recorder.events] == ["before", "after"]
+    letters = [e.data for e in dead.events]
+    assert [d["raw"] for d in letters] == [body, body]
+    assert all(d["event"] is None and d["error_type"] == "DecodeError" for d in letters)
+    assert "reactor.topic=b't.\\xff\\xfe'" in letters[0]["message"]
+    assert "reactor.key=b'\\xc3('" in letters[1]["message"]
+    assert all(d["entry_id"] and d["attempts"] == 1 for d in letters)
+
+
 # -- claims, attempts, retention ------------------------------------------------------------
 
 

@@ -564,6 +564,53 @@ def test_bytes_in_the_log_that_are_no_event_are_dead_lettered_with_their_bytes(
     assert again.data() == []
 
 
+@pytest.mark.parametrize("groups", [1, 2])
+def test_a_row_whose_topic_or_key_is_not_text_is_dead_lettered_with_its_bytes(
+    tmp_path: Path, groups: int
+) -> None:
+    # Written by another tool (or damaged): a topic stored as text that is not UTF-8,
+    # and a key stored as a blob that is not UTF-8. Reading them used to fail the
+    # whole page (and the channel with it); now each group dead-letters those rows
+    # with their bytes and gets the rest.
+    path = tmp_path / "log.db"
+    db = url(path)
+    topo = Topology("writer")
+    topo.channel("c", backend=db)
+    with topo.start() as system:
+        system.publish_many("c", [Event.create("t.x", n, key=f"k{n}") for n in range(5)])
+    with sqlite3.connect(path) as db_file:
+        db_file.execute("UPDATE reactor_log SET topic = CAST(x'742eff' AS TEXT) WHERE seq = 2")
+        db_file.execute("UPDATE reactor_log SET key = x'c328' WHERE seq = 4")
+        bodies = dict(db_file.execute("SELECT seq, body FROM reactor_log"))
+
+    topo = Topology("reader")
+    topo.channel("c", backend=db)
+    readers = [Recorder() for _ in range(groups)]
+    for n, reader in enumerate(readers):
+        topo.consumer(f"g{n}", reader, channel="c", pattern="t.#")
+    dead = Recorder()
+    topo.consumer("dead", dead, channel="$system", pattern="$deadletter")
+    with topo.start() as system:
+        dead.wait_for_count(2 * groups)
+        system.wait_idle(5)
+        assert system.health().status == "ok"
+    assert all(reader.data() == [0, 2, 4] for reader in readers)
+    letters = sorted((e.data for e in dead.events), key=lambda d: (d["group"], d["offset"]))
+    assert [(d["group"], d["offset"]) for d in letters] == [
+        (f"g{n}", offset) for n in range(groups) for offset in (2, 4)
+    ]
+    for letter in letters:
+        assert letter["event"] is None
+        assert letter["raw"] == bodies[letter["offset"]]
+        assert letter["error_type"] == "DecodeError"
+    assert "topic=b't.\\xff'" in letters[0]["message"]
+    assert "key=b'\\xc3('" in letters[1]["message"]
+    # Settled: a restart delivers nothing again.
+    again = Recorder()
+    run(db, again, group="g0")
+    assert again.data() == []
+
+
 def test_a_version_1_log_is_upgraded_and_keeps_per_key_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -41,6 +41,7 @@ __all__ = [
     "Tick",
     "Wake",
     "decoded",
+    "unreadable",
 ]
 
 
@@ -96,6 +97,30 @@ class Encoded(NamedTuple):
             DecodeError: the stored bytes are not an event (the consumer dead-letters it).
         """
         return self.codec.decode(self.body)
+
+
+@attrs.frozen(slots=True)
+class _Unreadable:
+    """The codec of stored bytes a broker field made unusable: decoding always fails."""
+
+    reason: str
+    name = "unreadable"
+    content_type = "application/octet-stream"
+
+    def encode(self, event: Event) -> bytes:
+        raise TypeError("an unreadable entry is never encoded")
+
+    def decode(self, data: bytes) -> Event:
+        raise DecodeError(self.reason)
+
+
+def unreadable(body: bytes, reason: str) -> Encoded:
+    """Stored bytes whose broker fields (topic, key) cannot be read, to dead-letter as raw bytes.
+
+    The body may well be an event, but the entry it came in is not one reactor
+    can route: its dead letter carries the bytes (``raw``) and ``reason``, not an event.
+    """
+    return Encoded(None, body, _Unreadable(reason))
 
 
 def decoded(item: Event | Encoded) -> Event | None:

@@ -40,9 +40,10 @@ local members' free demand minus what is queued locally), then tells the actor.
 An entry with ``reactor.topic`` goes to its member still encoded, and the
 consumer decodes it in its own thread just before the handler (the event is
 made and dropped by one thread). The reader decodes the others (written by
-other clients). Either way, an entry that is not a CloudEvent is dead-lettered
-with its raw bytes and the decode error, at once, and acked: it never stops the
-group. Entries whose topic no pattern of the group matches are acked at once.
+other clients). Either way, an entry that is not a CloudEvent, or whose
+``reactor.topic`` / ``reactor.key`` is not UTF-8, is dead-lettered with its raw
+bytes (the ``event`` field) and what is wrong, at once, and acked: it never
+stops the group, and the entries read with it are delivered. Entries whose topic no pattern of the group matches are acked at once.
 
 On its first read a worker re-reads its own pending entries (``XREADGROUP`` from
 id ``0``): a worker restarted under the same ``worker`` name picks up what it

@@ -32,7 +32,7 @@ from reactor.channels.redis.reader import Fetched, Reader
 from reactor.clock import Timer
 from reactor.messages import lifecycle
 from reactor.messages.codecs import CloudEventsCodec
-from reactor.messages.control import Encoded, ErrorInfo, Tick
+from reactor.messages.control import Encoded, ErrorInfo, Tick, unreadable
 from reactor.messages.event import Event
 
 __all__ = ["RedisLog"]
@@ -141,7 +141,7 @@ class RedisLog(GroupLog):
             if event is None:
                 where = f"stream {self.client.stream} entry {seq_entry_id(seq)}"
                 error = ErrorInfo("DecodeError", f"{where}: {item.error}", "")
-                raw = Encoded(None, item.raw or b"", self.codec)
+                raw = unreadable(item.raw or b"", f"{where}: {item.error}")
                 dead_letter(group, seq, raw, error, item.attempt, "")
                 continue
             if not matches(item.topic):

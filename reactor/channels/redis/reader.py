@@ -179,9 +179,17 @@ class Reader(threading.Thread):
             topic = fields.get(TOPIC_FIELD)
             if topic is not None:  # written by reactor: its consumer decodes it
                 key = fields.get(KEY_FIELD)
+                try:
+                    text = topic.decode()
+                    key_text = None if key is None else key.decode()
+                except UnicodeDecodeError:
+                    # A field no one can read: the entry is dead-lettered with its bytes,
+                    # and the entries read with it go on.
+                    items.append(Item(seq, None, "", attempt, raw, _unreadable(fields)))
+                    continue
                 # tuple.__new__: the named tuples' own constructors are Python functions.
-                stored = new(Encoded, (None if key is None else key.decode(), raw, codec))
-                items.append(new(Item, (seq, stored, topic.decode(), attempt, None, None)))
+                stored = new(Encoded, (key_text, raw, codec))
+                items.append(new(Item, (seq, stored, text, attempt, None, None)))
                 continue
             try:
                 event = codec.decode(raw)
@@ -190,3 +198,17 @@ class Reader(threading.Thread):
             else:
                 items.append(Item(seq, event, event.topic, attempt))
         return Fetched(self.group, tuple(items), trimmed)
+
+
+def _unreadable(fields: dict[bytes, bytes]) -> str:
+    """What is wrong with an entry whose reactor fields are not UTF-8."""
+    bad = []
+    for name in (TOPIC_FIELD, KEY_FIELD):
+        value = fields.get(name)
+        if value is None:
+            continue
+        try:
+            value.decode()
+        except UnicodeDecodeError:
+            bad.append(f"{name.decode()}={value!r:.80}")
+    return f"entry field(s) not UTF-8: {', '.join(bad)}; its 'event' field is kept as raw bytes"

@@ -59,7 +59,10 @@ runs, so the event is made and dropped by one thread, and the window holds
 bytes rather than objects. An event several groups route is decoded once by
 the channel and shared. Bytes that are no event (a damaged row) are
 dead-lettered at once, with the bytes and their offset (``$deadletter`` data:
-``event`` None, ``raw``, ``offset``), once per group that routes them.
+``event`` None, ``raw``, ``offset``), once per group that routes them. So
+is a row whose ``topic`` or ``key`` column is not UTF-8 text (written by
+another tool): no group can route it, so every group dead-letters it, and the
+rows around it are delivered.
 
 **Retention** never deletes an event a group has not settled silently: it is
 reported as a ``$system.retention.forced`` event (data: channel, group, count,

@@ -99,8 +99,8 @@ def recover(
         for seq, attempts, topic in store.pending(group.name, group.committed):
             # Rows at or below the watermark are deleted with it, so these are all there are.
             group.pending_max = max(group.pending_max, seq)
-            if not group.matches(topic):
-                continue
+            if topic is not None and not group.matches(topic):
+                continue  # (a topic that is not text is every group's to dead-letter)
             if attempts < 0:
                 group.preacked.add(seq)
             else:
@@ -156,4 +156,9 @@ def count_routed(store: ChannelStore, group: Group[Any], after: int, upto: int) 
     """How many events in offsets ``(after, upto]`` ``group`` routes."""
     if upto <= after:
         return 0
-    return sum(count for topic, count in store.topic_counts(after, upto) if group.matches(topic))
+    # A topic that is not text: every group takes the event, to dead-letter it.
+    return sum(
+        count
+        for topic, count in store.topic_counts(after, upto)
+        if topic is None or group.matches(topic)
+    )

@@ -30,12 +30,13 @@ from reactor.channels.routes import RouteCache
 from reactor.channels.sqlite.group import SqliteGroup, count_routed, position, recover
 from reactor.channels.sqlite.options import SqliteOptions
 from reactor.channels.sqlite.retention import retain
-from reactor.channels.sqlite.store import ChannelStore, Progress
+from reactor.channels.sqlite.store import ChannelStore, Progress, Row
 from reactor.clock import Timer
 from reactor.errors import DecodeError, UnknownGroupError
 from reactor.messages import lifecycle
 from reactor.messages.codecs import JsonCodec
 from reactor.messages.control import Deliver, Encoded, ErrorInfo, decoded
+from reactor.messages.control import unreadable as unreadable_item
 from reactor.messages.event import Event
 
 __all__ = ["Appended", "Replay", "Retain", "SqliteLog"]
@@ -247,17 +248,21 @@ class SqliteLog(GroupLog):
         """
         routes = self.routes
         while group.cursor < self.head and len(group.outstanding) < self.window:
-            rows = self.store.page(group.cursor, self.head, PAGE)
+            rows, unreadable = self.store.page(group.cursor, self.head, PAGE)
             if not rows:
                 group.cursor = self.head  # deleted by retention meanwhile
                 break
             rows = rows[: self.window - len(group.outstanding)]
             seqs, topics, keys, bodies = zip(*rows, strict=True)
-            fanout: dict[str, int] = {}  # topic -> groups routing it, 0 if not this one
+            fanout: dict[str | None, int] = {}  # topic -> groups routing it, 0 if not this one
             for topic in set(topics):
-                groups = routes[topic]
-                fanout[topic] = len(groups) if group in groups else 0
-            if set(fanout.values()) == {1} and not group.preacked:
+                if topic is not None:
+                    groups = routes[topic]
+                    fanout[topic] = len(groups) if group in groups else 0
+            if unreadable:
+                fanout[None] = 1  # a row no group can route: each takes it, to dead-letter it
+                self._take_rows(group, rows, fanout, unreadable)
+            elif set(fanout.values()) == {1} and not group.preacked:
                 # The usual page: every event on it is this group's alone. Built in
                 # bulk, by C loops (tuple.__new__ makes an Encoded without the named
                 # tuple's Python constructor).
@@ -271,10 +276,15 @@ class SqliteLog(GroupLog):
     def _take_rows(
         self,
         group: SqliteGroup,
-        rows: list[tuple[int, str, str | None, bytes]],
-        fanout: dict[str, int],
+        rows: list[Row],
+        fanout: dict[str | None, int],
+        unreadable: dict[int, str] | None = None,
     ) -> None:
-        """:meth:`_page` for a page that is not all this group's alone: row by row."""
+        """:meth:`_page` for a page that is not all this group's alone: row by row.
+
+        A row in ``unreadable`` (its topic or key is not text) is taken as bytes
+        that cannot be decoded: its consumer dead-letters them, with the reason.
+        """
         others = [g.events for g in self.groups.values() if g is not group]
         preacked = group.preacked
         seqs: list[int] = []
@@ -287,6 +297,10 @@ class SqliteLog(GroupLog):
                 continue
             if preacked and seq in preacked:
                 preacked.discard(seq)
+                continue
+            if unreadable and seq in unreadable:
+                items.append(unreadable_item(body, unreadable[seq]))
+                seqs.append(seq)
                 continue
             event = None if shared == 1 else _shared_event(others, seq, body)
             # (Undecodable bytes stay Encoded too: the consumer dead-letters them.)

@@ -17,8 +17,8 @@ from reactor.channels.sqlite.file import LogStore
 
 __all__ = ["ChannelStore", "Progress", "Row"]
 
-# (seq, topic, key, body): an event as the log stores it.
-Row = tuple[int, str, str | None, bytes]
+# (seq, topic, key, body): an event as the log stores it (topic None: not text, see page()).
+Row = tuple[int, str | None, str | None, bytes]
 # (group, seq, attempts, error type, message, traceback, body): a stored dead letter.
 DeadLetterRow = tuple[str, int, int, str, str, str, bytes]
 
@@ -95,14 +95,20 @@ class ChannelStore:
             )
         }
 
-    def pending(self, group: str, above: int) -> list[tuple[int, int, str]]:
-        """``(seq, attempts, topic)`` recorded for ``group`` above ``above`` (attempts -1: acked)."""
-        return self.reader.execute(
-            "SELECT p.seq, p.attempts, l.topic FROM reactor_pending p JOIN reactor_log l "
-            "ON l.channel = p.channel AND l.seq = p.seq "
-            "WHERE p.channel = ? AND p.grp = ? AND p.seq > ?",
-            (self.id, group, above),
-        ).fetchall()
+    def pending(self, group: str, above: int) -> list[tuple[int, int, str | None]]:
+        """``(seq, attempts, topic)`` recorded for ``group`` above ``above`` (attempts -1: acked).
+
+        ``topic`` is None where the stored topic is not UTF-8 text (see :meth:`page`).
+        """
+        return [
+            (seq, attempts, _text(topic))
+            for seq, attempts, topic in self.reader.execute(
+                "SELECT p.seq, p.attempts, CAST(l.topic AS BLOB) FROM reactor_pending p "
+                "JOIN reactor_log l ON l.channel = p.channel AND l.seq = p.seq "
+                "WHERE p.channel = ? AND p.grp = ? AND p.seq > ?",
+                (self.id, group, above),
+            )
+        ]
 
     def appended_at(self, seq: int) -> float | None:
         """When ``seq`` was appended; None if it is not in the log."""
@@ -111,21 +117,61 @@ class ChannelStore:
         ).fetchone()
         return None if row is None else float(row[0])
 
-    def topic_counts(self, after: int, upto: int) -> list[tuple[str, int]]:
-        """How many events of each topic lie in offsets ``(after, upto]``."""
-        return self.reader.execute(
-            "SELECT topic, count(*) FROM reactor_log "
-            "WHERE channel = ? AND seq > ? AND seq <= ? GROUP BY topic",
-            (self.id, after, upto),
-        ).fetchall()
+    def topic_counts(self, after: int, upto: int) -> list[tuple[str | None, int]]:
+        """How many events of each topic lie in offsets ``(after, upto]``.
 
-    def page(self, after: int, upto: int, limit: int) -> list[Row]:
-        """Up to ``limit`` events in offsets ``(after, upto]``, in offset order."""
-        return self.reader.execute(
-            "SELECT seq, topic, key, body FROM reactor_log "
+        A topic that is not UTF-8 text is None (see :meth:`page`).
+        """
+        return [
+            (_text(topic), count)
+            for topic, count in self.reader.execute(
+                "SELECT CAST(topic AS BLOB), count(*) FROM reactor_log "
+                "WHERE channel = ? AND seq > ? AND seq <= ? GROUP BY topic",
+                (self.id, after, upto),
+            )
+        ]
+
+    def page(self, after: int, upto: int, limit: int) -> tuple[list[Row], dict[int, str]]:
+        """Up to ``limit`` events in offsets ``(after, upto]``, in offset order.
+
+        Returns:
+            The rows, and what is wrong with each row (by offset) whose topic or
+            key is not UTF-8 text (written by another tool, or damaged): such a
+            row comes back with topic and key None, for its groups to dead-letter.
+        """
+        try:
+            rows: list[Row] = self.reader.execute(
+                "SELECT seq, topic, key, body FROM reactor_log "
+                "WHERE channel = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+                (self.id, after, upto, limit),
+            ).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "decode" not in str(exc):
+                raise
+        else:
+            # A BLOB where text belongs comes back as bytes rather than failing.
+            texts = {type(row[1]) for row in rows} | {type(row[2]) for row in rows}
+            if _STR_OR_NONE.issuperset(texts):
+                return rows, {}
+        rows = []
+        unreadable: dict[int, str] = {}
+        for seq, topic, key, body in self.reader.execute(
+            "SELECT seq, CAST(topic AS BLOB), CAST(key AS BLOB), body FROM reactor_log "
             "WHERE channel = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
             (self.id, after, upto, limit),
-        ).fetchall()
+        ):
+            topic_text, key_text = _text(topic), _text(key)
+            if topic_text is None or (key is not None and key_text is None):
+                bad = [
+                    f"{name}={value!r:.80}"
+                    for name, value, text in (("topic", topic, topic_text), ("key", key, key_text))
+                    if value is not None and text is None
+                ]
+                unreadable[seq] = f"offset {seq}: column(s) not UTF-8 text: {', '.join(bad)}"
+                rows.append((seq, None, None, body))
+            else:
+                rows.append((seq, topic_text, key_text, body))
+        return rows, unreadable
 
     def groups_behind(self, last: int) -> list[tuple[str, int]]:
         """``(group, committed)`` of every group in the file whose watermark is below ``last``."""
@@ -287,3 +333,16 @@ class ChannelStore:
             db.execute("ROLLBACK")
             raise
         return True
+
+
+_STR_OR_NONE = frozenset({str, type(None)})
+
+
+def _text(value: bytes | None) -> str | None:
+    """``value`` (a column read as bytes) as text; None if it is None or not UTF-8."""
+    if value is None:
+        return None
+    try:
+        return bytes(value).decode()
+    except UnicodeDecodeError:
+        return None
