@@ -1,6 +1,12 @@
 """Child process for ``test_sqlite_crash.py``: publish and consume on a sqlite log until killed.
 
-Usage: ``python tests/sqlite_crash_child.py DB OUT ROUND FIRST COUNT``
+Usage: ``python tests/sqlite_crash_child.py DB OUT ROUND FIRST COUNT [MODE]``
+
+MODE ``strict`` (the default) runs idempotent consumers that never dead-letter
+(``max_deliveries=1000``), with a small prefetch. MODE ``defaults`` and ``plain``
+run consumers with every delivery setting at its default (``plain``: not
+idempotent), each handling an event in about a millisecond, so that a kill finds
+full prefetch windows.
 
 * publishes ``COUNT`` events with data ``FIRST .. FIRST+COUNT-1`` in small batches
   and, after each ``publish_many`` returns, appends ``P n`` for each to ``OUT``;
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 # Run from the repository root without installing.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -31,6 +38,7 @@ def main() -> int:
         int(sys.argv[4]),
         int(sys.argv[5]),
     )
+    mode = sys.argv[6] if len(sys.argv) > 6 else "strict"
     fd = os.open(out, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def write(line: str) -> None:
@@ -38,22 +46,30 @@ def main() -> int:
 
     def member(name: str):  # type: ignore[no-untyped-def]
         def handle(event: Event) -> None:
+            if mode != "strict":
+                time.sleep(0.001)  # sleep-ok: the handler's work, not synchronisation
             write(f"H {round_} {name} {event.data}")
 
         return handle
 
     topo = Topology("crash")
-    topo.channel("c", backend=f"sqlite:///{db}", capacity=500)
+    if mode == "strict":
+        topo.channel("c", backend=f"sqlite:///{db}", capacity=500)
+    else:
+        topo.channel("c", backend=f"sqlite:///{db}")
     for name in ("m1", "m2"):
-        topo.consumer(
-            name,
-            member(name),
-            channel="c",
-            group="g",
-            idempotent=True,
-            max_deliveries=1000,
-            prefetch=32,
-        )
+        if mode == "strict":
+            topo.consumer(
+                name,
+                member(name),
+                channel="c",
+                group="g",
+                idempotent=True,
+                max_deliveries=1000,
+                prefetch=32,
+            )
+        else:
+            topo.consumer(name, member(name), channel="c", group="g", idempotent=mode == "defaults")
     system = topo.start()
     write(f"S {round_}")
     batch = 7  # small, odd batches: kills land between and inside commits

@@ -93,7 +93,10 @@ def test_events_published_before_any_consumer_wait_in_the_log(tmp_path: Path) ->
     assert recorder.data() == list(range(5))
 
 
-def test_delivered_but_unacked_events_come_back_with_their_attempt_count(tmp_path: Path) -> None:
+def test_after_a_crash_only_the_first_unsettled_delivery_is_charged(tmp_path: Path) -> None:
+    # Three events were delivered; the first was in the handler when the process
+    # "died", the other two waited behind it in the prefetch. Only the first is
+    # charged an attempt: the others come back as they were.
     db = url(tmp_path / "log.db")
     gate = threading.Event()
     topo = Topology("stuck")
@@ -112,7 +115,7 @@ def test_delivered_but_unacked_events_come_back_with_their_attempt_count(tmp_pat
     topo.consumer("g", lambda e: seen.append((e.data, _last_attempt[e.id])), channel="c")
     with topo.start() as system:
         system.wait_idle(10)
-    assert seen == [(0, 2), (1, 2), (2, 2)]
+    assert seen == [(0, 2), (1, 1), (2, 1)]
 
 
 _last_attempt: dict[str, int] = {}
@@ -176,6 +179,53 @@ def test_an_event_that_never_comes_back_is_dead_lettered_after_max_deliveries(
             "SELECT grp, attempts, error_type FROM reactor_deadletters"
         ).fetchall()
     assert rows == [("g", 3, "DeliveryAbandoned")]
+
+
+def test_an_event_whose_id_the_dedup_window_holds_is_never_dead_lettered(tmp_path: Path) -> None:
+    # Its attempts are spent (the process died with it in flight, again and again),
+    # but its id is in the group's durable dedup window: its handler did finish, only
+    # the ack was lost. It is settled, not dead-lettered as DeliveryAbandoned.
+    path = tmp_path / "log.db"
+    db = url(path)
+    release = threading.Event()
+    sent = Event.create("t.x", "done-but-unacked")
+    for round_ in range(3):
+        topo = Topology(f"lost-acks-{round_}")
+        topo.channel("c", backend=db)
+        topo.consumer(
+            "g",
+            lambda e: release.wait(5),
+            channel="c",
+            max_deliveries=3,
+            idempotent=True,
+            shutdown_s=0.2,
+        )
+        system = topo.start()
+        if round_ == 0:
+            system.publish("c", sent)
+        wait_for(lambda system=system: system.metrics().group("c", "g").in_flight == 1)
+        system.stop(timeout=1.0, drain=False)
+    release.set()
+    with sqlite3.connect(path) as db_file:  # as if its handler had returned
+        (cid,) = db_file.execute("SELECT id FROM reactor_channels WHERE name = 'c'").fetchone()
+        db_file.execute(
+            "INSERT INTO reactor_dedup(channel, grp, n, event_id) VALUES (?, 'g', 1, ?)",
+            (cid, sent.id),
+        )
+    dead, handled = Recorder(), Recorder()
+    topo = Topology("after")
+    topo.channel("c", backend=db)
+    topo.consumer("g", handled, channel="c", max_deliveries=3, idempotent=True)
+    topo.consumer("dead", dead, channel="$system", pattern="$deadletter")
+    with topo.start() as system:
+        system.wait_idle(5)
+        stats = system.metrics().group("c", "g")
+    assert (handled.data(), dead.data(), stats.dead_lettered, stats.acked) == ([], [], 0, 1)
+    with sqlite3.connect(path) as db_file:
+        assert db_file.execute("SELECT count(*) FROM reactor_deadletters").fetchone() == (0,)
+    again = Recorder()
+    run(db, again)
+    assert again.data() == []  # settled for good
 
 
 def test_idempotent_dedup_survives_a_restart(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections import defaultdict
@@ -116,6 +117,81 @@ def _check(lines: list[str], killed_rounds: list[int]) -> None:
                 f"event {n} handled {len(handlings)} times ({handlings}); only an event interrupted "
                 "by a kill may be handled again"
             )
+
+
+def _dead_letters(db: Path) -> list[tuple[int, int, str]]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT seq, attempts, error_type FROM reactor_deadletters").fetchall()
+
+
+def _working(lines: list[str], round_: int, per_round: int) -> bool:
+    """Whether the child of ``round_`` published all its events and handled 40 of them."""
+    published = {f"P {n}" for n in range(round_ * per_round, (round_ + 1) * per_round)}
+    prefix = f"H {round_} "
+    return sum(1 for line in lines if line.startswith(prefix)) >= 40 and published.issubset(lines)
+
+
+def _run_kills(tmp_path: Path, kills: int, mode: str, per_round: int = 200) -> list[str]:
+    """Kill the child ``kills`` times, each once it has handled some events of its round.
+
+    Each round publishes ``per_round`` events at once, so that every kill finds the
+    members with full prefetch windows (the default settings) and a backlog.
+    """
+    db, out = tmp_path / "crash.db", tmp_path / "effects.log"
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    for round_ in range(kills + 1):
+        args = [str(db), str(out), str(round_), str(round_ * per_round), str(per_round), mode]
+        proc = subprocess.Popen(
+            [sys.executable, str(CHILD), *args], env=env, stderr=subprocess.PIPE
+        )
+        if round_ < kills:
+            # Killed while it works: its round published, its first events handled, the
+            # rest in flight or waiting.
+            wait_for(
+                lambda proc=proc, round_=round_: (
+                    proc.poll() is not None or _working(_lines(out), round_, per_round)
+                ),
+                60,
+                message=f"round {round_}: the child handled nothing",
+            )
+            assert proc.poll() is None, "the child finished before it could be killed"
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+            assert proc.stderr is not None
+            proc.stderr.close()
+        else:
+            _, stderr = proc.communicate(timeout=120)
+            assert proc.returncode == 0, stderr.decode()
+    lines = _lines(out)
+    assert lines[-1] == f"DONE {kills}"
+    assert _dead_letters(db) == [], "no event was at fault: nothing may be dead-lettered"
+    published = {int(line.split()[1]) for line in lines if line.startswith("P ")}
+    assert published == set(range((kills + 1) * per_round))
+    return lines
+
+
+@pytest.mark.parametrize("mode", ["defaults", "plain"])
+def test_a_consumer_killed_five_times_handles_everything_and_dead_letters_nothing(
+    tmp_path: Path, mode: str
+) -> None:
+    # Default settings (max_deliveries=5, prefetch=256): a crash used to charge an
+    # attempt to every event delivered and not yet acked, so five kills dead-lettered
+    # healthy events as DeliveryAbandoned (idempotent ones whose handler had finished
+    # too). Now a crash charges one attempt, to the lowest event in flight.
+    lines = _run_kills(tmp_path, kills=5, mode=mode)
+    if mode == "defaults":  # idempotent: only what a kill interrupted may be handled again
+        _check(lines, killed_rounds=list(range(5)))
+    else:  # at least once
+        handled = {int(line.split()[3]) for line in lines if line.startswith("H ")}
+        assert handled == set(range(6 * 200))
+
+
+@pytest.mark.soak
+@pytest.mark.parametrize("mode", ["defaults", "plain"])
+def test_a_consumer_killed_often_soak(tmp_path: Path, mode: str) -> None:
+    if not os.environ.get("REACTOR_SOAK"):
+        pytest.skip("set REACTOR_SOAK=1 for the long crash soak")
+    _run_kills(tmp_path, kills=25, mode=mode)
 
 
 def test_sigkill_at_random_points_loses_nothing_and_repeats_nothing_acked(tmp_path: Path) -> None:

@@ -25,8 +25,10 @@ Thread-safety: everything here runs on the channel actor's thread.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, Protocol
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from reactor.actors.base import ActorContext, ReactorActor
 from reactor.channels import groups as membership
@@ -42,10 +44,16 @@ from reactor.messages.control import (
     Nack,
     Release,
     Tick,
+    decoded,
 )
 from reactor.messages.event import Event
 
+if TYPE_CHECKING:
+    from reactor.channels.dedup import DedupWindow
+
 __all__ = ["GroupChannelActor", "GroupLog", "abandoned"]
+
+logger = logging.getLogger("reactor")
 
 # Each round of a dispatch delivers or refills, or the dispatch stops; the cap is a
 # safety net against a backend whose refill keeps claiming progress.
@@ -85,6 +93,9 @@ class GroupLog(Protocol):
         abandons: whether seqs may come back with every attempt spent (a durable
             log learns of deliveries a crash spent), to be dead-lettered by
             :meth:`GroupChannelActor.fill` instead of delivered.
+        dedup: the dedup window of each idempotent group whose window the backend
+            keeps (:class:`~reactor.channels.backend.DurableDedup`): an event whose
+            id it holds was handled, so it is settled rather than dead-lettered.
     """
 
     channel: str
@@ -93,6 +104,7 @@ class GroupLog(Protocol):
     counters: Counters
     refills: ClassVar[bool] = False
     abandons: ClassVar[bool] = False
+    dedup: Mapping[str, DedupWindow] = MappingProxyType({})
 
     def bind(self, actor: GroupChannelActor) -> Mapping[type, Callable[[Any], Any]]:
         """A new incarnation of the actor starts; return the handlers of the backend's messages."""
@@ -331,8 +343,29 @@ class GroupChannelActor(ReactorActor):
         The only place a channel dead-letters an event. The letter is published
         before the seq is settled: if anything goes wrong in between, a duplicate
         is possible but a loss is not.
+
+        An event whose id the group's durable dedup window holds is never
+        dead-lettered: its handler returned, and only its ack was lost (with a
+        process that died before sending or storing it). It is settled as acked.
         """
         log = self.log
+        window = log.dedup.get(group.name) if log.dedup else None
+        if window is not None:
+            event = decoded(item)
+            if event is not None and event.id in window:
+                logger.info(
+                    "channel %r group %r: event %s was handled already (its id is in the "
+                    "dedup window); settled instead of dead-lettered (%s)",
+                    log.channel,
+                    group.name,
+                    event.id,
+                    error.type,
+                    extra={"reactor_channel": log.channel, "reactor_event_id": event.id},
+                )
+                group.acked += 1
+                self.counters.acked += 1
+                log.settle(group, (seq,))
+                return
         group.dead_lettered += 1
         self.counters.dead_lettered += 1
         log.keep_dead_letter(group, seq, item, error, attempts)

@@ -335,7 +335,13 @@ class ConsumerActor(ReactorActor):
             if not acks:
                 self.acks_since = now
             acks.append(seq)
-            if len(acks) >= _ACK_RUN or now - self.acks_since >= _ACK_WITHIN_S:
+            if (
+                len(acks) >= _ACK_RUN
+                or now - self.acks_since >= _ACK_WITHIN_S
+                # A redelivery at once: after a crash the channel charges the event it
+                # delivered first, and its ack is what shows it was not what crashed.
+                or batch.attempts[index - 1] > 1
+            ):
                 self._flush()
         self.position = index
         return True

@@ -169,7 +169,9 @@ class RedisChannel:
 
     def dedup_window(self, group: str, size: int) -> RedisDedupWindow:
         """The dedup window of ``group``, shared through Redis with every worker."""
-        return RedisDedupWindow(self.link, group, size)
+        window = RedisDedupWindow(self.link, group, size)
+        self.log.dedup[group] = window  # never dead-letter what it holds
+        return window
 
     @property
     def trimmed(self) -> int:

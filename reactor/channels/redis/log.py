@@ -24,6 +24,7 @@ from typing import Any
 from reactor.actors.address import Address
 from reactor.channels.actor import GroupChannelActor, GroupLog, abandoned
 from reactor.channels.backend import GroupSpec
+from reactor.channels.dedup import DedupWindow
 from reactor.channels.groups import Counters, Group
 from reactor.channels.redis.client import seq_entry_id
 from reactor.channels.redis.link import RedisLink
@@ -81,6 +82,7 @@ class RedisLog(GroupLog):
         self.timer: Timer | None = None
         self.touch_every = max(0.05, link.options.lease_s / 3)
         self.retry = 0
+        self.dedup: dict[str, DedupWindow] = {}  # filled by RedisChannel.dedup_window
 
     actor: GroupChannelActor  # the incarnation running now, set by bind()
 

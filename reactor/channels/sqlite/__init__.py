@@ -26,14 +26,31 @@ reused) and is written (JSON, :class:`~reactor.messages.codecs.JsonCodec`,
 never pickle) with its topic and append time *in the publisher's thread*,
 before ``publish()`` returns: one transaction per batch. Each group stores a
 committed offset, the watermark below which every event it routes has been
-settled (acked, dead-lettered, dropped or expired). Above the watermark, each
-delivery's attempt count and each ack are stored too, so after a restart a
-group resumes at its watermark, skips what it already acked, and gets back
-what was delivered but not acked *with its attempt count*: a delivery that
-never came back counts as a spent attempt, so an event that kills the process
-every time is dead-lettered after ``max_deliveries`` restarts instead of
-killing it forever. Dead letters are also kept in the ``reactor_deadletters``
-table, since the ``$system`` channel they are published on is in memory.
+settled (acked, dead-lettered, dropped or expired). Above the watermark the
+highest offset ever delivered, each ack, and the attempts each event has spent
+(failed, or charged to a crash) are stored too, so after a restart a group
+resumes at its watermark, skips what it already acked, and gets back what was
+delivered but not acked *with the attempts it spent*.
+
+**What a crash costs.** The log knows what it delivered, not what was in a
+handler when the process died: a member holds a prefetch window of events and
+handles them one at a time, in offset order, acking them in runs of at most 32
+or 10 ms. So after a crash (or a stop that abandoned events in flight) each
+group charges **one** attempt, to the lowest offset it had delivered and not
+settled: the event most likely in a handler, since everything before it was
+handled. The rest of what was delivered comes back uncharged. The bound: a
+crash costs each group one attempt, even when several members were each in a
+handler (the others are not charged), and it may land on an event whose ack
+the crash lost rather than on the one in a handler. Two rules keep that from
+dead-lettering healthy events: a consumer acks a redelivered event at once, so
+the next crash does not charge it again, and an event whose id the group's
+durable dedup window holds (``idempotent=True``) is settled, never
+dead-lettered. An event that kills the process every time is still
+dead-lettered (``DeliveryAbandoned``) after ``max_deliveries`` restarts instead
+of killing it forever: once what precedes it is handled, it is the lowest
+unsettled event at every crash. Dead letters are also kept in the
+``reactor_deadletters`` table, since the ``$system`` channel they are published
+on is in memory.
 
 **Where a new group starts** (``start=`` of ``consumer()`` / ``pool()``):
 ``"earliest"`` (the default: a group never seen before gets every event

@@ -160,7 +160,9 @@ class SqliteChannel:
         Raises:
             TopologyError: ``size`` < 1.
         """
-        return DurableDedupWindow(self.store, group, size)
+        window = DurableDedupWindow(self.store, group, size)
+        self.log.dedup[group] = window  # never dead-letter what it holds
+        return window
 
     @property
     def head(self) -> int:

@@ -36,6 +36,7 @@ class SqliteGroup(Group[Event | Encoded]):
 
     __slots__ = (
         "acked_unflushed",
+        "charge",
         "committed",
         "cursor",
         "delivered_hwm",
@@ -55,11 +56,14 @@ class SqliteGroup(Group[Event | Encoded]):
         self.committed = committed  # every routed seq <= committed is settled
         self.flushed = committed  # what the file says
         # First deliveries are not written one by one: the file keeps the highest offset
-        # ever delivered, and after a restart every unsettled offset up to it counts one
-        # spent attempt. Redeliveries (attempt > 1) get a row each in reactor_pending.
+        # ever delivered. Attempts spent (failed, or charged to a crash) get a row each in
+        # reactor_pending, written when a nack spends one and before a redelivery leaves.
         self.delivered_hwm = delivered
         self.flushed_hwm = delivered
         self.recovered_hwm = delivered
+        # After a crash, one attempt is charged: to the lowest unsettled offset the last
+        # run delivered (see the package docstring). True until it has been taken.
+        self.charge = delivered > committed
         self.cursor = committed  # every seq <= cursor has been looked at
         self.outstanding: deque[int] = deque()  # routed seqs in (committed, cursor], in order
         self.preacked: set[int] = set()  # acked above the watermark in an earlier run
@@ -76,6 +80,10 @@ def recover(
     store: ChannelStore, specs: Sequence[GroupSpec], channel: str, low: int, head: int
 ) -> tuple[dict[str, SqliteGroup], int]:
     """Each declared group as the file left it (new ones start where their spec says).
+
+    A row of ``reactor_pending`` holds the attempts an event has spent (-1: acked);
+    the delivery that was in flight when the last run ended is not among them
+    (:attr:`SqliteGroup.charge` says whether one is still to be charged).
 
     Returns:
         The groups, and the credits they owe: routed events above their

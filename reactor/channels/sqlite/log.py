@@ -25,6 +25,7 @@ import attrs
 from reactor.actors.address import Address
 from reactor.channels.actor import GroupChannelActor, GroupLog
 from reactor.channels.backend import ChannelParts
+from reactor.channels.dedup import DedupWindow
 from reactor.channels.groups import Counters, Group, Member
 from reactor.channels.routes import RouteCache
 from reactor.channels.sqlite.group import SqliteGroup, count_routed, position, recover
@@ -116,6 +117,7 @@ class SqliteLog(GroupLog):
         self.outbox: list[tuple[Address, Deliver]] = []
         self.release = 0
         self.timer: Timer | None = None
+        self.dedup: dict[str, DedupWindow] = {}  # filled by SqliteChannel.dedup_window
 
     actor: GroupChannelActor  # the incarnation running now, set by bind()
 
@@ -208,15 +210,19 @@ class SqliteLog(GroupLog):
     def _take(self, group: SqliteGroup, seq: int, event: Event | Encoded) -> None:
         group.outstanding.append(seq)
         group.events[seq] = event
-        if seq <= group.recovered_hwm and seq not in group.attempts:
-            group.attempts[seq] = 1  # delivered before the restart, never settled
+        if group.charge and seq <= group.recovered_hwm:
+            # The lowest event the last run delivered and did not settle: the one most
+            # likely in a handler when that run ended. Only it is charged an attempt; the
+            # rest of what was delivered comes back with the attempts it had spent.
+            group.charge = False
+            group.attempts[seq] = group.attempts.get(seq, 0) + 1
         group.place(seq, event.key)
 
     def _take_page(
         self, group: SqliteGroup, seqs: list[int], items: Sequence[Event | Encoded], keyed: bool
     ) -> None:
         """:meth:`_take` for a page of rising seqs, in bulk when none is keyed or recovered."""
-        if keyed or seqs[0] <= group.recovered_hwm:
+        if keyed or (group.charge and seqs[0] <= group.recovered_hwm):
             for seq, item in zip(seqs, items, strict=True):
                 self._take(group, seq, item)
             return
@@ -322,7 +328,8 @@ class SqliteLog(GroupLog):
         else:
             for seq, n in zip(deliver.seqs, deliver.attempts, strict=True):
                 if n > 1:
-                    self.attempts.append((group.name, seq, n))
+                    # What it spent before this delivery (a crash's charge included).
+                    self.attempts.append((group.name, seq, n - 1))
                 elif seq > group.delivered_hwm:
                     group.delivered_hwm = seq
         self.dirty.add(group)
@@ -351,6 +358,12 @@ class SqliteLog(GroupLog):
         group.committed = outstanding[0] - 1 if outstanding else group.cursor
         if group.committed != group.flushed or group.acked_unflushed:
             self.dirty.add(group)
+
+    def retrying(self, group: Group[Any], seq: int, attempt: int) -> None:
+        """A nack spent ``attempt``: written with the next flush, so a crash keeps the count."""
+        assert isinstance(group, SqliteGroup)
+        self.attempts.append((group.name, seq, attempt))
+        self.dirty.add(group)
 
     def owned(self, group: Group[Any], member: Member, seqs: Sequence[int]) -> Sequence[int]:
         """Seqs ``member`` held from before a replay are not settled: only their demand comes back."""
@@ -436,6 +449,7 @@ class SqliteLog(GroupLog):
         group.acked_unflushed.clear()
         group.committed = group.cursor = position
         group.delivered_hwm = group.flushed_hwm = group.recovered_hwm = position
+        group.charge = False
         group.pending_max = 0
         self.store.rewind(group.name, position)
         group.flushed = position

@@ -28,7 +28,8 @@ class Progress:
     """What a channel actor writes in one transaction, in this order.
 
     Attributes:
-        attempts: ``(group, seq, attempts)`` of redeliveries in flight.
+        attempts: ``(group, seq, attempts)``: attempts spent (failed, or charged to a crash)
+            by events not settled yet.
         acked: ``(group, seq)`` acked above the group's watermark.
         cleared: ``(group, upto)``: the rows of ``group`` at or below ``upto`` are obsolete.
         positions: ``(group, committed, delivered)``: the new watermark and
