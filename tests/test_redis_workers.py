@@ -78,3 +78,54 @@ def test_a_killed_worker_loses_nothing_and_idempotent_effects_happen_once(
     # Only an event the killed worker finished but had not yet recorded as handled can
     # run twice: the kill lands between one handler's effect and its dedup record.
     assert duplicates <= 1, f"{duplicates} events handled twice"
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_killed_five_times_dead_letters_nothing(redis_url: str, tmp_path: Path) -> None:
+    # Default delivery settings (max_deliveries=5): a worker killed five times, restarted
+    # each time under the same name (so it re-reads its own pending entries) while the
+    # other worker claims what it held. Every event is handled: none was charged an
+    # attempt for each kill that found it in a prefetch window.
+    url = redis_url.replace("lease=2", "lease=0.5")
+    prefix = url.split("prefix=")[1].split("&")[0]
+    total = 1_000
+    stream = f"{prefix}:jobs"
+    logs = [tmp_path / f"worker{i}.log" for i in range(7)]
+    steady = _spawn(url, 0.004, logs[0])
+    killed: list[subprocess.Popen[bytes]] = []
+    try:
+        with _client(url) as client:
+            wait_for(lambda: client.exists(stream), timeout=20, message="worker did not start")
+            feeder = worker_topology(url, events=total).start(only={"feed"})
+            try:
+                for kill in range(5):
+                    victim = _spawn(f"{url}&worker=victim", 0.004, logs[kill + 1])
+                    killed.append(victim)
+                    # It has joined and handled events of its own, with more in flight.
+                    wait_for(
+                        lambda victim=victim: (
+                            str(victim.pid).encode() in client.hvals(f"{prefix}:effects")
+                        ),
+                        timeout=30,
+                        message=f"kill {kill}: the victim never handled anything",
+                    )
+                    victim.send_signal(signal.SIGKILL)
+                    victim.wait(10)
+                wait_for(
+                    lambda: client.hlen(f"{prefix}:effects") == total,
+                    timeout=60,
+                    message="not every event was handled (some dead-lettered?)",
+                )
+                feeder.wait_idle(30)
+            finally:
+                feeder.stop(timeout=10)
+            assert client.xpending(stream, "work")["pending"] == 0
+            assert client.hlen(f"{stream}:attempts:work") == 0
+        steady.send_signal(signal.SIGTERM)
+        assert steady.wait(20) == 0, logs[0].read_text()
+    finally:
+        for worker in [steady, *killed]:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait(10)
+    assert "DeliveryAbandoned" not in logs[0].read_text()

@@ -18,9 +18,10 @@ Layout in Redis
   its consumer's ``start=`` says: ``earliest`` (the default: what the stream
   retains), ``latest`` (new events only) or a ``datetime``; the URL option
   ``start=$`` or ``start=0`` overrides it for every group;
-* ``{prefix}:{channel}:attempts:{group}`` is a hash of entry id -> failed
-  attempts, written on a ``Nack`` so that another worker, or this one after a
-  restart, knows how many attempts an entry has spent.
+* ``{prefix}:{channel}:attempts:{group}`` is a hash of entry id -> attempts
+  spent (failed, or charged to a worker that died holding it), written on a
+  ``Nack`` and when an entry is taken over, so that another worker, or this
+  one after a restart, knows how many attempts an entry has spent.
 
 Processes and members
 ---------------------
@@ -53,13 +54,23 @@ fresh (``XCLAIM ... JUSTID`` every ``lease/3``) so a slow handler is not robbed.
 
 Attempts and dead letters
 -------------------------
-The attempt of an entry re-read or claimed is ``max(failed attempts in the hash
-+ 1, Redis delivery count)``: a worker that died holding an entry spent an
-attempt. A ``Nack`` at ``max_deliveries`` publishes the ``$deadletter`` event
-(``services.publish_system``) *before* the ``XACK``: a duplicate beats a loss.
-An entry fetched with more attempts than ``max_deliveries`` (workers kept dying
-on it) is dead-lettered without being handled again, with error type
-``DeliveryAbandoned`` (as on sqlite).
+The attempt of an entry re-read or claimed is the attempts the hash says it
+spent, plus one. A worker that died held a prefetch window of entries, and
+Redis cannot say which one was in a handler (its delivery count goes up for
+every entry a dead worker held), so, as on sqlite, a lost delivery is charged
+to **one** entry: the first (lowest id) of each pass that takes entries over,
+that is, the first page a worker restarted under its name re-reads, and the
+first entry of each ``XAUTOCLAIM`` pass over the group's pending entries (the
+charge is written to the hash before the entry is handed on). The rest come
+back uncharged. The bound: a pass charges one attempt however many dead
+workers it takes entries from. Members handle entries in id order, so an entry
+that kills its worker every time becomes the first of a pass and is charged
+each time; one whose id the group's dedup window holds (``idempotent=True``)
+is settled, never dead-lettered. A ``Nack`` at ``max_deliveries`` publishes
+the ``$deadletter`` event (``services.publish_system``) *before* the ``XACK``:
+a duplicate beats a loss. An entry fetched with more attempts than
+``max_deliveries`` (workers kept dying on it) is dead-lettered without being
+handled again, with error type ``DeliveryAbandoned`` (as on sqlite).
 
 Capacity
 --------

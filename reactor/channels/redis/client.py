@@ -228,19 +228,26 @@ class RedisClient:
         after = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
         return after, reply[1], (reply[2] if len(reply) > 2 else [])
 
-    def attempts(self, group: str, ids: list[bytes]) -> dict[int, int]:
-        """seq -> the attempt a re-read or claimed entry is on (failed ones + 1, or deliveries)."""
+    def attempts(self, group: str, ids: list[bytes], charge: bytes | None) -> dict[int, int]:
+        """seq -> the attempt a re-read or claimed entry is on: the attempts it spent + 1.
+
+        Args:
+            group: the group the entries are pending in.
+            ids: their entry ids.
+            charge: the entry id a lost delivery is charged to (one more attempt
+                spent, recorded before the count is read), or None.
+        """
+        key = self.attempts_key(group)
         pipe = self._redis.pipeline(transaction=False)
-        pipe.hmget(self.attempts_key(group), ids)
-        pipe.xpending_range(self.stream, group, ids[0], ids[-1], len(ids) * 2, self.consumer)
+        if charge is not None:
+            pipe.hincrby(key, charge, 1)
+        pipe.hmget(key, ids)
         replies: Any = pipe.execute()
-        failed, pending = replies
-        counts = {entry_seq(p["message_id"]): int(p["times_delivered"]) for p in pending}
-        result = {}
-        for entry_id, spent in zip(ids, failed, strict=True):
-            seq = entry_seq(entry_id)
-            result[seq] = max(int(spent or 0) + 1, counts.get(seq, 1))
-        return result
+        spent = replies[-1]
+        return {
+            entry_seq(entry_id): int(count or 0) + 1
+            for entry_id, count in zip(ids, spent, strict=True)
+        }
 
     # -- settlement --------------------------------------------------------------------
 

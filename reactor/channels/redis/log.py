@@ -157,6 +157,8 @@ class RedisLog(GroupLog):
             held[seq] = event
             if item.attempt > 1:
                 group.attempts[seq] = item.attempt - 1
+                group.remembered.add(seq)  # its row in the attempts hash goes when it settles
+            if item.again:
                 group.redelivered += 1
             group.requeue(seq, event.key)  # claimed entries may be older than queued ones
         self.actor.dispatch(group)

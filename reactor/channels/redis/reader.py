@@ -46,6 +46,7 @@ class Item(NamedTuple):
     """One entry a reader took from Redis for a group (a named tuple: one per entry).
 
     ``event`` is None when the entry is no event (``raw`` and ``error`` say why).
+    ``again``: the entry was delivered before (re-read or claimed), not read new.
     """
 
     seq: int
@@ -54,6 +55,7 @@ class Item(NamedTuple):
     attempt: int
     raw: bytes | None = None
     error: str | None = None
+    again: bool = False
 
 
 @attrs.frozen(slots=True)
@@ -83,6 +85,7 @@ class Reader(threading.Thread):
         self.claim_cursor = "0-0"
         self.pending_cursor = "0"
         self.next_claim = 0.0
+        self.charge_claim = True  # the next entry claimed is the first of its pass
 
     def grant(self, count: int) -> None:
         with self.cond:
@@ -133,26 +136,39 @@ class Reader(threading.Thread):
             if not entries:
                 self.pending_done = True
                 return None
+            first_page = self.pending_cursor == "0"
             self.pending_cursor = entries[-1][0].decode()
             live = [(i, f) for i, f in entries if f]
             trimmed = tuple(entry_seq(i) for i, f in entries if not f)
-            return self._build(live, trimmed, fresh=False)
+            return self._build(live, trimmed, fresh=False, charge=first_page)
         now = link.clock.monotonic()
         if now >= self.next_claim:
             self.next_claim = now + link.options.lease_s / 2
+            if self.claim_cursor == "0-0":
+                self.charge_claim = True  # a new pass over the group's pending entries
             self.claim_cursor, claimed, deleted = client.claim(self.group, self.claim_cursor, want)
             if claimed or deleted:
-                return self._build(claimed, tuple(entry_seq(i) for i in deleted), fresh=False)
+                charge = self.charge_claim and bool(claimed)
+                if charge:
+                    self.charge_claim = False
+                return self._build(
+                    claimed, tuple(entry_seq(i) for i in deleted), fresh=False, charge=charge
+                )
         fresh = client.read(self.group, ">", want, link.options.block_ms)
         if not fresh:
             return None
         return self._build(fresh, (), fresh=True)
 
-    def _build(self, entries: list[Any], trimmed: tuple[int, ...], *, fresh: bool) -> Fetched:
+    def _build(
+        self, entries: list[Any], trimmed: tuple[int, ...], *, fresh: bool, charge: bool = False
+    ) -> Fetched:
+        """The entries as :class:`Item`\\ s; ``charge``: the first one is charged a lost delivery."""
         previous: dict[int, int] = {}
         if entries and not fresh:
-            previous = self.link.client.attempts(self.group, [i for i, _ in entries])
+            ids = [i for i, _ in entries]
+            previous = self.link.client.attempts(self.group, ids, ids[0] if charge else None)
         codec = self.codec
+        again = not fresh
         new = tuple.__new__
         items = []
         for entry_id, fields in entries:
@@ -173,6 +189,7 @@ class Reader(threading.Thread):
                         attempt,
                         repr(fields).encode(),
                         f"entry has no 'event' field (fields: {names})",
+                        again,
                     )
                 )
                 continue
@@ -185,18 +202,18 @@ class Reader(threading.Thread):
                 except UnicodeDecodeError:
                     # A field no one can read: the entry is dead-lettered with its bytes,
                     # and the entries read with it go on.
-                    items.append(Item(seq, None, "", attempt, raw, _unreadable(fields)))
+                    items.append(Item(seq, None, "", attempt, raw, _unreadable(fields), again))
                     continue
                 # tuple.__new__: the named tuples' own constructors are Python functions.
                 stored = new(Encoded, (key_text, raw, codec))
-                items.append(new(Item, (seq, stored, text, attempt, None, None)))
+                items.append(new(Item, (seq, stored, text, attempt, None, None, again)))
                 continue
             try:
                 event = codec.decode(raw)
             except DecodeError as exc:
-                items.append(Item(seq, None, "", attempt, raw, str(exc)))
+                items.append(Item(seq, None, "", attempt, raw, str(exc), again))
             else:
-                items.append(Item(seq, event, event.topic, attempt))
+                items.append(Item(seq, event, event.topic, attempt, again=again))
         return Fetched(self.group, tuple(items), trimmed)
 
 
