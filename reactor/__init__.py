@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from reactor.channels.backend import ChannelMetrics, GroupMetrics
+from reactor.channels.backend import ChannelMetrics, DeadLetter, GroupMetrics
 from reactor.channels.gate import Overflow
 from reactor.clock import Clock, SystemClock
 from reactor.errors import (
@@ -35,6 +35,7 @@ from reactor.errors import (
     TopologyError,
     UnknownActorError,
     UnknownChannelError,
+    UnknownDeadLetterError,
     UnknownGroupError,
     UsageError,
 )
@@ -73,6 +74,7 @@ __all__ = [
     "CloudEventsCodec",
     "Codec",
     "ConsumerFailing",
+    "DeadLetter",
     "DecodeError",
     "Delivery",
     "ErrorInfo",
@@ -109,6 +111,7 @@ __all__ = [
     "TopologyError",
     "UnknownActorError",
     "UnknownChannelError",
+    "UnknownDeadLetterError",
     "UnknownGroupError",
     "UsageError",
     "__version__",

@@ -32,6 +32,7 @@ __all__ = [
     "TopologyError",
     "UnknownActorError",
     "UnknownChannelError",
+    "UnknownDeadLetterError",
     "UnknownGroupError",
     "UsageError",
 ]
@@ -109,6 +110,10 @@ class UsageError(ReactorError, ValueError):
 
     The ``reactor`` command exits with code 2 on it.
     """
+
+
+class UnknownDeadLetterError(ReactorError, LookupError):
+    """A dead-letter id that the channel's store does not hold (redriven or purged already?)."""
 
 
 class BackpressureError(ReactorError):

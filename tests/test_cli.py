@@ -323,6 +323,29 @@ def build():
 """
 
 
+LETTERS_APP = """
+import os
+import reactor
+
+FLAG = {flag!r}
+HANDLED = []
+
+def work(event):
+    if not os.path.exists(FLAG):
+        raise ConnectionError("the ledger is down")
+    HANDLED.append(event.data["n"])
+
+def build():
+    topo = reactor.Topology("letters")
+    topo.channel("jobs", backend={url!r})
+    topo.channel("mem")
+    # One attempt each: the letters come at once; the command is what is tested.
+    topo.consumer("worker", work, channel="jobs", pattern="job.#", max_deliveries=1)
+    topo.consumer("memw", work, channel="mem")
+    return topo
+"""
+
+
 @pytest.mark.parametrize("command", ["run", "worker"])
 def test_a_second_sigint_stops_at_once(command: str, tmp_path: Path) -> None:
     (tmp_path / "hangapp.py").write_text(HANG_APP)
@@ -370,3 +393,85 @@ def test_a_second_sigint_stops_at_once(command: str, tmp_path: Path) -> None:
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 stream.close()
+
+
+@pytest.fixture
+def letters_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Path]]:
+    """A module whose sqlite channel ``jobs`` holds two dead letters; returns (target, flag)."""
+    name = f"lettersapp_{uuid.uuid4().hex[:8]}"
+    flag = tmp_path / "fixed"
+    url = f"sqlite:///{tmp_path}/jobs.db"
+    (tmp_path / f"{name}.py").write_text(LETTERS_APP.format(flag=str(flag), url=url))
+    monkeypatch.chdir(tmp_path)
+    target = f"{name}:build"
+    from reactor.faces.cli import load_target  # noqa: PLC0415
+
+    with load_target(target).start() as system:
+        for n in (1, 2):
+            system.publish("jobs", "job.run", {"n": n})
+        wait_for(lambda: len(system.dead_letters("jobs")) == 2, 10)
+        system.wait_idle(10)
+    yield target, flag
+    sys.modules.pop(name, None)
+
+
+def _listed(target: str, capsys: pytest.CaptureFixture[str]) -> list[dict[str, object]]:
+    assert main(["dead-letters", target, "list", "--json"]) == 0
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def test_dead_letters_list_redrive_purge(
+    letters_app: tuple[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    target, flag = letters_app
+    letters = _listed(target, capsys)
+    assert [(v["channel"], v["group"], v["consumer"], v["attempts"]) for v in letters] == [
+        ("jobs", "worker", "worker", 1)
+    ] * 2
+    assert [v["event"]["data"] for v in letters] == [{"n": 1}, {"n": 2}]  # type: ignore[index]
+    assert all(v["error_type"] == "ConnectionError" for v in letters)
+
+    assert main(["dead-letters", target, "list"]) == 0
+    text = capsys.readouterr().out
+    assert "ConnectionError: the ledger is down" in text
+    assert str(letters[0]["id"]) in text
+
+    assert main(["dead-letters", target, "redrive", "--id", str(letters[0]["id"])]) == 0
+    assert capsys.readouterr().out.strip() == "jobs: 1 dead letter(s) redriven"
+    assert [v["id"] for v in _listed(target, capsys)] == [letters[1]["id"]]
+
+    # The redriven event is handled when the group's consumer runs, the handler fixed.
+    flag.write_text("")
+    from reactor.faces.cli import load_target  # noqa: PLC0415
+
+    module = sys.modules[target.partition(":")[0]]
+    with load_target(target).start() as system:
+        system.wait_idle(10)
+    assert module.HANDLED == [1]
+
+    assert main(["dead-letters", target, "purge", "--channel", "jobs", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"channel": "jobs", "purged": 1}
+    assert _listed(target, capsys) == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--channel", "nope"], "has no channel 'nope' (channels: jobs, mem)"),
+        (["--channel", "mem"], "channel 'mem' keeps its dead letters in memory"),
+        (["--group", "billing"], "channel 'jobs' has no group 'billing' (groups: worker)"),
+        (["--id", "worker:99"], "channel 'jobs' has no dead letter with id 'worker:99'"),
+    ],
+)
+def test_dead_letters_usage_errors_exit_2_naming_the_thing(
+    letters_app: tuple[str, Path],
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    message: str,
+) -> None:
+    target, _ = letters_app
+    assert main(["dead-letters", target, "purge", *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+    assert len(_listed(target, capsys)) == 2  # nothing was purged

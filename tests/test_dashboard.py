@@ -114,7 +114,10 @@ def test_render_shows_restarts_backlog_and_dead_letters(system: reactor.System) 
     assert row[1:4] == [str(slow.published), str(slow.backlog), str(slow.in_flight)]
     # The dead letter: counted in the header and the table, listed in the events panel.
     assert f"dead letters {sum(c.dead_lettered for c in metrics.channels)}" in text
-    assert _row(text, "work")[-1] == str(metrics.channel("work").dead_lettered)
+    work = metrics.channel("work")
+    # Dead-lettered, and kept in the channel's store (the last two columns).
+    assert _row(text, "work")[-2:] == [str(work.dead_lettered), str(work.stored_dead_letters)]
+    assert work.stored_dead_letters == work.dead_lettered
     assert "☠ dead letter job.bad" in text
     assert "Boom: cannot handle boom" in text
 
@@ -236,6 +239,7 @@ def test_prometheus_text_format(system: reactor.System) -> None:
         in text
     )
     assert 'reactor_channel_dead_lettered_total{system="dash",channel="work"} 1' in text
+    assert 'reactor_channel_stored_dead_letters{system="dash",channel="work"} 1' in text
     assert re.search(r'reactor_actor_restarts_total\{system="dash",actor="crashy",kind="consumer",'
                      r'supervisor="workers"\} [1-9]', text)  # fmt: skip
     assert 'reactor_handler_latency_seconds{system="dash",actor="crashy",quantile="0.99"}' in text

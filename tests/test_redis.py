@@ -144,6 +144,13 @@ def test_undecodable_entries_are_dead_lettered_and_do_not_stop_the_group(redis_u
         # Entries written by another client are counted once the monitor sees them.
         wait_for(lambda: client.xpending(stream, "x")["pending"] == 0)
         system.wait_idle(5)
+        # Stored in Redis too, with the bytes and the entry they were in.
+        wait_for(lambda: len(system.dead_letters("c")) == 3)
+        kept = system.dead_letters("c")
+        assert client.xlen(f"{stream}:deadletters") == 3
+    assert [(v.event, v.group, v.error_type) for v in kept] == [(None, "x", "DecodeError")] * 3
+    assert kept[0].raw == b"{not json"
+    assert all(v.where["entry_id"] for v in kept)
     assert [e.id for e in recorder.events] == ["good"]
     letters = [e.data for e in dead.events]
     assert {d["error_type"] for d in letters} == {"DecodeError"}

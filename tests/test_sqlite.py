@@ -692,7 +692,7 @@ def test_a_version_1_log_is_upgraded_and_keeps_per_key_order(
     with sqlite3.connect(path) as db_file:
         version = db_file.execute("SELECT value FROM reactor_meta WHERE key = 'version'").fetchone()
         keys = db_file.execute("SELECT key FROM reactor_log ORDER BY seq").fetchall()
-    assert version == ("2",)
+    assert version == ("3",)
     assert [k for (k,) in keys] == [e.key for e in events]
 
 

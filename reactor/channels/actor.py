@@ -122,10 +122,20 @@ class GroupLog(Protocol):
         """Where the backend keeps ``seq``, for a dead letter of stored bytes (offset, entry id)."""
         return {}
 
-    def keep_dead_letter(
-        self, group: Group[Any], seq: int, item: Event | Encoded, error: ErrorInfo, attempts: int
+    def keep_dead_letter(  # noqa: PLR0917 - each argument is a distinct fact of the letter
+        self,
+        group: Group[Any],
+        seq: int,
+        item: Event | Encoded,
+        error: ErrorInfo,
+        attempts: int,
+        consumer: str,
     ) -> None:
-        """Store a dead letter the actor is about to publish (a durable log keeps it)."""
+        """Store a dead letter the actor is about to publish, where the backend keeps them.
+
+        Every backend stores them (see :class:`~reactor.channels.backend.DeadLetters`),
+        letters of ``$system`` events too, which are never published.
+        """
         return None
 
     def retrying(self, group: Group[Any], seq: int, attempt: int) -> None:
@@ -368,7 +378,7 @@ class GroupChannelActor(ReactorActor):
                 return
         group.dead_lettered += 1
         self.counters.dead_lettered += 1
-        log.keep_dead_letter(group, seq, item, error, attempts)
+        log.keep_dead_letter(group, seq, item, error, attempts, consumer)
         log.publish_system(
             lifecycle.dead_letter(
                 item,

@@ -9,14 +9,16 @@ backend it has: ``memory`` today, durable logs and brokers behind the same face.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Collection, Iterable, Mapping
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
 
 from reactor.actors.address import Address
 from reactor.channels.gate import CapacityGate, Overflow
+from reactor.errors import UnknownDeadLetterError, UnknownGroupError
+from reactor.messages.freeze import FrozenDict
 
 if TYPE_CHECKING:
     from reactor.actors.base import ActorContext, ReactorActor
@@ -31,11 +33,15 @@ __all__ = [
     "ChannelParts",
     "ChannelServices",
     "ChannelMetrics",
+    "DeadLetter",
+    "DeadLetters",
     "DurableDedup",
     "GroupSpec",
     "GroupMetrics",
     "ReportsProblems",
     "Replayable",
+    "check_letter_group",
+    "missing_letters",
 ]
 
 
@@ -143,6 +149,54 @@ class ChannelMetrics:
     in_flight: int
     groups: tuple[GroupMetrics, ...]
     expired: int = 0  # events retention deleted before some group settled them
+    # Dead letters kept in the channel's store now (see DeadLetters); this process's view.
+    stored_dead_letters: int = 0
+    # Dead letters a bounded store dropped, oldest first, to stay in its bound (memory).
+    evicted_dead_letters: int = 0
+
+
+def _frozen(where: Mapping[str, Any]) -> FrozenDict[str, Any]:
+    return FrozenDict(where)
+
+
+@attrs.frozen(slots=True)
+class DeadLetter:
+    """A dead letter as a channel stores it: what failed, where, why, and how often.
+
+    Attributes:
+        id: the letter's id in its channel's store (what ``redrive``/``purge`` take).
+        channel: the channel the event was published on.
+        group: the consumer group that gave up on it; a redrive delivers it to
+            this group only.
+        consumer: the consumer whose last attempt failed (empty when no handler
+            ran: stored bytes that are no event, or deliveries a crash abandoned).
+        event: the event; None when the stored bytes are no event.
+        raw: the stored bytes when they are no event (else None).
+        where: where the backend kept the bytes (``offset``, ``entry_id``); may be empty.
+        error_type: the exception's type name (``DecodeError``, ``DeliveryAbandoned``, ...).
+        message: the exception's message.
+        traceback: the formatted traceback (empty when there was none).
+        attempts: the deliveries spent on it.
+        time: when it was dead-lettered (UTC).
+    """
+
+    id: str
+    channel: str
+    group: str
+    consumer: str
+    event: Event | None
+    raw: bytes | None
+    where: FrozenDict[str, Any] = attrs.field(converter=_frozen)
+    error_type: str
+    message: str
+    traceback: str
+    attempts: int
+    time: datetime
+
+    @staticmethod
+    def stamp(wall: float) -> datetime:
+        """The ``time`` of a letter dead-lettered at wall time ``wall`` (Unix seconds)."""
+        return datetime.fromtimestamp(wall, UTC)
 
 
 class Channel(Protocol):
@@ -189,6 +243,67 @@ class Replayable(Protocol):
 
     def replay(self, group: str, from_: Any = "earliest") -> int:
         """Rewind ``group``; return the first offset it will be given again."""
+
+
+@runtime_checkable
+class DeadLetters(Protocol):
+    """A channel that stores its dead letters and lets them be listed, redriven and purged.
+
+    Every backend offers it: ``memory`` keeps the latest ones in the process (a
+    bound per channel), ``sqlite`` in its log file, ``redis`` in a stream beside
+    the channel's. Thread-safety: every method may be called from any thread.
+    """
+
+    def dead_letters(self, group: str | None = None, limit: int | None = None) -> list[DeadLetter]:
+        """The stored letters (of ``group`` only, if given), oldest first, at most ``limit``."""
+
+    def redrive(self, ids: Collection[str] | None = None, group: str | None = None) -> int:
+        """Deliver letters again, each to the group that gave up on it, with a fresh attempt count.
+
+        The letters (all, those of ``group``, or those named by ``ids``) leave the
+        store. Letters whose bytes are no event cannot be delivered: they stay
+        (purge them). Returns how many were redriven.
+
+        Raises:
+            UnknownDeadLetterError: an id names no stored letter; nothing was redriven.
+        """
+
+    def purge(self, ids: Collection[str] | None = None, group: str | None = None) -> int:
+        """Delete letters (all, those of ``group``, or those named by ``ids``); returns how many.
+
+        Raises:
+            UnknownDeadLetterError: an id names no stored letter; nothing was purged.
+        """
+
+
+def check_letter_group(config: ChannelConfig, group: str | None) -> None:
+    """Refuse a ``group`` the channel does not declare (a typo would match no letter).
+
+    Raises:
+        UnknownGroupError: ``group`` is not one of the channel's groups.
+    """
+    if group is None or any(spec.name == group for spec in config.groups):
+        return
+    known = ", ".join(sorted(spec.name for spec in config.groups)) or "none"
+    raise UnknownGroupError(
+        f"channel {config.name!r} has no group {group!r} (groups: {known}); "
+        "name a consumer group declared on this channel"
+    )
+
+
+def missing_letters(channel: str, ids: Collection[str], stored: Iterable[str]) -> None:
+    """Refuse ``ids`` that name no stored letter of ``channel``, before anything is done.
+
+    Raises:
+        UnknownDeadLetterError: some id is not in ``stored``.
+    """
+    missing = sorted(set(ids) - set(stored))
+    if missing:
+        shown = ", ".join(repr(i) for i in missing[:10]) + (" ..." if len(missing) > 10 else "")
+        raise UnknownDeadLetterError(
+            f"channel {channel!r} has no dead letter with id {shown}; "
+            "list them first (System.dead_letters or `reactor dead-letters TARGET list`)"
+        )
 
 
 @runtime_checkable

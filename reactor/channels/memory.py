@@ -7,23 +7,143 @@ machinery of :mod:`reactor.channels.groups`; what is the memory backend's own is
 this table and the ``drop_oldest`` eviction from it (evicted seqs are skipped
 lazily where they are queued). The state object survives a restart of the
 channel actor, like the mailbox.
+
+**Dead letters** are kept in the process, per channel: the latest
+:data:`MAX_DEAD_LETTERS` (10,000); past that the oldest is evicted and counted
+(:attr:`ChannelMetrics.evicted_dead_letters`, and a warning on the ``reactor``
+logger the first time). They die with the process: a channel whose dead letters
+must outlive it is a durable one (``sqlite``, ``redis``). A redrive goes through
+the channel actor (:class:`Redrive`): each event is queued again as a new seq for
+the group that gave up on it, and only that group, with its attempts starting over.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import collections
+import logging
+import threading
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
+
+import attrs
 
 from reactor.actors.base import ActorContext, ReactorActor
 from reactor.channels.actor import GroupChannelActor, GroupLog
-from reactor.channels.backend import ChannelConfig, ChannelMetrics, ChannelParts, ChannelServices
+from reactor.channels.backend import (
+    ChannelConfig,
+    ChannelMetrics,
+    ChannelParts,
+    ChannelServices,
+    DeadLetter,
+    check_letter_group,
+    missing_letters,
+)
 from reactor.channels.groups import Counters, Group, channel_stats
 from reactor.channels.routes import RouteCache
+from reactor.clock import Clock
 from reactor.messages import lifecycle
-from reactor.messages.control import Publish
+from reactor.messages.control import Encoded, ErrorInfo, Publish, decoded
 from reactor.messages.event import Event
 
-__all__ = ["BACKEND", "MemoryBackend", "MemoryChannel"]
+__all__ = ["BACKEND", "MAX_DEAD_LETTERS", "MemoryBackend", "MemoryChannel", "Redrive"]
+
+logger = logging.getLogger("reactor")
+
+MAX_DEAD_LETTERS = 10_000
+"""The most dead letters a memory channel keeps; past it the oldest is evicted and counted."""
+
+_ASK_TIMEOUT_S = 30.0
+
+
+@attrs.frozen(slots=True)
+class Redrive:
+    """Queue the letters ``ids`` (None: all, or all of ``group``) again; the reply is how many."""
+
+    ids: frozenset[str] | None
+    group: str | None
+
+
+class _LetterBox:
+    """The latest dead letters of one channel, oldest first, at most ``bound``.
+
+    Thread-safety: every method takes the lock (the actor adds and redrives, any
+    thread lists and purges).
+    """
+
+    def __init__(self, channel: str, clock: Clock, bound: int | None = None) -> None:
+        self.channel = channel
+        self.clock = clock
+        self.bound = MAX_DEAD_LETTERS if bound is None else bound
+        self.lock = threading.Lock()
+        self.letters: collections.OrderedDict[str, DeadLetter] = collections.OrderedDict()
+        self.next_id = 1
+        self.evicted = 0
+
+    def keep(
+        self, group: str, item: Event | Encoded, error: ErrorInfo, attempts: int, consumer: str
+    ) -> None:
+        event = decoded(item)
+        raw = item.body if event is None and isinstance(item, Encoded) else None
+        with self.lock:
+            letter_id = str(self.next_id)
+            self.next_id += 1
+            self.letters[letter_id] = DeadLetter(
+                id=letter_id,
+                channel=self.channel,
+                group=group,
+                consumer=consumer,
+                event=event,
+                raw=raw,
+                where={},
+                error_type=error.type,
+                message=error.message,
+                traceback=error.traceback,
+                attempts=attempts,
+                time=DeadLetter.stamp(self.clock.wall()),
+            )
+            if len(self.letters) <= self.bound:
+                return
+            self.letters.popitem(last=False)
+            self.evicted += 1
+            first = self.evicted == 1
+        if first:
+            logger.warning(
+                "channel %r keeps its latest %d dead letters in memory; the oldest are "
+                "evicted from now on (counted); use a durable channel to keep them all",
+                self.channel,
+                self.bound,
+                extra={"reactor_channel": self.channel},
+            )
+
+    def __len__(self) -> int:
+        return len(self.letters)
+
+    def chosen(self, group: str | None, limit: int | None) -> list[DeadLetter]:
+        with self.lock:
+            letters = [v for v in self.letters.values() if group is None or v.group == group]
+        return letters if limit is None else letters[:limit]
+
+    def take(
+        self, ids: Collection[str] | None, group: str | None, *, events_only: bool, strict: bool
+    ) -> list[DeadLetter]:
+        """Remove and return the letters chosen (see :meth:`MemoryChannel.redrive`).
+
+        Raises:
+            UnknownDeadLetterError: ``strict`` and an id names no letter; nothing was taken.
+        """
+        with self.lock:
+            if ids is not None and strict:
+                missing_letters(self.channel, ids, self.letters)
+            chosen = [
+                letter
+                for letter in self.letters.values()
+                if (ids is None or letter.id in ids)
+                and (group is None or letter.group == group)
+                and (letter.event is not None or not events_only)
+            ]
+            for letter in chosen:
+                del self.letters[letter.id]
+        return chosen
 
 
 class _MemoryLog(GroupLog):
@@ -38,6 +158,7 @@ class _MemoryLog(GroupLog):
         self.channel = config.name
         self.gate = parts.gate
         self.publish_system = parts.services.publish_system
+        self.letters = _LetterBox(config.name, parts.services.clock)
         self.counters = Counters()
         self.events: dict[int, Event] = {}
         self.remaining: dict[int, int] = {}  # seq -> groups that have not settled it yet
@@ -51,7 +172,7 @@ class _MemoryLog(GroupLog):
 
     def bind(self, actor: GroupChannelActor) -> dict[type, Callable[[Any], Any]]:
         self.actor = actor
-        return {Publish: self.publish}
+        return {Publish: self.publish, Redrive: self.redrive}
 
     # -- publish -------------------------------------------------------------------
 
@@ -111,6 +232,43 @@ class _MemoryLog(GroupLog):
             )
         self.gate.release(len(victims))
 
+    # -- dead letters --------------------------------------------------------------
+
+    def keep_dead_letter(  # noqa: PLR0917 - the hook's arguments
+        self,
+        group: Group[Any],
+        seq: int,
+        item: Event | Encoded,
+        error: ErrorInfo,
+        attempts: int,
+        consumer: str,
+    ) -> None:
+        self.letters.keep(group.name, item, error, attempts, consumer)
+
+    def redrive(self, message: Redrive) -> int:
+        """Queue each chosen letter's event again, as a new seq, for its group only."""
+        # The ids were checked by the caller: one redriven meanwhile is just not there.
+        letters = self.letters.take(message.ids, message.group, events_only=True, strict=False)
+        touched: set[Group[Event]] = set()
+        queued = 0
+        for letter in letters:
+            group = self.groups.get(letter.group)
+            event = letter.event
+            if group is None or event is None:
+                continue  # (a letter's group was declared when it dead-lettered: always there)
+            queued += 1
+            seq = self.next_seq
+            self.next_seq = seq + 1
+            self.events[seq] = event
+            self.remaining[seq] = 1
+            group.place(seq, event.key)
+            touched.add(group)
+        # The credits of a redrive are taken without waiting, like a log's recovered backlog.
+        self.gate.hold(queued)
+        for group in touched:
+            self.actor.dispatch(group)
+        return queued
+
     # -- settlement ----------------------------------------------------------------
 
     def settle(self, group: Group[Any], seqs: Sequence[int]) -> None:
@@ -151,7 +309,33 @@ class MemoryChannel:
 
     def stats(self) -> ChannelMetrics:
         groups = tuple(g.stats(backlog=g.queued()) for g in list(self.log.groups.values()))
-        return channel_stats(self.name, "memory", self.gate, self.log.counters, groups)
+        stats = channel_stats(self.name, "memory", self.gate, self.log.counters, groups)
+        letters = self.log.letters
+        return attrs.evolve(
+            stats, stored_dead_letters=len(letters), evicted_dead_letters=letters.evicted
+        )
+
+    # -- dead letters (the DeadLetters capability) --------------------------------------
+
+    def dead_letters(self, group: str | None = None, limit: int | None = None) -> list[DeadLetter]:
+        """The latest dead letters (at most :data:`MAX_DEAD_LETTERS`), oldest first."""
+        check_letter_group(self.config, group)
+        return self.log.letters.chosen(group, limit)
+
+    def redrive(self, ids: Collection[str] | None = None, group: str | None = None) -> int:
+        """Queue letters again for the groups that gave up on them, through the channel actor.
+
+        Needs the channel's actor running (a started system).
+        """
+        check_letter_group(self.config, group)
+        chosen = frozenset(ids) if ids is not None else None
+        if chosen is not None:
+            missing_letters(self.name, chosen, [v.id for v in self.log.letters.chosen(None, None)])
+        return int(self.address.ask(Redrive(chosen, group), timeout=_ASK_TIMEOUT_S))
+
+    def purge(self, ids: Collection[str] | None = None, group: str | None = None) -> int:
+        check_letter_group(self.config, group)
+        return len(self.log.letters.take(ids, group, events_only=False, strict=True))
 
     def close(self) -> None:
         """Nothing to release: the log is garbage once the handle is."""

@@ -6,6 +6,7 @@ Commands::
     reactor demo [NAME] [--duration S] [--no-dashboard] [--json]
     reactor graph TARGET [--format tree|mermaid]
     reactor worker TARGET [--only NAME[,NAME]] [--duration S] [--json] [--no-dashboard]
+    reactor dead-letters TARGET list|redrive|purge [--channel C] [--group G] [--id ID ...] [--json]
     reactor version
 
 ``TARGET`` is a ``.toml`` topology file or ``module:attribute`` naming a
@@ -32,6 +33,7 @@ from rich.text import Text
 
 import reactor
 from reactor.errors import SupervisorEscalation, TopologyError, UsageError
+from reactor.faces import letters
 from reactor.faces.dashboard import Dashboard
 from reactor.faces.export import MetricsServer, serve_metrics
 from reactor.faces.graph import graph_mermaid, graph_tree
@@ -295,6 +297,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("version", help="print reactor's version")
 
+    letters.add_parser(commands)
+
     worker = commands.add_parser(
         "worker", help="run part of a topology in this process, sharing its broker channels"
     )
@@ -439,7 +443,12 @@ def _cmd_worker(args: argparse.Namespace, out: Console, err: Console) -> int:
     return _run_with(args, out, err, load_target(args.target), only=only)
 
 
+def _cmd_dead_letters(args: argparse.Namespace, out: Console, err: Console) -> int:
+    return letters.run(args, load_target(args.target), out, err)
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace, Console, Console], int]] = {
+    "dead-letters": _cmd_dead_letters,
     "run": _cmd_run,
     "demo": _cmd_demo,
     "graph": _cmd_graph,

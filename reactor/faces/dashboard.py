@@ -10,7 +10,8 @@ Shown, top to bottom:
 * the supervision tree, each actor's state in colour, restarts, mailbox, in-flight;
 * per consumer (a pool counts as one): events/s now, a history bar of the last
   ``history_s`` seconds, handler latency p50/p99, failures;
-* per channel and group: published, backlog, in-flight, dropped, dead letters;
+* per channel and group: published, backlog, in-flight, dropped, dead letters (and
+  per channel how many its store keeps);
 * the latest lifecycle events: failures, restarts, escalations, dead letters, drops.
 
 One concept, so one module despite its length: the live view of a system; what a
@@ -343,6 +344,9 @@ class Dashboard:
         table.add_column("fill", justify="right", no_wrap=True)
         table.add_column("dropped", justify="right", no_wrap=True)
         table.add_column("dead", justify="right", no_wrap=True)
+        # Dead letters the channel's store holds now (listed, redriven, purged by
+        # System.dead_letters/redrive/purge and `reactor dead-letters`).
+        table.add_column("kept", justify="right", no_wrap=True)
         for channel in metrics.channels:
             full = channel.unsettled >= channel.capacity
             fill = Text(
@@ -359,6 +363,7 @@ class Dashboard:
                 fill,
                 _count(channel.dropped, "red"),
                 _count(channel.dead_lettered, "red"),
+                _count(channel.stored_dead_letters, "red"),
             )
             for group in channel.groups:
                 table.add_row(
@@ -369,6 +374,7 @@ class Dashboard:
                     Text(f"{group.members} mbr", style="dim"),
                     Text(""),
                     _count(group.dead_lettered, "red"),
+                    Text(""),
                 )
         return table
 

@@ -123,6 +123,7 @@ _CHANNEL_FAMILIES = (
     ("acked", "counter", "_total", "Deliveries acknowledged by a consumer."),
     ("dropped", "counter", "_total", "Events dropped by the overflow policy."),
     ("dead_lettered", "counter", "_total", "Events sent to $deadletter after max_deliveries."),
+    ("stored_dead_letters", "gauge", "", "Dead letters the channel's store keeps now."),
     ("unrouted", "counter", "_total", "Events that matched no group's pattern."),
     ("backlog", "gauge", "", "Events waiting for a consumer."),
     ("in_flight", "gauge", "", "Events delivered and not yet acknowledged."),

@@ -15,13 +15,15 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from reactor.actors.address import Address
 from reactor.actors.base import ActorContext
 from reactor.channels.backend import (
+    DeadLetter,
+    DeadLetters,
     Replayable,
     ReportsProblems,
 )
@@ -213,6 +215,68 @@ class System:
                 "declare it with a durable backend such as backend='sqlite:///path.db'"
             )
         return int(handle.replay(group, from_))
+
+    # -- dead letters (the channel's DeadLetters capability) ------------------------------
+
+    def dead_letters(
+        self, channel: str, group: str | None = None, *, limit: int | None = None
+    ) -> tuple[DeadLetter, ...]:
+        """The dead letters ``channel`` stores (of ``group`` only, if given), oldest first.
+
+        Every backend stores them: ``memory`` the latest 10,000 per channel in this
+        process, ``sqlite`` in its log file, ``redis`` in a stream beside the channel's
+        (every worker's). Needs a started system (its channels open).
+
+        Raises:
+            UnknownChannelError: no such channel. UnknownGroupError: no such group on it.
+            SystemStoppedError: the system is not running.
+        """
+        return tuple(self._letters(channel).dead_letters(group, limit))
+
+    def redrive(
+        self, channel: str, ids: Collection[str] | None = None, *, group: str | None = None
+    ) -> int:
+        """Deliver dead letters again, each to the group that gave up on it, with fresh attempts.
+
+        Only that group gets the event again (other groups of the channel do not),
+        and the letters leave the store. Letters whose bytes are no event stay
+        (purge them). Needs a running system: its channel actors queue the events.
+
+        Args:
+            channel: the channel the letters are stored on.
+            ids: the letters' ids (see :attr:`DeadLetter.id`); None: all of them.
+            group: only the letters of this group.
+
+        Returns:
+            How many letters were redriven.
+
+        Raises:
+            UnknownChannelError, UnknownGroupError: no such channel or group.
+            UnknownDeadLetterError: an id names no stored letter; nothing was redriven.
+            SystemStoppedError: the system is not running.
+        """
+        return int(self._letters(channel).redrive(ids, group))
+
+    def purge(
+        self, channel: str, ids: Collection[str] | None = None, *, group: str | None = None
+    ) -> int:
+        """Delete dead letters of ``channel`` (all, those of ``group``, or ``ids``); returns how many.
+
+        Raises:
+            UnknownChannelError, UnknownGroupError: no such channel or group.
+            UnknownDeadLetterError: an id names no stored letter; nothing was purged.
+            SystemStoppedError: the system is not running.
+        """
+        return int(self._letters(channel).purge(ids, group))
+
+    def _letters(self, channel: str) -> DeadLetters:
+        self._check_running()
+        handle = self._router.channel(channel)
+        if not isinstance(handle, DeadLetters):
+            raise NotDurableError(
+                f"channel {channel!r} (backend {handle.config.backend!r}) does not store dead letters"
+            )
+        return handle
 
     def _check_running(self) -> None:
         if self._state not in ("running", "starting"):

@@ -22,6 +22,15 @@ Layout in Redis
   spent (failed, or charged to a worker that died holding it), written on a
   ``Nack`` and when an entry is taken over, so that another worker, or this
   one after a restart, knows how many attempts an entry has spent.
+* ``{prefix}:{channel}:deadletters`` is a stream of the channel's dead letters
+  (fields ``group``, ``entry_id``, ``attempts``, ``error_type``, ``message``,
+  ``traceback``, ``consumer``, ``time``, ``raw`` and the ``event`` bytes as they
+  were), written before the dead-lettered entry is acked. A letter's id is its
+  entry id there. A redrive adds the event to the channel's stream again with a
+  ``reactor.group`` field naming the group that gave up on it, and deletes the
+  letter (one ``MULTI``): every other group acks that entry unread, as an entry of
+  a topic it does not route. ``stored_dead_letters`` in the stats is this process's
+  count (read with ``XLEN`` at open), approximate when several workers write.
 
 Processes and members
 ---------------------

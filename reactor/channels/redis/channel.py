@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Collection
 from typing import Any
+
+import attrs
 
 from reactor.actors.base import ActorContext, ReactorActor
 from reactor.channels.actor import GroupChannelActor
@@ -13,10 +16,14 @@ from reactor.channels.backend import (
     ChannelMetrics,
     ChannelParts,
     ChannelServices,
+    DeadLetter,
+    check_letter_group,
+    missing_letters,
 )
 from reactor.channels.groups import channel_stats
 from reactor.channels.redis.client import (
     FIELD,
+    GROUP_FIELD,
     entry,
     is_connection_error,
     require_redis_py,
@@ -161,7 +168,8 @@ class RedisChannel:
             g.stats(backlog=lags.get(g.name, 0) + g.queued(), expired=g.trimmed)
             for g in list(self.log.groups.values())
         )
-        return channel_stats(self.name, "redis", self.gate, self.log.counters, groups)
+        stats = channel_stats(self.name, "redis", self.gate, self.log.counters, groups)
+        return attrs.evolve(stats, stored_dead_letters=max(0, self.log.stored_letters))
 
     def problems(self) -> tuple[str, ...]:
         """What is wrong with the channel right now, for health reports."""
@@ -172,6 +180,106 @@ class RedisChannel:
         window = RedisDedupWindow(self.link, group, size)
         self.log.dedup[group] = window  # never dead-letter what it holds
         return window
+
+    # -- dead letters (the DeadLetters capability): the stream {prefix}:{channel}:deadletters --
+
+    def dead_letters(self, group: str | None = None, limit: int | None = None) -> list[DeadLetter]:
+        """The letters in Redis (of every worker), oldest first; their id is the letter's entry id.
+
+        Raises:
+            UnknownGroupError: ``group`` is not declared on this channel.
+        """
+        check_letter_group(self.config, group)
+        letters = [self._letter(i, f) for i, f in self.client.dead_letters()]
+        chosen = [v for v in letters if group is None or v.group == group]
+        return chosen if limit is None else chosen[:limit]
+
+    def redrive(self, ids: Collection[str] | None = None, group: str | None = None) -> int:
+        """Add the chosen letters' events to the stream again, each for its own group only.
+
+        The new entry carries ``reactor.group``: every other group acks it unread.
+        Adding them and deleting the letters is one MULTI; any worker of the group
+        takes them, with their attempts starting over.
+
+        Raises:
+            UnknownGroupError: ``group`` is not declared on this channel.
+            UnknownDeadLetterError: an id names no letter; nothing was redriven.
+        """
+        chosen = self._chosen(ids, group)
+        entries = []
+        for letter in chosen:
+            event = letter.event
+            if event is None:
+                continue  # bytes that are no event cannot be delivered: purge them
+            fields = entry(self.codec.encode(event), event.topic, event.key)
+            fields[GROUP_FIELD] = letter.group.encode()
+            entries.append((letter.id, fields))
+        if not entries:
+            return 0
+        count = len(entries)
+        # Counted like a publish: credits first (without waiting), so that the gate is
+        # not idle between the write and the monitor's next reading of the backlog.
+        self.gate.hold(count)
+        self.writes.begin()
+        try:
+            self.link.ensure_groups()
+            self.client.redrive(entries)
+        except BaseException:
+            self.gate.release(count)
+            raise
+        finally:
+            self.writes.end(count)
+        with self.log.lock:
+            self.log.stored_letters -= len(entries)
+        self.monitor.wake()
+        return len(entries)
+
+    def purge(self, ids: Collection[str] | None = None, group: str | None = None) -> int:
+        """Delete the chosen letters from Redis.
+
+        Raises:
+            UnknownGroupError: ``group`` is not declared on this channel.
+            UnknownDeadLetterError: an id names no letter; nothing was purged.
+        """
+        chosen = self._chosen(ids, group)
+        self.client.delete_letters([letter.id for letter in chosen])
+        with self.log.lock:
+            self.log.stored_letters -= len(chosen)
+        return len(chosen)
+
+    def _chosen(self, ids: Collection[str] | None, group: str | None) -> list[DeadLetter]:
+        letters = self.dead_letters(group)
+        if ids is None:
+            return letters
+        by_id = {letter.id: letter for letter in letters}
+        missing_letters(self.name, ids, by_id)
+        return [by_id[i] for i in dict.fromkeys(ids)]
+
+    def _letter(self, letter_id: bytes, fields: dict[bytes, bytes]) -> DeadLetter:
+        def text(name: bytes) -> str:
+            return fields.get(name, b"").decode(errors="replace")
+
+        body = fields.get(FIELD, b"")
+        event = None if fields.get(b"raw") == b"1" else self._decode_quietly(fields)
+        try:
+            attempts = int(text(b"attempts") or 0)
+            wall = float(text(b"time") or 0)
+        except ValueError:  # written by something else: show what can be shown
+            attempts, wall = 0, 0.0
+        return DeadLetter(
+            id=letter_id.decode() if isinstance(letter_id, bytes) else str(letter_id),
+            channel=self.name,
+            group=text(b"group"),
+            consumer=text(b"consumer"),
+            event=event,
+            raw=body if event is None else None,
+            where={"entry_id": text(b"entry_id")},
+            error_type=text(b"error_type"),
+            message=text(b"message"),
+            traceback=text(b"traceback"),
+            attempts=attempts,
+            time=DeadLetter.stamp(wall),
+        )
 
     @property
     def trimmed(self) -> int:

@@ -25,6 +25,7 @@ except ModuleNotFoundError:  # pragma: no cover - exercised by monkeypatching in
 
 __all__ = [
     "FIELD",
+    "GROUP_FIELD",
     "KEY_FIELD",
     "TOPIC_FIELD",
     "RedisClient",
@@ -41,6 +42,9 @@ FIELD = b"event"
 # by the reader.
 TOPIC_FIELD = b"reactor.topic"
 KEY_FIELD = b"reactor.key"
+# Written on an entry a redrive adds again: the one group it is for. Every other
+# group acks it unread, as an entry of a topic it does not route.
+GROUP_FIELD = b"reactor.group"
 
 _SEQ_BITS = 40
 _SEQ_MASK = (1 << _SEQ_BITS) - 1
@@ -153,6 +157,11 @@ class RedisClient:
     def seen_key(self, group: str) -> str:
         return f"{self.stream}:seen:{group}"
 
+    @property
+    def letters_key(self) -> str:
+        """The stream of the channel's dead letters, one entry per letter."""
+        return f"{self.stream}:deadletters"
+
     # -- groups and writes ---------------------------------------------------------
 
     def create_groups(self, starts: Iterable[tuple[str, str]]) -> None:
@@ -251,9 +260,20 @@ class RedisClient:
 
     # -- settlement --------------------------------------------------------------------
 
-    def settle(self, acks: Mapping[str, list[int]], forget: Mapping[str, list[int]]) -> None:
-        """XACK ``acks`` and forget the failed attempts of ``forget`` (group -> seqs)."""
+    def settle(
+        self,
+        acks: Mapping[str, list[int]],
+        forget: Mapping[str, list[int]],
+        letters: Sequence[Mapping[bytes, bytes]] = (),
+    ) -> None:
+        """Store ``letters``, then XACK ``acks`` and forget the attempts of ``forget`` (group -> seqs).
+
+        The letters go first in the pipeline: a dead-lettered entry is acked only
+        once its letter is stored.
+        """
         pipe = self._redis.pipeline(transaction=False)
+        for letter in letters:
+            pipe.xadd(self.letters_key, dict(letter))
         for name, seqs in acks.items():
             pipe.xack(self.stream, name, *[seq_entry_id(s) for s in seqs])
         for name, seqs in forget.items():
@@ -275,6 +295,27 @@ class RedisClient:
                 touched = True
         if touched:
             pipe.execute()
+
+    # -- dead letters ------------------------------------------------------------------------
+
+    def dead_letters(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """Every stored letter, oldest first, as ``(letter id, fields)``."""
+        return [(i, fields_of(f)) for i, f in self._redis.xrange(self.letters_key, "-", "+")]
+
+    def count_letters(self) -> int:
+        return int(self._redis.xlen(self.letters_key))
+
+    def delete_letters(self, ids: Sequence[bytes | str]) -> None:
+        if ids:
+            self._redis.xdel(self.letters_key, *ids)
+
+    def redrive(self, entries: Sequence[tuple[bytes | str, dict[bytes, bytes]]]) -> None:
+        """Add each entry to the stream again and delete its letter, atomically (MULTI)."""
+        pipe = self._redis.pipeline(transaction=True)
+        for _, fields in entries:
+            pipe.xadd(self.stream, fields)
+        pipe.xdel(self.letters_key, *[letter for letter, _ in entries])
+        pipe.execute()
 
     # -- handled ids (idempotent groups) ----------------------------------------------------
 

@@ -33,7 +33,7 @@ from reactor.channels.redis.reader import Fetched, Reader
 from reactor.clock import Timer
 from reactor.messages import lifecycle
 from reactor.messages.codecs import CloudEventsCodec
-from reactor.messages.control import Encoded, ErrorInfo, Tick, unreadable
+from reactor.messages.control import Encoded, ErrorInfo, Tick, decoded, unreadable
 from reactor.messages.event import Event
 
 __all__ = ["RedisLog"]
@@ -79,6 +79,13 @@ class RedisLog(GroupLog):
         }
         self.acks: dict[str, list[int]] = {}  # group -> seqs to XACK
         self.forget: dict[str, list[int]] = {}  # group -> seqs to HDEL from attempts
+        self.letters: list[dict[bytes, bytes]] = []  # dead letters to store, before their XACK
+        try:
+            # Letters in the stream (this process's count, approximate across workers).
+            self.stored_letters = self.client.count_letters()
+        except Exception as exc:
+            link.guard(exc)
+            self.stored_letters = 0
         self.timer: Timer | None = None
         self.touch_every = max(0.05, link.options.lease_s / 3)
         self.retry = 0
@@ -101,7 +108,9 @@ class RedisLog(GroupLog):
         self.flush()
 
     def end_of_message(self) -> None:
-        if self.acks and (
+        if self.letters and not self.retry:
+            self.flush()  # a letter is stored at once: listing it must not wait for more acks
+        elif self.acks and (
             self.address.depth() == 0 or sum(len(s) for s in self.acks.values()) >= _ACK_FLUSH
         ):
             self.flush()
@@ -146,7 +155,8 @@ class RedisLog(GroupLog):
                 raw = unreadable(item.raw or b"", f"{where}: {item.error}")
                 dead_letter(group, seq, raw, error, item.attempt, "")
                 continue
-            if not matches(item.topic):
+            if not matches(item.topic) or (item.only is not None and item.only != group.name):
+                # (A redriven entry is for the group that gave up on it only.)
                 group.filtered += 1
                 self.settle(group, (seq,))
                 continue
@@ -188,6 +198,32 @@ class RedisLog(GroupLog):
 
     def where(self, seq: int) -> dict[str, Any]:
         return {"entry_id": seq_entry_id(seq)}
+
+    def keep_dead_letter(  # noqa: PLR0917 - the hook's arguments
+        self,
+        group: Group[Any],
+        seq: int,
+        item: Event | Encoded,
+        error: ErrorInfo,
+        attempts: int,
+        consumer: str,
+    ) -> None:
+        """Stored in the channel's letters stream with the next flush, before the XACK."""
+        body = item.body if isinstance(item, Encoded) else self.codec.encode(item)
+        self.letters.append(
+            {
+                b"group": group.name.encode(),
+                b"entry_id": seq_entry_id(seq).encode(),
+                b"attempts": str(attempts).encode(),
+                b"error_type": error.type.encode(errors="replace"),
+                b"message": error.message.encode(errors="replace"),
+                b"traceback": error.traceback.encode(errors="replace"),
+                b"consumer": consumer.encode(errors="replace"),
+                b"time": repr(self.link.clock.wall()).encode(),
+                b"raw": b"1" if decoded(item) is None else b"0",
+                b"event": body,
+            }
+        )
 
     def settle(self, group: Group[Any], seqs: Sequence[int]) -> None:
         """``group`` is done with ``seqs``: they are XACKed with the next flush."""
@@ -232,11 +268,11 @@ class RedisLog(GroupLog):
     # -- writing -------------------------------------------------------------------------
 
     def flush(self) -> bool:
-        """XACK (and forget attempts of) everything settled; keep it on failure."""
-        if not self.acks and not self.forget:
+        """Store dead letters, XACK (and forget attempts of) everything settled; keep it on failure."""
+        if not self.acks and not self.forget and not self.letters:
             return True
         try:
-            self.client.settle(self.acks, self.forget)
+            self.client.settle(self.acks, self.forget, self.letters)
         except Exception as exc:
             self.link.guard(exc)
             self.retry += 1
@@ -244,6 +280,10 @@ class RedisLog(GroupLog):
             return False
         self.acks = {}
         self.forget = {}
+        if self.letters:
+            with self.lock:
+                self.stored_letters += len(self.letters)
+            self.letters = []
         if self.retry:
             self.retry = 0
             self._schedule(self.touch_every)

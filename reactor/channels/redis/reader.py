@@ -25,6 +25,7 @@ from reactor.actors.address import Address
 from reactor.actors.base import THREAD_PREFIX
 from reactor.channels.redis.client import (
     FIELD,
+    GROUP_FIELD,
     KEY_FIELD,
     TOPIC_FIELD,
     entry_seq,
@@ -47,6 +48,7 @@ class Item(NamedTuple):
 
     ``event`` is None when the entry is no event (``raw`` and ``error`` say why).
     ``again``: the entry was delivered before (re-read or claimed), not read new.
+    ``only`` names the one group a redriven entry is for.
     """
 
     seq: int
@@ -56,6 +58,7 @@ class Item(NamedTuple):
     raw: bytes | None = None
     error: str | None = None
     again: bool = False
+    only: str | None = None
 
 
 @attrs.frozen(slots=True)
@@ -199,6 +202,8 @@ class Reader(threading.Thread):
                 try:
                     text = topic.decode()
                     key_text = None if key is None else key.decode()
+                    only = fields.get(GROUP_FIELD)
+                    only_text = None if only is None else only.decode()
                 except UnicodeDecodeError:
                     # A field no one can read: the entry is dead-lettered with its bytes,
                     # and the entries read with it go on.
@@ -206,7 +211,9 @@ class Reader(threading.Thread):
                     continue
                 # tuple.__new__: the named tuples' own constructors are Python functions.
                 stored = new(Encoded, (key_text, raw, codec))
-                items.append(new(Item, (seq, stored, text, attempt, None, None, again)))
+                items.append(
+                    new(Item, (seq, stored, text, attempt, None, None, again, only_text))
+                )
                 continue
             try:
                 event = codec.decode(raw)

@@ -49,8 +49,17 @@ dead-lettered. An event that kills the process every time is still
 dead-lettered (``DeliveryAbandoned``) after ``max_deliveries`` restarts instead
 of killing it forever: once what precedes it is handled, it is the lowest
 unsettled event at every crash. Dead letters are also kept in the
-``reactor_deadletters`` table, since the ``$system`` channel they are published
-on is in memory.
+``reactor_deadletters`` table (error, attempts, consumer, time; the id of one is
+``group:offset``), since the ``$system`` channel they are published on is in
+memory; files of format 2 are upgraded in place (their letters get no consumer
+and time 0).
+
+**Redriving a dead letter** (``System.redrive``) appends its event again at a new
+offset and, in the same transaction, records it as acked for every *other* group
+the file knows and deletes the letter: only the group that gave up on it gets it
+again, with its attempts starting over, now or after a restart. A redrive needs
+the channel open (a started system, or ``reactor dead-letters``, which opens the
+channels without consumers); the group handles it when its consumers run.
 
 **Where a new group starts** (``start=`` of ``consumer()`` / ``pool()``):
 ``"earliest"`` (the default: a group never seen before gets every event

@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from datetime import datetime
+
+import attrs
 
 from reactor.actors.base import ActorContext, ReactorActor
 from reactor.channels.actor import GroupChannelActor
-from reactor.channels.backend import ChannelConfig, ChannelMetrics, ChannelParts, ChannelServices
+from reactor.channels.backend import (
+    ChannelConfig,
+    ChannelMetrics,
+    ChannelParts,
+    ChannelServices,
+    DeadLetter,
+    check_letter_group,
+    missing_letters,
+)
 from reactor.channels.groups import channel_stats
 from reactor.channels.sqlite.dedup import DurableDedupWindow
 from reactor.channels.sqlite.file import open_store, release_store
 from reactor.channels.sqlite.log import Appended, Replay, Retain, SqliteLog, codec
 from reactor.channels.sqlite.options import parse_url
-from reactor.channels.sqlite.store import ChannelStore
-from reactor.errors import SystemStoppedError
+from reactor.channels.sqlite.store import ChannelStore, DeadLetterRow
+from reactor.errors import DecodeError, SystemStoppedError
 from reactor.messages.event import Event
 
 __all__ = ["SqliteBackend", "SqliteChannel", "StartPosition"]
@@ -117,7 +128,8 @@ class SqliteChannel:
             g.stats(backlog=max(0, g.owed - g.in_flight()), expired=g.expired)
             for g in list(self.log.groups.values())
         )
-        return channel_stats(self.name, "sqlite", self.gate, self.log.counters, groups)
+        stats = channel_stats(self.name, "sqlite", self.gate, self.log.counters, groups)
+        return attrs.evolve(stats, stored_dead_letters=self.log.stored_letters)
 
     def close(self) -> None:
         """Write what is still buffered, close the connections, release the file lock."""
@@ -164,10 +176,125 @@ class SqliteChannel:
         self.log.dedup[group] = window  # never dead-letter what it holds
         return window
 
+    # -- dead letters (the DeadLetters capability): rows of reactor_deadletters ------------
+
+    def dead_letters(self, group: str | None = None, limit: int | None = None) -> list[DeadLetter]:
+        """The letters in the file, oldest first; their id is ``group:offset``.
+
+        Raises:
+            UnknownGroupError: ``group`` is not declared on this channel.
+            SystemStoppedError: the channel was closed.
+        """
+        check_letter_group(self.config, group)
+        self._check_open()
+        return [self._letter(row) for row in self.store.dead_letters(group, limit)]
+
+    def redrive(self, ids: Collection[str] | None = None, group: str | None = None) -> int:
+        """Append the chosen letters' events again, each for its own group only.
+
+        One transaction appends them at new offsets, marks them acked for every
+        other group the file knows (so only the group that gave up on an event is
+        given it again, now or after a restart, with its attempts starting over),
+        and deletes the letters; then the channel actor is told, as of a publish.
+
+        Raises:
+            UnknownGroupError: ``group`` is not declared on this channel.
+            UnknownDeadLetterError: an id names no letter; nothing was redriven.
+            SystemStoppedError: the channel was closed.
+        """
+        check_letter_group(self.config, group)
+        chosen = self._chosen(ids, group)
+        rows: list[tuple[str, str, str | None, bytes, int]] = []
+        events: list[Event] = []
+        for letter in chosen:
+            try:
+                event = codec.decode(letter[6])
+            except DecodeError:
+                continue  # bytes that are no event cannot be delivered: purge them
+            rows.append((letter[0], event.topic, event.key, letter[6], letter[1]))
+            events.append(event)
+        if not rows:
+            return 0
+        self.gate.hold(len(rows))  # one credit each, for its one group; never waits
+        try:
+            with self.file.lock:
+                self._check_open()
+                now = max(self.clock.wall(), self._last_appended)
+                self._last_appended = now
+                first = self._head + 1
+                self.store.redrive(first, now, rows)
+                self._head = first + len(rows) - 1
+                self.log.stored_letters -= len(rows)
+                self.address.tell(Appended(first, tuple(events), tuple(r[0] for r in rows)))
+        except BaseException:
+            self.gate.release(len(rows))
+            raise
+        return len(rows)
+
+    def purge(self, ids: Collection[str] | None = None, group: str | None = None) -> int:
+        """Delete the chosen letters from the file.
+
+        Raises:
+            UnknownGroupError: ``group`` is not declared on this channel.
+            UnknownDeadLetterError: an id names no letter; nothing was purged.
+            SystemStoppedError: the channel was closed.
+        """
+        check_letter_group(self.config, group)
+        chosen = self._chosen(ids, group)
+        if not chosen:
+            return 0
+        with self.file.lock:
+            self._check_open()
+            self.store.delete_dead_letters([(row[0], row[1]) for row in chosen])
+            self.log.stored_letters -= len(chosen)
+        return len(chosen)
+
+    def _chosen(self, ids: Collection[str] | None, group: str | None) -> list[DeadLetterRow]:
+        self._check_open()
+        rows = self.store.dead_letters(group, None)
+        if ids is None:
+            return rows
+        by_id = {_letter_id(row[0], row[1]): row for row in rows}
+        missing_letters(self.name, ids, by_id)
+        return [by_id[i] for i in dict.fromkeys(ids)]
+
+    def _letter(self, row: DeadLetterRow) -> DeadLetter:
+        group, seq, attempts, error_type, message, traceback, body, consumer, dead_at = row
+        try:
+            event: Event | None = codec.decode(body)
+        except DecodeError:
+            event = None
+        return DeadLetter(
+            id=_letter_id(group, seq),
+            channel=self.name,
+            group=group,
+            consumer=consumer,
+            event=event,
+            raw=bytes(body) if event is None else None,
+            where={"offset": seq},
+            error_type=error_type,
+            message=message,
+            traceback=traceback,
+            attempts=attempts,
+            time=DeadLetter.stamp(dead_at),
+        )
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SystemStoppedError(
+                f"channel {self.name!r} is closed (its system stopped); start the system "
+                "again to reach its dead letters"
+            )
+
     @property
     def head(self) -> int:
         """The last offset appended to this channel's log."""
         return self._head
+
+
+def _letter_id(group: str, seq: int) -> str:
+    """A letter's id: its group and offset (a group dead-letters an offset at most once)."""
+    return f"{group}:{seq}"
 
 
 class SqliteBackend:

@@ -46,9 +46,10 @@ __all__ = [
 ]
 
 FORMAT = "reactor-sqlite-log"
-FORMAT_VERSION = "2"
+FORMAT_VERSION = "3"
 # Version 2 added reactor_log.key, so that a channel can keep per-key order
-# without decoding the events it reads back.
+# without decoding the events it reads back. Version 3 added the consumer and the
+# time of each dead letter (reactor_deadletters.consumer, .dead_at), to list them.
 
 _UPGRADE_PAGE = 10_000  # rows read at a time when a log is upgraded to this format
 
@@ -101,6 +102,8 @@ CREATE TABLE IF NOT EXISTS reactor_deadletters(
     message TEXT NOT NULL,
     traceback TEXT NOT NULL,
     body BLOB NOT NULL,
+    consumer TEXT NOT NULL DEFAULT '',
+    dead_at REAL NOT NULL DEFAULT 0,
     PRIMARY KEY (channel, grp, seq)
 ) WITHOUT ROWID;
 """
@@ -280,9 +283,13 @@ def _check_and_create(db: sqlite3.Connection, path: str) -> None:
                     f"sqlite log {path} has a reactor_meta table but format "
                     f"{meta.get('format')!r}, not {FORMAT!r}; point the channel at another file"
                 )
-            if meta.get("version") == "1":
+            version = meta.get("version")
+            if version == "1":
                 _upgrade_from_1(db)
-            elif meta.get("version") != FORMAT_VERSION:
+                version = "2"
+            if version == "2":
+                _upgrade_from_2(db, tables)
+            elif version != FORMAT_VERSION:
                 raise LogFormatError(
                     f"sqlite log {path} is format version {meta.get('version')!r}; this reactor "
                     f"reads version {FORMAT_VERSION}: upgrade reactor or use another file"
@@ -330,6 +337,30 @@ def _upgrade_from_1(db: sqlite3.Connection) -> None:
                 if key is not None:
                     keys.append((key, channel, seq))
             db.executemany("UPDATE reactor_log SET key = ? WHERE channel = ? AND seq = ?", keys)
+        db.execute("UPDATE reactor_meta SET value = '2' WHERE key = 'version'")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def _upgrade_from_2(db: sqlite3.Connection, tables: set[str]) -> None:
+    """Add each dead letter's consumer and time to a version 2 log, in one transaction.
+
+    Letters stored before have no consumer ('') and time 0 (the epoch): nobody knows.
+    """
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if "reactor_deadletters" in tables:
+            columns = {row[1] for row in db.execute("PRAGMA table_info(reactor_deadletters)")}
+            if "consumer" not in columns:
+                db.execute(
+                    "ALTER TABLE reactor_deadletters ADD COLUMN consumer TEXT NOT NULL DEFAULT ''"
+                )
+            if "dead_at" not in columns:
+                db.execute(
+                    "ALTER TABLE reactor_deadletters ADD COLUMN dead_at REAL NOT NULL DEFAULT 0"
+                )
         db.execute("UPDATE reactor_meta SET value = ? WHERE key = 'version'", (FORMAT_VERSION,))
         db.execute("COMMIT")
     except BaseException:

@@ -31,7 +31,7 @@ from reactor.channels.routes import RouteCache
 from reactor.channels.sqlite.group import SqliteGroup, count_routed, position, recover
 from reactor.channels.sqlite.options import SqliteOptions
 from reactor.channels.sqlite.retention import retain
-from reactor.channels.sqlite.store import ChannelStore, Progress, Row
+from reactor.channels.sqlite.store import ChannelStore, DeadLetterRow, Progress, Row
 from reactor.clock import Timer
 from reactor.errors import DecodeError, UnknownGroupError
 from reactor.messages import lifecycle
@@ -57,10 +57,15 @@ codec = JsonCodec()
 
 @attrs.frozen(slots=True)
 class Appended:
-    """Events stored at offsets ``first ..``; sent by ``send`` in offset order."""
+    """Events stored at offsets ``first ..``; sent by ``send`` in offset order.
+
+    ``owners`` (a redrive) names, per event, the one group it is for: the file
+    holds it acked already for every other group.
+    """
 
     first: int
     events: tuple[Event, ...]
+    owners: tuple[str, ...] | None = None
 
 
 @attrs.frozen(slots=True)
@@ -112,7 +117,9 @@ class SqliteLog(GroupLog):
             gate.hold(owed)
         self.routes = RouteCache(self.groups)
         self.attempts: list[tuple[str, int, int]] = []  # redeliveries to record
-        self.dead_letters: list[tuple[str, int, int, str, str, str, bytes]] = []
+        self.dead_letters: list[DeadLetterRow] = []
+        # Letters in the file (this process's count: written under the file's lock).
+        self.stored_letters = store.count_dead_letters()
         self.dirty: set[SqliteGroup] = set()
         self.outbox: list[tuple[Address, Deliver]] = []
         self.release = 0
@@ -180,12 +187,16 @@ class SqliteLog(GroupLog):
         last = first + len(events) - 1
         self.head = last
         routes = self.routes
+        owners = message.owners
+        skipped: list[tuple[SqliteGroup, int]] = []  # redriven seqs for another group
         taken: dict[SqliteGroup, bool] = {}
         for offset, event in enumerate(events):
             groups = routes[event.topic]
             if not groups:
                 continue
             seq = first + offset
+            if owners is not None:
+                groups = self._redriven(groups, owners[offset], seq, skipped)
             for group in groups:
                 group.owed += 1
                 live = taken.get(group)
@@ -199,6 +210,9 @@ class SqliteLog(GroupLog):
         for group in self.groups.values():
             if taken.get(group, group.cursor == first - 1):
                 group.cursor = last
+        for group, seq in skipped:
+            if group.cursor < seq:
+                group.preacked.add(seq)  # it pages this seq later: skip it there
         if self.gate.overflow == "drop_oldest" and self.gate.over_capacity:
             self._evict_oldest()
         max_events = self.options.max_events
@@ -206,6 +220,29 @@ class SqliteLog(GroupLog):
             retain(self, None)
         for group in taken:
             self.actor.dispatch(group)
+
+    def _redriven(
+        self,
+        groups: tuple[SqliteGroup, ...],
+        owner: str,
+        seq: int,
+        skipped: list[tuple[SqliteGroup, int]],
+    ) -> tuple[SqliteGroup, ...]:
+        """The groups a redriven ``seq`` is for: its owner (the others go to ``skipped``).
+
+        The file holds ``seq`` acked for every other group already.
+        """
+        mine: list[SqliteGroup] = []
+        for group in groups:
+            if group.name == owner:
+                mine.append(group)
+            else:
+                skipped.append((group, seq))
+        for group in self.groups.values():
+            if group.name != owner:
+                # Its -1 row in the file is deleted when the watermark passes it.
+                group.pending_max = max(group.pending_max, seq)
+        return tuple(mine)
 
     def _take(self, group: SqliteGroup, seq: int, event: Event | Encoded) -> None:
         group.outstanding.append(seq)
@@ -387,13 +424,29 @@ class SqliteLog(GroupLog):
     def where(self, seq: int) -> dict[str, Any]:
         return {"offset": seq}
 
-    def keep_dead_letter(
-        self, group: Group[Any], seq: int, item: Event | Encoded, error: ErrorInfo, attempts: int
+    def keep_dead_letter(  # noqa: PLR0917 - the hook's arguments
+        self,
+        group: Group[Any],
+        seq: int,
+        item: Event | Encoded,
+        error: ErrorInfo,
+        attempts: int,
+        consumer: str,
     ) -> None:
-        """Kept in ``reactor_deadletters``: the ``$system`` channel is in memory."""
+        """Kept in ``reactor_deadletters`` (written with the next flush, before any delivery)."""
         body = item.body if isinstance(item, Encoded) else codec.encode(item)
         self.dead_letters.append(
-            (group.name, seq, attempts, error.type, error.message, error.traceback, body)
+            (
+                group.name,
+                seq,
+                attempts,
+                error.type,
+                error.message,
+                error.traceback,
+                body,
+                consumer,
+                self.clock.wall(),
+            )
         )
 
     def _evict_oldest(self) -> None:
@@ -495,6 +548,9 @@ class SqliteLog(GroupLog):
         if not (attempts or acked or cleared or positions or dead_letters):
             return
         self.store.save(progress)
+        if dead_letters:
+            with self.store.file.lock:
+                self.stored_letters += len(dead_letters)
         for name, seq in pending_max.items():
             group = self.groups[name]
             group.pending_max = max(group.pending_max, seq)

@@ -15,12 +15,13 @@ import attrs
 
 from reactor.channels.sqlite.file import LogStore
 
-__all__ = ["ChannelStore", "Progress", "Row"]
+__all__ = ["ChannelStore", "DeadLetterRow", "Progress", "Row"]
 
 # (seq, topic, key, body): an event as the log stores it (topic None: not text, see page()).
 Row = tuple[int, str | None, str | None, bytes]
-# (group, seq, attempts, error type, message, traceback, body): a stored dead letter.
-DeadLetterRow = tuple[str, int, int, str, str, str, bytes]
+# (group, seq, attempts, error type, message, traceback, body, consumer, dead_at):
+# a stored dead letter.
+DeadLetterRow = tuple[str, int, int, str, str, str, bytes, str, float]
 
 
 @attrs.frozen(slots=True)
@@ -289,13 +290,100 @@ class ChannelStore:
             writes.append(
                 (
                     "INSERT OR REPLACE INTO reactor_deadletters(channel, grp, seq, attempts, "
-                    "error_type, message, traceback, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "error_type, message, traceback, body, consumer, dead_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [(cid, *row) for row in progress.dead_letters],
                     True,
                 )
             )
         if writes:
             self.file.write(writes)
+
+    # -- dead letters (any thread: through the writer, under the file's lock) -------------
+
+    def dead_letters(self, group: str | None, limit: int | None) -> list[DeadLetterRow]:
+        """The stored letters (of ``group``, if given), oldest first, at most ``limit``."""
+        sql = (
+            "SELECT grp, seq, attempts, error_type, message, traceback, body, consumer, dead_at "
+            "FROM reactor_deadletters WHERE channel = ?"
+        )
+        parameters: list[object] = [self.id]
+        if group is not None:
+            sql += " AND grp = ?"
+            parameters.append(group)
+        sql += " ORDER BY dead_at, seq, grp LIMIT ?"
+        parameters.append(-1 if limit is None else limit)
+        with self.file.lock:
+            return self.file.writer.execute(sql, parameters).fetchall()
+
+    def count_dead_letters(self) -> int:
+        with self.file.lock:
+            return int(
+                self.file.writer.execute(
+                    "SELECT count(*) FROM reactor_deadletters WHERE channel = ?", (self.id,)
+                ).fetchone()[0]
+            )
+
+    def delete_dead_letters(self, letters: Sequence[tuple[str, int]]) -> None:
+        """Delete the ``(group, seq)`` letters; the caller holds the file's lock."""
+        db = self.file.writer
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(
+                "DELETE FROM reactor_deadletters WHERE channel = ? AND grp = ? AND seq = ?",
+                [(self.id, g, seq) for g, seq in letters],
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def redrive(
+        self,
+        first: int,
+        appended: float,
+        rows: Sequence[tuple[str, str, str | None, bytes, int]],
+    ) -> None:
+        """Append letters again for their groups only, and delete them: one transaction.
+
+        ``rows`` are ``(group, topic, key, body, old seq)``; row ``i`` goes to offset
+        ``first + i``, acked already (a pending row of -1) for every other group the
+        file knows, so that only its own group is given it, now or after a restart.
+        The caller holds the file's lock.
+        """
+        cid = self.id
+        db = self.file.writer
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            known = [
+                g for (g,) in db.execute("SELECT grp FROM reactor_groups WHERE channel = ?", (cid,))
+            ]
+            db.executemany(
+                "INSERT INTO reactor_log(channel, seq, appended, topic, key, body) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (cid, first + i, appended, topic, key, body)
+                    for i, (_, topic, key, body, _) in enumerate(rows)
+                ],
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO reactor_pending(channel, grp, seq, attempts) "
+                "VALUES (?, ?, ?, -1)",
+                [
+                    (cid, other, first + i)
+                    for i, (group, *_) in enumerate(rows)
+                    for other in known
+                    if other != group
+                ],
+            )
+            db.executemany(
+                "DELETE FROM reactor_deadletters WHERE channel = ? AND grp = ? AND seq = ?",
+                [(cid, group, seq) for group, _, _, _, seq in rows],
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     # -- the dedup window of idempotent groups ------------------------------------------
 
