@@ -211,9 +211,7 @@ class Reader(threading.Thread):
                     continue
                 # tuple.__new__: the named tuples' own constructors are Python functions.
                 stored = new(Encoded, (key_text, raw, codec))
-                items.append(
-                    new(Item, (seq, stored, text, attempt, None, None, again, only_text))
-                )
+                items.append(new(Item, (seq, stored, text, attempt, None, None, again, only_text)))
                 continue
             try:
                 event = codec.decode(raw)
