@@ -302,7 +302,10 @@ class GroupChannelActor(ReactorActor):
                 self.log.retrying(group, nack.seq, attempt)
                 if delay > 0:
                     self._arm_retries()
-        self.dispatch(group)
+        if not member.in_flight or nack.delay <= 0:
+            # A member still busy with others gets its next batch with its next ack: one
+            # event per failure, sent at once, would cost a message round trip each.
+            self.dispatch(group)
 
     def released(self, release: Release) -> None:
         """A member gives back seqs it never handled (behind a failed event of their key)."""
