@@ -30,6 +30,8 @@ from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+import attrs
+
 from reactor.actors.base import ActorContext, ReactorActor
 from reactor.channels import groups as membership
 from reactor.channels.groups import Counters, Group, Member, find_member
@@ -51,7 +53,7 @@ from reactor.messages.event import Event
 if TYPE_CHECKING:
     from reactor.channels.dedup import DedupWindow
 
-__all__ = ["GroupChannelActor", "GroupLog", "abandoned"]
+__all__ = ["Doomed", "GroupChannelActor", "GroupLog", "abandoned"]
 
 logger = logging.getLogger("reactor")
 
@@ -73,6 +75,25 @@ def abandoned(group: str, spent: int) -> ErrorInfo:
         "the process handling it stopped while it was in flight each time",
         "",
     )
+
+
+@attrs.frozen(slots=True)
+class Doomed:
+    """What the actor dead-letters: one seq of a group, and why.
+
+    Attributes:
+        seq: the seq in the group.
+        item: the event, or its stored form (bytes that may be no event).
+        error: why its last attempt failed.
+        attempts: the attempts it spent.
+        consumer: the consumer whose attempt was the last ("" if a crash ended it).
+    """
+
+    seq: int
+    item: Event | Encoded
+    error: ErrorInfo
+    attempts: int
+    consumer: str
 
 
 class GroupLog(Protocol):
@@ -122,15 +143,7 @@ class GroupLog(Protocol):
         """Where the backend keeps ``seq``, for a dead letter of stored bytes (offset, entry id)."""
         return {}
 
-    def keep_dead_letter(  # noqa: PLR0917 - each argument is a distinct fact of the letter
-        self,
-        group: Group[Any],
-        seq: int,
-        item: Event | Encoded,
-        error: ErrorInfo,
-        attempts: int,
-        consumer: str,
-    ) -> None:
+    def keep_dead_letter(self, group: Group[Any], letter: Doomed) -> None:
         """Store a dead letter the actor is about to publish, where the backend keeps them.
 
         Every backend stores them (see :class:`~reactor.channels.backend.DeadLetters`),
@@ -256,7 +269,9 @@ class GroupChannelActor(ReactorActor):
                 # Delivered that many times before and never settled: the process
                 # stopped each time (a poison event?). Dead-letter it rather than loop.
                 item = group.events[seq]
-                self.dead_letter(group, seq, item, abandoned(group.name, attempts), attempts, "")
+                self.dead_letter(
+                    group, Doomed(seq, item, abandoned(group.name, attempts), attempts, "")
+                )
         if deliver is None:
             return bool(spent)
         self.counters.delivered += len(deliver.seqs)
@@ -297,7 +312,7 @@ class GroupChannelActor(ReactorActor):
             return
         if item is not None:
             if nack.final or attempt >= group.max_deliveries:
-                self.dead_letter(group, nack.seq, item, nack.error, attempt, nack.consumer)
+                self.dead_letter(group, Doomed(nack.seq, item, nack.error, attempt, nack.consumer))
             else:
                 self.log.retrying(group, nack.seq, attempt)
                 if delay > 0:
@@ -342,15 +357,7 @@ class GroupChannelActor(ReactorActor):
             max(0.0, due - self.actor_clock.monotonic()), lambda: address.tell(Tick(_RETRY))
         )
 
-    def dead_letter(  # noqa: PLR0917 - each argument is a distinct fact of the letter
-        self,
-        group: Group[Any],
-        seq: int,
-        item: Event | Encoded,
-        error: ErrorInfo,
-        attempts: int,
-        consumer: str,
-    ) -> None:
+    def dead_letter(self, group: Group[Any], letter: Doomed) -> None:
         """Dead-letter ``seq`` of ``group``: store, publish, then settle it.
 
         The only place a channel dead-letters an event. The letter is published
@@ -362,6 +369,7 @@ class GroupChannelActor(ReactorActor):
         process that died before sending or storing it). It is settled as acked.
         """
         log = self.log
+        seq, item, error = letter.seq, letter.item, letter.error
         window = log.dedup.get(group.name) if log.dedup else None
         if window is not None:
             event = decoded(item)
@@ -381,14 +389,14 @@ class GroupChannelActor(ReactorActor):
                 return
         group.dead_lettered += 1
         self.counters.dead_lettered += 1
-        log.keep_dead_letter(group, seq, item, error, attempts, consumer)
+        log.keep_dead_letter(group, letter)
         log.publish_system(
             lifecycle.dead_letter(
                 item,
                 error,
                 where=log.where(seq),
-                attempts=attempts,
-                consumer=consumer,
+                attempts=letter.attempts,
+                consumer=letter.consumer,
                 group=group.name,
                 channel=log.channel,
             )

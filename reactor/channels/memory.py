@@ -28,7 +28,7 @@ from typing import Any
 import attrs
 
 from reactor.actors.base import ActorContext, ReactorActor
-from reactor.channels.actor import GroupChannelActor, GroupLog
+from reactor.channels.actor import Doomed, GroupChannelActor, GroupLog
 from reactor.channels.backend import (
     ChannelConfig,
     ChannelMetrics,
@@ -234,16 +234,8 @@ class _MemoryLog(GroupLog):
 
     # -- dead letters --------------------------------------------------------------
 
-    def keep_dead_letter(  # noqa: PLR0917 - the hook's arguments
-        self,
-        group: Group[Any],
-        seq: int,
-        item: Event | Encoded,
-        error: ErrorInfo,
-        attempts: int,
-        consumer: str,
-    ) -> None:
-        self.letters.keep(group.name, item, error, attempts, consumer)
+    def keep_dead_letter(self, group: Group[Any], letter: Doomed) -> None:
+        self.letters.keep(group.name, letter.item, letter.error, letter.attempts, letter.consumer)
 
     def redrive(self, message: Redrive) -> int:
         """Queue each chosen letter's event again, as a new seq, for its group only."""

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from reactor.actors.address import Address
-from reactor.channels.actor import GroupChannelActor, GroupLog, abandoned
+from reactor.channels.actor import Doomed, GroupChannelActor, GroupLog, abandoned
 from reactor.channels.backend import GroupSpec
 from reactor.channels.dedup import DedupWindow
 from reactor.channels.groups import Counters, Group
@@ -153,7 +153,7 @@ class RedisLog(GroupLog):
                 where = f"stream {self.client.stream} entry {seq_entry_id(seq)}"
                 error = ErrorInfo("DecodeError", f"{where}: {item.error}", "")
                 raw = unreadable(item.raw or b"", f"{where}: {item.error}")
-                dead_letter(group, seq, raw, error, item.attempt, "")
+                dead_letter(group, Doomed(seq, raw, error, item.attempt, ""))
                 continue
             if not matches(item.topic) or (item.only is not None and item.only != group.name):
                 # (A redriven entry is for the group that gave up on it only.)
@@ -162,7 +162,7 @@ class RedisLog(GroupLog):
                 continue
             if item.attempt > group.max_deliveries:
                 spent = item.attempt - 1
-                dead_letter(group, seq, event, abandoned(group.name, spent), spent, "")
+                dead_letter(group, Doomed(seq, event, abandoned(group.name, spent), spent, ""))
                 continue
             held[seq] = event
             if item.attempt > 1:
@@ -199,26 +199,19 @@ class RedisLog(GroupLog):
     def where(self, seq: int) -> dict[str, Any]:
         return {"entry_id": seq_entry_id(seq)}
 
-    def keep_dead_letter(  # noqa: PLR0917 - the hook's arguments
-        self,
-        group: Group[Any],
-        seq: int,
-        item: Event | Encoded,
-        error: ErrorInfo,
-        attempts: int,
-        consumer: str,
-    ) -> None:
+    def keep_dead_letter(self, group: Group[Any], letter: Doomed) -> None:
         """Stored in the channel's letters stream with the next flush, before the XACK."""
+        item = letter.item
         body = item.body if isinstance(item, Encoded) else self.codec.encode(item)
         self.letters.append(
             {
                 b"group": group.name.encode(),
-                b"entry_id": seq_entry_id(seq).encode(),
-                b"attempts": str(attempts).encode(),
-                b"error_type": error.type.encode(errors="replace"),
-                b"message": error.message.encode(errors="replace"),
-                b"traceback": error.traceback.encode(errors="replace"),
-                b"consumer": consumer.encode(errors="replace"),
+                b"entry_id": seq_entry_id(letter.seq).encode(),
+                b"attempts": str(letter.attempts).encode(),
+                b"error_type": letter.error.type.encode(errors="replace"),
+                b"message": letter.error.message.encode(errors="replace"),
+                b"traceback": letter.error.traceback.encode(errors="replace"),
+                b"consumer": letter.consumer.encode(errors="replace"),
                 b"time": repr(self.link.clock.wall()).encode(),
                 b"raw": b"1" if decoded(item) is None else b"0",
                 b"event": body,

@@ -23,7 +23,7 @@ from typing import Any
 import attrs
 
 from reactor.actors.address import Address
-from reactor.channels.actor import GroupChannelActor, GroupLog
+from reactor.channels.actor import Doomed, GroupChannelActor, GroupLog
 from reactor.channels.backend import ChannelParts
 from reactor.channels.dedup import DedupWindow
 from reactor.channels.groups import Counters, Group, Member
@@ -36,7 +36,7 @@ from reactor.clock import Timer
 from reactor.errors import DecodeError, UnknownGroupError
 from reactor.messages import lifecycle
 from reactor.messages.codecs import JsonCodec
-from reactor.messages.control import Deliver, Encoded, ErrorInfo, decoded
+from reactor.messages.control import Deliver, Encoded, decoded
 from reactor.messages.control import unreadable as unreadable_item
 from reactor.messages.event import Event
 
@@ -424,27 +424,20 @@ class SqliteLog(GroupLog):
     def where(self, seq: int) -> dict[str, Any]:
         return {"offset": seq}
 
-    def keep_dead_letter(  # noqa: PLR0917 - the hook's arguments
-        self,
-        group: Group[Any],
-        seq: int,
-        item: Event | Encoded,
-        error: ErrorInfo,
-        attempts: int,
-        consumer: str,
-    ) -> None:
+    def keep_dead_letter(self, group: Group[Any], letter: Doomed) -> None:
         """Kept in ``reactor_deadletters`` (written with the next flush, before any delivery)."""
+        item = letter.item
         body = item.body if isinstance(item, Encoded) else codec.encode(item)
         self.dead_letters.append(
             (
                 group.name,
-                seq,
-                attempts,
-                error.type,
-                error.message,
-                error.traceback,
+                letter.seq,
+                letter.attempts,
+                letter.error.type,
+                letter.error.message,
+                letter.error.traceback,
                 body,
-                consumer,
+                letter.consumer,
                 self.clock.wall(),
             )
         )
