@@ -387,6 +387,7 @@ class ConsumerActor(ReactorActor):
         # Only new events failing say the consumer is broken: retries of a few poison
         # events can fail many times in a row while everything else succeeds.
         if attempt == 1 and fresh % runtime.failure_threshold == 0:
+            self._flush()  # what it finished stays finished: no redelivery after the restart
             raise ConsumerFailing(
                 f"consumer {runtime.name!r} failed {fresh} new events in a row with no success "
                 f"between (last: {error.type}: {error.message:.200}); restarting it. Fix what "
