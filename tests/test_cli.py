@@ -454,6 +454,19 @@ def test_dead_letters_list_redrive_purge(
     assert _listed(target, capsys) == []
 
 
+def test_dead_letters_of_a_topology_without_durable_channels_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "mem.toml").write_text(
+        '[topology]\nname = "mem"\n\n[channels.jobs]\n\n[consumers.worker]\n'
+        'channel = "jobs"\nhandler = "builtins:print"\n'
+    )
+    assert main(["dead-letters", str(tmp_path / "mem.toml"), "list"]) == 2
+    err = capsys.readouterr().err
+    assert "topology 'mem' has no durable channel" in err
+    assert "Traceback" not in err
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

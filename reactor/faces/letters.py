@@ -101,6 +101,12 @@ def _channels(topology: Topology, channel: str | None, ids: list[str] | None) ->
                 "a durable backend (sqlite, redis)"
             )
         return [channel]
+    if not durable:
+        raise UsageError(
+            f"reactor dead-letters: topology {topology.name!r} has no durable channel; memory "
+            "channels keep their dead letters in the process that runs them: use "
+            "System.dead_letters() there, or give a channel a durable backend (sqlite, redis)"
+        )
     if ids and len(durable) != 1:
         raise UsageError(
             "reactor dead-letters: --id names letters of one channel; "
@@ -115,11 +121,14 @@ def _in_memory(backend: str) -> bool:
 
 def _act(system: System, channel: str, args: argparse.Namespace, out: Console) -> None:
     if args.action == "list":
-        for letter in system.dead_letters(channel, args.group):
+        letters = system.dead_letters(channel, args.group)
+        for letter in letters:
             if args.json:
                 out.out(json.dumps(_as_json(letter), default=str), highlight=False)
             else:
                 out.print(_line(letter), highlight=False, markup=False, soft_wrap=True)
+        if not letters and not args.json:
+            out.print(f"{channel}: no dead letters", highlight=False, markup=False)
         return
     if args.action == "redrive":
         count = system.redrive(channel, args.ids, group=args.group)
