@@ -14,6 +14,7 @@ LAYERS = {
     "errors": 0,
     "clock": 0,
     "schema": 0,
+    "text": 0,
     "messages": 1,
     "actors": 2,
     "supervision": 3,
