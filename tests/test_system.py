@@ -24,7 +24,8 @@ def test_all_lists_exactly_the_public_names() -> None:
     modules = {
         name for name in public if type(getattr(reactor, name)).__name__ in ("module", "_Feature")
     }
-    assert sorted(reactor.__all__) == reactor.__all__
+    assert len(set(reactor.__all__)) == len(reactor.__all__), "a name is listed twice"
+    assert set(reactor.errors.__all__) <= set(reactor.__all__), "every error is public"
     assert set(reactor.__all__) - {"__version__"} == public - modules
 
 

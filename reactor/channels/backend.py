@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import attrs
 
@@ -41,6 +41,7 @@ __all__ = [
     "ReportsProblems",
     "Replayable",
     "check_letter_group",
+    "choose_letters",
     "missing_letters",
 ]
 
@@ -304,6 +305,41 @@ def missing_letters(channel: str, ids: Collection[str], stored: Iterable[str]) -
             f"channel {channel!r} has no dead letter with id {shown}; "
             "list them first (System.dead_letters or `reactor dead-letters TARGET list`)"
         )
+
+
+_Letter = TypeVar("_Letter")  # a backend's stored form of a dead letter
+
+
+def choose_letters(
+    config: ChannelConfig,
+    ids: Collection[str] | None,
+    group: str | None,
+    stored: Callable[[str | None], Iterable[_Letter]],
+    id_of: Callable[[_Letter], str],
+) -> list[_Letter]:
+    """The stored letters a redrive or purge acts on: all of ``group``'s, or those of ``ids``.
+
+    Args:
+        config: the channel's declaration (its groups).
+        ids: the letters' ids, or None for every letter (of ``group``, if given).
+        group: only this group's letters, or None for every group's.
+        stored: reads the stored letters of a group (or of all, given None), oldest first.
+        id_of: a stored letter's id.
+
+    Returns:
+        The chosen letters, in the order of ``ids`` (or stored order), each once.
+
+    Raises:
+        UnknownGroupError: ``group`` is not declared on this channel.
+        UnknownDeadLetterError: an id names no stored letter; nothing is chosen.
+    """
+    check_letter_group(config, group)
+    letters = list(stored(group))
+    if ids is None:
+        return letters
+    by_id = {id_of(letter): letter for letter in letters}
+    missing_letters(config.name, ids, by_id)
+    return [by_id[i] for i in dict.fromkeys(ids)]
 
 
 @runtime_checkable

@@ -18,7 +18,7 @@ from reactor.channels.backend import (
     ChannelServices,
     DeadLetter,
     check_letter_group,
-    missing_letters,
+    choose_letters,
 )
 from reactor.channels.groups import channel_stats
 from reactor.channels.redis.client import (
@@ -248,12 +248,7 @@ class RedisChannel:
         return len(chosen)
 
     def _chosen(self, ids: Collection[str] | None, group: str | None) -> list[DeadLetter]:
-        letters = self.dead_letters(group)
-        if ids is None:
-            return letters
-        by_id = {letter.id: letter for letter in letters}
-        missing_letters(self.name, ids, by_id)
-        return [by_id[i] for i in dict.fromkeys(ids)]
+        return choose_letters(self.config, ids, group, self.dead_letters, lambda v: v.id)
 
     def _letter(self, letter_id: bytes, fields: dict[bytes, bytes]) -> DeadLetter:
         def text(name: bytes) -> str:

@@ -17,7 +17,7 @@ from reactor.channels.backend import (
     ChannelServices,
     DeadLetter,
     check_letter_group,
-    missing_letters,
+    choose_letters,
 )
 from reactor.channels.groups import channel_stats
 from reactor.channels.sqlite.dedup import DurableDedupWindow
@@ -202,7 +202,6 @@ class SqliteChannel:
             UnknownDeadLetterError: an id names no letter; nothing was redriven.
             SystemStoppedError: the channel was closed.
         """
-        check_letter_group(self.config, group)
         chosen = self._chosen(ids, group)
         rows: list[tuple[str, str, str | None, bytes, int]] = []
         events: list[Event] = []
@@ -239,7 +238,6 @@ class SqliteChannel:
             UnknownDeadLetterError: an id names no letter; nothing was purged.
             SystemStoppedError: the channel was closed.
         """
-        check_letter_group(self.config, group)
         chosen = self._chosen(ids, group)
         if not chosen:
             return 0
@@ -251,12 +249,9 @@ class SqliteChannel:
 
     def _chosen(self, ids: Collection[str] | None, group: str | None) -> list[DeadLetterRow]:
         self._check_open()
-        rows = self.store.dead_letters(group, None)
-        if ids is None:
-            return rows
-        by_id = {_letter_id(row[0], row[1]): row for row in rows}
-        missing_letters(self.name, ids, by_id)
-        return [by_id[i] for i in dict.fromkeys(ids)]
+        return choose_letters(
+            self.config, ids, group, lambda g: self.store.dead_letters(g, None), _row_id
+        )
 
     def _letter(self, row: DeadLetterRow) -> DeadLetter:
         group, seq, attempts, error_type, message, traceback, body, consumer, dead_at = row
@@ -295,6 +290,10 @@ class SqliteChannel:
 def _letter_id(group: str, seq: int) -> str:
     """A letter's id: its group and offset (a group dead-letters an offset at most once)."""
     return f"{group}:{seq}"
+
+
+def _row_id(row: DeadLetterRow) -> str:
+    return _letter_id(row[0], row[1])
 
 
 class SqliteBackend:
