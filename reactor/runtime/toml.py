@@ -7,6 +7,10 @@ the wrong type, handlers that cannot be imported, unknown or cyclic supervisor
 parents, and everything :meth:`Topology.validate` finds. Problems carry the
 file name and, when it can be found, the line (``shop.toml: line 12: ...``).
 
+One concept, so one module despite its length: the TOML form of a topology (the
+format, documented here in full, and its reading into declarations); the options
+themselves are defined once, in :mod:`reactor.runtime.declarations`.
+
 The format
 ----------
 
