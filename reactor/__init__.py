@@ -21,6 +21,7 @@ from reactor.messages.control import ErrorInfo
 from reactor.messages.event import Event
 from reactor.messages.freeze import FrozenDict, freeze, thaw
 from reactor.messages.topics import TopicPattern
+from reactor.runtime.aio import AsyncSystem
 from reactor.runtime.consumer import Delivery, current_delivery
 from reactor.runtime.metrics import ActorMetrics, Health, SystemMetrics
 from reactor.runtime.pool import PoolScaling
@@ -42,6 +43,7 @@ logging.getLogger("reactor").addHandler(logging.NullHandler())
 
 __all__ = [
     "ActorMetrics",
+    "AsyncSystem",
     "Backoff",
     "ChannelMetrics",
     "Clock",

@@ -31,6 +31,17 @@ def test_the_readme_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert "ChannelMetrics(name='orders'" in out
 
 
+def test_the_readme_service_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    section = re.search(r"## Embedding in a service\n(.*?)\n## ", README.read_text(), re.S)
+    assert section, "README.md lost its section on embedding"
+    code = re.search(r"```python\n(.*?)```", section.group(1), re.S)
+    assert code, "the embedding section lost its example"
+    exec(compile(code.group(1), str(README), "exec"), {})  # our own README, run as documentation
+    out = capsys.readouterr().out
+    assert "accepted " in out
+    assert "billing order 7" in out
+
+
 # -- the option table, derived from the schema -----------------------------------------------
 
 START, END = "<!-- options: start -->\n", "<!-- options: end -->\n"

@@ -391,23 +391,30 @@ class System:
                     return  # a stop at once cut the drain short
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    raise IdleTimeout(self._busy_report(timeout))
+                    busy = "; ".join(self.busy(producers=producers))
+                    raise IdleTimeout(f"system {self.name!r} not idle after {timeout}s: {busy}")
                 # Notified when a gate empties, a producer finishes or a stop hurries;
                 # the cap is a safety net.
                 self._idle.wait(0.1 if remaining is None else min(0.1, remaining))
 
-    def _busy_report(self, timeout: float | None) -> str:
+    def busy(self, *, producers: bool = True) -> tuple[str, ...]:
+        """What keeps the system from being idle, one phrase each; empty when idle.
+
+        Each names a channel and how many unsettled events it holds, or a finite
+        producer still producing (with ``producers``).
+        """
         busy = [
             f"channel {c.name!r} holds {c.gate.used} unsettled event(s)"
             for c in self._channels.values()
             if c.gate.used
         ]
-        busy += [
-            f"producer {p.name!r} is still producing"
-            for p in self._producers
-            if p.finite and not p.finished.is_set()
-        ]
-        return f"system {self.name!r} not idle after {timeout}s: " + "; ".join(busy)
+        if producers:
+            busy += [
+                f"producer {p.name!r} is still producing"
+                for p in self._producers
+                if p.finite and not p.finished.is_set()
+            ]
+        return tuple(busy)
 
     def _notify_idle(self) -> None:
         with self._idle:
