@@ -156,6 +156,13 @@ class ReactorActor(pykka.ThreadingActor):
     def on_crash(self, reason: ExitReason) -> None:
         """Called in the actor's thread after a crash, before the parent is told."""
 
+    def on_exit(self) -> None:
+        """Called in the actor's thread as it ends, whatever the reason (a fence too).
+
+        Release here what the incarnation owns outside its thread (another thread, a
+        loop): it runs after ``on_stop`` or ``on_crash``, before the parent is told.
+        """
+
     # -- the loop --------------------------------------------------------------------
 
     def _start_actor_loop(self) -> None:
@@ -224,6 +231,10 @@ class ReactorActor(pykka.ThreadingActor):
                 self.on_crash(reason)
             except BaseException:
                 logger.exception("%s failed in on_crash", self.actor_address.name)
+        try:
+            self.on_exit()
+        except BaseException:
+            logger.exception("%s failed in on_exit", self.actor_address.name)
         pykka.ActorRegistry.unregister(self.actor_ref)
         self.actor_exit_reason = reason
         self.actor_stopped.set()

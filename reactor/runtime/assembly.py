@@ -35,7 +35,8 @@ from reactor.clock import Clock
 from reactor.errors import SupervisorEscalation, TopologyError
 from reactor.messages import lifecycle
 from reactor.messages.event import Event
-from reactor.runtime.consumer import ConsumerRuntime
+from reactor.runtime.consumer import ConsumerActor, ConsumerRuntime
+from reactor.runtime.coroutines import CoroutineConsumerActor
 from reactor.runtime.declarations import (
     ConsumerDecl,
     PoolDecl,
@@ -43,6 +44,7 @@ from reactor.runtime.declarations import (
     SupervisorDecl,
     TopologyDecl,
 )
+from reactor.runtime.handling import is_async
 from reactor.runtime.pool import Pool, PoolConfig
 from reactor.runtime.producer import ProducerRuntime
 from reactor.runtime.router import Router
@@ -294,6 +296,9 @@ class Assembly:
             max_deliveries=decl.max_deliveries,
             retry=decl.retry,
             failure_threshold=decl.failure_threshold,
+            concurrency=decl.concurrency,
+            handler_timeout=decl.handler_timeout,
+            actor=CoroutineConsumerActor if is_async(decl.handler) else ConsumerActor,
             rng=random.Random(f"{self._seed}/{member}")
             if self._seed is not None
             else random.Random(),
@@ -320,7 +325,8 @@ class Assembly:
             kind=kind,
             address=address,
             counters=counters,
-            handler_timeout=decl.handler_timeout,
+            # A coroutine past its timeout is cancelled by its consumer, not abandoned.
+            handler_timeout=None if is_async(decl.handler) else decl.handler_timeout,
             on_abandoned=runtime.abandon,
             on_removed=removed,
         )

@@ -127,6 +127,10 @@ class ConsumerRuntime:
     max_deliveries: int = 5
     retry: Retry = attrs.field(factory=Retry)
     failure_threshold: int = 10
+    concurrency: int = 1  # events an ``async def`` handler may run at once
+    handler_timeout: float | None = None  # an ``async def`` handler is cancelled past it
+    # The incarnation's class: ConsumerActor, or one for coroutine handlers.
+    actor: type[ConsumerActor] | None = None
     rng: random.Random = attrs.field(factory=random.Random)
     failures: int = 0  # failed attempts in a row, retries included
     fresh_failures: int = 0  # of those, first attempts: the sign the consumer is broken
@@ -134,7 +138,7 @@ class ConsumerRuntime:
     last_error: ErrorInfo | None = None
 
     def start(self, context: ActorContext) -> ReactorActor:
-        return ConsumerActor.spawn(context, self)
+        return (self.actor or ConsumerActor).spawn(context, self)
 
     def retry_delay(self, attempt: int) -> float:
         """How long the retry of an event whose ``attempt``-th delivery failed waits."""
@@ -204,7 +208,7 @@ class ConsumerActor(ReactorActor):
         self.handle = handle if callable(handle) else target
         on_start = getattr(target, "on_start", None)
         if callable(on_start) and handle is not None:
-            on_start()
+            self.run_hook(on_start)
         self.epoch = runtime.channel_address.ask(
             Join(runtime.group, runtime.member, self.actor_address, runtime.prefetch),
             timeout=_JOIN_TIMEOUT_S,
@@ -214,7 +218,11 @@ class ConsumerActor(ReactorActor):
         self._flush()
         on_stop = getattr(self.target, "on_stop", None)
         if callable(on_stop) and getattr(self.target, "handle", None) is not None:
-            on_stop()
+            self.run_hook(on_stop)
+
+    def run_hook(self, hook: Callable[[], Any]) -> None:
+        """Call the handler's ``on_start`` or ``on_stop``."""
+        hook()
 
     def on_receive(self, message: Any) -> Any:
         kind = type(message)
@@ -256,7 +264,6 @@ class ConsumerActor(ReactorActor):
         """Handle ``batch`` from ``self.position``; False if it stopped part way."""
         runtime = self.runtime
         counters = self.actor_counters
-        record = counters.latency.record
         dedup = runtime.dedup
         handle = self.handle
         assert handle is not None
@@ -323,28 +330,35 @@ class ConsumerActor(ReactorActor):
                 raise _Abandoned
             if counters.current is mine:  # (what _clear does, without the call)
                 counters.current = None
-            now = monotonic()
-            record(now - started)
-            counters.handled += 1
-            runtime.last_success = now
-            if runtime.failures:
-                runtime.failures = runtime.fresh_failures = 0
-                counters.problem = None
-            if dedup is not None:
-                dedup.add(event.id)
-            if not acks:
-                self.acks_since = now
-            acks.append(seq)
-            if (
-                len(acks) >= _ACK_RUN
-                or now - self.acks_since >= _ACK_WITHIN_S
-                # A redelivery at once: after a crash the channel charges the event it
-                # delivered first, and its ack is what shows it was not what crashed.
-                or batch.attempts[index - 1] > 1
-            ):
-                self._flush()
+            self._succeeded(seq, event, batch.attempts[index - 1], started)
         self.position = index
         return True
+
+    def _succeeded(self, seq: int, event: Event, attempt: int, started: float) -> None:
+        """The handler returned for ``event``: count it, remember it, ack it (in runs)."""
+        runtime = self.runtime
+        counters = self.actor_counters
+        now = self.actor_clock.monotonic()
+        counters.latency.record(now - started)
+        counters.handled += 1
+        runtime.last_success = now
+        if runtime.failures:
+            runtime.failures = runtime.fresh_failures = 0
+            counters.problem = None
+        if runtime.dedup is not None:
+            runtime.dedup.add(event.id)
+        acks = self.acks
+        if not acks:
+            self.acks_since = now
+        acks.append(seq)
+        if (
+            len(acks) >= _ACK_RUN
+            or now - self.acks_since >= _ACK_WITHIN_S
+            # A redelivery at once: after a crash the channel charges the event it
+            # delivered first, and its ack is what shows it was not what crashed.
+            or attempt > 1
+        ):
+            self._flush()
 
     def _failed(self, seq: int, event: Event, attempt: int, exc: Exception) -> bool:
         """An event failed: nack it for a later retry; False if the consumer pauses now.

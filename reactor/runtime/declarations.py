@@ -32,6 +32,7 @@ from reactor.channels.registry import known_schemes, scheme_of
 from reactor.errors import InvalidTopicError, TopologyError
 from reactor.messages import lifecycle
 from reactor.messages.topics import TopicPattern, validate_topic
+from reactor.runtime.handling import is_async
 from reactor.runtime.pool import PoolScaling
 from reactor.schema import Option, option, options_of, problems_of
 from reactor.supervision.strategy import RESTART_TYPES, OneForOne, RestartType, Retry, Strategy
@@ -317,6 +318,13 @@ class ConsumerDecl:
         "failures in a row, with no success between, after which the consumer itself "
         "counts as failed and is restarted",
     )
+    concurrency: int = option(
+        1,
+        kind="int",
+        positive=True,
+        max=10_000,
+        doc="events an `async def` handler runs at once (one key at a time, in order)",
+    )
 
     @property
     def group_name(self) -> str:
@@ -550,6 +558,13 @@ class TopologyDecl:
             if isinstance(decl, PoolDecl) and sizes_ok and decl.min_size > decl.max_size:
                 text = f"needs 1 <= min_size <= max_size, got min_size={decl.min_size!r}, max_size={decl.max_size!r}"
                 problems.append(_problem(decl, "min_size", text))
+            concurrency_ok = not any(problem.field == "concurrency" for problem in own)
+            if concurrency_ok and decl.concurrency > 1 and not is_async(decl.handler):
+                text = (
+                    f"has concurrency={decl.concurrency} but a plain handler runs one event "
+                    "at a time; make the handler `async def`, or use a pool for more threads"
+                )
+                problems.append(_problem(decl, "concurrency", text))
             other = groups.setdefault((decl.channel, decl.group_name), decl)
             if other is not decl and (
                 set(other.patterns) != set(decl.patterns)

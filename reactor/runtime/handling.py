@@ -8,6 +8,8 @@ is :mod:`reactor.runtime.consumer`.
 
 from __future__ import annotations
 
+import contextvars
+import inspect
 import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -21,7 +23,7 @@ from reactor.messages.event import Event
 if TYPE_CHECKING:
     from reactor.runtime.consumer import ConsumerRuntime
 
-__all__ = ["Delivery", "as_events", "current_delivery", "handling"]
+__all__ = ["Delivery", "as_events", "current_delivery", "handling", "handling_task", "is_async"]
 
 
 @attrs.frozen(slots=True)
@@ -56,12 +58,29 @@ class Delivery:
 # Set by the consumer around each handler call, to ``(runtime, batch, index)``, and back
 # to None after it: a thread-local, since each consumer's handler runs in its own thread.
 handling = threading.local()
+# The same for a coroutine handler: many run on one event loop thread, each in its task.
+handling_task: contextvars.ContextVar[tuple[ConsumerRuntime, Deliver, int] | None] = (
+    contextvars.ContextVar("reactor_handling", default=None)
+)
+
+
+def is_async(handler: Any) -> bool:
+    """Whether ``handler`` (a function, a class or an object with ``handle``) is a coroutine."""
+    handle = getattr(handler, "handle", None)
+    if callable(handle):
+        return inspect.iscoroutinefunction(handle)
+    if inspect.isclass(handler):
+        return False
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        getattr(handler, "__call__", None)  # noqa: B004  (an object whose __call__ is async)
+    )
 
 
 def current_delivery() -> Delivery:
     """The delivery the calling handler is handling: its attempt and previous error.
 
-    Call it from a handler (or from code the handler calls, in its thread)::
+    Call it from a handler (or from code the handler calls, in its thread or, for an
+    ``async def`` handler, in its task)::
 
         def charge(event):
             if current_delivery().attempt > 1:
@@ -71,6 +90,8 @@ def current_delivery() -> Delivery:
         NotInHandlerError: not called from a consumer's handler.
     """
     current: tuple[ConsumerRuntime, Deliver, int] | None = getattr(handling, "current", None)
+    if current is None:
+        current = handling_task.get()
     if current is None:
         raise NotInHandlerError(
             "reactor.current_delivery() was called outside a consumer's handler; call it "
