@@ -15,6 +15,7 @@ __all__ = [
     "BackpressureError",
     "BackpressureTimeout",
     "ChannelFull",
+    "ChannelOpenError",
     "ClockError",
     "DecodeError",
     "IdleTimeout",
@@ -208,3 +209,8 @@ class ConsumerFailing(ReactorError, RuntimeError):
 
 class NotInHandlerError(ReactorError, RuntimeError):
     """:func:`reactor.current_delivery` was called outside a consumer's handler."""
+
+
+class ChannelOpenError(ReactorError, OSError):
+    """A channel cannot be opened: its log's folder is missing, its file cannot be
+    created or read. The message names the channel's file and what to do."""

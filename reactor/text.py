@@ -8,10 +8,12 @@ control sequences are made visible instead of obeyed (an exception message holdi
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Iterable
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["printable", "redact_url"]
+__all__ = ["did_you_mean", "printable", "redact_url"]
 
 # C0 controls except tab and newline, DEL, and the C1 range (0x9b is a one-byte CSI).
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -62,3 +64,17 @@ def redact_url(url: str) -> str:
     user, has_password, _ = credentials.partition(":")
     hidden = f"{user}:***" if has_password else "***"
     return urlunsplit((parts.scheme, f"{hidden}@{host}", parts.path, parts.query, parts.fragment))
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """Return ``"; did you mean 'x'?"`` for the choice closest to ``word``, or ``""``.
+
+    Args:
+        word: what the user wrote (a channel name, an option key).
+        choices: what they could have meant.
+
+    Returns:
+        A suffix for an error message: empty when nothing is close enough.
+    """
+    close = difflib.get_close_matches(word, [str(choice) for choice in choices], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""

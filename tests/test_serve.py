@@ -205,7 +205,7 @@ def test_process_signals_are_not_installed_off_the_main_thread() -> None:
 
 
 def test_exit_codes() -> None:
-    assert [int(code) for code in ExitCode] == [0, 1, 2]
+    assert [int(code) for code in ExitCode] == [0, 1, 2, 3, 4]
 
 
 def test_a_signal_during_the_drain_at_the_end_of_duration_stops_at_once(

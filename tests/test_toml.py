@@ -600,7 +600,7 @@ ONE_PROBLEM: list[tuple[str, str, str, tuple[str, ...]]] = [
     (
         "unknown channel",
         '[channels.orders]\n[consumers.c]\nhandler = "json:dumps"\nchannel = "ordrs"\n',
-        "line 4: consumer 'c': unknown channel 'ordrs' (channels: orders)",
+        "line 4: consumer 'c': unknown channel 'ordrs'; did you mean 'orders'? (channels: orders, $system)",
         ("; add a [channels.ordrs] table",),
     ),
     (

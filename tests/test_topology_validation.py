@@ -71,23 +71,23 @@ ONE_PROBLEM: list[tuple[str, Callable[[Topology], object], str]] = [
     (
         "unknown channel of a consumer",
         lambda t: t.consumer("billing", handle, channel="ordrs"),
-        "consumer 'billing': unknown channel 'ordrs' (channels: orders); "
+        "consumer 'billing': unknown channel 'ordrs'; did you mean 'orders'? (channels: orders, $system); "
         "declare it with topology.channel('ordrs')",
     ),
     (
         "unknown channel of a pool",
         lambda t: t.pool("mailer", handle, channel="ordrs"),
-        "pool 'mailer': unknown channel 'ordrs' (channels: orders)...",
+        "pool 'mailer': unknown channel 'ordrs'; did you mean 'orders'? (channels: orders, $system)...",
     ),
     (
         "unknown channel of a producer",
         lambda t: t.producer("web", channel="ordrs", topic="orders.created", source=[]),
-        "producer 'web': unknown channel 'ordrs' (channels: orders)...",
+        "producer 'web': unknown channel 'ordrs'; did you mean 'orders'? (channels: orders, $system)...",
     ),
     (
         "unknown output channel",
         lambda t: t.consumer("billing", handle, channel="orders", output="ordrs"),
-        "consumer 'billing' (output): unknown channel 'ordrs' (channels: orders)...",
+        "consumer 'billing' (output): unknown channel 'ordrs'; did you mean 'orders'? (channels: orders)...",
     ),
     (
         "duplicate channel",

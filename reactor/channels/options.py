@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from reactor.errors import TopologyError
+from reactor.text import did_you_mean
 
 __all__ = ["bad_option", "unknown_option"]
 
@@ -23,8 +24,12 @@ def bad_option(channel: str, url: str, option: str, value: str, expected: str) -
 def unknown_option(
     channel: str, url: str, backend: str, option: str, known: Iterable[str]
 ) -> TopologyError:
-    """The error for an option the ``backend`` does not have in a channel's URL."""
+    """The error for an option the ``backend`` does not have in a channel's URL.
+
+    ``url`` is shown as given: pass it without its password.
+    """
+    known = sorted(known)
     return TopologyError(
-        f"channel {channel!r}: unknown {backend} option {option!r} in {url}; "
-        f"known: {', '.join(sorted(known))}"
+        f"channel {channel!r}: unknown {backend} option {option!r} in {url}"
+        f"{did_you_mean(option, known)} (known: {', '.join(known)}); fix the channel's backend URL"
     )

@@ -14,6 +14,7 @@ from typing import cast
 
 from reactor.channels.backend import ChannelBackend
 from reactor.errors import TopologyError
+from reactor.text import redact_url
 
 __all__ = ["backend_for", "known_schemes", "register_backend", "scheme_of"]
 
@@ -56,7 +57,8 @@ def backend_for(url: str) -> ChannelBackend:
     where = _BUILTIN.get(scheme)
     if where is None:
         raise TopologyError(
-            f"no channel backend for {url!r}; known backends: {', '.join(known_schemes())}"
+            f"no channel backend for {redact_url(url)!r}; known backends: "
+            f"{', '.join(known_schemes())}"
         )
     module, _, attribute = where.partition(":")
     backend = cast(ChannelBackend, getattr(importlib.import_module(module), attribute))

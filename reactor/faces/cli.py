@@ -3,50 +3,60 @@
 Commands::
 
     reactor run TARGET [--dashboard/--no-dashboard] [--duration S] [--json] [--metrics-port P]
-    reactor demo [NAME] [--duration S] [--no-dashboard] [--json]
+    reactor demo [NAME] [--duration S] [--no-dashboard] [--json] [--metrics-port P]
     reactor graph TARGET [--format tree|mermaid]
-    reactor worker TARGET [--only NAME[,NAME]] [--duration S] [--json] [--no-dashboard]
+    reactor worker TARGET [--only NAME[,NAME]] [--duration S] [--json] [--metrics-port P]
     reactor dead-letters TARGET list|redrive|purge [--channel C] [--group G] [--id ID ...] [--json]
     reactor version
 
-``TARGET`` is a ``.toml`` topology file or ``module:attribute`` naming a
-:class:`~reactor.Topology` or a function that returns one (``module`` may also be
-a path to a ``.py`` file; modules are looked up in the current directory too).
+Every command also takes ``--log-level LEVEL`` (the ``reactor`` logger on stderr,
+``warning`` by default) and ``--debug`` (tracebacks with errors); ``run``,
+``demo`` and ``worker`` take ``--connect-timeout S`` and ``--drain-timeout S``.
 
-Exit codes are :class:`~reactor.runtime.serve.ExitCode`: 0 success (also after
-Ctrl-C or SIGTERM), 1 the root supervisor gave up, 2 a usage or topology error.
+``TARGET`` is a topology file, a ``.py`` file defining one :class:`~reactor.Topology`,
+or ``module:attribute`` naming a topology or a function that returns one
+(:func:`~reactor.faces.targets.load_target`).
+
+A mistake (a bad option, a target that does not load, a channel that cannot be
+opened) is one line on stderr naming the thing and what to do, never a
+traceback unless ``--debug``. Exit codes are :class:`~reactor.runtime.serve.ExitCode`:
+0 success (also after Ctrl-C or SIGTERM), 1 the root supervisor gave up, 2 a
+usage, topology or channel error (nothing ran), 3 a broker unreachable for
+``--connect-timeout``, 4 a drain that timed out with events unhandled.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import threading
-import tomllib
+import traceback
 from collections.abc import Callable, Sequence
-from types import ModuleType
 from typing import Any
 
 from rich.console import Console, RenderableType
 from rich.text import Text
 
 import reactor
-from reactor.errors import SupervisorEscalation, TopologyError, UsageError
-from reactor.faces import letters
+from reactor.errors import ReactorError, SupervisorEscalation, UsageError
+from reactor.faces import letters, logs
 from reactor.faces.dashboard import Dashboard
 from reactor.faces.export import MetricsServer, serve_metrics
 from reactor.faces.graph import graph_mermaid, graph_tree
-from reactor.runtime.imports import exec_file, import_module
+from reactor.faces.targets import load_target
 from reactor.runtime.serve import ExitCode, serve
 from reactor.runtime.topology import Topology
 from reactor.runtime.worker import parse_only
+from reactor.text import printable
 
 __all__ = ["load_target", "main"]
 
 # How long a graceful drain may take at the end of --duration or after Ctrl-C.
 DRAIN_TIMEOUT_S = 30.0
+# How long a channel may take to reach its broker after the start.
+CONNECT_TIMEOUT_S = 10.0
 STATUS_INTERVAL_S = 1.0
+_DEBUG_HINT = "; --debug shows the traceback"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,113 +64,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> Any:
         raise UsageError(f"{self.prog}: {message}\n{self.format_usage().strip()}")
-
-
-# -- targets ---------------------------------------------------------------------------
-
-
-def load_target(target: str) -> Topology:
-    """The topology that ``target`` names.
-
-    Args:
-        target: a ``.toml`` file, or ``module:attribute`` where the attribute is a
-            :class:`Topology` or a zero-argument function returning one; ``module``
-            is a dotted module name (looked up in the current directory too) or a
-            path to a ``.py`` file.
-
-    Raises:
-        UsageError: the target cannot be found or is not a topology.
-        TopologyError: the TOML file is invalid (the message names the file and key).
-    """
-    if target.endswith(".toml"):
-        return _load_toml(target)
-    if ":" not in target:
-        if os.path.exists(target):
-            return _load_toml(target)
-        raise UsageError(
-            f"target {target!r} is neither a .toml file nor module:attribute; "
-            "try `reactor run shop.toml` or `reactor run myapp.topology:build`"
-        )
-    module_name, _, attribute = target.rpartition(":")
-    if not module_name or not attribute:
-        raise UsageError(f"target {target!r}: expected module:attribute, e.g. myapp:topology")
-    module = _import(module_name, target)
-    try:
-        value = getattr(module, attribute)
-    except AttributeError:
-        raise UsageError(
-            f"target {target!r}: module {module_name!r} has no attribute {attribute!r}"
-        ) from None
-    if isinstance(value, Topology):
-        return value
-    if callable(value):
-        try:
-            value = value()
-        except TopologyError:
-            raise
-        except Exception as exc:
-            raise UsageError(
-                f"target {target!r}: calling {attribute}() raised {type(exc).__name__}: {exc}"
-            ) from exc
-        if isinstance(value, Topology):
-            return value
-        raise UsageError(
-            f"target {target!r}: {attribute}() returned {type(value).__name__}, "
-            "not a reactor.Topology"
-        )
-    raise UsageError(
-        f"target {target!r}: {attribute} is a {type(value).__name__}; "
-        "it must be a reactor.Topology or a function returning one"
-    )
-
-
-def _load_toml(path: str) -> Topology:
-    if not os.path.exists(path):
-        raise UsageError(f"topology file {path!r} does not exist")
-    try:
-        return Topology.from_toml(path)
-    except TopologyError:
-        raise
-    except tomllib.TOMLDecodeError as exc:
-        raise TopologyError(f"not valid TOML: {exc}", source=path) from exc
-    except ModuleNotFoundError as exc:
-        if exc.name == "reactor.runtime.toml":
-            raise UsageError(f"cannot load {path!r}: this reactor has no TOML loader") from exc
-        raise TopologyError(f"cannot import a handler: {exc}", source=path) from exc
-    except OSError as exc:
-        raise UsageError(f"cannot read topology file {path!r}: {exc}") from exc
-
-
-def _import(module_name: str, target: str) -> ModuleType:
-    if module_name.endswith(".py"):
-        return _import_file(module_name, target)
-    # `reactor run app:topo` means ./app.py, as with `python -m`, though a console
-    # script's sys.path starts with the script's folder, not the current one.
-    cwd = os.getcwd()
-    try:
-        return import_module(module_name, cwd)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and module_name.startswith(exc.name):
-            raise UsageError(
-                f"target {target!r}: no module named {module_name!r} (looked in {cwd} and sys.path)"
-            ) from exc
-        raise UsageError(f"target {target!r}: importing {module_name!r} failed: {exc}") from exc
-    except Exception as exc:
-        raise UsageError(
-            f"target {target!r}: importing {module_name!r} raised {type(exc).__name__}: {exc}"
-        ) from exc
-
-
-def _import_file(path: str, target: str) -> ModuleType:
-    if not os.path.exists(path):
-        raise UsageError(f"target {target!r}: file {path!r} does not exist")
-    name = "_reactor_target_" + os.path.splitext(os.path.basename(path))[0]
-    try:
-        return exec_file(name, path)
-    except Exception as exc:
-        raise UsageError(
-            f"target {target!r}: importing {path!r} raised {type(exc).__name__}: {exc}"
-        ) from exc
 
 
 # -- running ---------------------------------------------------------------------------
@@ -178,32 +81,50 @@ def run_topology(
     metrics_host: str = "127.0.0.1",
     panels: Sequence[tuple[str, Callable[[], RenderableType]]] = (),
     only: frozenset[str] | None = None,
+    connect_timeout: float | None = CONNECT_TIMEOUT_S,
+    drain_timeout: float = DRAIN_TIMEOUT_S,
+    log: logs.TerminalLog | None = None,
 ) -> ExitCode:
     """Start ``topology``, show it, and serve it until ``duration`` or Ctrl-C / SIGTERM.
 
     ``only`` starts just the named consumers, pools, supervisors and producers
     (``reactor worker``). Stopping is :func:`~reactor.runtime.serve.serve`'s; this
-    face adds the dashboard, JSON lines or metrics server, and says when it drains.
+    face adds the dashboard, JSON lines or metrics server, and says when it
+    drains, what the drain waits for, and why a broker cannot be reached.
 
     Returns:
-        :attr:`ExitCode.OK`, or :attr:`ExitCode.FAILED` if the root supervisor gave up.
+        An :class:`ExitCode` (see :func:`~reactor.runtime.serve.serve`).
 
     Raises:
         TopologyError: the topology is invalid; nothing was started.
+        ReactorError: a channel cannot be opened (a locked log, a missing folder,
+            the redis extra missing); nothing was started.
+        UsageError: anything else that stopped the start, or the metrics port
+            cannot be served; the message says what, and the cause is chained.
     """
     try:
         system = topology.start(only=only)
     except SupervisorEscalation as exc:  # a child kept failing to start
-        err.print(Text(f"reactor: {topology.name}: {exc}", style="bold red"), soft_wrap=True)
+        _say(err, f"reactor: {topology.name}: {exc}", style="bold red")
         return ExitCode.FAILED
+    except ReactorError:
+        raise
+    except Exception as exc:
+        raise UsageError(
+            f"reactor: cannot start topology {topology.name!r}: {type(exc).__name__}: {exc}"
+            f"{_DEBUG_HINT}"
+        ) from exc
     server: MetricsServer | None = None
     try:
         if metrics_port is not None:
             server = serve_metrics(system, metrics_port, metrics_host)
             err.print(f"serving Prometheus metrics on {server.url}", highlight=False)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         system.stop(timeout=5.0, drain=False)
-        raise UsageError(f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}") from exc
+        raise UsageError(
+            f"reactor: cannot serve metrics on {metrics_host}:{metrics_port}: {exc}; "
+            "pick another --metrics-port (0 picks a free one)"
+        ) from exc
 
     live = dashboard and not json
     view = Dashboard(system, console=out, panels=panels)
@@ -212,7 +133,7 @@ def run_topology(
     viewer = threading.Thread(
         target=_show,
         args=(view, view_done),
-        kwargs={"live": live, "json": json},
+        kwargs={"live": live, "json": json, "log": log},
         name="reactor-dashboard",
         daemon=True,
     )
@@ -221,28 +142,57 @@ def run_topology(
         code = serve(
             system,
             duration=duration,
-            drain_timeout=DRAIN_TIMEOUT_S,
+            drain_timeout=drain_timeout,
             on_stopping=announcer.stopping,
+            connect_timeout=connect_timeout,
+            on_unreachable=announcer.unreachable,
+            on_waiting=announcer.waiting,
         )
     finally:
         view_done.set()
         viewer.join(5.0)
         if server is not None:
             server.close()
+    announcer.flush()
     if code is ExitCode.FAILED:
         try:
             system.wait(0)
         except SupervisorEscalation as exc:
-            err.print(Text(f"reactor: {system.name}: {exc}", style="bold red"), soft_wrap=True)
+            _say(err, f"reactor: {system.name}: {exc}", style="bold red")
+    elif code is ExitCode.UNREACHABLE:
+        _say(
+            err,
+            f"reactor: {system.name}: gave up after --connect-timeout {connect_timeout:g}s: "
+            + "; ".join(announcer.unreachable_reasons)
+            + "; start the broker or fix the channel's URL, or raise --connect-timeout",
+            style="bold red",
+        )
+    elif code is ExitCode.ABANDONED:
+        _say(
+            err,
+            f"reactor: {system.name}: the drain did not finish within --drain-timeout "
+            f"{drain_timeout:g}s: {system.abandoned} event(s) left unhandled (a durable channel "
+            "delivers them again at the next start, a memory channel lost them); "
+            "fix the slow handler or raise --drain-timeout",
+            style="bold red",
+        )
     return code
 
 
+def _say(console: Console, line: str, *, style: str | None = None) -> None:
+    """One line of text from anywhere (an exception message, a URL) on ``console``, made safe."""
+    console.print(Text(printable(line), style=style or ""), soft_wrap=True, highlight=False)
+
+
 class _Announcer:
-    """Says on stderr that the system is draining, or stopping at once."""
+    """Says on stderr that the system is draining, what the drain waits for, and why a
+    broker is unreachable. While the live dashboard draws, it says so after it ends."""
 
     def __init__(self, err: Console, live: bool) -> None:
         self._err = err
         self._live = live
+        self._later: list[str] = []
+        self.unreachable_reasons: tuple[str, ...] = ()
 
     def stopping(self, at_once: bool) -> None:
         if self._live:  # the live dashboard shows it in its header instead
@@ -254,6 +204,21 @@ class _Announcer:
                 "draining… (Ctrl-C again to stop at once)", style="yellow", highlight=False
             )
 
+    def waiting(self, waits: tuple[str, ...]) -> None:
+        line = "draining, waiting for: " + ("; ".join(waits) or "the actors to stop")
+        if self._live:
+            self._later = [line]  # only the latest matters
+        else:
+            _say(self._err, line, style="yellow")
+
+    def unreachable(self, reasons: tuple[str, ...]) -> None:
+        self.unreachable_reasons = reasons
+
+    def flush(self) -> None:
+        for line in self._later:
+            _say(self._err, line, style="yellow")
+        self._later.clear()
+
 
 def _show(
     view: Dashboard,
@@ -261,11 +226,16 @@ def _show(
     *,
     live: bool,
     json: bool,
+    log: logs.TerminalLog | None,
 ) -> None:
     """The viewer thread: live frames or status lines."""
     try:
         if live:
-            view.run(stop_event=done)
+            if log is None:
+                view.run(stop_event=done)
+            else:
+                with log.held():  # log lines would tear the live frame
+                    view.run(stop_event=done)
         else:
             view.run_lines(stop_event=done, json=json, interval_s=STATUS_INTERVAL_S)
     finally:
@@ -276,33 +246,51 @@ def _show(
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="reactor", description="An event-driven runtime on the actor model.")
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--log-level",
+        choices=logs.LEVELS,
+        default="warning",
+        metavar="LEVEL",
+        help=f"show reactor's log on stderr from LEVEL up ({', '.join(logs.LEVELS)}; "
+        "default warning)",
+    )
+    common.add_argument("--debug", action="store_true", help="show tracebacks with errors")
+    parser = _Parser(
+        prog="reactor", description="An event-driven runtime on the actor model.", parents=[common]
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    run = commands.add_parser("run", help="run a topology (a .toml file or module:attribute)")
-    run.add_argument("target", metavar="TARGET", help="a .toml file or module:attribute")
+    def command(name: str, **options: Any) -> argparse.ArgumentParser:
+        return commands.add_parser(name, parents=[common], **options)
+
+    run = command("run", help="run a topology (a .toml file, a .py file or module:attribute)")
+    run.add_argument("target", metavar="TARGET", help="a .toml file, .py file or module:attribute")
     _add_run_options(run)
-    run.add_argument(
-        "--metrics-port", type=int, metavar="P", help="serve Prometheus metrics on loopback port P"
-    )
     run.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST", help=argparse.SUPPRESS)
 
-    demo = commands.add_parser("demo", help="run a demo; without NAME, list them")
+    demo = command("demo", help="run a demo; without NAME, list them")
     demo.add_argument("name", nargs="?", metavar="NAME", help="the demo to run")
     _add_run_options(demo)
 
-    graph = commands.add_parser("graph", help="show a topology as a tree or a mermaid flowchart")
-    graph.add_argument("target", metavar="TARGET", help="a .toml file or module:attribute")
+    graph = command(
+        "graph", help="show a topology as a tree or a mermaid flowchart (runs no handler code)"
+    )
+    graph.add_argument(
+        "target", metavar="TARGET", help="a .toml file, .py file or module:attribute"
+    )
     graph.add_argument("--format", choices=("tree", "mermaid"), default="tree")
 
-    commands.add_parser("version", help="print reactor's version")
+    command("version", help="print reactor's version")
 
-    letters.add_parser(commands)
+    letters.add_parser(commands, parents=[common])
 
-    worker = commands.add_parser(
+    worker = command(
         "worker", help="run part of a topology in this process, sharing its broker channels"
     )
-    worker.add_argument("target", metavar="TARGET", help="a .toml file or module:attribute")
+    worker.add_argument(
+        "target", metavar="TARGET", help="a .toml file, .py file or module:attribute"
+    )
     worker.add_argument(
         "--only",
         action="append",
@@ -326,6 +314,28 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", action="store_true", help="write one JSON metrics snapshot per second"
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="P",
+        help="serve Prometheus metrics on loopback port P (0 picks a free one)",
+    )
+    parser.add_argument(
+        "--connect-timeout",
+        type=_seconds,
+        default=CONNECT_TIMEOUT_S,
+        metavar="S",
+        help="exit with code 3 if a channel has not reached its broker S seconds after the "
+        f"start (default {CONNECT_TIMEOUT_S:g})",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=_seconds,
+        default=DRAIN_TIMEOUT_S,
+        metavar="S",
+        help="longest graceful drain at the end; events still unhandled then give exit "
+        f"code 4 (default {DRAIN_TIMEOUT_S:g})",
+    )
 
 
 def _seconds(text: str) -> float:
@@ -333,8 +343,20 @@ def _seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text!r}")
+    if not 0 <= value < float("inf"):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds >= 0, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a TCP port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"port {text} is out of range; pick one from 1 to 65535 (0 picks a free one)"
+        )
     return value
 
 
@@ -345,27 +367,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: the arguments, without the program name (default: ``sys.argv[1:]``).
 
     Returns:
-        The exit code: 0 success, 1 runtime failure, 2 usage or topology error.
+        The exit code (:class:`~reactor.runtime.serve.ExitCode`).
     """
     out = Console()
     err = Console(stderr=True)
     parser = _build_parser()
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in arguments
+    log: logs.TerminalLog | None = None
     try:
         try:
-            args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+            args = parser.parse_args(arguments)
         except SystemExit as exc:  # --help and --version exit through argparse
             return exc.code if isinstance(exc.code, int) else ExitCode.OK
         if args.command is None:
             out.print(parser.format_help(), highlight=False, markup=False)
             return ExitCode.USAGE
-        handler: Callable[[argparse.Namespace, Console, Console], int] = _COMMANDS[args.command]
-        return handler(args, out, err)
-    except UsageError as exc:
-        err.print(str(exc), highlight=False, markup=False, soft_wrap=True)
+        log = logs.install(err, args.log_level, tracebacks=debug)
+        handler: Callable[..., int] = _COMMANDS[args.command]
+        return handler(args, out, err, log)
+    except ReactorError as exc:
+        # A user's mistake or a channel that cannot open: one line, unless --debug.
+        if debug:
+            err.print(
+                printable("".join(traceback.format_exception(exc))), highlight=False, markup=False
+            )
+        message = str(exc)
+        if not message.startswith("reactor"):
+            message = f"reactor: {message}"
+        _say(err, message)
+        if isinstance(exc, SupervisorEscalation):
+            return ExitCode.FAILED
         return ExitCode.USAGE
-    except TopologyError as exc:
-        err.print(f"reactor: {exc}", highlight=False, markup=False, soft_wrap=True)
-        return ExitCode.USAGE
+    finally:
+        if log is not None:
+            logs.uninstall(log)
 
 
 def _dashboard_wanted(args: argparse.Namespace, out: Console) -> bool:
@@ -376,19 +412,17 @@ def _dashboard_wanted(args: argparse.Namespace, out: Console) -> bool:
     return bool(args.dashboard)
 
 
-def _cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
-    return _run_with(
-        args,
-        out,
-        err,
-        load_target(args.target),
-        metrics_port=args.metrics_port,
-        metrics_host=args.metrics_host,
-    )
+def _cmd_run(args: argparse.Namespace, out: Console, err: Console, log: logs.TerminalLog) -> int:
+    return _run_with(args, out, err, log, load_target(args.target), metrics_host=args.metrics_host)
 
 
 def _run_with(
-    args: argparse.Namespace, out: Console, err: Console, topology: Topology, **options: Any
+    args: argparse.Namespace,
+    out: Console,
+    err: Console,
+    log: logs.TerminalLog,
+    topology: Topology,
+    **options: Any,
 ) -> int:
     """``run_topology`` with the options every running command shares."""
     return run_topology(
@@ -398,11 +432,15 @@ def _run_with(
         dashboard=_dashboard_wanted(args, out),
         json=args.json,
         duration=args.duration,
+        metrics_port=args.metrics_port,
+        connect_timeout=args.connect_timeout,
+        drain_timeout=args.drain_timeout,
+        log=log,
         **options,
     )
 
 
-def _cmd_demo(args: argparse.Namespace, out: Console, err: Console) -> int:
+def _cmd_demo(args: argparse.Namespace, out: Console, err: Console, log: logs.TerminalLog) -> int:
     from reactor.demos import DEMOS  # noqa: PLC0415 - demos load only when asked for
 
     if args.name is None:
@@ -420,11 +458,12 @@ def _cmd_demo(args: argparse.Namespace, out: Console, err: Console) -> int:
         raise UsageError(f"no demo named {args.name!r}; choose one of: {', '.join(DEMOS)}")
     topology = demo.build()
     panels = demo.panels(topology) if demo.panels is not None else ()
-    return _run_with(args, out, err, topology, panels=panels)
+    return _run_with(args, out, err, log, topology, panels=panels)
 
 
-def _cmd_graph(args: argparse.Namespace, out: Console, err: Console) -> int:
-    topology = load_target(args.target)
+def _cmd_graph(args: argparse.Namespace, out: Console, err: Console, log: logs.TerminalLog) -> int:
+    # Drawing runs no user code: a TOML file's handler modules are not imported.
+    topology = load_target(args.target, import_code=False)
     topology.validate()
     if args.format == "mermaid":
         out.out(graph_mermaid(topology), end="", highlight=False)
@@ -433,21 +472,25 @@ def _cmd_graph(args: argparse.Namespace, out: Console, err: Console) -> int:
     return ExitCode.OK
 
 
-def _cmd_version(args: argparse.Namespace, out: Console, err: Console) -> int:
+def _cmd_version(
+    args: argparse.Namespace, out: Console, err: Console, log: logs.TerminalLog
+) -> int:
     out.print(f"reactor {reactor.__version__}", highlight=False)
     return ExitCode.OK
 
 
-def _cmd_worker(args: argparse.Namespace, out: Console, err: Console) -> int:
+def _cmd_worker(args: argparse.Namespace, out: Console, err: Console, log: logs.TerminalLog) -> int:
     only = parse_only(args.only) if args.only else None
-    return _run_with(args, out, err, load_target(args.target), only=only)
+    return _run_with(args, out, err, log, load_target(args.target), only=only)
 
 
-def _cmd_dead_letters(args: argparse.Namespace, out: Console, err: Console) -> int:
+def _cmd_dead_letters(
+    args: argparse.Namespace, out: Console, err: Console, log: logs.TerminalLog
+) -> int:
     return letters.run(args, load_target(args.target), out, err)
 
 
-_COMMANDS: dict[str, Callable[[argparse.Namespace, Console, Console], int]] = {
+_COMMANDS: dict[str, Callable[..., int]] = {
     "dead-letters": _cmd_dead_letters,
     "run": _cmd_run,
     "demo": _cmd_demo,

@@ -6,17 +6,34 @@
 * :func:`serve_metrics`: a tiny HTTP server on loopback that answers
   ``GET /metrics`` (Prometheus), ``GET /metrics.json`` and ``GET /health``.
 
-Nothing here prints: the server's request log goes to the ``reactor`` logger.
+Nothing here prints: the server's request log, and a client that hangs up
+mid-answer, go to the ``reactor`` logger at debug level.
+
+Why the standard library's ``ThreadingHTTPServer`` and not ``prometheus-client``:
+the exposition text is already written here from one :class:`SystemMetrics`
+snapshot (``prometheus-client`` would need a custom collector translating the
+same snapshot into its metric families, a second place for every metric name),
+the server must also answer ``/metrics.json`` and ``/health``, which
+``prometheus-client`` does not serve, and its ``start_http_server`` has no
+per-connection timeout either, so the defence against a slow client would be
+ours to write anyway. It would be one more dependency for none of that. So:
+each connection is served in its own thread, with a socket timeout
+(:data:`CLIENT_TIMEOUT_S`) so a client that sends half a request is dropped,
+at most :data:`MAX_CONNECTIONS` at once (more are refused, so a flood cannot
+pile up threads), and :meth:`MetricsServer.close` shuts the open connections
+down instead of waiting for their clients.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import socket
 import threading
 from collections.abc import Iterable
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 from reactor.runtime.metrics import SystemMetrics
@@ -25,6 +42,8 @@ if TYPE_CHECKING:
     from reactor.runtime.system import System
 
 __all__ = [
+    "CLIENT_TIMEOUT_S",
+    "MAX_CONNECTIONS",
     "PROMETHEUS_CONTENT_TYPE",
     "MetricsServer",
     "metrics_dict",
@@ -36,6 +55,11 @@ __all__ = [
 logger = logging.getLogger("reactor")
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+#: Seconds a client may take to send its request or read the answer before it is dropped.
+CLIENT_TIMEOUT_S = 5.0
+#: Connections served at once; more are closed on arrival (a scraper needs one).
+MAX_CONNECTIONS = 32
 
 # Consumers and pool members are the actors whose handler latency means something;
 # other kinds would only add series that stay at zero forever.
@@ -229,19 +253,26 @@ def prometheus_text(metrics: SystemMetrics) -> str:
 # -- HTTP ----------------------------------------------------------------------------
 
 
-class MetricsServer(HTTPServer):
-    """An HTTP server answering metrics requests for one system, in its own thread.
+class MetricsServer(ThreadingHTTPServer):
+    """An HTTP server answering metrics requests for one system, a thread per connection.
 
-    Stop it with :meth:`close` (or ``shutdown()``, ``server_close()`` and
-    ``thread.join()``), or use it as a context manager.
+    Stop it with :meth:`close`, or use it as a context manager.
 
     Attributes:
         system: the system whose metrics are served.
-        thread: the daemon thread, named ``reactor-metrics``, that serves requests.
+        thread: the daemon thread, named ``reactor-metrics``, that accepts connections.
     """
 
     system: System
     thread: threading.Thread
+    daemon_threads = True  # a connection's thread never keeps the process alive
+    block_on_close = False  # close() ends the connections itself, it does not wait for clients
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+        self._workers: set[threading.Thread] = set()
 
     @property
     def port(self) -> int:
@@ -254,12 +285,60 @@ class MetricsServer(HTTPServer):
         host = self.server_address[0]
         return f"http://{host!s}:{self.port}/metrics"
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            if len(self._open) >= MAX_CONNECTIONS:
+                full = True
+            else:
+                full = False
+                self._open.add(request)
+        if full:
+            logger.debug(
+                "metrics server: %d connections open; refused %s", MAX_CONNECTIONS, client_address
+            )
+            self.shutdown_request(request)
+            return
+        worker = threading.Thread(
+            target=self.process_request_thread,
+            args=(request, client_address),
+            name="reactor-metrics-client",
+            daemon=True,
+        )
+        with self._open_lock:
+            self._workers.add(worker)
+        worker.start()
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._open_lock:
+                self._open.discard(request)
+                self._workers.discard(threading.current_thread())
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up mid-answer is normal life for a server, not a
+        # traceback on the user's terminal (socketserver prints one by default).
+        logger.debug("metrics server: connection from %s failed", client_address, exc_info=True)
+
     def close(self, timeout: float = 5.0) -> None:
-        """Stop serving, release the socket and join the thread (within ``timeout``)."""
+        """Stop serving, drop open connections, release the socket and join the threads.
+
+        Returns within about ``timeout`` seconds whatever clients do: a connection
+        still open (a client that sent half a request) is shut down, not waited for.
+        """
         if self.thread.is_alive():
             self.shutdown()
         self.server_close()
+        with self._open_lock:
+            connections = list(self._open)
+            workers = list(self._workers)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
         self.thread.join(timeout)
+        for worker in workers:
+            worker.join(timeout)
 
     def __enter__(self) -> MetricsServer:
         return self
@@ -270,6 +349,7 @@ class MetricsServer(HTTPServer):
 
 class _MetricsHandler(BaseHTTPRequestHandler):
     server: MetricsServer
+    timeout = CLIENT_TIMEOUT_S  # the socket timeout of each connection (StreamRequestHandler)
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
@@ -318,8 +398,11 @@ def serve_metrics(system: System, port: int, host: str = "127.0.0.1") -> Metrics
         The running server. The caller must stop it: ``server.close()``.
 
     Raises:
+        ValueError: ``port`` is not from 0 to 65535.
         OSError: the port could not be bound.
     """
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"metrics port {port!r} is not a TCP port; pass one from 0 to 65535")
     server = MetricsServer((host, port), _MetricsHandler)
     server.system = system
     server.thread = threading.Thread(

@@ -6,6 +6,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from reactor.runtime.topology import ConsumerDecl, PoolDecl, SupervisorDecl, Topology
+from reactor.text import printable, redact_url
 
 __all__ = ["graph_mermaid", "graph_tree"]
 
@@ -18,7 +19,8 @@ def graph_tree(topology: Topology) -> Tree:
         channels.add(
             Text.assemble(
                 (channel.name, "bold cyan"),
-                f"  {channel.backend}, capacity {channel.capacity}, overflow {channel.overflow}",
+                f"  {printable(redact_url(channel.backend), newlines=False)}, "
+                f"capacity {channel.capacity}, overflow {channel.overflow}",
             )
         )
     producers = tree.add(Text("producers", style="bold"))

@@ -9,23 +9,24 @@ workers run, too). A redriven letter is appended to the channel for its group,
 and handled when that group's consumers run. A ``memory`` channel keeps its
 letters in the process that runs it: use :meth:`System.dead_letters` there.
 
-Exit codes: 0 done, 1 the channels could not be opened (a log locked by a
-running system, Redis unreachable), 2 usage: an unknown channel, group or id
-(a one-line message naming it and what to do).
+Exit codes: 0 done, 1 Redis failed mid-command, 2 usage: an unknown channel,
+group or id, or channels that cannot be opened (a log locked by a running
+system, a missing file) (a one-line message naming it and what to do).
+What a letter holds (its error message, its event's topic) is written by users:
+it is shown with control characters escaped (:func:`reactor.text.printable`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
 
 from reactor.channels.backend import DeadLetter
 from reactor.errors import (
-    LogFormatError,
-    LogLockedError,
     ReactorError,
     UnknownChannelError,
     UnknownDeadLetterError,
@@ -36,6 +37,7 @@ from reactor.messages.freeze import thaw
 from reactor.runtime.serve import ExitCode
 from reactor.runtime.system import System
 from reactor.runtime.topology import Topology
+from reactor.text import printable
 
 __all__ = ["ACTIONS", "add_parser", "run"]
 
@@ -43,10 +45,12 @@ ACTIONS = ("list", "redrive", "purge")
 _STOP_TIMEOUT_S = 10.0
 
 
-def add_parser(commands: Any) -> None:
-    """Declare ``dead-letters`` on the CLI's subcommands."""
+def add_parser(commands: Any, parents: Sequence[argparse.ArgumentParser] = ()) -> None:
+    """Declare ``dead-letters`` on the CLI's subcommands (with the options of ``parents``)."""
     parser = commands.add_parser(
-        "dead-letters", help="list, redrive or purge the dead letters of a topology's channels"
+        "dead-letters",
+        help="list, redrive or purge the dead letters of a topology's channels",
+        parents=list(parents),
     )
     parser.add_argument("target", metavar="TARGET", help="a .toml file or module:attribute")
     parser.add_argument("action", choices=ACTIONS, help="what to do with them")
@@ -67,16 +71,20 @@ def run(args: argparse.Namespace, topology: Topology, out: Console, err: Console
     channels = _channels(topology, args.channel, args.ids)
     try:
         system = topology.start(only=())
-    except (LogLockedError, LogFormatError) as exc:
-        err.print(f"reactor: {exc}", highlight=False, markup=False, soft_wrap=True)
-        return ExitCode.FAILED
+    except ReactorError:
+        raise  # a locked or corrupt log, a missing folder: one line, exit 2
+    except Exception as exc:
+        raise UsageError(
+            f"reactor dead-letters: cannot open the channels of {topology.name!r}: "
+            f"{type(exc).__name__}: {exc}; --debug shows the traceback"
+        ) from exc
     try:
         for channel in channels:
             _act(system, channel, args, out)
     except (UnknownChannelError, UnknownGroupError, UnknownDeadLetterError) as exc:
         raise UsageError(f"reactor dead-letters: {exc}") from None
     except ReactorError as exc:
-        err.print(f"reactor: {exc}", highlight=False, markup=False, soft_wrap=True)
+        err.print(printable(f"reactor: {exc}"), highlight=False, markup=False, soft_wrap=True)
         return ExitCode.FAILED
     finally:
         # Nothing runs here to handle what a redrive queued: leave it to the consumers.
@@ -126,7 +134,12 @@ def _act(system: System, channel: str, args: argparse.Namespace, out: Console) -
             if args.json:
                 out.out(json.dumps(_as_json(letter), default=str), highlight=False)
             else:
-                out.print(_line(letter), highlight=False, markup=False, soft_wrap=True)
+                out.print(
+                    printable(_line(letter), newlines=False),
+                    highlight=False,
+                    markup=False,
+                    soft_wrap=True,
+                )
         if not letters and not args.json:
             out.print(f"{channel}: no dead letters", highlight=False, markup=False)
         return

@@ -36,6 +36,7 @@ from reactor.runtime.handling import is_async
 from reactor.runtime.pool import PoolScaling
 from reactor.schema import Option, option, options_of, problems_of
 from reactor.supervision.strategy import RESTART_TYPES, OneForOne, RestartType, Retry, Strategy
+from reactor.text import did_you_mean, redact_url
 
 __all__ = [
     "DEFAULT_STRATEGY",
@@ -85,7 +86,8 @@ def _check_backend(value: Any) -> list[str]:
     backends = known_schemes()
     if isinstance(value, str) and scheme_of(value) in backends:
         return []
-    return [f"unknown backend {value!r}; use one of {', '.join(backends)}"]
+    shown = redact_url(value) if isinstance(value, str) else value
+    return [f"unknown backend {shown!r}; use one of {', '.join(backends)}"]
 
 
 def _check_topic(value: Any) -> list[str]:
@@ -196,7 +198,7 @@ def _table(cls: Callable[[], Any], check: Callable[[Any], list[str]], doc: str) 
 # -- the declarations ------------------------------------------------------------------
 
 
-@attrs.define(eq=False)
+@attrs.define(eq=False, repr=False)
 class ChannelDecl:
     """A declared channel."""
 
@@ -217,6 +219,16 @@ class ChannelDecl:
         doc="what `publish` does at capacity",
     )
     max_batch: int = _count(128, "most events delivered to a consumer in one message")
+
+    def __repr__(self) -> str:
+        # A backend URL may carry a password; a repr ends up in logs and tracebacks.
+        shown = []
+        for field in attrs.fields(type(self)):
+            value = getattr(self, field.name)
+            if field.name == "backend" and isinstance(value, str):
+                value = redact_url(value)
+            shown.append(f"{field.name}={value!r}")
+        return f"ChannelDecl({', '.join(shown)})"
 
 
 @attrs.define(eq=False)
@@ -520,9 +532,21 @@ class TopologyDecl:
         name = getattr(decl, field)
         if name in self.channels or (field == "channel" and name == lifecycle.SYSTEM_CHANNEL):
             return []
-        known = ", ".join(sorted(self.channels)) or "none declared"
         subject = f"{what_of(decl)} {decl.name!r}" + (" (output)" if field == "output" else "")
-        text = f"{subject}: unknown channel {name!r} (channels: {known})"
+        if name == lifecycle.DEADLETTER:
+            # A topic on $system, not a channel: declaring it would be refused ('$' names).
+            text = (
+                f"{subject}: {name!r} is a topic on channel {lifecycle.SYSTEM_CHANNEL!r}, not a "
+                f"channel; subscribe with channel={lifecycle.SYSTEM_CHANNEL!r}, "
+                f"pattern={lifecycle.DEADLETTER!r}"
+            )
+            return [Problem(what_of(decl), decl.name, field, text)]
+        names = sorted(self.channels)
+        if field == "channel":
+            names.append(lifecycle.SYSTEM_CHANNEL)
+        known = ", ".join(names) or "none declared"
+        hint = did_you_mean(name, names) if isinstance(name, str) else ""
+        text = f"{subject}: unknown channel {name!r}{hint} (channels: {known})"
         return [Problem(what_of(decl), decl.name, field, text, missing_channel=name)]
 
     def _check_producer(self, decl: ProducerDecl) -> list[Problem]:

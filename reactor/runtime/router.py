@@ -9,6 +9,7 @@ from reactor.channels.backend import Channel
 from reactor.errors import BackpressureTimeout, ChannelFull, NotAnEventError, UnknownChannelError
 from reactor.messages import lifecycle
 from reactor.messages.event import Event
+from reactor.text import did_you_mean
 
 __all__ = ["Router"]
 
@@ -30,10 +31,17 @@ class Router:
     def channel(self, name: str) -> Channel:
         channel = self.channels.get(name)
         if channel is None:
+            if name == lifecycle.DEADLETTER:
+                raise UnknownChannelError(
+                    f"{name!r} is a topic on channel {lifecycle.SYSTEM_CHANNEL!r}, not a channel; "
+                    f"subscribe to dead letters with channel={lifecycle.SYSTEM_CHANNEL!r}, "
+                    f"pattern={lifecycle.DEADLETTER!r}"
+                )
             known = ", ".join(sorted(self.channels)) or "none"
             raise UnknownChannelError(
-                f"no channel named {name!r} in this system (channels: {known}); "
-                "declare it with topology.channel()"
+                f"no channel named {name!r} in this system{did_you_mean(name, self.channels)} "
+                f"(channels: {known}); publish to one of them, or declare it with "
+                "topology.channel()"
             )
         return channel
 

@@ -8,7 +8,14 @@ all call :func:`serve`, so they stop alike:
   graceful stop: producers stop, in-flight events are drained, then everything stops;
 * a signal while that stop runs (the second one) cuts the drain short and stops
   at once (``hurry_timeout``);
-* the system stopping on its own (the root supervisor gave up) ends the loop too.
+* the system stopping on its own (the root supervisor gave up) ends the loop too;
+* with ``connect_timeout``, a channel that has not reached its broker that long
+  after the start stops the system at once: nothing could flow.
+
+While a graceful stop drains, ``on_waiting`` is told every few seconds what it
+still waits for (:func:`waiting_on`): which consumer holds how many events, which
+channel holds unsettled ones. A drain cut short by ``drain_timeout`` leaves
+events unhandled; :attr:`ExitCode.ABANDONED` says so.
 
 :func:`serve` returns only once the system's state is final (``stopped`` or
 ``failed``), and says which with an :class:`ExitCode`, the process exit codes of
@@ -30,9 +37,10 @@ from typing import TYPE_CHECKING, Protocol
 from reactor.errors import SupervisorEscalation
 
 if TYPE_CHECKING:
+    from reactor.runtime.metrics import SystemMetrics
     from reactor.runtime.system import System
 
-__all__ = ["ExitCode", "ProcessSignals", "SignalSource", "serve"]
+__all__ = ["ExitCode", "ProcessSignals", "SignalSource", "serve", "waiting_on"]
 
 #: The signals that stop a served system.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -43,6 +51,10 @@ _SIGNAL, _DONE, _DEADLINE = "signal", "done", "deadline"
 # is not interrupted, and Python runs the handler only at the main thread's next
 # bytecode. Waiting in slices this long bounds that delay.
 _SIGNAL_LATENCY_S = 0.1
+# How often a drain says what it still waits for.
+WAITING_INTERVAL_S = 2.0
+# Kinds of actor whose held events a drain waits for.
+_HANDLER_KINDS = ("consumer", "member")
 
 
 class ExitCode(enum.IntEnum):
@@ -58,7 +70,14 @@ class ExitCode(enum.IntEnum):
     FAILED = 1
     """The root supervisor gave up (restart intensity exceeded up to the root)."""
     USAGE = 2
-    """A bad command line, target or topology; nothing was started."""
+    """A bad command line, target or topology, or a channel that cannot be opened
+    (a missing folder, a locked log, the redis extra missing); nothing ran."""
+    UNREACHABLE = 3
+    """A channel could not reach its broker (Redis) within ``connect_timeout``;
+    the system was stopped at once, nothing was handled."""
+    ABANDONED = 4
+    """The graceful stop's drain timed out with events unhandled (a handler hung).
+    A durable channel delivers them again at the next start; a memory channel lost them."""
 
 
 class SignalSource(Protocol):
@@ -111,6 +130,10 @@ def serve(
     hurry_timeout: float = 1.0,
     on_stopping: Callable[[bool], None] | None = None,
     signals: SignalSource | None = None,
+    connect_timeout: float | None = None,
+    on_unreachable: Callable[[tuple[str, ...]], None] | None = None,
+    on_waiting: Callable[[tuple[str, ...]], None] | None = None,
+    waiting_interval: float = WAITING_INTERVAL_S,
 ) -> ExitCode:
     """Run ``system`` until a stop signal, ``duration``, or it stops on its own.
 
@@ -124,10 +147,21 @@ def serve(
             thread that called :func:`serve`.
         signals: where stop requests come from (default: this process's SIGINT
             and SIGTERM, when called from the main thread).
+        connect_timeout: seconds after which a channel that has not yet reached
+            its broker (:meth:`System.unreachable`) stops the system at once;
+            None waits for the broker as long as the run lasts. A run that ends
+            before any broker was reached counts as unreachable too.
+        on_unreachable: told why (one line per channel) when ``connect_timeout``
+            gives up, in the thread that called :func:`serve`.
+        on_waiting: told, every ``waiting_interval`` seconds of a graceful
+            stop, what the drain still waits for (:func:`waiting_on`).
+        waiting_interval: seconds between two ``on_waiting`` calls.
 
     Returns:
         :attr:`ExitCode.OK` after a stop, :attr:`ExitCode.FAILED` if the root
-        supervisor gave up. Either way the system's state is final.
+        supervisor gave up, :attr:`ExitCode.UNREACHABLE` if ``connect_timeout``
+        gave up, :attr:`ExitCode.ABANDONED` if the drain timed out with events
+        unhandled. Whatever it returns, the system's state is final.
 
     Thread-safety: call it from one thread per system; signals may arrive in any.
     """
@@ -147,15 +181,36 @@ def serve(
             system.wait(None)
         wakeups.put(_DONE)
 
-    deadline = None if duration is None else time.monotonic() + duration
+    started = time.monotonic()
+    deadline = None if duration is None else started + duration
     watcher = threading.Thread(target=watch, name="reactor:serve-watch", daemon=True)
     stopper: threading.Thread | None = None
     hurried = False
     done = False
+    # Whether every channel has reached its broker once; until then connect_timeout runs.
+    reached = connect_timeout is None
+    gave_up = False
+    reasons: tuple[str, ...] = ()  # why channels were unreachable at the last look
+    next_report = 0.0
     uninstall = source.install(on_signal)
     try:
         watcher.start()
         while not done:
+            now = time.monotonic()
+            if not reached and not gave_up:
+                reasons = system.unreachable()
+                reached = not reasons
+                assert connect_timeout is not None
+                if reasons and now - started >= connect_timeout and system.state == "running":
+                    gave_up = True
+                    if on_unreachable is not None:
+                        on_unreachable(reasons)
+                    system.stop(timeout=hurry_timeout, drain=False)
+            draining = stopper is not None and stopper.is_alive() and not hurried
+            if draining and on_waiting is not None and now >= next_report:
+                if next_report:  # not at once: most drains finish in a moment
+                    on_waiting(waiting_on(system.metrics()))
+                next_report = now + waiting_interval
             timed = stopper is None and deadline is not None
             try:
                 wakeup = wakeups.get(
@@ -192,7 +247,43 @@ def serve(
         if stopper is not None:
             stopper.join(drain_timeout)
         watcher.join(hurry_timeout)
-    return ExitCode.FAILED if system.state == "failed" else ExitCode.OK
+    if system.state == "failed":
+        return ExitCode.FAILED
+    if not reached and not gave_up and not hurried and reasons:
+        # The run ended (--duration) before a broker was ever reached: nothing flowed.
+        gave_up = True
+        if on_unreachable is not None:
+            on_unreachable(reasons)
+    if gave_up:
+        return ExitCode.UNREACHABLE
+    if system.abandoned:
+        return ExitCode.ABANDONED
+    return ExitCode.OK
+
+
+def waiting_on(metrics: SystemMetrics) -> tuple[str, ...]:
+    """What a draining system still waits for, one line each, for a face to show.
+
+    Args:
+        metrics: a snapshot of the draining system.
+
+    Returns:
+        ``consumer 'bill' holds 1 event (handled 41)`` for each consumer or pool
+        member holding events, then ``channel 'orders' holds 12 unsettled events``
+        for each channel holding some; empty when nothing is left.
+    """
+    lines = [
+        f"{actor.kind} {actor.name!r} holds {actor.in_flight} event(s) "
+        f"(handled {actor.handled}, state {actor.state})"
+        for actor in metrics.actors
+        if actor.kind in _HANDLER_KINDS and actor.in_flight
+    ]
+    lines += [
+        f"channel {channel.name!r} holds {channel.unsettled} unsettled event(s)"
+        for channel in metrics.channels
+        if channel.unsettled and not channel.name.startswith("$")
+    ]
+    return tuple(lines)
 
 
 def _left(deadline: float | None) -> float:

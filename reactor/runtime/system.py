@@ -103,6 +103,7 @@ class System:
         self._threads: list[threading.Thread] = []
         self._stop_deadline = 0.0
         self._hurried = False  # a stop at once arrived while a drain was running
+        self._abandoned = 0  # events the drain deadline left unhandled
 
     # -- start -----------------------------------------------------------------------
 
@@ -377,6 +378,11 @@ class System:
             IdleTimeout: still busy after ``timeout`` seconds; names what is busy.
             SupervisorEscalation: the system failed; nothing will get idle any more.
         """
+        if self._state == "stopped":
+            # Nothing will settle any more: waiting out the timeout would only hide that.
+            raise SystemStoppedError(
+                f"system {self.name!r} is stopped; wait_idle() before stop(), or start a new system"
+            )
         deadline = None if timeout is None else time.monotonic() + timeout
         self._wait_idle(deadline, timeout, producers=producers, hurry=False)
 
@@ -389,6 +395,11 @@ class System:
                     raise self._failure
                 if hurry and self._hurried:
                     return  # a stop at once cut the drain short
+                if not hurry and self._state == "stopped":
+                    raise SystemStoppedError(
+                        f"system {self.name!r} stopped while wait_idle() waited; "
+                        + self._busy_report(timeout).split(": ", 1)[-1]
+                    )
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     busy = "; ".join(self.busy(producers=producers))
@@ -478,6 +489,26 @@ class System:
         with self._lock:
             return _left(self._stop_deadline)
 
+    @property
+    def abandoned(self) -> int:
+        """Events the graceful stop's drain deadline left unhandled (0 if it finished).
+
+        A durable channel delivers them again at the next start; a memory channel
+        has lost them. ``reactor run`` reports them in its exit status.
+        """
+        return self._abandoned
+
+    def unreachable(self) -> tuple[str, ...]:
+        """Why each channel that cannot reach its broker takes no events now (empty if none).
+
+        Thread-safety: may be called from any thread.
+        """
+        return tuple(
+            f"channel {channel.name!r} {channel.gate.suspended}"
+            for channel in list(self._channels.values())
+            if channel.gate.suspended is not None
+        )
+
     def _report_abandoned(self) -> None:
         """Say, per consumer group, how many events the drain deadline left unhandled."""
         for stats in self.metrics().channels:
@@ -487,6 +518,7 @@ class System:
                 left = group.backlog + group.in_flight
                 if not left:
                     continue
+                self._abandoned += left
                 logger.warning(
                     "system %r: the drain deadline passed with %d events of channel %r not "
                     "handled by consumer group %r; a durable channel delivers them again at the "

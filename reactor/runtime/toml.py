@@ -236,12 +236,15 @@ _import_lock = threading.Lock()
 _from_folder: dict[str, ModuleType] = {}
 
 
-def load(path: str | os.PathLike[str], factory: Callable[..., T]) -> T:
+def load(path: str | os.PathLike[str], factory: Callable[..., T], *, import_code: bool = True) -> T:
     """Read a topology from a TOML file and validate it (behind ``Topology.from_toml``).
 
     Args:
         path: the TOML file; see the module documentation for its format.
         factory: makes the empty topology, ``factory(name, strategy=...)``.
+        import_code: import the modules that handlers and sources name; when
+            False (``reactor graph``), no user code runs and each reference
+            stands in for what it names (the topology can be drawn, not run).
 
     Returns:
         The validated topology, with ``source`` set to ``path``.
@@ -282,7 +285,7 @@ def load(path: str | os.PathLike[str], factory: Callable[..., T]) -> T:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise TopologyError(syntax_problem(file.name, text, exc), source=source) from exc
-    return _Loader(file, text).load(document, factory)
+    return _Loader(file, text, import_code).load(document, factory)
 
 
 class _Unresolved:
@@ -301,6 +304,29 @@ class _Unresolved:
 
 
 _UNRESOLVED = _Unresolved()
+
+
+class Reference:
+    """A handler or source named in a file but not imported (``import_code=False``).
+
+    It is callable and iterable so the topology validates; it refuses to run,
+    since a topology loaded this way is for drawing (``reactor graph``).
+    """
+
+    def __init__(self, reference: str) -> None:
+        self.reference = reference
+
+    def __call__(self, *args: Any) -> None:
+        raise RuntimeError(
+            f"{self.reference} was not imported (the topology was loaded without running "
+            "code); load it with Topology.from_toml(path) to run it"
+        )
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(())
+
+    def __repr__(self) -> str:
+        return f"<not imported: {self.reference}>"
 
 
 class _FreshIterable:
@@ -374,8 +400,9 @@ def _suggest(word: str, choices: Iterable[str]) -> str:
 class _Loader:
     """Turns one parsed TOML document into a Topology, collecting every problem."""
 
-    def __init__(self, file: Path, text: str) -> None:
+    def __init__(self, file: Path, text: str, import_code: bool = True) -> None:
         self.file = file
+        self.import_code = import_code
         self.folder = file.resolve().parent
         self.locator = Locator(text)
         self.problems: list[tuple[int, str]] = []  # (line or sys.maxsize, problem)
@@ -638,7 +665,7 @@ class _Loader:
         source: Any = _UNRESOLVED
         resolved = self.resolve(where, "source", settings["source"])
         if resolved is not None:
-            source = self.source(where, settings, resolved)
+            source = self.source(where, settings, resolved) if self.import_code else resolved
         options = _options(settings, ProducerDecl)
         topology.producers.append(ProducerDecl(name=name, source=source, **options))
 
@@ -736,6 +763,8 @@ class _Loader:
                 f"write it like {example!r}",
             )
             return None
+        if not self.import_code:
+            return Reference(f"{module_name}:{attribute}")
         module = self.module(module_name)
         if isinstance(module, str):
             self.report_at(where, key, f"{label}: cannot resolve {reference!r}: {module}")

@@ -257,7 +257,7 @@ class Topology(TopologyDecl, _Scope):
         return System(self, clock=clock, seed=seed, only=only).start()
 
     @classmethod
-    def from_toml(cls, path: str | os.PathLike[str]) -> Topology:
+    def from_toml(cls, path: str | os.PathLike[str], *, import_code: bool = True) -> Topology:
         """Load a topology from a TOML file and validate it.
 
         The one way to read a topology file; the format is described in
@@ -265,6 +265,9 @@ class Topology(TopologyDecl, _Scope):
 
         Args:
             path: the TOML file.
+            import_code: import the handler and source modules the file names.
+                False runs no user code (what ``reactor graph`` does): the
+                topology can be drawn and validated, not started.
 
         Returns:
             A validated topology with ``source`` set to ``path``.
@@ -276,4 +279,4 @@ class Topology(TopologyDecl, _Scope):
 
         Thread-safety: safe; handler modules are imported under a lock.
         """
-        return toml.load(path, cls)
+        return toml.load(path, cls, import_code=import_code)

@@ -17,6 +17,11 @@ that lives in that file and reference-counted by them. It owns:
 * the **schema** (``reactor_*`` tables, WAL mode) and the format check that
   refuses a foreign or corrupted file with :class:`LogFormatError`.
 
+A log holds every event's data, so a new log and its lock file are created
+``0600`` (readable by their owner only); SQLite gives the ``-wal`` and ``-shm``
+files the database file's mode. A log that cannot be created or opened (no such
+folder, no permission) is a :class:`ChannelOpenError` naming the file.
+
 Readers (one per channel actor) open their own connections with
 :meth:`LogStore.reader`; WAL lets them read while the writer writes.
 """
@@ -32,7 +37,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from reactor.channels.sqlite.options import Synchronous
-from reactor.errors import DecodeError, LogFormatError, LogLockedError
+from reactor.errors import ChannelOpenError, DecodeError, LogFormatError, LogLockedError
 from reactor.messages.codecs import JsonCodec
 
 __all__ = [
@@ -51,7 +56,9 @@ FORMAT_VERSION = "3"
 # without decoding the events it reads back. Version 3 added the consumer and the
 # time of each dead letter (reactor_deadletters.consumer, .dead_at), to list them.
 
-_UPGRADE_PAGE = 10_000  # rows read at a time when a log is upgraded to this format
+_UPGRADE_PAGE = 10_000
+# A log and its lock file: readable and writable by their owner only.
+_FILE_MODE = 0o600  # rows read at a time when a log is upgraded to this format
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS reactor_meta(
@@ -124,6 +131,7 @@ class LogStore:
         self.channels: set[str] = set()
         self._lock_fd = _take_lock(path)
         try:
+            _create_private(path)
             self.writer = _connect(path, synchronous)
             _check_and_create(self.writer, path)
         except BaseException:
@@ -217,10 +225,14 @@ def _take_lock(path: str) -> int:
     lock_path = f"{path}.lock"
     directory = os.path.dirname(lock_path) or "."
     if not os.path.isdir(directory):
-        raise FileNotFoundError(
-            f"cannot open sqlite log {path}: directory {directory} does not exist; create it first"
+        raise ChannelOpenError(
+            f"cannot open sqlite log {path}: directory {directory} does not exist; create it "
+            "first, or point the channel's backend URL at another path"
         )
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, _FILE_MODE)
+    except OSError as exc:
+        raise _open_error(path, lock_path, exc) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -239,6 +251,24 @@ def _take_lock(path: str) -> int:
     return fd
 
 
+def _open_error(path: str, file: str, exc: OSError) -> ChannelOpenError:
+    return ChannelOpenError(
+        f"cannot open sqlite log {path}: {file}: {exc.strerror or exc}; check the folder's "
+        "permissions, or point the channel's backend URL at another path"
+    )
+
+
+def _create_private(path: str) -> None:
+    """Create the log file ``0600`` if it does not exist yet (SQLite would make it ``0644``)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, _FILE_MODE)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise _open_error(path, path, exc) from None
+    os.close(fd)
+
+
 def _drop_lock(fd: int) -> None:
     with contextlib.suppress(OSError):
         fcntl.flock(fd, fcntl.LOCK_UN)
@@ -248,7 +278,13 @@ def _drop_lock(fd: int) -> None:
 def _connect(path: str, synchronous: Synchronous, *, read_only: bool = False) -> sqlite3.Connection:
     # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE ... COMMIT), so
     # nothing is ever held open between calls by the sqlite3 module's own logic.
-    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30.0)
+    try:
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30.0)
+    except sqlite3.OperationalError as exc:
+        raise ChannelOpenError(
+            f"cannot open sqlite log {path}: {exc}; check the file's and its folder's "
+            "permissions, or point the channel's backend URL at another path"
+        ) from None
     try:
         db.execute(f"PRAGMA synchronous={synchronous.upper()}")
         if read_only:
