@@ -41,6 +41,7 @@ from reactor.runtime.metrics import ActorMetrics, Health, SystemMetrics
 from reactor.runtime.router import Router
 from reactor.runtime.serve import serve
 from reactor.supervision.supervisor import StopChildren, Supervisor
+from reactor.text import redact_url
 
 if TYPE_CHECKING:
     from reactor.runtime.topology import Topology
@@ -212,7 +213,8 @@ class System:
         handle = self._router.channel(channel)
         if not isinstance(handle, Replayable):
             raise NotDurableError(
-                f"channel {channel!r} (backend {handle.config.backend!r}) keeps no log to replay; "
+                f"channel {channel!r} (backend {redact_url(handle.config.backend)!r}) keeps no "
+                "log to replay; "
                 "declare it with a durable backend such as backend='sqlite:///path.db'"
             )
         return int(handle.replay(group, from_))
@@ -275,7 +277,8 @@ class System:
         handle = self._router.channel(channel)
         if not isinstance(handle, DeadLetters):
             raise NotDurableError(
-                f"channel {channel!r} (backend {handle.config.backend!r}) does not store dead letters"
+                f"channel {channel!r} (backend {redact_url(handle.config.backend)!r}) does not "
+                "store dead letters"
             )
         return handle
 
