@@ -488,3 +488,83 @@ def test_dead_letters_usage_errors_exit_2_naming_the_thing(
     assert message in err
     assert "Traceback" not in err
     assert len(_listed(target, capsys)) == 2  # nothing was purged
+
+
+# -- control sequences in user text are shown, not obeyed -----------------------------
+
+HOSTILE = "\x1b[2J\x1b]0;title\x07\x1b]8;;http://evil.example\x07click\x1b]8;;\x07"
+
+HOSTILE_APP = """
+import reactor
+
+def explode(event):
+    raise RuntimeError({hostile!r})
+
+def doomed():
+    topo = reactor.Topology("doomed", strategy=reactor.OneForOne(max_restarts=0))
+    topo.channel("jobs")
+    topo.producer("feed", channel="jobs", topic="jobs.new", source=[1])
+    topo.consumer("explode", explode, channel="jobs", failure_threshold=1)
+    return topo
+
+def lettered():
+    topo = reactor.Topology("lettered")
+    topo.channel("jobs", backend={url!r})
+    topo.consumer("explode", explode, channel="jobs", max_deliveries=1)
+    return topo
+"""
+
+
+@pytest.fixture
+def hostile_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    name = f"hostile_{uuid.uuid4().hex[:8]}"
+    url = f"sqlite:///{tmp_path}/jobs.db"
+    (tmp_path / f"{name}.py").write_text(HOSTILE_APP.format(hostile=HOSTILE, url=url))
+    monkeypatch.chdir(tmp_path)
+    yield name
+    sys.modules.pop(name, None)
+
+
+def test_the_escalation_message_escapes_control_sequences(
+    hostile_app: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", f"{hostile_app}:doomed", "--duration", "10", "--no-dashboard"]) == 1
+    err = capsys.readouterr().err
+    assert "exceeded its restart intensity" in err
+    assert "\x1b" not in err
+    assert "\x07" not in err
+    assert "\\x1b[2J" in err
+
+
+def test_dead_letters_list_escapes_control_sequences(
+    hostile_app: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from reactor.faces.cli import load_target  # noqa: PLC0415
+
+    target = f"{hostile_app}:lettered"
+    with load_target(target).start() as system:
+        system.publish("jobs", "job.run", {"n": 1})
+        wait_for(lambda: len(system.dead_letters("jobs")) == 1, 10)
+        system.wait_idle(10)
+    assert main(["dead-letters", target, "list"]) == 0
+    out = capsys.readouterr().out
+    assert "RuntimeError: \\x1b[2J" in out
+    assert "\x1b" not in out
+    assert "\x07" not in out
+    assert main(["dead-letters", target, "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["message"] == HOSTILE  # JSON keeps the text, escaped by JSON itself
+
+
+@pytest.mark.parametrize("command", ["worker", "demo"])
+def test_worker_and_demo_serve_metrics_too(
+    command: str, app: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = "fanout" if command == "demo" else f"{app}:build"
+    assert (
+        main([command, target, "--duration", "0.5", "--no-dashboard", "--metrics-port", "0"]) == 0
+    )
+    assert re.search(
+        r"serving Prometheus metrics on http://127\.0\.0\.1:\d+/metrics", capsys.readouterr().err
+    )
+    assert not [t for t in threading.enumerate() if t.name.startswith("reactor-metrics")]

@@ -111,3 +111,51 @@ if __name__ == "__main__":
     text = README.read_text()
     before, rest = text.split(START, 1)
     README.write_text(before + START + option_tables() + END + rest.split(END, 1)[1])
+
+
+def test_the_readmes_dead_letter_subscription_runs() -> None:
+    import threading  # noqa: PLC0415 - only this test waits for a handler
+
+    import reactor  # noqa: PLC0415
+
+    match = re.search(r"### Dead letters\n.*?```python\n(.*?)```", README.read_text(), re.S)
+    assert match, "README.md lost its dead-letter subscription"
+    topo = reactor.Topology("poison")
+    topo.channel("orders")
+
+    def fail(event: reactor.Event) -> None:
+        raise ValueError("poison")
+
+    topo.consumer("billing", fail, channel="orders", max_deliveries=2, retry=Retry(min_s=0.01))
+    namespace: dict[str, object] = {"topo": topo, "Event": reactor.Event}
+    exec(compile(match.group(1), str(README), "exec"), namespace)  # our README, as documentation
+    seen: list[reactor.Event] = []
+    arrived = threading.Event()
+    handler = namespace["on_dead_letter"]
+
+    def record(letter: reactor.Event) -> None:
+        handler(letter)  # type: ignore[operator]
+        seen.append(letter)
+        arrived.set()
+
+    # The snippet declared its consumer on $system; swap in a recording wrapper of it.
+    (decl,) = [d for d in topo.consumers() if d.name == "dead-letters"]
+    assert (decl.channel, decl.patterns) == ("$system", ("$deadletter",))
+    decl.handler = record
+    with topo.start() as system:
+        system.publish("orders", "orders.created", {"id": 1})
+        assert arrived.wait(10), "the README's subscriber got no dead letter"
+    data = seen[0].data
+    assert data["event"].data == {"id": 1}
+    assert (data["error_type"], data["message"], data["attempts"]) == ("ValueError", "poison", 2)
+    assert (data["consumer"], data["group"], data["channel"]) == ("billing", "billing", "orders")
+    assert "Traceback" in data["traceback"]
+
+
+def test_the_readme_and_the_redis_backend_name_one_redis_version() -> None:
+    import reactor.channels.redis as backend  # noqa: PLC0415
+
+    assert "Redis >= 6.2" in (backend.__doc__ or "")
+    text = README.read_text()
+    assert "Redis 6.2 or newer" in text
+    assert "7.0 or newer" not in text

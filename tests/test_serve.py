@@ -223,3 +223,111 @@ def test_a_signal_during_the_drain_at_the_end_of_duration_stops_at_once(
         "stopped",
         [False, True],
     )
+
+
+# -- what a drain waits for, what it abandons, brokers out of reach ----------------------
+
+
+def test_a_drain_says_what_it_waits_for(blocking: Blocking) -> None:
+    system = start_blocked(blocking)
+    signals = FakeSignals()
+    waits: list[tuple[str, ...]] = []
+    served = Served(
+        system, signals=signals, drain_timeout=30, on_waiting=waits.append, waiting_interval=0.05
+    )
+    assert signals.installed.wait(10)
+    signals.send()
+    wait_for(lambda: waits, message="the drain never said what it waits for")
+    assert "consumer 'slow' holds 1 event(s)" in waits[0][0]
+    assert any("channel 'jobs' holds 1 unsettled event(s)" in line for line in waits[0])
+    blocking.release.set()
+    assert served.returned.wait(10)
+    served.thread.join()
+    assert served.code is ExitCode.OK
+
+
+def test_a_drain_that_times_out_returns_abandoned(blocking: Blocking) -> None:
+    system = start_blocked(blocking)
+    system.publish("jobs", "jobs.new", 2)  # waits behind the first
+    served = Served(system, signals=FakeSignals(), duration=0, drain_timeout=0.5)
+    assert served.returned.wait(20)
+    served.thread.join()
+    assert served.code is ExitCode.ABANDONED
+    assert system.abandoned == 2
+    assert served.state_on_return == "stopped"
+
+
+def test_waiting_on_lists_holders_and_unsettled_channels_only() -> None:
+    from reactor.runtime.serve import waiting_on  # noqa: PLC0415 - one test needs it
+
+    topo = Topology("idle")
+    topo.channel("jobs")
+    topo.consumer("c", lambda event: None, channel="jobs")
+    with topo.start() as system:
+        assert waiting_on(system.metrics()) == ()
+
+
+def test_a_channel_that_never_reaches_redis_stops_the_run_after_connect_timeout(
+    unused_port: int,
+) -> None:
+    pytest.importorskip("redis")
+    topo = Topology("unreachable")
+    topo.channel("jobs", backend=f"redis://:hunter2@127.0.0.1:{unused_port}/0?block_ms=50")
+    topo.consumer("c", lambda event: None, channel="jobs")
+    system = topo.start()
+    told: list[tuple[str, ...]] = []
+    code = serve(system, signals=FakeSignals(), connect_timeout=0.2, on_unreachable=told.append)
+    assert code is ExitCode.UNREACHABLE
+    assert system.state == "stopped"
+    assert len(told) == 1
+    assert f"channel 'jobs' cannot reach Redis at redis://127.0.0.1:{unused_port}/0" in told[0][0]
+    assert "hunter2" not in told[0][0]
+
+
+def test_without_connect_timeout_an_unreachable_broker_is_waited_for(unused_port: int) -> None:
+    pytest.importorskip("redis")
+    topo = Topology("patient")
+    topo.channel("jobs", backend=f"redis://127.0.0.1:{unused_port}/0?block_ms=50")
+    topo.consumer("c", lambda event: None, channel="jobs")
+    system = topo.start()
+    assert system.unreachable()  # the channel knows at once
+    code = serve(system, signals=FakeSignals(), duration=0.2, drain_timeout=0.5)
+    assert code is ExitCode.OK
+
+
+@pytest.fixture
+def unused_port() -> int:
+    import socket  # noqa: PLC0415 - only these tests need a port where nothing listens
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_wait_idle_after_stop_raises_at_once() -> None:
+    topo = Topology("stopped")
+    topo.channel("jobs")
+    topo.consumer("c", lambda event: None, channel="jobs")
+    system = topo.start()
+    system.stop()
+    with pytest.raises(reactor.SystemStoppedError, match="is stopped; wait_idle\\(\\) before stop"):
+        system.wait_idle(timeout=3600)  # would wait an hour if it waited at all
+
+
+def test_wait_idle_raises_when_the_system_stops_while_it_waits(blocking: Blocking) -> None:
+    system = start_blocked(blocking)
+    errors: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            system.wait_idle(timeout=3600)
+        except BaseException as exc:
+            errors.append(exc)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    system.stop(timeout=0.5, drain=False)
+    waiter.join(10)
+    assert not waiter.is_alive(), "wait_idle() kept waiting on a stopped system"
+    assert len(errors) == 1
+    assert isinstance(errors[0], reactor.SystemStoppedError)
