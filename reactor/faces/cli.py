@@ -63,7 +63,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse that raises instead of exiting, so ``main`` can return 2 itself."""
 
     def error(self, message: str) -> Any:
-        raise UsageError(f"{self.prog}: {message}\n{self.format_usage().strip()}")
+        raise UsageError(f"{self.prog}: {message}; see `{self.prog} --help`")
 
 
 # -- running ---------------------------------------------------------------------------
@@ -245,19 +245,36 @@ def _show(
 # -- commands --------------------------------------------------------------------------
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def _common_options(*, defaults: bool) -> _Parser:
+    """``--log-level`` and ``--debug``, taken before or after the command's name.
+
+    The subcommands' copies have no defaults, so that ``reactor --debug run x``
+    is not undone by ``run``'s own default.
+    """
     common = _Parser(add_help=False)
     common.add_argument(
         "--log-level",
         choices=logs.LEVELS,
-        default="warning",
+        default="warning" if defaults else argparse.SUPPRESS,
         metavar="LEVEL",
         help=f"show reactor's log on stderr from LEVEL up ({', '.join(logs.LEVELS)}; "
         "default warning)",
     )
-    common.add_argument("--debug", action="store_true", help="show tracebacks with errors")
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        default=False if defaults else argparse.SUPPRESS,
+        help="show tracebacks with errors",
+    )
+    return common
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    common = _common_options(defaults=False)
     parser = _Parser(
-        prog="reactor", description="An event-driven runtime on the actor model.", parents=[common]
+        prog="reactor",
+        description="An event-driven runtime on the actor model.",
+        parents=[_common_options(defaults=True)],
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 

@@ -124,7 +124,6 @@ modules from a TOML file's folder are serialised.
 from __future__ import annotations
 
 import datetime
-import difflib
 import importlib
 import inspect
 import os
@@ -159,6 +158,7 @@ from reactor.supervision.strategy import (
     Retry,
     Strategy,
 )
+from reactor.text import did_you_mean
 
 # Internal: the public way to read a file is reactor.Topology.from_toml.
 __all__: list[str] = []
@@ -393,8 +393,7 @@ def _options(settings: dict[str, Any], cls: type) -> dict[str, Any]:
 
 
 def _suggest(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    return did_you_mean(word, choices)
 
 
 class _Loader:
