@@ -118,9 +118,14 @@ def test_the_redis_extra_missing_is_one_line(tmp_path: Path) -> None:
     assert "pip install" in line
 
 
-def test_a_missing_sqlite_folder_is_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "command",
+    [("run", "--duration", "0.2"), ("worker", "--duration", "0.2"), ("dead-letters", "list")],
+)
+def test_a_missing_sqlite_folder_is_one_line(command: tuple[str, ...], tmp_path: Path) -> None:
     target = topology_file(tmp_path, "sqlite:///no/such/folder/log.db")
-    result = reactor_cli("run", target, "--duration", "0.2", "--no-dashboard", cwd=tmp_path)
+    name, *rest = command
+    result = reactor_cli(name, target, *rest, cwd=tmp_path)
     assert result.returncode == 2
     line = one_line(result)
     assert "folder does not exist" in line or "does not exist" in line
@@ -374,3 +379,23 @@ def test_the_readmes_shop_command_runs_from_the_repository_root() -> None:
     result = reactor_cli("run", "demos/shop.toml", "--json", "--duration", "1", cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert '"name":"shop"' in result.stdout
+
+
+def test_a_running_sqlite_logs_files_are_private_too(tmp_path: Path) -> None:
+    import reactor  # noqa: PLC0415 - this one runs in process, to look while it runs
+
+    topo = reactor.Topology("private")
+    topo.channel("orders", backend=f"sqlite:///{tmp_path}/log.db")
+    topo.consumer("c", lambda event: None, channel="orders")
+    old = os.umask(0o022)
+    try:
+        with topo.start() as system:
+            system.publish("orders", "orders.created", {"secret": "card number"})
+            system.wait_idle(10)
+            files = sorted(tmp_path.glob("log.db*"))
+            assert {path.name for path in files} >= {"log.db", "log.db.lock", "log.db-wal"}
+            for path in files:
+                mode = stat.S_IMODE(path.stat().st_mode)
+                assert mode & 0o077 == 0, f"{path.name} is {oct(mode)}"
+    finally:
+        os.umask(old)
