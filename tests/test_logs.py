@@ -69,3 +69,19 @@ def test_uninstall_gives_the_logger_its_level_back() -> None:
     logs.uninstall(handler)
     assert logger.level == before
     assert handler not in logger.handlers
+
+
+def test_only_the_latest_records_are_held_and_the_rest_are_counted() -> None:
+    out, buffer = console()
+    handler = logs.install(out, "warning")
+    logger = logging.getLogger("reactor")
+    try:
+        with handler.held():
+            for n in range(logs.HELD_RECORDS + 5):
+                logger.warning("line %d", n)
+    finally:
+        logs.uninstall(handler)
+    lines = buffer.getvalue().splitlines()
+    assert lines[0].startswith("reactor: 5 earlier log line(s) not kept")
+    assert lines[1] == "reactor: warning: line 5"
+    assert len(lines) == logs.HELD_RECORDS + 1

@@ -8,8 +8,9 @@ subscribed to ``$system``. ``--log-level`` picks the least severe level shown
 summed up as ``Type: message`` on the same line.
 
 While the live dashboard owns the terminal, lines written to stderr would tear
-its frame: records are held (the latest :data:`HELD_RECORDS`) and written when
-the dashboard ends.
+its frame, and the dashboard shows crashes, restarts and problems itself: the
+latest :data:`HELD_RECORDS` records are held and written when it ends, with
+how many earlier ones were not kept (run without the dashboard to see them all).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from reactor.text import printable
 __all__ = ["HELD_RECORDS", "LEVELS", "TerminalLog", "install", "uninstall"]
 
 LEVELS = ("debug", "info", "warning", "error")
-HELD_RECORDS = 200
+HELD_RECORDS = 20
 _STYLES = {"WARNING": "yellow", "ERROR": "red", "CRITICAL": "bold red"}
 
 
@@ -82,7 +83,9 @@ class TerminalLog(logging.Handler):
                 held, self._held = self._held, None
             if self.dropped:
                 self._console.print(
-                    f"reactor: {self.dropped} earlier log line(s) not kept", highlight=False
+                    f"reactor: {self.dropped} earlier log line(s) not kept while the dashboard "
+                    "ran (--no-dashboard shows every line)",
+                    highlight=False,
                 )
                 self.dropped = 0
             for record in held or ():

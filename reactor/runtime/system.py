@@ -380,6 +380,8 @@ class System:
         Raises:
             IdleTimeout: still busy after ``timeout`` seconds; names what is busy.
             SupervisorEscalation: the system failed; nothing will get idle any more.
+            SystemStoppedError: the system is stopped (at once), or stopped while
+                this waited: nothing will settle any more.
         """
         if self._state == "stopped":
             # Nothing will settle any more: waiting out the timeout would only hide that.
@@ -400,8 +402,8 @@ class System:
                     return  # a stop at once cut the drain short
                 if not hurry and self._state == "stopped":
                     raise SystemStoppedError(
-                        f"system {self.name!r} stopped while wait_idle() waited; "
-                        + self._busy_report(timeout).split(": ", 1)[-1]
+                        f"system {self.name!r} stopped while wait_idle() waited, with events "
+                        "unsettled; call wait_idle() before stop()"
                     )
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
