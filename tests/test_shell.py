@@ -170,11 +170,12 @@ def test_a_metrics_port_out_of_range_is_a_usage_error(command: str, tmp_path: Pa
     assert "port 99999 is out of range" in one_line(result)
 
 
-def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+@pytest.mark.parametrize("before", [True, False])
+def test_debug_shows_the_traceback(before: bool, tmp_path: Path) -> None:
     target = topology_file(tmp_path, "sqlite:///no/such/folder/log.db")
-    result = reactor_cli(
-        "run", target, "--duration", "0.2", "--no-dashboard", "--debug", cwd=tmp_path
-    )
+    command = ["run", target, "--duration", "0.2", "--no-dashboard"]
+    command = ["--debug", *command] if before else [*command, "--debug"]
+    result = reactor_cli(*command, cwd=tmp_path)
     assert result.returncode == 2
     assert "Traceback" in result.stderr
     assert "ChannelOpenError" in result.stderr
