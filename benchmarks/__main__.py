@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from benchmarks import dashboard, failures, pipeline, redis, sqlite, supervision
+from benchmarks import coldstart, dashboard, failures, pipeline, redis, sqlite, supervision
 
 Benchmark = Callable[[list[str]], int]
 
@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "redis": redis.main,
     "dashboard": dashboard.main,
     "failures": failures.main,
+    "coldstart": coldstart.main,
 }
 
 USAGE = "usage: python -m benchmarks {list | NAME [--help] [options]}"

@@ -604,9 +604,9 @@ ONE_PROBLEM: list[tuple[str, str, str, tuple[str, ...]]] = [
         ("; add a [channels.ordrs] table",),
     ),
     (
-        "pool of no members",
-        '[channels.orders]\n[pools.p]\nchannel = "orders"\nhandler = "json:dumps"\nmin_size = 0\n',
-        "line 5: pool 'p': min_size must be a positive integer, got 0",
+        "pool of fewer than no members",
+        '[channels.orders]\n[pools.p]\nchannel = "orders"\nhandler = "json:dumps"\nmin_size = -1\n',
+        "line 5: pool 'p': min_size must be an integer >= 0, got -1",
         (),
     ),
     (

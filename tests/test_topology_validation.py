@@ -143,12 +143,12 @@ ONE_PROBLEM: list[tuple[str, Callable[[Topology], object], str]] = [
     (
         "pool smaller at most than at least",
         lambda t: t.pool("mailer", handle, channel="orders", min_size=5, max_size=2),
-        "pool 'mailer': needs 1 <= min_size <= max_size, got min_size=5, max_size=2",
+        "pool 'mailer': needs 0 <= min_size <= max_size, got min_size=5, max_size=2",
     ),
     (
-        "pool of no members",
-        lambda t: t.pool("mailer", handle, channel="orders", min_size=0),
-        "pool 'mailer': min_size must be a positive integer, got 0",
+        "pool of fewer than no members",
+        lambda t: t.pool("mailer", handle, channel="orders", min_size=-1),
+        "pool 'mailer': min_size must be an integer >= 0, got -1",
     ),
     (
         "source of no kind",
@@ -347,7 +347,7 @@ def test_several_problems_reported_together() -> None:
         "consumer 'billing': invalid pattern 'orders.#x'",
         "consumer 'billing': has no handler",
         "pool 'billing': the name is already used by a consumer",
-        "pool 'billing': needs 1 <= min_size <= max_size",
+        "pool 'billing': needs 0 <= min_size <= max_size",
         # Same name, so same group as the consumer, with another pattern.
         "pool 'billing': shares group 'billing' on channel 'orders' with 'billing'",
         "consumer '$spy': names starting with '$' are reserved",

@@ -112,6 +112,7 @@ class Group(Generic[Held]):
         "held_keys",
         "max_deliveries",
         "members",
+        "moving",
         "nacked",
         "name",
         "order",
@@ -140,6 +141,10 @@ class Group(Generic[Held]):
         # many of its events are delayed), so per-key order holds across retries.
         self.delayed: list[tuple[float, int, str | None]] = []
         self.held_keys: dict[str, int] = {}
+        # Keys that changed hands while events of theirs were in flight: key -> (seq,
+        # member) of those events. Their new owner waits until they are settled, so a
+        # change of membership (a pool scaling, a restart) never reorders a key.
+        self.moving: dict[str, list[tuple[int, Member]]] = {}
         self.errors: dict[int, ErrorInfo] = {}  # seq -> why its last attempt failed
         self.delivered = 0
         self.acked = 0
@@ -243,14 +248,24 @@ class Group(Generic[Held]):
         return count
 
     def repartition(self) -> None:
-        """Spread keyed seqs over the current members (membership changed)."""
+        """Spread keyed seqs over the current members (membership changed).
+
+        A key whose events are in flight at a member when it changes hands is
+        pinned (``moving``) until they are settled: its new owner gets its next
+        events only then.
+        """
+        events = self.events
+        for member in self.order:
+            for seq in member.in_flight:
+                event = events.get(seq)
+                if event is not None and event.key is not None:
+                    self.moving.setdefault(event.key, []).append((seq, member))
         old_queues = [m.keyed for m in self.order]
         self.order = sorted(self.members.values(), key=lambda m: m.name)
         pending = list(merge(self.orphans, *old_queues))
         for member in self.order:
             member.keyed = deque()
         self.orphans = deque()
-        events = self.events
         for seq in pending:
             event = events.get(seq)
             if event is not None:
@@ -285,6 +300,7 @@ class Group(Generic[Held]):
         max_deliveries = self.max_deliveries
         in_flight = member.in_flight
         held_keys = self.held_keys
+        moving = self.moving
         waiting: list[int] = []  # keyed seqs behind a delayed event of their key
         seqs: list[int] = []
         batch: list[Held] = []
@@ -292,9 +308,11 @@ class Group(Generic[Held]):
         while len(seqs) < limit:
             if keyed and (not shared or keyed[0] < shared[0]):
                 seq = keyed.popleft()
-                if held_keys:
+                if held_keys or moving:
                     event = events.get(seq)
-                    if event is not None and event.key in held_keys:
+                    if event is not None and (
+                        event.key in held_keys or (moving and self._pinned(event.key, member))
+                    ):
                         waiting.append(seq)
                         continue
             elif shared:
@@ -335,6 +353,21 @@ class Group(Generic[Held]):
             failures or None,
             member.nacks,
         )
+
+    def _pinned(self, key: str | None, member: Member) -> bool:
+        """Whether ``key`` still has events in flight at a member other than ``member``."""
+        if key is None:
+            return False
+        pins = self.moving.get(key)
+        if pins is None:
+            return False
+        # Checked afresh: whatever settled them (ack, nack, a leave) settled the pin.
+        pins = [(seq, holder) for seq, holder in pins if seq in holder.in_flight]
+        if not pins:
+            del self.moving[key]
+            return False
+        self.moving[key] = pins
+        return any(holder is not member for _, holder in pins)
 
     def _fill_fresh(self, member: Member, limit: int) -> Deliver | None:
         """:meth:`fill` when only the shared queue has seqs (and none may be abandoned).

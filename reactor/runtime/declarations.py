@@ -365,7 +365,12 @@ class PoolDecl(ConsumerDecl):
         "events the channel may hand each member ahead of time (smaller than a "
         "consumer's 256, so a backlog is left for members added by scaling)",
     )
-    min_size: int = _count(1, "members always running")
+    min_size: int = option(
+        1,
+        kind="int",
+        min=0,
+        doc="members always running; 0: none while the group has nothing to do",
+    )
     max_size: int = _count(4, "most members, reached on backlog")
     scaling: PoolScaling = _table(
         PoolScaling, _check_scaling, "when the pool grows and shrinks: a `reactor.PoolScaling`"
@@ -580,7 +585,7 @@ class TopologyDecl:
             problems += own
             sizes_ok = not any(problem.field in ("min_size", "max_size") for problem in own)
             if isinstance(decl, PoolDecl) and sizes_ok and decl.min_size > decl.max_size:
-                text = f"needs 1 <= min_size <= max_size, got min_size={decl.min_size!r}, max_size={decl.max_size!r}"
+                text = f"needs 0 <= min_size <= max_size, got min_size={decl.min_size!r}, max_size={decl.max_size!r}"
                 problems.append(_problem(decl, "min_size", text))
             concurrency_ok = not any(problem.field == "concurrency" for problem in own)
             if concurrency_ok and decl.concurrency > 1 and not is_async(decl.handler):

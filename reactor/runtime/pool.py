@@ -10,6 +10,13 @@ consumer group. Every ``interval_s`` it looks at the group's backlog:
 
 Scaling up is quick and scaling down slow on purpose: a burst is served at once,
 and a pause between bursts does not make the pool flap.
+
+A pool with ``min_size = 0`` scales to zero, as a function does: its last member
+leaves once the group has had nothing waiting and nothing in flight for
+``idle_s``, and while it has no member the pool looks every
+:data:`_ZERO_LOOK_S` (or ``interval_s``, if shorter) and starts one as soon as
+anything waits: a cold start. Events that arrive meanwhile wait in the channel,
+keyed ones in order, so nothing is lost or reordered by scaling.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ from reactor.supervision.supervisor import ChildSpec, Supervisor, SupervisorConf
 __all__ = ["Pool", "PoolConfig", "PoolScaling"]
 
 _AUTOSCALE = "autoscale"
+# How often a pool with no member looks for work: the most a cold start waits to begin.
+_ZERO_LOOK_S = 0.01
 
 
 @attrs.frozen(slots=True)
@@ -48,6 +57,13 @@ class PoolScaling:
     )
     down_after: int = option(
         8, kind="int", positive=True, doc="looks in a row without backlog to shrink"
+    )
+    idle_s: float = option(
+        10.0,
+        kind="seconds",
+        min=0,
+        max=86_400,
+        doc="with `min_size = 0`: seconds with nothing to do before the last member leaves",
     )
 
 
@@ -72,6 +88,7 @@ class Pool(Supervisor):
         self._next_index = pool.min_size + 1
         self._up_streak = 0
         self._down_streak = 0
+        self._idle_since: float | None = None  # clock time since when the group had nothing to do
         self.scale_events: list[tuple[str, int]] = []
 
     @property
@@ -91,7 +108,10 @@ class Pool(Supervisor):
 
     def _arm_autoscale(self) -> None:
         address, tick = self.actor_address, Tick((_AUTOSCALE, self.actor_incarnation))
-        self.actor_clock.call_later(self.pool.scaling.interval_s, lambda: address.tell(tick))
+        interval = self.pool.scaling.interval_s
+        if self.size == 0:
+            interval = min(interval, _ZERO_LOOK_S)
+        self.actor_clock.call_later(interval, lambda: address.tell(tick))
 
     def _autoscale(self) -> None:
         stats = self.pool.group_stats()
@@ -99,6 +119,22 @@ class Pool(Supervisor):
             return
         scaling = self.pool.scaling
         size = self.size
+        if stats.backlog or stats.in_flight:
+            self._idle_since = None
+        elif self._idle_since is None:
+            self._idle_since = self.actor_clock.monotonic()
+        if size == 0:
+            if stats.backlog:
+                self._grow()  # a cold start: anything waiting gets a member at once
+            return
+        if (
+            size == 1
+            and self.pool.min_size == 0
+            and self._idle_since is not None
+            and self.actor_clock.monotonic() - self._idle_since >= scaling.idle_s
+        ):
+            self._shrink()
+            return
         if stats.backlog > scaling.scale_up_backlog * max(1, size):
             self._up_streak += 1
             self._down_streak = 0
@@ -108,13 +144,19 @@ class Pool(Supervisor):
         else:
             self._up_streak = self._down_streak = 0
         if self._up_streak >= scaling.up_after and size < self.pool.max_size:
-            self._up_streak = 0
-            index = self._next_index
-            self._next_index += 1
-            if self._add_child(self.pool.member(index)):
-                self.scale_events.append(("up", self.size))
-        elif self._down_streak >= scaling.down_after and size > self.pool.min_size:
-            self._down_streak = 0
-            newest = self.children[-1]
-            self._remove_child(newest.spec.name)
-            self.scale_events.append(("down", self.size))
+            self._grow()
+        elif self._down_streak >= scaling.down_after and size > max(1, self.pool.min_size):
+            self._shrink()  # to zero only after idle_s, above
+
+    def _grow(self) -> None:
+        self._up_streak = 0
+        index = self._next_index
+        self._next_index += 1
+        if self._add_child(self.pool.member(index)):
+            self.scale_events.append(("up", self.size))
+
+    def _shrink(self) -> None:
+        self._down_streak = 0
+        newest = self.children[-1]
+        self._remove_child(newest.spec.name)
+        self.scale_events.append(("down", self.size))

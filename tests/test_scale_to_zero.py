@@ -1,0 +1,92 @@
+"""Pools with ``min_size=0``: no member while idle, a cold start on demand, nothing lost."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import reactor
+from reactor import Event, PoolScaling, Topology
+from reactor.runtime.system import System
+from reactor.testing import wait_for
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _members(system: System) -> int:
+    return sum(1 for actor in system.metrics().actors if actor.supervisor == "fn")
+
+
+class Slow:
+    """Handles events once ``go`` is set; records them per key."""
+
+    def __init__(self) -> None:
+        self.go = threading.Event()
+        self.lock = threading.Lock()
+        self.seen: list[Event] = []
+
+    def __call__(self, event: Event) -> None:
+        self.go.wait(10)
+        with self.lock:
+            self.seen.append(event)
+
+
+def test_a_pool_goes_from_zero_to_many_and_back_to_zero_losing_nothing() -> None:
+    handler = Slow()
+    topo = Topology("zero")
+    topo.channel("jobs")
+    topo.pool(
+        "fn",
+        handler,
+        channel="jobs",
+        min_size=0,
+        max_size=3,
+        prefetch=4,
+        scaling=PoolScaling(interval_s=0.02, scale_up_backlog=5, up_after=1, idle_s=0.2),
+    )
+    with topo.start() as system:
+        assert _members(system) == 0, "no member before there is work"
+        for n in range(60):
+            system.publish("jobs", "job.run", n, key=f"k{n % 6}")
+        wait_for(lambda: _members(system) == 3, timeout=20, message="the pool grows on backlog")
+        handler.go.set()
+        system.wait_idle(20)
+        wait_for(lambda: _members(system) == 0, timeout=20, message="idle, it goes back to zero")
+        # A cold start: the next event finds no member and gets one.
+        handler.go.clear()
+        system.publish("jobs", "job.run", 60, key="k0")
+        wait_for(lambda: _members(system) == 1, timeout=10, message="a cold start")
+        handler.go.set()
+        system.wait_idle(20)
+        wait_for(lambda: _members(system) == 0, timeout=20)
+        pool = system.metrics().actor("fn")
+    assert sorted(e.data for e in handler.seen) == list(range(61)), "lost or doubled"
+    by_key: dict[str, list[int]] = {}
+    for event in handler.seen:
+        by_key.setdefault(event.key or "", []).append(event.data)
+    assert all(v == sorted(v) for v in by_key.values()), "a key's order broke across scaling"
+    assert pool.handled == 61  # the members' work stays counted in the pool
+
+
+def test_an_idle_pool_at_zero_keeps_events_until_a_member_comes() -> None:
+    handler = Slow()
+    handler.go.set()
+    topo = Topology("parked")
+    topo.channel("jobs")
+    topo.pool(
+        "fn", handler, channel="jobs", min_size=0, max_size=1, scaling=PoolScaling(idle_s=0.1)
+    )
+    with topo.start() as system:
+        for n in range(10):
+            system.publish("jobs", "job.run", n, key="same")
+        system.wait_idle(10)
+    assert [e.data for e in handler.seen] == list(range(10))
+
+
+def test_min_size_zero_is_valid_but_negative_is_not() -> None:
+    topo = Topology("sizes")
+    topo.channel("jobs")
+    topo.pool("fn", lambda e: None, channel="jobs", min_size=-1, max_size=2)
+    with pytest.raises(reactor.TopologyError, match="min_size"):
+        topo.validate()
