@@ -26,6 +26,7 @@ __all__ = [
     "NotAnEventError",
     "NotDurableError",
     "ReactorError",
+    "RequestTimeout",
     "RedisUnavailable",
     "ResultError",
     "SupervisorEscalation",
@@ -214,3 +215,7 @@ class NotInHandlerError(ReactorError, RuntimeError):
 class ChannelOpenError(ReactorError, OSError):
     """A channel cannot be opened: its log's folder is missing, its file cannot be
     created or read. The message names the channel's file and what to do."""
+
+
+class RequestTimeout(ReactorError, TimeoutError):
+    """No reply came to a request in time: see :meth:`reactor.System.request`."""

@@ -40,6 +40,7 @@ def test_the_readme_service_example_runs(capsys: pytest.CaptureFixture[str]) -> 
     out = capsys.readouterr().out
     assert "accepted " in out
     assert "billing order 7" in out
+    assert "quoted 42" in out
 
 
 # -- the option table, derived from the schema -----------------------------------------------

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from reactor.messages.event import Event
 
 __all__ = [
+    "CarriesReplies",
     "Channel",
     "ChannelBackend",
     "ChannelConfig",
@@ -340,6 +341,22 @@ def choose_letters(
     by_id = {id_of(letter): letter for letter in letters}
     missing_letters(config.name, ids, by_id)
     return [by_id[i] for i in dict.fromkeys(ids)]
+
+
+@runtime_checkable
+class CarriesReplies(Protocol):
+    """A channel whose broker carries replies to requesters in other processes.
+
+    A process that sends requests over such a channel has an inbox there (named by
+    its :class:`~reactor.runtime.replies.Replies`), opened on its first request; a
+    consumer in any process sends its reply to the requester's inbox.
+    """
+
+    def send_reply(self, inbox: str, reply: Event) -> None:
+        """Put ``reply`` in the inbox ``inbox``, wherever its process runs."""
+
+    def open_inbox(self, inbox: str, deliver: Callable[[Event], object]) -> None:
+        """Start handing what arrives in ``inbox`` to ``deliver`` (once; later calls do nothing)."""
 
 
 @runtime_checkable

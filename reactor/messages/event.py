@@ -16,7 +16,10 @@ import attrs
 from reactor.messages.freeze import _SCALARS, FrozenDict, freeze
 from reactor.messages.topics import validate_topic
 
-__all__ = ["Event", "new_event_id"]
+__all__ = ["REPLY_TO", "Event", "new_event_id"]
+
+# The header of a request that says where its reply goes (set by System.request).
+REPLY_TO = "reactor-reply-to"
 
 _UTC: Final = UTC
 
@@ -272,6 +275,36 @@ class Event:
             _NO_HEADERS if headers is None else _check_headers(headers),
             id if correlation_id is None else _check_id(correlation_id, "correlation_id"),
             None if causation_id is None else _check_id(causation_id, "causation_id"),
+        )
+
+    def reply(
+        self,
+        data: Any = None,
+        *,
+        topic: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Event:
+        """The reply to this event, for a handler to return when the event is a request.
+
+        A consumer that returns it sends it back to whoever called
+        :meth:`reactor.System.request`, not into its output channel. Returned for an
+        event that is no request, it is an ordinary follow-up event.
+
+        Args:
+            data: the reply's payload.
+            topic: the reply's topic; ``"<this topic>.reply"`` unless given.
+            headers: the reply's headers (reactor adds where it goes).
+
+        Returns:
+            An event derived from this one (same correlation id, causation id = this
+            event's id) that carries this request's reply address.
+        """
+        extra = dict(headers) if headers is not None else {}
+        to = self.headers.get(REPLY_TO)
+        if to is not None:
+            extra[REPLY_TO] = to
+        return self.derive(
+            topic if topic is not None else f"{self.topic}.reply", data, headers=extra
         )
 
     def derive(

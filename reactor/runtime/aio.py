@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from reactor.errors import IdleTimeout, SystemStoppedError
 from reactor.messages.event import Event
+from reactor.runtime.replies import no_reply
 from reactor.runtime.system import System
 
 if TYPE_CHECKING:
@@ -168,6 +169,41 @@ class AsyncSystem:
         return await self._in_turn(
             channel, self.system.publish_many, channel, list(events), timeout=timeout
         )
+
+    async def request(
+        self,
+        channel: str,
+        topic: str,
+        data: Any = None,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 10.0,
+    ) -> Event:
+        """Publish a request and await its reply: :meth:`System.request`.
+
+        Raises:
+            RequestTimeout: no reply within ``timeout``; a later reply is dropped and counted.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        future = await self._in_turn(
+            channel,
+            self.system.submit_request,
+            channel,
+            topic,
+            data,
+            key=key,
+            headers=headers,
+            timeout=timeout,
+        )
+        try:
+            return await asyncio.wait_for(
+                asyncio.wrap_future(future), max(0.0, deadline - loop.time())
+            )
+        except TimeoutError:
+            future.cancel()
+            raise no_reply(future.request, channel, timeout) from None
 
     async def _in_turn(
         self, channel: str, call: Callable[..., _T], *args: Any, **kwargs: Any

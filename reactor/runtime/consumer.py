@@ -77,7 +77,7 @@ from reactor.messages.control import (
     Release,
     Tick,
 )
-from reactor.messages.event import Event
+from reactor.messages.event import REPLY_TO, Event
 from reactor.runtime.handling import Delivery, as_events, current_delivery, handling
 from reactor.runtime.router import Router
 from reactor.supervision.strategy import Retry
@@ -455,6 +455,13 @@ class ConsumerActor(ReactorActor):
 
     def _publish(self, events: list[Event]) -> None:
         runtime = self.runtime
+        if any(REPLY_TO in event.headers for event in events):
+            # Replies go back to their requester, not into the output channel.
+            for reply in [event for event in events if REPLY_TO in event.headers]:
+                runtime.router.reply(runtime.channel, reply)
+            events = [event for event in events if REPLY_TO not in event.headers]
+            if not events:
+                return
         # Waiting for room in the channel we consume from would wait on ourselves.
         overdraft = runtime.output == runtime.channel
         sent = runtime.router.publish(

@@ -52,6 +52,8 @@ class SystemMetrics:
     uptime_s: float
     actors: tuple[ActorMetrics, ...]
     channels: tuple[ChannelMetrics, ...]
+    requests_waiting: int = 0  # requests (System.request) waiting for their reply
+    late_replies: int = 0  # replies that came after their request gave up: dropped
 
     def actor(self, name: str) -> ActorMetrics:
         """The metrics of the actor called ``name``.

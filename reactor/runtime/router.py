@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 
-from reactor.channels.backend import Channel
+from reactor.channels.backend import CarriesReplies, Channel
 from reactor.errors import BackpressureTimeout, ChannelFull, NotAnEventError, UnknownChannelError
 from reactor.messages import lifecycle
-from reactor.messages.event import Event
+from reactor.messages.event import REPLY_TO, Event
+from reactor.runtime.replies import Replies
 from reactor.text import did_you_mean
 
 __all__ = ["Router"]
@@ -27,6 +28,29 @@ class Router:
 
     def __init__(self, channels: Mapping[str, Channel]) -> None:
         self.channels = dict(channels)
+        self.replies = Replies()
+
+    def reply(self, channel_name: str, reply: Event) -> None:
+        """Send ``reply`` (it carries ``reactor-reply-to``) back to its requester.
+
+        ``channel_name`` is the channel the request came through: across processes
+        its broker carries the reply. A reply with nowhere to go is dropped, logged.
+        """
+        inbox = reply.headers[REPLY_TO]
+        if inbox == self.replies.inbox:
+            self.replies.deliver(reply)
+            return
+        channel = self.channel(channel_name)
+        if isinstance(channel, CarriesReplies):
+            channel.send_reply(inbox, reply)
+        else:
+            logger.warning(
+                "channel %r: the reply %s has no way back to its requester (another "
+                "process, and a %r channel carries no replies between processes); dropped",
+                channel_name,
+                reply.id,
+                channel.config.backend,
+            )
 
     def channel(self, name: str) -> Channel:
         channel = self.channels.get(name)

@@ -12,6 +12,7 @@ lines: what is not the facade (assembly, the run loop) lives beside it.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import logging
 import threading
 import time
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from reactor.actors.address import Address
 from reactor.actors.base import ActorContext
 from reactor.channels.backend import (
+    CarriesReplies,
     DeadLetter,
     DeadLetters,
     Replayable,
@@ -35,9 +37,10 @@ from reactor.errors import (
     SystemStoppedError,
 )
 from reactor.messages import lifecycle
-from reactor.messages.event import Event
+from reactor.messages.event import REPLY_TO, Event
 from reactor.runtime.assembly import Assembly
 from reactor.runtime.metrics import ActorMetrics, Health, SystemMetrics
+from reactor.runtime.replies import ReplyFuture, no_reply
 from reactor.runtime.router import Router
 from reactor.runtime.serve import serve
 from reactor.supervision.supervisor import StopChildren, Supervisor
@@ -192,6 +195,72 @@ class System:
         self._check_running()
         return self._router.publish(channel, list(events), timeout=timeout)
 
+    def request(
+        self,
+        channel: str,
+        topic: str,
+        data: Any = None,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 10.0,
+    ) -> Event:
+        """Publish a request and wait for its reply: the event a handler returned as
+        ``event.reply(data)``.
+
+        ``timeout`` covers both the publish (on a full channel) and the wait. Over a
+        ``redis`` channel the consumer may run in another process (``reactor worker``).
+
+        Raises:
+            RequestTimeout: no reply within ``timeout``; a reply that comes later is
+                dropped and counted in ``metrics().late_replies``.
+            (and what :meth:`publish` raises)
+        """
+        deadline = time.monotonic() + timeout
+        future = self.submit_request(
+            channel, topic, data, key=key, headers=headers, timeout=timeout
+        )
+        try:
+            return future.result(timeout=max(0.0, deadline - time.monotonic()))
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise no_reply(future.request, channel, timeout) from None
+
+    def submit_request(
+        self,
+        channel: str,
+        topic: str,
+        data: Any = None,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = 30.0,
+    ) -> ReplyFuture:
+        """Publish a request and return a future of its reply, for callers that wait
+        their own way (:class:`~reactor.AsyncSystem` awaits it).
+
+        The future's ``request`` is the request event. Cancel the future to
+        stop waiting; a reply that comes later is dropped and counted.
+
+        Raises:
+            what :meth:`publish` raises (``timeout`` is the publish's).
+        """
+        replies = self._router.replies
+        request = Event.create(
+            topic, data, key=key, headers={**(headers or {}), REPLY_TO: replies.inbox}
+        )
+        self._check_running()
+        handle = self._router.channel(channel)
+        if isinstance(handle, CarriesReplies):
+            handle.open_inbox(replies.inbox, replies.deliver)
+        future = replies.expect(request)
+        try:
+            self._router.publish(channel, (request,), timeout=timeout)
+        except BaseException:
+            future.cancel()
+            raise
+        return future
+
     def replay(self, channel: str, group: str, from_: Any = "earliest") -> int:
         """Rewind ``group`` on a durable ``channel`` so it gets every event from ``from_`` on again.
 
@@ -336,6 +405,8 @@ class System:
             uptime_s=(time.monotonic() - self._started_at) if self._started_at else 0.0,
             actors=tuple(actors),
             channels=tuple(channel.stats() for channel in self._channels.values()),
+            requests_waiting=self._router.replies.waiting(),
+            late_replies=self._router.replies.late,
         )
 
     def health(self) -> Health:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 import attrs
@@ -29,6 +29,7 @@ from reactor.channels.redis.client import (
     require_redis_py,
 )
 from reactor.channels.redis.dedup import RedisDedupWindow
+from reactor.channels.redis.inbox import Inbox
 from reactor.channels.redis.link import RedisLink
 from reactor.channels.redis.log import RedisLog
 from reactor.channels.redis.monitor import Monitor, Writes
@@ -63,6 +64,8 @@ class RedisChannel:
         self.lags: dict[str, int] = {}
         self.monitor = Monitor(self.link, self.writes, self.lags)
         self.log = RedisLog(self.link, self.monitor, self.address)
+        self.inbox: Inbox | None = None  # opened by this process's first request
+        self._inbox_lock = threading.Lock()
         try:
             self.link.ensure_groups()
         except Exception as exc:
@@ -181,6 +184,19 @@ class RedisChannel:
         self.log.dedup[group] = window  # never dead-letter what it holds
         return window
 
+    # -- replies (the CarriesReplies capability): {prefix}:inbox:{inbox} --------------------
+
+    def send_reply(self, inbox: str, reply: Event) -> None:
+        """XADD ``reply`` to the requester's inbox, in whatever process it runs."""
+        self.client.send_reply(inbox, entry(self.codec.encode(reply), reply.topic, reply.key))
+
+    def open_inbox(self, inbox: str, deliver: Callable[[Event], object]) -> None:
+        """Start reading this process's inbox (once), handing each reply to ``deliver``."""
+        with self._inbox_lock:
+            if self.inbox is None:
+                self.inbox = Inbox(self.name, self.client, inbox, deliver)
+                self.inbox.start()
+
     # -- dead letters (the DeadLetters capability): the stream {prefix}:{channel}:deadletters --
 
     def dead_letters(self, group: str | None = None, limit: int | None = None) -> list[DeadLetter]:
@@ -285,6 +301,9 @@ class RedisChannel:
         """Stop the monitor and readers and close the connections."""
         self.link.stopping.set()
         self.monitor.wake()
+        with self._inbox_lock:
+            if self.inbox is not None:
+                self.inbox.stop()
         threads: list[threading.Thread] = [self.monitor, *self.log.close()]
         wait = self.options.block_ms / 1000 + 3.0
         for thread in threads:

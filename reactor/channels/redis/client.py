@@ -128,6 +128,12 @@ def fields_of(raw: Any) -> dict[bytes, bytes]:
     return {}
 
 
+# A reply inbox keeps at most this many unread replies, and expires this long after
+# its last reply: the inbox of a process that died goes away by itself.
+_INBOX_MAXLEN = 10_000
+_INBOX_TTL_S = 3600
+
+
 class RedisClient:
     """One channel's connection to Redis and its keys.
 
@@ -316,6 +322,36 @@ class RedisClient:
             pipe.xadd(self.stream, fields)
         pipe.xdel(self.letters_key, *[letter for letter, _ in entries])
         pipe.execute()
+
+    # -- reply inboxes (request-reply) ------------------------------------------------------
+
+    def inbox_key(self, inbox: str) -> str:
+        """The stream of one requester's replies (its system's inbox)."""
+        return f"{self.options.prefix}:inbox:{inbox}"
+
+    def send_reply(self, inbox: str, fields: dict[bytes, bytes]) -> None:
+        """XADD a reply to ``inbox``; the inbox of a requester that died expires in an hour."""
+        key = self.inbox_key(inbox)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.xadd(key, fields, maxlen=_INBOX_MAXLEN, approximate=True)
+        pipe.expire(key, _INBOX_TTL_S)
+        pipe.execute()
+
+    def read_replies(
+        self, inbox: str, after: bytes | str, block_ms: int
+    ) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """The replies in ``inbox`` after entry ``after``, waiting up to ``block_ms`` for one."""
+        found = self._redis.xread({self.inbox_key(inbox): after}, count=100, block=block_ms)
+        if not found:
+            return []
+        return [(entry_id, fields_of(fields)) for entry_id, fields in found[0][1]]
+
+    def drop_replies(self, inbox: str, ids: Sequence[bytes]) -> None:
+        if ids:
+            self._redis.xdel(self.inbox_key(inbox), *ids)
+
+    def close_inbox(self, inbox: str) -> None:
+        self._redis.delete(self.inbox_key(inbox))
 
     # -- handled ids (idempotent groups) ----------------------------------------------------
 
