@@ -140,17 +140,11 @@ class AsyncSystem:
         headers: Mapping[str, str] | None = None,
         timeout: float | None = 30.0,
     ) -> Event:
-        """Publish one event; returns it once it is in the channel: :meth:`System.publish`.
+        """:meth:`System.publish`, awaited: it raises what that raises.
 
         Waiting for credits on a full ``block`` channel awaits; the loop runs on.
-
-        Raises:
-            SystemStoppedError: the system is not running.
-            UnknownChannelError: no such channel.
-            InvalidTopicError / ImmutableMessageError: bad topic or payload; nothing published.
-            BackpressureTimeout: ``block`` channel still full after ``timeout`` seconds.
-            ChannelFull: ``reject`` channel is full.
         """
+        # Made here, so that a bad topic or payload raises before any thread is used.
         event = (
             topic
             if isinstance(topic, Event)
@@ -187,15 +181,9 @@ class AsyncSystem:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        request = Event.create(topic, data, key=key, headers=headers)
         future = await self._in_turn(
-            channel,
-            self.system.submit_request,
-            channel,
-            topic,
-            data,
-            key=key,
-            headers=headers,
-            timeout=timeout,
+            channel, self.system.submit_request, channel, request, timeout=timeout
         )
         try:
             return await asyncio.wait_for(

@@ -269,8 +269,7 @@ class ConsumerActor(ReactorActor):
         assert handle is not None
         holds = self.holds
         if holds:
-            for key in [k for k, (_, n) in holds.items() if n <= batch.nacks]:
-                del holds[key]
+            self._expire_holds(batch)
         # One clock read before and one after each handler call: the watchdog's start
         # time and the latency both come from the actor's clock.
         monotonic = self.actor_clock.monotonic
@@ -359,6 +358,12 @@ class ConsumerActor(ReactorActor):
             or attempt > 1
         ):
             self._flush()
+
+    def _expire_holds(self, batch: Deliver) -> None:
+        """Drop the key holds ``batch`` no longer needs: the channel made it after their nack."""
+        holds = self.holds
+        for key in [k for k, (_, n) in holds.items() if n <= batch.nacks]:
+            del holds[key]
 
     def _failed(self, seq: int, event: Event, attempt: int, exc: Exception) -> bool:
         """An event failed: nack it for a later retry; False if the consumer pauses now.

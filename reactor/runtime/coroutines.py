@@ -152,12 +152,10 @@ class CoroutineConsumerActor(ConsumerActor):
 
     def _work(self) -> None:
         """Take the delivered batches apart into items, and start what may start."""
-        holds = self.holds
         while self.pending:
             batch = self.pending.popleft()
-            if holds:
-                for key in [k for k, (_, n) in holds.items() if n <= batch.nacks]:
-                    del holds[key]
+            if self.holds:
+                self._expire_holds(batch)
             self.waiting += [
                 _Item(seq, item, batch, index)
                 for index, (seq, item) in enumerate(zip(batch.seqs, batch.events, strict=True))

@@ -20,6 +20,8 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from reactor.actors.address import Address
 from reactor.actors.base import ActorContext
 from reactor.channels.backend import (
@@ -217,9 +219,8 @@ class System:
             (and what :meth:`publish` raises)
         """
         deadline = time.monotonic() + timeout
-        future = self.submit_request(
-            channel, topic, data, key=key, headers=headers, timeout=timeout
-        )
+        request = Event.create(topic, data, key=key, headers=headers)
+        future = self.submit_request(channel, request, timeout=timeout)
         try:
             return future.result(timeout=max(0.0, deadline - time.monotonic()))
         except concurrent.futures.TimeoutError:
@@ -227,28 +228,20 @@ class System:
             raise no_reply(future.request, channel, timeout) from None
 
     def submit_request(
-        self,
-        channel: str,
-        topic: str,
-        data: Any = None,
-        *,
-        key: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        timeout: float | None = 30.0,
+        self, channel: str, request: Event, *, timeout: float | None = 30.0
     ) -> ReplyFuture:
-        """Publish a request and return a future of its reply, for callers that wait
-        their own way (:class:`~reactor.AsyncSystem` awaits it).
+        """Publish ``request`` as a request and return a future of its reply, for
+        callers that wait their own way (:class:`~reactor.AsyncSystem` awaits it).
 
-        The future's ``request`` is the request event. Cancel the future to
-        stop waiting; a reply that comes later is dropped and counted.
+        The request goes out with a ``reactor-reply-to`` header added; the future's
+        ``request`` is that event. Cancel the future to stop waiting; a reply that
+        comes later is dropped and counted.
 
         Raises:
             what :meth:`publish` raises (``timeout`` is the publish's).
         """
         replies = self._router.replies
-        request = Event.create(
-            topic, data, key=key, headers={**(headers or {}), REPLY_TO: replies.inbox}
-        )
+        request = attrs.evolve(request, headers={**request.headers, REPLY_TO: replies.inbox})
         self._check_running()
         handle = self._router.channel(channel)
         if isinstance(handle, CarriesReplies):
