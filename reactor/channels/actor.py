@@ -28,12 +28,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 import attrs
 
 from reactor.actors.base import ActorContext, ReactorActor
 from reactor.channels import groups as membership
+from reactor.channels.backend import ChannelConfig, ChannelParts, ChannelServices
 from reactor.channels.groups import Counters, Group, Member, find_member
 from reactor.messages import lifecycle
 from reactor.messages.control import (
@@ -418,3 +419,27 @@ class GroupChannelActor(ReactorActor):
         if group is not None:
             self.log.incarnation_ended(group, leave.member)
             self.dispatch(group)
+
+
+_Log = TypeVar("_Log", bound=GroupLog)
+
+
+class GroupChannel(Generic[_Log]):
+    """The handle side shared by every backend whose actor is a :class:`GroupChannelActor`.
+
+    It holds the channel's declaration, gate and address (opened by
+    :meth:`ChannelParts.open`) and starts the actor over the backend's ``log``,
+    which the subclass sets in its ``__init__``.
+    """
+
+    log: _Log
+
+    def __init__(self, config: ChannelConfig, services: ChannelServices) -> None:
+        self.parts = ChannelParts.open(config, services)
+        self.name = config.name
+        self.config = config
+        self.gate = self.parts.gate
+        self.address = self.parts.address
+
+    def start_actor(self, context: ActorContext) -> ReactorActor:
+        return GroupChannelActor.spawn(context, self.log, self.config.max_batch)

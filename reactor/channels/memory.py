@@ -27,8 +27,7 @@ from typing import Any
 
 import attrs
 
-from reactor.actors.base import ActorContext, ReactorActor
-from reactor.channels.actor import Doomed, GroupChannelActor, GroupLog
+from reactor.channels.actor import Doomed, GroupChannel, GroupChannelActor, GroupLog
 from reactor.channels.backend import (
     ChannelConfig,
     ChannelMetrics,
@@ -282,19 +281,12 @@ class _MemoryLog(GroupLog):
             self.gate.release(freed)
 
 
-class MemoryChannel:
+class MemoryChannel(GroupChannel[_MemoryLog]):
     """Handle of one in-memory channel: its gate, address, actor and statistics."""
 
     def __init__(self, config: ChannelConfig, services: ChannelServices) -> None:
-        parts = ChannelParts.open(config, services)
-        self.name = config.name
-        self.config = config
-        self.gate = parts.gate
-        self.address = parts.address
-        self.log = _MemoryLog(parts)
-
-    def start_actor(self, context: ActorContext) -> ReactorActor:
-        return GroupChannelActor.spawn(context, self.log, self.config.max_batch)
+        super().__init__(config, services)
+        self.log = _MemoryLog(self.parts)
 
     def send(self, events: tuple[Event, ...]) -> None:
         self.address.tell(Publish(events))

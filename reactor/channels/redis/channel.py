@@ -8,13 +8,11 @@ from typing import Any
 
 import attrs
 
-from reactor.actors.base import ActorContext, ReactorActor
-from reactor.channels.actor import GroupChannelActor
+from reactor.channels.actor import GroupChannel
 from reactor.channels.backend import (
     Channel,
     ChannelConfig,
     ChannelMetrics,
-    ChannelParts,
     ChannelServices,
     DeadLetter,
     check_letter_group,
@@ -42,7 +40,7 @@ from reactor.messages.event import Event
 __all__ = ["RedisBackend", "RedisChannel"]
 
 
-class RedisChannel:
+class RedisChannel(GroupChannel[RedisLog]):
     """Handle of one channel on a Redis stream.
 
     Thread-safety: ``send``, ``stats`` and ``problems`` may be called from any thread.
@@ -51,12 +49,9 @@ class RedisChannel:
     def __init__(
         self, config: ChannelConfig, services: ChannelServices, options: RedisOptions
     ) -> None:
-        parts = ChannelParts.open(config, services)
-        self.name = config.name
-        self.config = config
+        super().__init__(config, services)
+        parts = self.parts
         self.options = options
-        self.gate = parts.gate
-        self.address = parts.address
         self.codec = CloudEventsCodec()
         self.link = RedisLink(parts, options)
         self.client = self.link.client
@@ -73,9 +68,6 @@ class RedisChannel:
         self.monitor.start()
 
     # -- Channel protocol ------------------------------------------------------------
-
-    def start_actor(self, context: ActorContext) -> ReactorActor:
-        return GroupChannelActor.spawn(context, self.log, self.config.max_batch)
 
     def send(self, events: tuple[Event, ...]) -> None:
         """XADD ``events`` in one pipeline; returns once Redis has them.

@@ -8,12 +8,10 @@ from datetime import datetime
 
 import attrs
 
-from reactor.actors.base import ActorContext, ReactorActor
-from reactor.channels.actor import GroupChannelActor
+from reactor.channels.actor import GroupChannel
 from reactor.channels.backend import (
     ChannelConfig,
     ChannelMetrics,
-    ChannelParts,
     ChannelServices,
     DeadLetter,
     check_letter_group,
@@ -37,7 +35,7 @@ StartPosition = str | int | datetime
 _ASK_TIMEOUT_S = 30.0
 
 
-class SqliteChannel:
+class SqliteChannel(GroupChannel[SqliteLog]):
     """Handle of one channel whose log lives in a SQLite file.
 
     Thread-safety: :meth:`send`, :meth:`stats`, :meth:`replay` and
@@ -46,12 +44,9 @@ class SqliteChannel:
 
     def __init__(self, config: ChannelConfig, services: ChannelServices) -> None:
         self.options = parse_url(config.backend, config.name)
-        parts = ChannelParts.open(config, services)
-        self.name = config.name
-        self.config = config
+        super().__init__(config, services)
+        parts = self.parts
         self.clock = services.clock
-        self.gate = parts.gate
-        self.address = parts.address
         self._closed = False
         self.file = open_store(self.options.path, self.options.synchronous, config.name)
         try:
@@ -68,9 +63,6 @@ class SqliteChannel:
             raise
 
     # -- the Channel protocol --------------------------------------------------------
-
-    def start_actor(self, context: ActorContext) -> ReactorActor:
-        return GroupChannelActor.spawn(context, self.log, self.config.max_batch)
 
     def send(self, events: tuple[Event, ...]) -> None:
         """Append ``events`` to the log (one transaction) and hand them to the actor.
