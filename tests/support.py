@@ -1,4 +1,5 @@
-"""Helpers shared by the tests: a handler step that hangs once, and the backend fixture.
+"""Helpers shared by the tests: a handler step that hangs once, the backend fixture, and
+a check of per-key order.
 
 The ``backend`` fixture is made available to every test module by ``conftest.py``.
 """
@@ -7,11 +8,13 @@ from __future__ import annotations
 
 import collections
 import threading
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from types import TracebackType
 from typing import Any
 
 import pytest
+
+from reactor import Event
 
 BACKENDS = ("memory", "sqlite", "redis")
 
@@ -66,3 +69,15 @@ class HangOnce:
         tb: TracebackType | None,
     ) -> None:
         self.release.set()
+
+
+def in_key_order(events: Iterable[Event]) -> bool:
+    """Whether the events of each key came in the order of their (numeric) data.
+
+    Events without a key have no order to keep, and are left out.
+    """
+    by_key: dict[str, list[Any]] = {}
+    for event in events:
+        if event.key is not None:
+            by_key.setdefault(event.key, []).append(event.data)
+    return all(values == sorted(values) for values in by_key.values())

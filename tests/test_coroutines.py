@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import in_key_order
 
 import reactor
-from reactor import Event, Topology, current_delivery
+from reactor import ActorMetrics, Event, Topology, current_delivery
 from reactor.testing import wait_for
 
 pytestmark = pytest.mark.timeout(60)
@@ -43,6 +44,18 @@ class Gauge:
             self.seen.append(event)
 
 
+def _run_jobs(handle: Any, count: int, *, keys: int = 0, **options: Any) -> ActorMetrics:
+    """Run ``count`` events (keyed over ``keys`` keys, if any) through a ``worker`` consumer."""
+    topo = Topology("jobs")
+    topo.channel("jobs")
+    topo.consumer("worker", handle, channel="jobs", **options)
+    with topo.start() as system:
+        for n in range(count):
+            system.publish("jobs", "job.run", n, key=f"k{n % keys}" if keys else None)
+        system.wait_idle(30)
+        return system.metrics().actor("worker")
+
+
 def test_a_thousand_events_run_fifty_at_a_time_with_each_keys_order_intact() -> None:
     gauge = Gauge()
 
@@ -51,21 +64,11 @@ def test_a_thousand_events_run_fifty_at_a_time_with_each_keys_order_intact() -> 
         await asyncio.sleep(0.001)
         gauge.leave(event)
 
-    topo = Topology("many")
-    topo.channel("jobs")
-    topo.consumer("worker", handle, channel="jobs", concurrency=50)
-    with topo.start() as system:
-        for n in range(1000):
-            system.publish("jobs", "job.run", n, key=f"k{n % 20}")
-        system.wait_idle(30)
-        metrics = system.metrics().actor("worker")
+    metrics = _run_jobs(handle, 1000, keys=20, concurrency=50)
     assert metrics.handled == 1000
     assert metrics.event_failures == 0
     assert sorted(e.data for e in gauge.seen) == list(range(1000))  # each once
-    by_key: dict[str, list[int]] = {}
-    for event in gauge.seen:
-        by_key.setdefault(event.key or "", []).append(event.data)
-    assert all(values == sorted(values) for values in by_key.values()), "a key ran out of order"
+    assert in_key_order(gauge.seen), "a key ran out of order"
     # One key at a time: never more running than there are keys.
     assert 1 < gauge.peak <= 20
     assert _loop_threads() == []
@@ -82,14 +85,7 @@ def test_concurrency_is_reached_and_never_passed() -> None:
         assert await asyncio.to_thread(all_in.wait, 10), "fifty never ran at once"
         gauge.leave(event)
 
-    topo = Topology("wide")
-    topo.channel("jobs")
-    topo.consumer("worker", handle, channel="jobs", concurrency=50)
-    with topo.start() as system:
-        for n in range(120):
-            system.publish("jobs", "job.run", n)
-        system.wait_idle(30)
-        assert system.metrics().actor("worker").event_failures == 0
+    assert _run_jobs(handle, 120, concurrency=50).event_failures == 0
     assert gauge.peak == 50
     assert len(gauge.seen) == 120
 
