@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import uuid
@@ -258,3 +259,61 @@ def test_ids_are_unique_and_ordered_across_threads() -> None:
         assert mine == sorted(mine)  # each thread sees increasing ids
     everything = [i for mine in results for i in mine]
     assert len(set(everything)) == 8 * per_thread
+
+
+def test_ids_keep_their_layout_across_many_refills_of_random_tails() -> None:
+    ids = [new_event_id() for _ in range(3 * event_module._TAILS_PER_REFILL + 7)]
+    assert all(UUID7.fullmatch(i) for i in ids)
+    assert all(uuid.UUID(i).variant == uuid.RFC_4122 for i in ids)
+    tails = [i[19:] for i in ids]
+    assert len(set(tails)) == len(tails)  # 62 random bits each: no repeat in a few thousand
+
+
+def test_a_forked_child_makes_other_random_bits_than_its_parent() -> None:
+    new_event_id()  # the parent holds a batch of random tails now
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: write its next ids and leave at once
+        try:
+            os.write(write, "\n".join(new_event_id() for _ in range(50)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = pipe.read().split("\n")
+    os.waitpid(pid, 0)
+    parent = [new_event_id() for _ in range(50)]
+    assert len(child) == 50
+    # Without a reseed the child would pop the very tails the parent pops next.
+    assert not {i[19:] for i in child} & {i[19:] for i in parent}
+
+
+def test_a_flat_dict_is_copied_so_the_publisher_keeps_its_own() -> None:
+    data: dict[str, Any] = {"n": 1, "name": "x", "ok": True, "none": None}
+    e = Event.create("t.x", data, source="s")
+    data["n"] = 2
+    assert type(e.data) is FrozenDict
+    assert e.data == {"n": 1, "name": "x", "ok": True, "none": None}
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"items": [1, 2]}, {"items": (1, 2)}),  # a list inside: the generic walk
+        ({("a", 1): 1}, {("a", 1): 1}),  # a tuple key
+        ({"b": bytearray(b"x")}, {"b": b"x"}),
+    ],
+)
+def test_a_dict_that_is_not_flat_is_still_deep_frozen(data: Any, expected: Any) -> None:
+    e = Event.create("t.x", data)
+    assert e.data == expected
+    assert all(type(v) is not list and type(v) is not bytearray for v in e.data.values())
+
+
+def test_a_dict_with_something_mutable_inside_is_still_refused() -> None:
+    with pytest.raises(ImmutableMessageError) as info:
+        Event.create("t.x", {"ok": 1, "bad": object()})
+    assert "data['bad']" in str(info.value)
+    parent = Event.create("t.x", {"n": 1})
+    with pytest.raises(ImmutableMessageError):
+        parent.derive("t.y", {"bad": object()})

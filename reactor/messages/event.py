@@ -13,7 +13,8 @@ from typing import Any, Final, Literal, cast
 
 import attrs
 
-from reactor.messages.freeze import _SCALARS, FrozenDict, freeze
+from reactor.messages.freeze import _SCALARS, FrozenDict, freeze, freeze_flat, is_flat
+from reactor.messages.topics import _valid_topics as _known_topics
 from reactor.messages.topics import validate_topic
 
 __all__ = ["REPLY_TO", "Event", "new_event_id"]
@@ -22,6 +23,7 @@ __all__ = ["REPLY_TO", "Event", "new_event_id"]
 REPLY_TO = "reactor-reply-to"
 
 _UTC: Final = UTC
+_now: Final = datetime.now
 
 # --- ids -------------------------------------------------------------------------
 
@@ -36,18 +38,42 @@ _counter = 0
 # The first 14 characters ("tttttttt-tttt-") only change once per millisecond.
 _prefix = ""
 _COUNTER_MAX: Final = 0xFFF
+# The next 5 ("7ccc-": version 7 and the counter), one string per counter value.
+_VERSIONED: Final = tuple(f"{0x7000 | counter:04x}-" for counter in range(_COUNTER_MAX + 1))
 # Our own generator, not the module-level one: a user calling random.seed()
 # must not make two processes produce the same ids.
 _rng = random.Random(os.urandom(32))
-_randbits = _rng.getrandbits
+# The last 17 characters ("vrrr-rrrrrrrrrrrr": the variant and 62 random bits) are
+# made in bulk, _TAILS_PER_REFILL at a time, by C loops over one block of random
+# bytes: formatting them one id at a time was most of an id's cost.
+_TAILS_PER_REFILL: Final = 1024
+# The variant (0b10) takes the top two bits of the first digit: its low two stay random.
+_VARIANT_DIGIT: Final = bytes.maketrans(b"0123456789abcdef", b"89ab89ab89ab89ab")
+_tails: list[str] = []
+
+
+def _more_tails() -> list[str]:
+    """``_TAILS_PER_REFILL`` new id tails, each the variant digit, 3 digits, ``-``, 12 digits."""
+    count = _TAILS_PER_REFILL
+    digits = _rng.randbytes(8 * count).hex().encode()  # 16 random hex digits per tail
+    # Lay them out as "vrrr-rrrrrrrrrrrr " (18 bytes per tail) with strided copies.
+    out = bytearray(b" " * (18 * count))
+    out[0::18] = digits[0::16].translate(_VARIANT_DIGIT)
+    for column in range(1, 4):
+        out[column::18] = digits[column::16]
+    out[4::18] = b"-" * count
+    for column in range(4, 16):
+        out[column + 1 :: 18] = digits[column::16]
+    return out.decode("ascii").split()
 
 
 def _reseed_after_fork() -> None:
-    global _last_ms, _counter, _prefix  # noqa: PLW0603 - process-wide id state, reset in the child
+    global _last_ms, _counter, _prefix, _tails  # noqa: PLW0603 - process-wide id state, reset in the child
     _rng.seed(os.urandom(32))
     _last_ms = 0
     _counter = 0
     _prefix = ""
+    _tails = []  # the parent's random bits must not be the child's
 
 
 os.register_at_fork(after_in_child=_reseed_after_fork)
@@ -68,10 +94,10 @@ def new_event_id() -> str:
 
     Thread-safety: safe.
     """
-    global _last_ms, _counter, _prefix  # noqa: PLW0603 - process-wide monotonic state
+    global _last_ms, _counter, _prefix, _tails  # noqa: PLW0603 - process-wide monotonic state
     now_ms = _time_ns() // 1_000_000
     # acquire/release rather than ``with``: half the cost, and nothing in
-    # between can raise.
+    # between can raise (but _more_tails' MemoryError, which leaves the state valid).
     _acquire()
     if now_ms > _last_ms:
         _last_ms = now_ms
@@ -85,11 +111,17 @@ def new_event_id() -> str:
         _last_ms += 1
         _counter = 0
         _prefix = f"{_last_ms >> 16:08x}-{_last_ms & 0xFFFF:04x}-"
+    if not _tails:
+        try:
+            _tails = _more_tails()
+        except BaseException:
+            _release()
+            raise
+    tail = _tails.pop()
     prefix = _prefix
     counter = _counter
     _release()
-    # version 7 in the top nibble of the third group, variant 0b10 in the fourth.
-    return f"{prefix}{0x7000 | counter:04x}-{0x8000 | _randbits(14):04x}-{_randbits(48):012x}"
+    return prefix + _VERSIONED[counter] + tail
 
 
 # --- field converters --------------------------------------------------------------
@@ -263,19 +295,31 @@ class Event:
                 causation_id=causation_id,
             )
         # Hot path: the same checks as the converters, skipped for the values we
-        # generate ourselves, and no keyword-argument __init__ call.
+        # generate ourselves, and no keyword-argument __init__ call; _make's body is
+        # written out here (a call with nine arguments costs as much as two fields).
         id = new_event_id() if id is None else _check_id(id)
-        return _make(
-            id,
-            validate_topic(topic),
-            data if type(data) in _SCALARS else freeze(data, "data"),
-            key if key is None or key.__class__ is str else _check_key(key),
-            datetime.now(_UTC) if time is None else _check_time(time),
-            source if source.__class__ is str and source else _check_source(source),
-            _NO_HEADERS if headers is None else _check_headers(headers),
-            id if correlation_id is None else _check_id(correlation_id, "correlation_id"),
-            None if causation_id is None else _check_id(causation_id, "causation_id"),
+        if data.__class__ is dict and is_flat(data):
+            data = freeze_flat(data)  # the usual payload, without freeze's generic walk
+        elif type(data) not in _SCALARS:
+            data = freeze(data, "data")
+        event: Event = _new_event(Event)
+        _set_id(event, id)
+        _set_topic(
+            event,
+            topic if topic.__class__ is str and topic in _known_topics else validate_topic(topic),
         )
+        _set_data(event, data)
+        _set_key(event, key if key is None or key.__class__ is str else _check_key(key))
+        _set_time(event, _now(_UTC) if time is None else _check_time(time))
+        _set_source(event, source if source.__class__ is str and source else _check_source(source))
+        _set_headers(event, _NO_HEADERS if headers is None else _check_headers(headers))
+        _set_correlation_id(
+            event, id if correlation_id is None else _check_id(correlation_id, "correlation_id")
+        )
+        _set_causation_id(
+            event, None if causation_id is None else _check_id(causation_id, "causation_id")
+        )
+        return event
 
     def reply(
         self,
@@ -337,10 +381,14 @@ class Event:
             ImmutableMessageError: ``data`` cannot be made immutable.
             TypeError: ``key`` or ``headers`` has the wrong type.
         """
+        if data.__class__ is dict and is_flat(data):
+            data = freeze_flat(data)
+        elif type(data) not in _SCALARS:
+            data = freeze(data, "data")
         return _make(
             new_event_id(),
             validate_topic(topic),
-            data if type(data) in _SCALARS else freeze(data, "data"),
+            data,
             self.key if key is _INHERIT else _check_key(key),
             datetime.now(_UTC),
             self.source if source is _INHERIT else _check_source(source),
