@@ -59,3 +59,16 @@ def test_recount_sets_the_count_and_reports_idle() -> None:
     assert (gate.used, idle) == (0, [True])
     gate.recount(lambda used, taken: 0)  # already idle: not reported again
     assert idle == [True]
+
+
+def test_try_take_takes_all_or_nothing_and_never_waits() -> None:
+    gate = CapacityGate("c", 3, "block")
+    assert gate.try_take(2)
+    assert not gate.try_take(2)  # only one left: none is taken
+    assert gate.used == 2
+    assert gate.try_take(1)
+    assert (gate.used, gate.peak, gate.taken) == (3, 3, 3)
+    gate.release(3)
+    gate.suspend("lost its broker")
+    assert not gate.try_take(1)  # a suspended gate counts as full
+    assert gate.used == 0

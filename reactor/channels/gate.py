@@ -56,7 +56,9 @@ class CapacityGate:
         self.dropped = 0
         self.taken = 0  # credits ever taken
         self.suspended: str | None = None  # why the channel takes no events now
-        self._cond = threading.Condition(threading.Lock())
+        # The condition's lock, used bare (a C context manager) where nobody waits.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._waiting = 0  # publishers blocked in acquire(); release() skips notify when 0
         self._closed = False
         self._on_idle = on_idle
@@ -78,6 +80,8 @@ class CapacityGate:
                 or an overdraft past one capacity beyond capacity.
             SystemStoppedError: the gate was closed (the system stopped) while waiting.
         """
+        if self.try_take(count):
+            return count
         with self._cond:
             if self.suspended is not None and not overdraft:
                 if self.overflow == "reject":
@@ -125,6 +129,20 @@ class CapacityGate:
                     )
             return self._take(min(count, limit - self.used))
 
+    def try_take(self, count: int) -> bool:
+        """Take ``count`` credits if they are free now and the gate is open; else take none.
+
+        The publisher's fast path: no policy applies while there is room.
+        """
+        with self._lock:
+            used = self.used + count
+            if used > self.capacity or self.suspended is not None:
+                return False
+            self.used = used
+            self.taken += count
+            self.peak = max(self.peak, used)
+            return True
+
     def hold(self, count: int) -> None:
         """Count ``count`` events the channel holds already, whatever its capacity.
 
@@ -149,7 +167,7 @@ class CapacityGate:
         """Give back credits for settled events."""
         if count <= 0:
             return
-        with self._cond:
+        with self._lock:
             self.used -= count
             if self._waiting:
                 self._cond.notify_all()

@@ -118,6 +118,25 @@ class Router:
             sent += granted
         return sent
 
+    def publish_one(self, channel_name: str, event: Event, *, timeout: float | None) -> None:
+        """:meth:`publish` of one event the caller made (so no check that it is one).
+
+        While the channel has room, this is the whole path of ``System.publish``:
+        one credit, one hand-off.
+
+        Raises:
+            The errors of :meth:`publish`.
+        """
+        channel = self.channels.get(channel_name)
+        if channel is None or not channel.gate.try_take(1):
+            self.publish(channel_name, (event,), timeout=timeout)
+            return
+        try:
+            channel.send((event,))
+        except BaseException:
+            channel.gate.release(1)  # nothing entered the channel: give the credit back
+            raise
+
     def publish_system(self, event: Event) -> None:
         """Publish a ``$system`` event; never blocks (the channel evicts the oldest).
 

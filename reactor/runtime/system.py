@@ -57,6 +57,8 @@ logger = logging.getLogger("reactor")
 
 _RECENT_LIFECYCLE = 200
 _STOP_STEP_S = 0.1
+# The states in which publish() takes events.
+_ACCEPTING = frozenset({"running", "starting"})
 
 
 class System:
@@ -178,8 +180,9 @@ class System:
             if isinstance(topic, Event)
             else Event.create(topic, data, key=key, headers=headers)
         )
-        self._check_running()
-        self._router.publish(channel, (event,), timeout=timeout)
+        if self._state not in _ACCEPTING:
+            self._check_running()
+        self._router.publish_one(channel, event, timeout=timeout)
         return event
 
     def publish_many(
@@ -345,7 +348,7 @@ class System:
         return handle
 
     def _check_running(self) -> None:
-        if self._state not in ("running", "starting"):
+        if self._state not in _ACCEPTING:
             raise SystemStoppedError(
                 f"system {self.name!r} is {self._state}; it accepts no more events"
             )
