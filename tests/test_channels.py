@@ -98,6 +98,46 @@ def test_per_key_order_with_four_members(backend: str) -> None:
     assert len(members_used) == 4, "keys must spread over all members"
 
 
+def test_publishers_in_many_threads_lose_nothing_and_keep_each_keys_order(
+    backend: str,
+) -> None:
+    # One event per publish() from 4 threads at once: the memory channel takes them in
+    # through one outbox, noted to its actor only when no note is pending; a race
+    # between a publisher's append and the actor emptying it would lose or reorder events.
+    topo = Topology("threads")
+    topo.channel("c", backend=backend, capacity=64)  # small: publishers wait for credits
+    seen: dict[str, dict[str, list[int]]] = {"all": defaultdict(list), "some": defaultdict(list)}
+
+    def make(group: str) -> Any:
+        def handle(event: Event) -> None:
+            seen[group][event.key or ""].append(event.data["n"])
+
+        return handle
+
+    topo.consumer("all", make("all"), channel="c", pattern="#")
+    topo.consumer("some", make("some"), channel="c", pattern="a.#")  # two groups for some
+    per_thread = 300
+    start = threading.Barrier(4)
+
+    def publish(system: reactor.System, name: str) -> None:
+        start.wait(timeout=10)
+        for n in range(per_thread):
+            system.publish("c", "a.x" if n % 3 == 0 else "b.x", {"n": n}, key=name)
+
+    with topo.start() as system:
+        threads = [
+            threading.Thread(target=publish, args=(system, f"t{i}"), daemon=True) for i in range(4)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        system.wait_idle(30)
+    for i in range(4):
+        assert seen["all"][f"t{i}"] == list(range(per_thread))
+        assert seen["some"][f"t{i}"] == list(range(0, per_thread, 3))
+
+
 def test_published_data_is_a_frozen_copy(backend: str) -> None:
     topo = Topology("frozen")
     topo.channel("c", backend=backend)

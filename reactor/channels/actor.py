@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, Protocol, TypeVar
 
 import attrs
 
@@ -189,6 +189,15 @@ class GroupLog(Protocol):
         return None
 
 
+class _Serve:
+    """The channel actor's note to itself: serve the groups due once the mailbox is read."""
+
+    __slots__ = ()
+
+
+_SERVE: Final = _Serve()
+
+
 class GroupChannelActor(ReactorActor):
     """The channel actor of every backend: members, delivery, acks, nacks, dead letters.
 
@@ -221,10 +230,19 @@ class GroupChannelActor(ReactorActor):
             log.end_of_message if type(log).end_of_message is not GroupLog.end_of_message else None
         )
         self._retry_at: float | None = None  # when the armed retry timer fires
+        # Groups to serve once the messages queued now are handled (see dispatch()).
+        self._due: dict[Group[Any], None] = {}
+        self._serve_queued = False  # a _Serve is in the mailbox
+        self._inbox_empty = self.actor_inbox.empty
 
     def on_start(self) -> None:
         self.log.started()
         self._arm_retries()  # retries delayed under an earlier incarnation
+        # Groups an earlier incarnation left to serve (it crashed before it did).
+        for group in self.groups.values():
+            if group.order:
+                self.dispatch(group)
+        self._serve_due()
 
     def on_stop(self) -> None:
         self.log.stopped()
@@ -235,8 +253,23 @@ class GroupChannelActor(ReactorActor):
     def on_receive(self, message: Any) -> Any:
         handler = self._handlers.get(type(message))
         if handler is None:
+            if type(message) is _Serve:
+                self._serve_queued = False
+                self._serve_due()
+                if self._end_of_message is not None:
+                    self._end_of_message()
+                return None
             return super().on_receive(message)
         reply = handler(message)
+        if self._due:
+            if self._inbox_empty():
+                self._serve_due()
+            elif not self._serve_queued:
+                # More messages wait (publishes one event each, acks): serve the groups
+                # once after them, in one batch per member, instead of after each one.
+                # The _Serve queued behind them bounds the wait: mailbox order is FIFO.
+                self._serve_queued = True
+                self.actor_address.tell(_SERVE)
         if self._end_of_message is not None:
             self._end_of_message()
         return reply
@@ -244,6 +277,21 @@ class GroupChannelActor(ReactorActor):
     # -- delivery ------------------------------------------------------------------
 
     def dispatch(self, group: Group[Any]) -> None:
+        """Serve ``group``'s members once the message being handled is done.
+
+        If more messages wait in the mailbox, once they are handled too (see
+        :meth:`on_receive`), so that a run of small messages is served in full batches.
+        """
+        self._due[group] = None
+
+    def _serve_due(self) -> None:
+        due = self._due
+        while due:
+            group = next(iter(due))
+            del due[group]
+            self._serve(group)
+
+    def _serve(self, group: Group[Any]) -> None:
         """Serve ``group``'s members that have demand, from what it has queued."""
         log = self.log
         for _ in range(_DISPATCH_ROUNDS):

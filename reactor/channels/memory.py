@@ -2,10 +2,11 @@
 
 The events not yet settled by every group live in ``events`` (seq -> event, in
 publish order), shared by the groups, with ``remaining`` (seq -> groups that have
-not settled it yet). Queues, members, demand and attempts are the common group
-machinery of :mod:`reactor.channels.groups`; what is the memory backend's own is
-this table and the ``drop_oldest`` eviction from it (evicted seqs are skipped
-lazily where they are queued). The state object survives a restart of the
+not settled it yet, kept only for a seq routed to several groups). Queues,
+members, demand and attempts are the common group machinery of
+:mod:`reactor.channels.groups`; what is the memory backend's own is this table
+and the ``drop_oldest`` eviction from it (evicted seqs are skipped lazily where
+they are queued). The state object survives a restart of the
 channel actor, like the mailbox.
 
 **Dead letters** are kept in the process, per channel: the latest
@@ -20,10 +21,12 @@ the group that gave up on it, and only that group, with its attempts starting ov
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
+import operator
 import threading
 from collections.abc import Callable, Collection, Sequence
-from typing import Any
+from typing import Any, Final
 
 import attrs
 
@@ -145,6 +148,14 @@ class _LetterBox:
         return chosen
 
 
+_topic_of = operator.attrgetter("topic")
+_key_of = operator.attrgetter("key")
+_NO_KEY: Final = {None}
+
+# The note that the outbox has events (its own events are empty: take the outbox's).
+_TAKE_IN: Final = Publish(())
+
+
 class _MemoryLog(GroupLog):
     """The channel's table of events; survives restarts of the channel actor.
 
@@ -155,12 +166,18 @@ class _MemoryLog(GroupLog):
     def __init__(self, parts: ChannelParts) -> None:
         config = parts.config
         self.channel = config.name
+        self.address = parts.address
+        # Events publishers hold credits for, in publish order, not yet taken in by the
+        # actor; see send().
+        self.outbox: collections.deque[Event] = collections.deque()
+        self.told = False  # a Publish is in the mailbox, or being handled
         self.gate = parts.gate
         self.publish_system = parts.services.publish_system
         self.letters = _LetterBox(config.name, parts.services.clock)
         self.counters = Counters()
         self.events: dict[int, Event] = {}
-        self.remaining: dict[int, int] = {}  # seq -> groups that have not settled it yet
+        # seq -> groups that have not settled it yet, for seqs routed to several groups.
+        self.remaining: dict[int, int] = {}
         self.next_seq = 1
         self.groups: dict[str, Group[Event]] = {
             spec.name: Group(spec, config.name, self.events) for spec in config.groups
@@ -173,17 +190,60 @@ class _MemoryLog(GroupLog):
         self.actor = actor
         return {Publish: self.publish, Redrive: self.redrive}
 
+    def started(self) -> None:
+        # An earlier incarnation may have crashed between taking the note and emptying
+        # the outbox: what it left is taken in now.
+        self.publish(_TAKE_IN)
+
     # -- publish -------------------------------------------------------------------
 
+    def send(self, events: tuple[Event, ...]) -> None:
+        """Queue events (credits held) for the actor; runs in the publisher's thread.
+
+        One note (a :class:`Publish`) goes to the mailbox only when none is pending:
+        while the actor is busy, publishers just append to the outbox, and the actor
+        takes in everything there with one message. The note is cleared *before*
+        the outbox is emptied (see :meth:`publish`), so an event appended after the
+        last look finds the note cleared and sends a new one: nothing is left behind.
+        Appends and the flag are single operations under the GIL.
+        """
+        self.outbox.extend(events)
+        if not self.told:
+            self.told = True
+            self.address.tell(_TAKE_IN)
+
     def publish(self, message: Publish) -> None:
+        self.told = False
+        outbox = self.outbox
+        take = outbox.popleft
+        events = message.events or [take() for _ in range(len(outbox))]
+        if not events:
+            return
         counters = self.counters
+        counters.published += len(events)
+        topics = set(map(_topic_of, events))
+        if len(topics) == 1:
+            groups = self.routes[next(iter(topics))]
+            if not groups:
+                self._published((), len(events))
+                return
+            if len(groups) == 1 and set(map(_key_of, events)) == _NO_KEY:
+                # The usual batch: one topic, one group, no keys. Its seqs are a range,
+                # queued and stored by C loops, with nothing per event but the event.
+                group = groups[0]
+                first = self.next_seq
+                self.next_seq = first + len(events)
+                seqs = range(first, self.next_seq)
+                self.events.update(zip(seqs, events, strict=True))
+                group.shared.extend(seqs)
+                self._published((group,), 0)
+                return
         table = self.events
         remaining = self.remaining
         routes = self.routes
-        touched: set[Group[Event]] = set()
+        touched: dict[Group[Event], None] = {}
         unrouted = 0
-        for event in message.events:
-            counters.published += 1
+        for event in events:
             groups = routes[event.topic]
             if not groups:
                 unrouted += 1
@@ -191,17 +251,21 @@ class _MemoryLog(GroupLog):
             seq = self.next_seq
             self.next_seq = seq + 1
             table[seq] = event
-            remaining[seq] = len(groups)
+            if len(groups) > 1:
+                remaining[seq] = len(groups)  # (a seq of one group is settled by it alone)
             key = event.key
             for group in groups:
                 if key is None:
                     group.shared.append(seq)
                 else:
                     group.place(seq, key)
-                touched.add(group)
+                touched[group] = None
+        self._published(touched, unrouted)
+
+    def _published(self, touched: Collection[Group[Event]], unrouted: int) -> None:
         if unrouted:
             # Nobody subscribes to these topics: they are settled on arrival, as on a broker.
-            counters.unrouted += unrouted
+            self.counters.unrouted += unrouted
             self.gate.release(unrouted)
         if self.gate.overflow == "drop_oldest" and self.gate.over_capacity:
             # Only drop_oldest evicts; other policies go over capacity only by overdraft.
@@ -222,7 +286,7 @@ class _MemoryLog(GroupLog):
                     break
         for seq in victims:
             event = self.events.pop(seq)
-            del self.remaining[seq]
+            self.remaining.pop(seq, None)
             for group in self.groups.values():
                 group.forget(seq)
             self.counters.dropped += 1
@@ -251,7 +315,6 @@ class _MemoryLog(GroupLog):
             seq = self.next_seq
             self.next_seq = seq + 1
             self.events[seq] = event
-            self.remaining[seq] = 1
             group.place(seq, event.key)
             touched.add(group)
         # The credits of a redrive are taken without waiting, like a log's recovered backlog.
@@ -266,17 +329,22 @@ class _MemoryLog(GroupLog):
         """One group is done with ``seqs``; free those no group still needs."""
         table = self.events
         remaining = self.remaining
-        freed = 0
-        for seq in seqs:
-            left = remaining.get(seq)
-            if left is None:
-                continue
-            if left > 1:
-                remaining[seq] = left - 1
-            else:
-                del remaining[seq]
-                del table[seq]
-                freed += 1
+        before = len(table)
+        if not remaining:
+            # No seq waits for several groups: each one is freed by its settlement (a
+            # seq settled twice is gone already). One C loop.
+            collections.deque(map(table.pop, seqs, itertools.repeat(None)), maxlen=0)
+        else:
+            for seq in seqs:
+                left = remaining.get(seq)
+                if left is None:
+                    table.pop(seq, None)  # one group's seq, or one settled already
+                elif left > 1:
+                    remaining[seq] = left - 1
+                else:
+                    del remaining[seq]
+                    del table[seq]
+        freed = before - len(table)
         if freed:
             self.gate.release(freed)
 
@@ -289,7 +357,7 @@ class MemoryChannel(GroupChannel[_MemoryLog]):
         self.log = _MemoryLog(self.parts)
 
     def send(self, events: tuple[Event, ...]) -> None:
-        self.address.tell(Publish(events))
+        self.log.send(events)
 
     def stats(self) -> ChannelMetrics:
         groups = tuple(g.stats(backlog=g.queued()) for g in list(self.log.groups.values()))
