@@ -76,7 +76,10 @@ def test_rejoin_hands_back_in_flight_and_fences_the_old_epoch() -> None:
     assert again is not None
     assert again.epoch == new
     assert again.attempts == (1, 1)
-    assert membership.ack(groups, Ack("g", "m", new, (1, 2))) == (groups["g"], [1, 2])
+    acked = membership.ack(groups, Ack("g", "m", new, (1, 2)))
+    assert acked is not None
+    assert acked[0] is groups["g"]
+    assert list(acked[1]) == [1, 2]
 
 
 def test_nack_retries_then_gives_up_and_leave_with_epoch_0_always_counts() -> None:

@@ -40,8 +40,9 @@ from __future__ import annotations
 import heapq
 import zlib
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from heapq import merge
+from itertools import repeat
 from operator import itemgetter
 from typing import Any, Generic, TypeVar
 
@@ -414,12 +415,20 @@ class Group(Generic[Held]):
 
     # -- settlement ----------------------------------------------------------------
 
-    def ack(self, member: Member, seqs: Iterable[int]) -> list[int]:
+    def ack(self, member: Member, seqs: Sequence[int]) -> Sequence[int]:
         """Take back the acked seqs ``member`` holds; returns them, for the caller to settle."""
         in_flight = member.in_flight
-        settled = [seq for seq in seqs if in_flight.pop(seq, None) is not None]
-        member.demand += len(settled)
-        self.acked += len(settled)
+        held = len(in_flight)
+        # One C loop; the usual ack names only seqs the member holds, and is returned as is.
+        attempts = list(map(in_flight.pop, seqs, repeat(None)))
+        count = held - len(in_flight)
+        settled = (
+            seqs
+            if count == len(seqs)
+            else [seq for seq, attempt in zip(seqs, attempts, strict=True) if attempt is not None]
+        )
+        member.demand += count
+        self.acked += count
         return settled
 
     def nack(
@@ -533,7 +542,7 @@ def find_member(
     return group, member
 
 
-def ack(groups: Mapping[str, G], message: Ack) -> tuple[G, list[int]] | None:
+def ack(groups: Mapping[str, G], message: Ack) -> tuple[G, Sequence[int]] | None:
     """:meth:`Group.ack` for the member that sent ``message``; None if its word does not count."""
     found = find_member(groups, message.group, message.member, message.epoch)
     if found is None:
