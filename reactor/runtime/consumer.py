@@ -245,14 +245,15 @@ class ConsumerActor(ReactorActor):
         """Handle pending batches until none is left, a pause begins, or stop is requested."""
         counters = self.actor_counters
         pending = self.pending
+        # Counted once here and then kept: a recount of every pending batch before each
+        # batch was quadratic in a deep mailbox.
+        queued = sum(len(batch) for batch in pending)
         try:
             while pending:
-                counters.in_flight = (
-                    len(pending[0]) - self.position + sum(len(batch) for batch in list(pending)[1:])
-                )
+                counters.in_flight = queued - self.position
                 if not self._handle_items(pending[0]):
                     return
-                pending.popleft()
+                queued -= len(pending.popleft())
                 self.position = 0
         finally:
             if not self.actor_fenced:  # the counters belong to the next incarnation now
