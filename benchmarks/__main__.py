@@ -10,12 +10,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from benchmarks import coldstart, dashboard, failures, pipeline, redis, sqlite, supervision
+from benchmarks import coldstart, dashboard, failures, pipeline, publish, redis, sqlite, supervision
 
 Benchmark = Callable[[list[str]], int]
 
 BENCHMARKS: dict[str, Benchmark] = {
     "pipeline": pipeline.main,
+    "publish": publish.main,
     "supervision": supervision.main,
     "sqlite": sqlite.main,
     "redis": redis.main,
