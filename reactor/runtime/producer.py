@@ -58,10 +58,11 @@ class ProducerRuntime:
         return ProducerActor.spawn(context, self)
 
     def make_event(self, item: Any) -> Event:
-        if isinstance(item, Event):
+        if item.__class__ is Event or isinstance(item, Event):
             return item
-        key = self.key(item) if self.key is not None else None
-        return Event.create(self.topic, item, key=key, source=self.name)
+        if self.key is None:
+            return Event.create(self.topic, item, source=self.name)
+        return Event.create(self.topic, item, key=self.key(item), source=self.name)
 
 
 class ProducerActor(ReactorActor):
@@ -143,8 +144,11 @@ class ProducerActor(ReactorActor):
         sent = runtime.router.publish(
             runtime.channel, events, timeout=None, cancelled=lambda: self._actor_stop_requested
         )
-        for _ in range(sent):
-            backlog.popleft()
+        if sent == len(backlog):
+            backlog.clear()
+        else:
+            for _ in range(sent):
+                backlog.popleft()
         runtime.published += sent
         self.actor_counters.handled += sent
 
