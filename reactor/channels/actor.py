@@ -365,7 +365,8 @@ class GroupChannelActor(ReactorActor):
             else:
                 self.log.retrying(group, nack.seq, attempt)
                 if delay > 0:
-                    self._arm_retries()
+                    # Only this group's earliest retry can be earlier than the timer now.
+                    self._arm_retries(group.next_due())
         if not member.in_flight or nack.delay <= 0:
             # A member still busy with others gets its next batch with its next ack: one
             # event per failure, sent at once, would cost a message round trip each.
@@ -391,12 +392,16 @@ class GroupChannelActor(ReactorActor):
                 self.dispatch(group)
         self._arm_retries()
 
-    def _arm_retries(self) -> None:
-        """Make sure the timer fires when the earliest delayed retry falls due."""
-        dues = [due for group in self.groups.values() if (due := group.next_due()) is not None]
-        if not dues:
-            return
-        due = min(dues)
+    def _arm_retries(self, due: float | None = None) -> None:
+        """Make sure the timer fires when the earliest delayed retry falls due.
+
+        ``due``: the earliest retry that can have changed (None: look at every group).
+        """
+        if due is None:
+            dues = [d for group in self.groups.values() if (d := group.next_due()) is not None]
+            if not dues:
+                return
+            due = min(dues)
         if self._retry_at is not None and self._retry_at <= due:
             return
         self._retry_at = due
