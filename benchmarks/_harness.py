@@ -49,13 +49,18 @@ def gated_source(items: Iterable[T], go: threading.Event) -> Iterator[T]:
 
 
 def best_of(
-    variants: Mapping[str, Callable[[int], float]], repeat: int, events: int
+    variants: Mapping[str, Callable[[int], float]],
+    repeat: int,
+    events: int,
+    *,
+    verbose: bool = True,
 ) -> list[Result]:
     """Run every variant ``repeat`` times, interleaved, and keep each one's runs.
 
     ``variants`` maps a name to ``run_once(events) -> seconds``. Rounds are
     interleaved (A B C, A B C, ...) rather than grouped (A A A, B B B) so that a
     burst of load from elsewhere on the machine hurts every variant alike.
+    ``verbose`` prints each run as it ends.
     """
     runs: dict[str, list[float]] = {name: [] for name in variants}
     for round_ in range(1, repeat + 1):
@@ -63,6 +68,8 @@ def best_of(
             gc.collect()  # start each run from the same heap, not the last run's garbage
             seconds = run_once(events)
             runs[name].append(seconds)
+            if not verbose:
+                continue
             print(
                 f"  round {round_}  {name:<12} {events / seconds:>12,.0f} events/s"
                 f"  ({seconds:.3f} s)",
