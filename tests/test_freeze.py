@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from reactor import FrozenDict, freeze, thaw
 from reactor.errors import ImmutableMessageError, ReactorError
+from reactor.messages.freeze import freeze_flat
 
 json_scalars = (
     st.none() | st.booleans() | st.integers() | st.text(max_size=8) | st.floats(allow_nan=False)
@@ -275,3 +276,16 @@ def test_frozen_values_contain_no_mutable_containers(value: Any) -> None:
 
 def test_float_nan_passes() -> None:
     assert math.isnan(freeze(float("nan")))
+
+
+def test_freeze_flat_copies_a_dict_of_scalars_and_declines_anything_else() -> None:
+    source = {"n": 1, "name": "x", "when": None}
+    frozen = freeze_flat(source)
+    assert type(frozen) is FrozenDict
+    assert frozen == source
+    source["n"] = 2
+    assert frozen["n"] == 1  # a copy: the caller keeps its dict
+    assert freeze_flat({}) == FrozenDict()
+    assert freeze_flat({"items": [1]}) is None  # a list inside: freeze() walks it
+    assert freeze_flat({(1, 2): "tuple key"}) is None
+    assert freeze({"items": [1]}) == {"items": (1,)}

@@ -13,7 +13,7 @@ from typing import Any, Final, Literal, cast
 
 import attrs
 
-from reactor.messages.freeze import _SCALARS, FrozenDict, freeze, freeze_flat, is_flat
+from reactor.messages.freeze import _SCALARS, FrozenDict, freeze, freeze_flat
 from reactor.messages.topics import _valid_topics as _known_topics
 from reactor.messages.topics import validate_topic
 
@@ -298,8 +298,10 @@ class Event:
         # generate ourselves, and no keyword-argument __init__ call; _make's body is
         # written out here (a call with nine arguments costs as much as two fields).
         id = new_event_id() if id is None else _check_id(id)
-        if data.__class__ is dict and is_flat(data):
-            data = freeze_flat(data)  # the usual payload, without freeze's generic walk
+        if data.__class__ is dict:
+            # The usual payload, a flat dict, without freeze's generic walk.
+            frozen = freeze_flat(data)
+            data = frozen if frozen is not None else freeze(data, "data")
         elif type(data) not in _SCALARS:
             data = freeze(data, "data")
         event: Event = _new_event(Event)
@@ -381,8 +383,9 @@ class Event:
             ImmutableMessageError: ``data`` cannot be made immutable.
             TypeError: ``key`` or ``headers`` has the wrong type.
         """
-        if data.__class__ is dict and is_flat(data):
-            data = freeze_flat(data)
+        if data.__class__ is dict:
+            frozen = freeze_flat(data)
+            data = frozen if frozen is not None else freeze(data, "data")
         elif type(data) not in _SCALARS:
             data = freeze(data, "data")
         return _make(

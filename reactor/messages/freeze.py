@@ -35,7 +35,7 @@ from uuid import UUID
 
 from reactor.errors import ImmutableMessageError
 
-__all__ = ["FrozenDict", "freeze", "freeze_flat", "is_flat", "thaw"]
+__all__ = ["FrozenDict", "freeze", "freeze_flat", "thaw"]
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
@@ -217,8 +217,10 @@ def freeze(value: Any, path: str = "data") -> Any:
     t = type(value)
     if t in _SCALARS:
         return value
-    if t is dict and is_flat(value):
-        return freeze_flat(value)
+    if t is dict:
+        frozen = freeze_flat(value)
+        if frozen is not None:
+            return frozen
     try:
         if t is dict:  # the usual payload: skip the dispatch
             return _freeze_mapping(value)
@@ -229,25 +231,20 @@ def freeze(value: Any, path: str = "data") -> Any:
         ) from None
 
 
-def is_flat(value: dict[Any, Any]) -> bool:
-    """Whether every key and value of the dict ``value`` is a scalar (the usual payload).
+def freeze_flat(value: dict[Any, Any]) -> FrozenDict[Any, Any] | None:
+    """The frozen form of a dict of scalars (a copy, wrapped); None if it is not flat.
 
-    Such a dict is frozen by a plain copy (:func:`freeze_flat`), without the
-    generic walk. (A loop with no call in it: for the few items of a payload it
-    beats building a set of their types in C.)
+    Flat dicts are the usual payload: a copy is their frozen form, without
+    :func:`freeze`'s generic walk. (A loop with no call in it: for the few items
+    of a payload it beats building a set of their types in C.)
     """
     scalars = _SCALARS
     for item in value.values():
         if item.__class__ not in scalars:
-            return False
-    for key in value:  # noqa: SIM110 - all() with a generator costs twice this loop
+            return None
+    for key in value:
         if key.__class__ not in scalars:
-            return False
-    return True
-
-
-def freeze_flat(value: dict[Any, Any]) -> FrozenDict[Any, Any]:
-    """The frozen form of a dict for which :func:`is_flat` holds: a copy, wrapped."""
+            return None
     frozen: FrozenDict[Any, Any] = _new(FrozenDict)
     _set_d(frozen, value.copy())
     return frozen
