@@ -9,7 +9,7 @@ Two parts, each against baselines measured in the same run:
   subscribes to, against ``Event.create`` of the same arguments (target 0: at most
   2x). The channel actor still runs beside the calling thread (it settles the
   unrouted events), as it would in a service. Each is timed as the best of many
-  short runs (``MAKING_ROUNDS`` per ``--repeat``, a tenth of the events each),
+  short runs (``MAKING_ROUNDS`` per ``--repeat``, a twentieth of the events each),
   interleaved: on a loaded machine the best of three long runs still swings by 2x.
 * **end to end**: ``N`` events from application threads into a ``memory`` channel
   with one consumer that counts, timed from the first call until ``wait_idle()``
@@ -50,7 +50,7 @@ CHANNEL = "c"
 DEFAULT_EVENTS = 100_000
 DEFAULT_REPEAT = 3
 DEFAULT_BATCH = 100
-MAKING_ROUNDS = 5
+MAKING_ROUNDS = 10
 THREADS = 4
 _TIMEOUT_S = 600.0
 
@@ -269,10 +269,10 @@ def main(argv: list[str]) -> int:
     def fresh(run: Callable[[list[dict[str, Any]]], float]) -> Callable[[int], float]:
         return lambda n: run(_items(n))
 
-    # Making is timed in many short runs (a tenth of the events, MAKING_ROUNDS per
+    # Making is timed in many short runs (a twentieth of the events, MAKING_ROUNDS per
     # repeat), interleaved: the best of many is what survives a loaded machine.
     rounds = MAKING_ROUNDS * args.repeat
-    short = max(1, events // 10)
+    short = max(1, events // 20)
     print(f"making (one thread): best of {rounds} runs of {short:,} events each")
     making = {
         r.name: r
