@@ -1,0 +1,223 @@
+"""CloudEvents 1.0 attributes from an event and back, for :class:`~reactor.CloudEventsCodec`.
+
+The mapping is tabled in :mod:`reactor.messages.codecs`. Decoding accepts what
+other tools write (any offset in ``time``, no ``time`` at all, unknown
+extensions); every refusal is a :class:`~reactor.errors.DecodeError` naming the
+attribute.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from reactor.errors import DecodeError
+from reactor.messages.event import Event
+from reactor.messages.jsontext import json_kind
+from reactor.messages.jsonvalues import build_event, checked_topic, format_time, parse_time, to_json
+
+__all__ = ["event_from_cloudevent", "event_to_cloudevent"]
+
+_EXTENSION_NAME = re.compile(r"[a-z0-9]{1,20}")
+# Context attributes (required and optional) and our own extensions: a header
+# with one of these names cannot be an extension attribute of its own.
+_TAKEN: Final = frozenset(
+    {
+        "specversion",
+        "id",
+        "source",
+        "type",
+        "time",
+        "datacontenttype",
+        "data",
+        "data_base64",
+        "partitionkey",
+        "correlationid",
+        "causationid",
+        "reactorheaders",
+    }
+)
+_JSON_CONTENT = re.compile(r"(?:application|text)/(?:[\w.+-]+\+)?json(?:\s*;.*)?", re.IGNORECASE)
+# The packed headers are a JSON string inside the event: the stdlib writes and reads it.
+_pack = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def event_to_cloudevent(event: Event) -> dict[str, Any]:
+    """The CloudEvent attributes of ``event``.
+
+    Raises:
+        Unencodable: ``event.data`` is not plain JSON nor top-level bytes.
+    """
+    ce: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": event.id,
+        "source": event.source,
+        "type": event.topic,
+        "time": format_time(event.time),
+    }
+    data = event.data
+    if data is not None:
+        if type(data) is bytes:
+            ce["datacontenttype"] = "application/octet-stream"
+            ce["data_base64"] = base64.b64encode(data).decode("ascii")
+        else:
+            ce["datacontenttype"] = "application/json"
+            ce["data"] = to_json(data, False)
+    if event.key is not None:
+        ce["partitionkey"] = event.key
+    if event.correlation_id is not None:
+        ce["correlationid"] = event.correlation_id
+    if event.causation_id is not None:
+        ce["causationid"] = event.causation_id
+    if event.headers:
+        others = {}
+        for name, value in event.headers.items():
+            if name not in _TAKEN and _EXTENSION_NAME.fullmatch(name):
+                ce[name] = value
+            else:
+                others[name] = value
+        if others:
+            ce["reactorheaders"] = _pack(others)
+    return ce
+
+
+def _required(ce: Mapping[str, Any], name: str) -> str:
+    value = ce.get(name)
+    if type(value) is str and value:
+        return value
+    if name not in ce:
+        raise DecodeError(f"CloudEvent is missing required attribute {name!r}")
+    raise DecodeError(f"CloudEvent attribute {name!r} must be a non-empty string, got {value!r}")
+
+
+def _optional(ce: Mapping[str, Any], name: str) -> str | None:
+    # JSON null means "absent" for an optional attribute.
+    value = ce.get(name)
+    if value is not None and type(value) is not str:
+        raise DecodeError(f"CloudEvent attribute {name!r} must be a string, got {value!r}")
+    return value
+
+
+def event_from_cloudevent(ce: dict[str, Any]) -> Event:
+    """The event in the CloudEvent attributes ``ce``, ours or another tool's.
+
+    Raises:
+        DecodeError: ``ce`` is not a CloudEvent this codec accepts; the message
+            names the attribute at fault.
+    """
+    get: Callable[[str], Any] = ce.get
+    event_id, source, topic = get("id"), get("source"), get("type")
+    key, correlation_id, causation_id = (
+        get("partitionkey"),
+        get("correlationid"),
+        get("causationid"),
+    )
+    if not (
+        get("specversion") == "1.0"
+        and type(event_id) is str
+        and type(source) is str
+        and type(topic) is str
+        and event_id
+        and source
+        and type(key) in _STRING_OR_NULL
+        and type(correlation_id) in _STRING_OR_NULL
+        and type(causation_id) in _STRING_OR_NULL
+    ):
+        _refuse_attributes(ce)  # always raises, naming the first attribute at fault
+    when = get("time")
+    return build_event(
+        "CloudEvent",
+        event_id,
+        checked_topic(topic, "CloudEvent attribute 'type' is not a valid reactor topic"),
+        _data(ce),
+        key,
+        datetime.now(UTC) if when is None else parse_time(when, "CloudEvent attribute 'time'"),
+        source,
+        _headers(ce),
+        correlation_id,
+        causation_id,
+    )
+
+
+_STRING_OR_NULL: Final = frozenset({str, type(None)})
+
+
+def _refuse_attributes(ce: dict[str, Any]) -> None:
+    specversion = _required(ce, "specversion")
+    if specversion != "1.0":
+        raise DecodeError(
+            f"CloudEvent attribute 'specversion' is {specversion!r}; only '1.0' is supported"
+        )
+    for name in ("id", "source", "type"):
+        _required(ce, name)
+    for name in ("partitionkey", "correlationid", "causationid"):
+        _optional(ce, name)
+    raise AssertionError("_refuse_attributes found nothing to refuse")  # pragma: no cover
+
+
+def _data(ce: dict[str, Any]) -> Any:
+    content_type = _optional(ce, "datacontenttype")
+    if "data_base64" in ce:
+        if "data" in ce:
+            raise DecodeError("CloudEvent has both 'data' and 'data_base64'; it may have only one")
+        encoded = _optional(ce, "data_base64")
+        try:
+            return base64.b64decode(encoded or "", validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise DecodeError(f"CloudEvent attribute 'data_base64' is not base64: {exc}") from exc
+    if "data" not in ce:
+        return None
+    data = ce["data"]
+    # JSON data is used as parsed (CloudEvents data has no tags: a '__reactor__'
+    # key is just a key); the Event freezes it.
+    if (
+        content_type is not None
+        and content_type != "application/json"
+        and not _JSON_CONTENT.fullmatch(content_type)
+        and not isinstance(data, str)
+    ):
+        # Non-JSON content arrives as a JSON string; anything else is malformed.
+        raise DecodeError(
+            f"CloudEvent attribute 'data' must be a string for datacontenttype "
+            f"{content_type!r}, got {json_kind(data)}"
+        )
+    return data
+
+
+def _headers(ce: dict[str, Any]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    if "reactorheaders" in ce:
+        raw = _optional(ce, "reactorheaders") or ""
+        try:
+            packed = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            raise DecodeError(
+                f"CloudEvent attribute 'reactorheaders' is not a JSON object string: {exc}"
+            ) from exc
+        if not isinstance(packed, dict) or not all(isinstance(v, str) for v in packed.values()):
+            raise DecodeError(
+                "CloudEvent attribute 'reactorheaders' must hold a JSON object of strings"
+            )
+        headers.update(packed)
+    if ce.keys() <= _TAKEN:  # the usual case: no extension attributes at all
+        return headers
+    for name, value in ce.items():
+        if name in _TAKEN:
+            continue
+        if isinstance(value, str):
+            headers[name] = value
+        elif isinstance(value, bool):  # CloudEvents' canonical string form
+            headers[name] = "true" if value else "false"
+        elif isinstance(value, int):
+            headers[name] = str(value)
+        elif value is not None:
+            raise DecodeError(
+                f"CloudEvent extension attribute {name!r} must be a string, integer or "
+                f"boolean, got {json_kind(value)}"
+            )
+    return headers
