@@ -10,7 +10,17 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from benchmarks import coldstart, dashboard, failures, pipeline, publish, redis, sqlite, supervision
+from benchmarks import (
+    codecs,
+    coldstart,
+    dashboard,
+    failures,
+    pipeline,
+    publish,
+    redis,
+    sqlite,
+    supervision,
+)
 
 Benchmark = Callable[[list[str]], int]
 
@@ -23,6 +33,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "dashboard": dashboard.main,
     "failures": failures.main,
     "coldstart": coldstart.main,
+    "codecs": codecs.main,
 }
 
 USAGE = "usage: python -m benchmarks {list | NAME [--help] [options]}"
