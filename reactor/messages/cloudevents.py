@@ -18,10 +18,10 @@ from typing import Any, Final
 
 from reactor.errors import DecodeError
 from reactor.messages.event import Event
-from reactor.messages.jsontext import json_kind
+from reactor.messages.jsontext import json_kind, quote
 from reactor.messages.jsonvalues import build_event, checked_topic, format_time, parse_time, to_json
 
-__all__ = ["event_from_cloudevent", "event_to_cloudevent"]
+__all__ = ["cloudevent_text", "event_from_cloudevent"]
 
 _EXTENSION_NAME = re.compile(r"[a-z0-9]{1,20}")
 # Context attributes (required and optional) and our own extensions: a header
@@ -47,43 +47,40 @@ _JSON_CONTENT = re.compile(r"(?:application|text)/(?:[\w.+-]+\+)?json(?:\s*;.*)?
 _pack = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
-def event_to_cloudevent(event: Event) -> dict[str, Any]:
-    """The CloudEvent attributes of ``event``.
+def cloudevent_text(event: Event, dumps: Callable[[Any], str]) -> str:
+    """The CloudEvent of ``event`` as JSON text; ``dumps`` writes ``data``.
 
     Raises:
         Unencodable: ``event.data`` is not plain JSON nor top-level bytes.
     """
-    ce: dict[str, Any] = {
-        "specversion": "1.0",
-        "id": event.id,
-        "source": event.source,
-        "type": event.topic,
-        "time": format_time(event.time),
-    }
     data = event.data
-    if data is not None:
-        if type(data) is bytes:
-            ce["datacontenttype"] = "application/octet-stream"
-            ce["data_base64"] = base64.b64encode(data).decode("ascii")
-        else:
-            ce["datacontenttype"] = "application/json"
-            ce["data"] = to_json(data, False)
+    if data is None:
+        body = ""
+    elif type(data) is bytes:
+        encoded = base64.b64encode(data).decode("ascii")
+        body = f',"datacontenttype":"application/octet-stream","data_base64":"{encoded}"'
+    else:
+        body = f',"datacontenttype":"application/json","data":{dumps(to_json(data, False))}'
+    text = (
+        f'{{"specversion":"1.0","id":{quote(event.id)},"source":{quote(event.source)},'
+        f'"type":{quote(event.topic)},"time":"{format_time(event.time)}"{body}'
+    )
     if event.key is not None:
-        ce["partitionkey"] = event.key
+        text += ',"partitionkey":' + quote(event.key)
     if event.correlation_id is not None:
-        ce["correlationid"] = event.correlation_id
+        text += ',"correlationid":' + quote(event.correlation_id)
     if event.causation_id is not None:
-        ce["causationid"] = event.causation_id
+        text += ',"causationid":' + quote(event.causation_id)
     if event.headers:
         others = {}
         for name, value in event.headers.items():
             if name not in _TAKEN and _EXTENSION_NAME.fullmatch(name):
-                ce[name] = value
+                text += f',"{name}":{quote(value)}'  # the name is [a-z0-9]: nothing to escape
             else:
                 others[name] = value
         if others:
-            ce["reactorheaders"] = _pack(others)
-    return ce
+            text += ',"reactorheaders":' + quote(_pack(others))
+    return text + "}"
 
 
 def _required(ce: Mapping[str, Any], name: str) -> str:

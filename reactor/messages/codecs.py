@@ -87,13 +87,13 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import attrs
 
 from reactor.errors import DecodeError
-from reactor.messages.cloudevents import event_from_cloudevent, event_to_cloudevent
+from reactor.messages.cloudevents import cloudevent_text, event_from_cloudevent
 from reactor.messages.event import Event
 from reactor.messages.jsontext import json_text, load_object
 from reactor.messages.jsonvalues import (
     Unencodable,
     event_from_json,
-    event_to_json,
+    event_text,
     unencodable_error,
 )
 
@@ -155,21 +155,25 @@ class _JsonFormat:
     name: ClassVar[str]
     content_type: ClassVar[str]
     _what: ClassVar[str]
-    # The event <-> JSON object functions; plain functions rather than methods,
-    # one call less per event on the hot path.
-    _mapping: ClassVar[tuple[Callable[[Event], dict[str, Any]], Callable[[dict[str, Any]], Event]]]
+    # Event to JSON text (given the library's dumps) and JSON object to event;
+    # plain functions rather than methods, one call less per event on the hot path.
+    _mapping: ClassVar[
+        tuple[Callable[[Event, Callable[[Any], str]], str], Callable[[dict[str, Any]], Event]]
+    ]
 
     json: str = "auto"
-    _to_object: Callable[[Event], dict[str, Any]] = attrs.field(init=False, repr=False, eq=False)
+    _to_text: Callable[[Event, Callable[[Any], str]], str] = attrs.field(
+        init=False, repr=False, eq=False
+    )
     _from_object: Callable[[dict[str, Any]], Event] = attrs.field(init=False, repr=False, eq=False)
-    _dumps: Callable[[Any], bytes] = attrs.field(init=False, repr=False, eq=False)
+    _dumps: Callable[[Any], str] = attrs.field(init=False, repr=False, eq=False)
     _loads: Callable[[bytes], Any] = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
         text = json_text(self.json)  # raises UsageError
-        to_object, from_object = self._mapping
+        to_text, from_object = self._mapping
         for name, value in (
-            ("_to_object", to_object),
+            ("_to_text", to_text),
             ("_from_object", from_object),
             ("_dumps", text.dumps),
             ("_loads", text.loads),
@@ -190,10 +194,10 @@ class _JsonFormat:
                 the message names its path (``data['items'][1]``).
         """
         try:
-            obj = self._to_object(event)
+            text = self._to_text(event, self._dumps)
         except Unencodable as exc:
             raise unencodable_error(exc, type(self).__name__) from None
-        return self._dumps(obj)
+        return text.encode("utf-8")
 
     def decode(self, data: bytes) -> Event:
         """Return the event in ``data``.
@@ -229,7 +233,7 @@ class JsonCodec(_JsonFormat):
     name: ClassVar[str] = "json"
     content_type: ClassVar[str] = "application/json"
     _what: ClassVar[str] = "JSON event"
-    _mapping = (event_to_json, partial(event_from_json, what="JSON event"))
+    _mapping = (event_text, partial(event_from_json, what="JSON event"))
 
 
 @attrs.frozen(slots=True)
@@ -243,4 +247,4 @@ class CloudEventsCodec(_JsonFormat):
     name: ClassVar[str] = "cloudevents"
     content_type: ClassVar[str] = "application/cloudevents+json"
     _what: ClassVar[str] = "CloudEvent"
-    _mapping = (event_to_cloudevent, event_from_cloudevent)
+    _mapping = (cloudevent_text, event_from_cloudevent)

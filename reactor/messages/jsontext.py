@@ -31,9 +31,21 @@ try:
 except ImportError:  # an optional extra: the stdlib path does the same work, slower
     orjson = None  # type: ignore[assignment]
 
-__all__ = ["JSON_LIBRARIES", "JsonText", "json_kind", "json_text", "load_object"]
+__all__ = [
+    "JSON_LIBRARIES",
+    "JsonText",
+    "json_kind",
+    "json_text",
+    "load_object",
+    "quote",
+    "stdlib_dumps",
+]
 
 JSON_LIBRARIES: Final = ("auto", "orjson", "stdlib")
+
+# A str as JSON text, quotes included, non-ASCII left as it is (C, from the stdlib):
+# the codecs write their fixed attributes around it.
+quote: Final[Callable[[str], str]] = json.encoder.encode_basestring
 
 # --- the stdlib path -----------------------------------------------------------------
 
@@ -41,7 +53,7 @@ JSON_LIBRARIES: Final = ("auto", "orjson", "stdlib")
 _encoder = json.JSONEncoder(
     ensure_ascii=False, allow_nan=False, check_circular=False, separators=(",", ":")
 )
-_stdlib_encode: Callable[[Any], str] = _encoder.encode
+stdlib_dumps: Callable[[Any], str] = _encoder.encode
 # JSONEncoder.encode() makes a new C encoder on every call; this one is made
 # once, with the same settings, and reused (it holds no state between calls).
 _c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
@@ -58,17 +70,13 @@ if _c_make_encoder is not None:
         False,  # allow_nan
     )
 
-    def _stdlib_encode(obj: Any) -> str:
+    def stdlib_dumps(obj: Any) -> str:
         return "".join(_c_encode(obj, 0))
 
 
 # json.loads() strips whitespace with two regex matches around the scanner;
 # the text we write has none, so the scanner alone is tried first.
 _scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # set in __init__, not in typeshed
-
-
-def _stdlib_dumps(obj: Any) -> bytes:
-    return _stdlib_encode(obj).encode("utf-8")
 
 
 def _stdlib_loads(data: bytes) -> Any:
@@ -89,11 +97,11 @@ _DIGITS: Final = bytes(0x30 if 0x30 <= i <= 0x39 else 0x20 for i in range(256))
 _LONG_NUMBER: Final = b"0" * 19
 
 
-def _orjson_dumps(obj: Any) -> bytes:
+def _orjson_dumps(obj: Any) -> str:
     try:
-        return orjson.dumps(obj)
+        return orjson.dumps(obj).decode("utf-8")
     except orjson.JSONEncodeError:  # an int past 64 bits, a lone surrogate: the stdlib decides
-        return _stdlib_dumps(obj)
+        return stdlib_dumps(obj)
 
 
 def _orjson_loads(data: bytes) -> Any:
@@ -110,7 +118,7 @@ def _orjson_loads(data: bytes) -> Any:
 
 @attrs.frozen(slots=True)
 class JsonText:
-    """A pair of functions: JSON value to UTF-8 bytes, and bytes to JSON value.
+    """A pair of functions: JSON value to compact JSON text, and UTF-8 bytes to JSON value.
 
     ``dumps`` raises what :func:`json.dumps` raises; ``loads`` raises
     ``UnicodeDecodeError``, :class:`json.JSONDecodeError`, ``ValueError`` or
@@ -118,11 +126,11 @@ class JsonText:
     """
 
     library: str
-    dumps: Callable[[Any], bytes]
+    dumps: Callable[[Any], str]
     loads: Callable[[bytes], Any]
 
 
-_STDLIB: Final = JsonText("stdlib", _stdlib_dumps, _stdlib_loads)
+_STDLIB: Final = JsonText("stdlib", stdlib_dumps, _stdlib_loads)
 _ORJSON: Final = None if orjson is None else JsonText("orjson", _orjson_dumps, _orjson_loads)
 
 
