@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import platform
+import statistics
 import sys
 import threading
 import time
@@ -12,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import TypeVar
 
-__all__ = ["Result", "best_of", "describe_machine", "gated_source", "now"]
+__all__ = ["Result", "best_of", "describe_machine", "gated_source", "median_ratio", "now"]
 
 T = TypeVar("T")
 
@@ -76,6 +77,15 @@ def best_of(
                 flush=True,
             )
     return [Result(name, events, seconds) for name, seconds in runs.items()]
+
+
+def median_ratio(baseline_s: list[float], variant_s: list[float]) -> float:
+    """The median over rounds of variant rate / baseline rate (``baseline_s[i] / variant_s[i]``).
+
+    Round ``i`` of both ran back to back (interleaved), so each round's ratio
+    shares that moment's load; the median drops the rounds the host disturbed.
+    """
+    return statistics.median(b / v for b, v in zip(baseline_s, variant_s, strict=True))
 
 
 def describe_machine() -> str:

@@ -19,7 +19,8 @@ Both sides do the same durable work, in the same run, on the same kind of file
   order, decodes each with the same codec, calls the same counting handler and
   commits the group's offset with one ``UPDATE`` + ``COMMIT`` per page.
 
-Ratios are reactor / raw (target from the issue: >= 0.7).
+Ratios are reactor / raw, the median over the interleaved rounds and the best
+run of each; targets: append >= 0.7, consume >= 0.85 (median, issue 13).
 """
 
 from __future__ import annotations
@@ -32,13 +33,15 @@ import tempfile
 import time
 from collections.abc import Callable
 
-from benchmarks._harness import Result, best_of, describe_machine, now
+from benchmarks._harness import Result, best_of, describe_machine, median_ratio, now
 from reactor import Event, JsonCodec, Topology
+from reactor.messages.jsontext import json_text
 
 __all__ = ["main"]
 
 TOPIC = "bench.tick"
-TARGET = 0.7
+TARGET = 0.7  # append (issue 5)
+CONSUME_TARGET = 0.85  # consume, on the median of the rounds (issue 13, target 4)
 _codec = JsonCodec()
 
 
@@ -173,15 +176,18 @@ def _remove(path: str) -> None:
             os.remove(path + suffix)
 
 
-def _report(title: str, results: list[Result]) -> float:
+def _report(title: str, results: list[Result], target: float) -> float:
+    """Print the best runs and both ratios; return the median ratio (the target's measure)."""
     by_name = {r.name: r for r in results}
     print(f"\n{title}")
     for r in results:
         print(f"  {r.name:<8} {r.rate:>12,.0f} events/s  (best of {len(r.runs)}: {r.best_s:.3f} s)")
-    ratio = by_name["reactor"].rate / by_name["raw"].rate
-    verdict = "meets" if ratio >= TARGET else "below"
-    print(f"  ratio reactor/raw: {ratio:.2f}x  ({verdict} the {TARGET}x target)")
-    return ratio
+    best = by_name["reactor"].rate / by_name["raw"].rate
+    median = median_ratio(by_name["raw"].runs, by_name["reactor"].runs)
+    verdict = "meets" if median >= target else "below"
+    print(f"  ratio reactor/raw: median of rounds {median:.2f}x ({verdict} the {target}x target)")
+    print(f"                     best of each     {best:.2f}x")
+    return median
 
 
 def main(argv: list[str]) -> int:
@@ -209,6 +215,7 @@ def main(argv: list[str]) -> int:
     )
     print(describe_machine())
     events = _events(args.events)
+    print(f"JSON library of the codecs (both sides): {json_text('auto').library}")
     workdir = tempfile.mkdtemp(prefix="reactor-bench-", dir=args.dir)
     try:
         append: dict[str, Callable[[int], float]] = {
@@ -216,7 +223,7 @@ def main(argv: list[str]) -> int:
             "raw": lambda n: raw_append(events[:n], args.batch, workdir, args.full),
         }
         print("\nappend")
-        append_ratio = _report("append", best_of(append, args.repeat, args.events))
+        append_ratio = _report("append", best_of(append, args.repeat, args.events), TARGET)
         template = os.path.join(workdir, "template.db")
         _fill_log(template, events, args.full)
         consume: dict[str, Callable[[int], float]] = {
@@ -224,10 +231,13 @@ def main(argv: list[str]) -> int:
             "raw": lambda n: raw_consume(template, workdir, args.full, args.max_batch),
         }
         print("\nconsume")
-        consume_ratio = _report("consume", best_of(consume, args.repeat, args.events))
+        consume_ratio = _report(
+            "consume", best_of(consume, args.repeat, args.events), CONSUME_TARGET
+        )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(
-        f"\nsummary: append {append_ratio:.2f}x raw, consume {consume_ratio:.2f}x raw (target {TARGET}x)"
+        f"\nsummary (medians): append {append_ratio:.2f}x raw (target {TARGET}x), "
+        f"consume {consume_ratio:.2f}x raw (target {CONSUME_TARGET}x)"
     )
     return 0

@@ -19,6 +19,7 @@ import reactor
 from reactor import CloudEventsCodec, Codec, Event, FrozenDict, JsonCodec, messages
 from reactor.errors import DecodeError, UsageError
 from reactor.messages import jsontext
+from reactor.messages.jsonvalues import format_time, parse_time
 
 # Every codec test runs on both JSON libraries; orjson's runs are skipped where
 # it is not installed (it comes with the redis and test extras).
@@ -588,3 +589,23 @@ def test_orjson_asked_for_but_missing_says_how_to_install_it(
 @pytest.mark.skipif(not HAS_ORJSON, reason="orjson is not installed")
 def test_auto_uses_orjson_when_it_is_installed() -> None:
     assert jsontext.json_text("auto").library == "orjson"
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC)
+    )
+    | st.sampled_from(
+        [  # the last microsecond of a second, where a float timestamp could round up
+            datetime(2026, 11, 29, 23, 59, 59, 999_999, tzinfo=UTC),
+            datetime(2106, 2, 7, 6, 28, 15, 999_999, tzinfo=UTC),  # just below 2**32 s
+            datetime(2106, 2, 7, 6, 28, 16, 0, tzinfo=UTC),
+            datetime(1970, 1, 1, 0, 0, 0, 999_999, tzinfo=UTC),
+        ]
+    )
+)
+def test_times_are_written_in_utc_to_the_microsecond(when: datetime) -> None:
+    expected = when.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    assert format_time(when) == expected
+    assert format_time(when) == expected  # the second time from the cache of seconds
+    assert parse_time(expected, "t") == when
