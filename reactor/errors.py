@@ -219,3 +219,15 @@ class ChannelOpenError(ReactorError, OSError):
 
 class RequestTimeout(ReactorError, TimeoutError):
     """No reply came to a request in time: see :meth:`reactor.System.request`."""
+
+
+class ChaosError(ReactorError, RuntimeError):
+    """A failure injected on purpose by a consumer's ``chaos`` declaration."""
+
+
+class ChaosOutage(ChaosError, ConnectionError):
+    """The broker outage a consumer's ``chaos`` declares: every call fails until it ends."""
+
+
+class CrashRequested(ReactorError, RuntimeError):
+    """An actor crashed because it was told to (``system.controls.crash``, a presenter key)."""

@@ -23,7 +23,8 @@ import pykka
 from reactor.actors.address import Address
 from reactor.actors.counters import ActorCounters
 from reactor.actors.pykka_compat import ActorStop
-from reactor.messages.control import ChildExited, ErrorInfo, ExitReason, Wake
+from reactor.errors import CrashRequested
+from reactor.messages.control import ChildExited, Crash, ErrorInfo, ExitReason, Wake
 
 if TYPE_CHECKING:
     from reactor.clock import Clock
@@ -150,6 +151,8 @@ class ReactorActor(pykka.ThreadingActor):
     # -- hooks -----------------------------------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
+        if type(message) is Crash:
+            raise CrashRequested(f"{self.actor_address.name}: {message.reason}")
         logger.warning("%s ignored an unexpected message: %r", self.actor_address.name, message)
         return None
 

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Ack",
     "ChildExited",
+    "Crash",
     "Deliver",
     "Encoded",
     "ErrorInfo",
@@ -259,6 +260,13 @@ class Tick:
     """A timer fired; ``token`` tells the receiver which timer."""
 
     token: Any = None
+
+
+@attrs.frozen(slots=True)
+class Crash:
+    """Tells an actor to crash as if its own code had raised (a presenter, a test)."""
+
+    reason: str
 
 
 @attrs.frozen(slots=True)

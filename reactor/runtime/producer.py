@@ -28,6 +28,8 @@ from reactor.runtime.router import Router
 __all__ = ["ProducerActor", "ProducerRuntime"]
 
 _PULL = "pull"
+# How often a paused iterable producer looks whether it was resumed.
+_PAUSED_CHECK_S = 0.05
 
 
 @attrs.define(eq=False)
@@ -49,6 +51,9 @@ class ProducerRuntime:
     finished: threading.Event = attrs.field(factory=threading.Event)
     on_finished: Callable[[], None] | None = None
     published: int = 0
+    # Set from other threads (reactor.runtime.controls); read by the producer actor.
+    paused: bool = False
+    burst: int = 0  # events to publish at once, past the rate (a presenter's flood)
 
     @property
     def finite(self) -> bool:
@@ -128,10 +133,12 @@ class ProducerActor(ReactorActor):
     def _poll(self) -> None:
         runtime = self.runtime
         assert runtime.poll is not None
-        if self._allowance(1):
+        count = self._allowance(1)
+        for _ in range(count):
             item = runtime.poll()
             if item is not None:
                 runtime.backlog.append(runtime.make_event(item))
+        if count:
             self._flush()
         self._schedule(runtime.interval or 0.0)
 
@@ -164,7 +171,15 @@ class ProducerActor(ReactorActor):
 
     def _allowance(self, wanted: int) -> int:
         """How many events may go now; schedules the next pull when it is 0."""
-        rate = self.runtime.rate
+        runtime = self.runtime
+        if runtime.paused:
+            if runtime.poll is None:
+                self._schedule(_PAUSED_CHECK_S)
+            return 0
+        if runtime.burst > 0:
+            burst, runtime.burst = runtime.burst, 0
+            return max(wanted, burst)
+        rate = runtime.rate
         if rate is None:
             return wanted
         now = self.actor_clock.monotonic()

@@ -41,6 +41,7 @@ from reactor.errors import (
 from reactor.messages import lifecycle
 from reactor.messages.event import REPLY_TO, Event
 from reactor.runtime.assembly import Assembly
+from reactor.runtime.controls import Controls
 from reactor.runtime.metrics import ActorMetrics, Health, SystemMetrics
 from reactor.runtime.replies import ReplyFuture, no_reply
 from reactor.runtime.router import Router
@@ -106,6 +107,8 @@ class System:
         self._channels = self._assembly.channels
         self._actors = self._assembly.actors
         self._producers = self._assembly.producers
+        #: Hand controls: crash an actor, pause, resume, rate and flood a producer.
+        self.controls = Controls(self._actors, self._producers)
         self._recent: collections.deque[Event] = collections.deque(maxlen=_RECENT_LIFECYCLE)
         self._root: Supervisor | None = None
         self._threads: list[threading.Thread] = []
