@@ -22,6 +22,7 @@ from reactor.messages.event import Event
 from reactor.messages.freeze import FrozenDict, freeze, thaw
 from reactor.messages.topics import TopicPattern
 from reactor.runtime.aio import AsyncSystem
+from reactor.runtime.chaos import Chaos
 from reactor.runtime.consumer import Delivery, current_delivery
 from reactor.runtime.metrics import ActorMetrics, Health, SystemMetrics
 from reactor.runtime.pool import PoolScaling
@@ -46,6 +47,7 @@ __all__ = [
     "AsyncSystem",
     "Backoff",
     "ChannelMetrics",
+    "Chaos",
     "Clock",
     "CloudEventsCodec",
     "Codec",

@@ -37,6 +37,9 @@ __all__ = [
     "UnknownDeadLetterError",
     "UnknownGroupError",
     "UsageError",
+    "ChaosError",
+    "ChaosOutage",
+    "CrashRequested",
 ]
 
 

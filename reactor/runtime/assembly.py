@@ -288,7 +288,9 @@ class Assembly:
             channel=decl.channel,
             channel_address=self.channels[decl.channel].address,
             output=decl.output_channel,
-            handler=decl.handler,
+            handler=decl.handler
+            if decl.chaos is None
+            else decl.chaos.wrap(decl.handler, decl.name, self._clock.monotonic),
             router=self._router,
             prefetch=decl.prefetch,
             dedup=self._dedup_for(decl),

@@ -32,6 +32,7 @@ from reactor.channels.registry import known_schemes, scheme_of
 from reactor.errors import InvalidTopicError, TopologyError
 from reactor.messages import lifecycle
 from reactor.messages.topics import TopicPattern, validate_topic
+from reactor.runtime.chaos import Chaos
 from reactor.runtime.handling import is_async
 from reactor.runtime.pool import PoolScaling
 from reactor.schema import Option, option, options_of, problems_of
@@ -152,6 +153,12 @@ def _check_retry(retry: Any) -> list[str]:
     if isinstance(retry, Retry):
         return []
     return [f"retry must be a reactor.Retry, got {type(retry).__name__}"]
+
+
+def _check_chaos(chaos: Any) -> list[str]:
+    if not isinstance(chaos, Chaos):
+        return [f"chaos must be a reactor.Chaos, got {type(chaos).__name__}"]
+    return [text for _, text in problems_of(chaos, "chaos.")]
 
 
 def _default_strategy(value: Any) -> Any:
@@ -336,6 +343,14 @@ class ConsumerDecl:
         positive=True,
         max=10_000,
         doc="events an `async def` handler runs at once (one key at a time, in order)",
+    )
+    chaos: Chaos | None = option(
+        None,
+        kind="custom",
+        toml="table",
+        optional=True,
+        check=_check_chaos,
+        doc="failures, latency and an outage on purpose: a `reactor.Chaos` (demos, resilience tests)",
     )
 
     @property
@@ -594,6 +609,9 @@ class TopologyDecl:
                     "at a time; make the handler `async def`, or use a pool for more threads"
                 )
                 problems.append(_problem(decl, "concurrency", text))
+            if decl.chaos is not None and is_async(decl.handler):
+                text = "chaos wraps plain handlers only; drop it or use a plain `def` handler"
+                problems.append(_problem(decl, "chaos", text))
             other = groups.setdefault((decl.channel, decl.group_name), decl)
             if other is not decl and (
                 set(other.patterns) != set(decl.patterns)

@@ -75,6 +75,7 @@ declaration in the supervision tree.
     shutdown_s = 5.0
     retry = { min_s = 0.1, max_s = 5.0, multiplier = 2.0, jitter = 0.2 }
     failure_threshold = 10
+    chaos = { crash_rate = 0.05, latency_s = 0.01, outage_after_s = 5, outage_s = 3, seed = 1 }
 
     [pools.mailer]                # every consumer key except restart, plus:
     channel = "orders"
@@ -136,6 +137,7 @@ from types import ModuleType
 from typing import Any, TypeVar
 
 from reactor.errors import TopologyError
+from reactor.runtime.chaos import Chaos
 from reactor.runtime.declarations import (
     ChannelDecl,
     ConsumerDecl,
@@ -199,6 +201,7 @@ _KEYS: dict[str, dict[str, str]] = {
     "backoff": _schema_keys(Backoff),
     "retry": _schema_keys(Retry),
     "scaling": _schema_keys(PoolScaling),
+    "chaos": _schema_keys(Chaos),
 }
 _REQUIRED: dict[str, tuple[str, ...]] = {
     section: tuple(
@@ -218,7 +221,7 @@ _EXPECTED = {
     "start": "'earliest', 'latest', an offset (integer) or a date-time",
 }
 # Keys the loader interprets itself instead of passing them to the declaration.
-_LOADER_KEYS = frozenset({"handler", "source", "supervisor", "parent", "scaling", "retry"})
+_LOADER_KEYS = frozenset({"handler", "source", "supervisor", "parent", "scaling", "retry", "chaos"})
 # The table of each kind of declaration a Problem names.
 _SECTION_OF = {
     "channel": "channels",
@@ -644,6 +647,10 @@ class _Loader:
             retry = self.table((*where, "retry"), "retry", settings["retry"])
             if retry:
                 options["retry"] = Retry(**self.bounded((*where, "retry"), Retry, retry))
+        if "chaos" in settings:
+            chaos = self.table((*where, "chaos"), "chaos", settings["chaos"])
+            if chaos is not None:
+                options["chaos"] = Chaos(**self.bounded((*where, "chaos"), Chaos, chaos))
         decl: ConsumerDecl
         if kind == "pools":
             if "scaling" in settings:
