@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any, cast
 
 import pytest
+import terminal
 from rich.console import Console
 
 import reactor
@@ -82,9 +84,12 @@ def system() -> Iterator[reactor.System]:
         running.stop(timeout=10)
 
 
-def _text(dashboard: Dashboard, metrics: reactor.SystemMetrics, width: int) -> str:
+def _text(
+    dashboard: Dashboard, metrics: reactor.SystemMetrics, width: int, height: int | None = None
+) -> str:
     console = Console(record=True, width=width, file=io.StringIO(), color_system=None)
-    console.print(dashboard.render(metrics))
+    dashboard.console = console
+    console.print(dashboard.render(metrics, height=height))
     return console.export_text()
 
 
@@ -111,7 +116,14 @@ def test_render_shows_restarts_backlog_and_dead_letters(system: reactor.System) 
     assert "helpers ×2" in text  # noqa: RUF001 - a pool shows its member count
     # The channel table's backlog column for "slow" is the figure from the metrics.
     row = _row(text, "slow")
-    assert row[1:4] == [str(slow.published), str(slow.backlog), str(slow.in_flight)]
+    assert row[1:5] == ["memory", str(slow.published), str(slow.backlog), str(slow.in_flight)]
+    # Plain words: the unsettled events of the capacity, no "dlv", "mbr" or "fill".
+    assert row[5] == f"{slow.unsettled}/{slow.capacity}"
+    assert not re.search(r"\b(dlv|mbr|fill)\b", text)
+    # A group row: its delivered count in the events column, under its channel.
+    group = metrics.group("slow", "stuck")
+    assert _row(text, "└")[0:3] == ["└", "crashy", str(metrics.group("work", "crashy").delivered)]
+    assert f"└ stuck {group.delivered} {group.backlog}" in " ".join(text.split())
     # The dead letter: counted in the header and the table, listed in the events panel.
     assert f"dead letters {sum(c.dead_lettered for c in metrics.channels)}" in text
     work = metrics.channel("work")
@@ -120,6 +132,8 @@ def test_render_shows_restarts_backlog_and_dead_letters(system: reactor.System) 
     assert work.stored_dead_letters == work.dead_lettered
     assert "☠ dead letter job.bad" in text
     assert "Boom: cannot handle boom" in text
+    # ConsumerFailing names the error it gave up on first.
+    assert "ConsumerFailing: 1 new event failed, last: Boom: cannot handle boom" in text
 
 
 def test_render_fits_80_columns(system: reactor.System) -> None:
@@ -130,7 +144,81 @@ def test_render_fits_80_columns(system: reactor.System) -> None:
         too_long = [line for line in text.splitlines() if len(line) > width]
         assert not too_long, f"lines wider than {width}: {too_long}"
         assert "supervision" in text
-        assert "channels and groups" in text
+        assert "channels" in text
+
+
+def test_a_short_terminal_keeps_the_important_sections(system: reactor.System) -> None:
+    dashboard = Dashboard(system)
+    metrics = system.metrics()
+    full = _text(dashboard, metrics, 80).splitlines()
+    assert "$root supervisor" in "\n".join(full)  # the whole tree, with room
+    lines = _text(dashboard, metrics, 80, height=23).splitlines()
+    assert len(lines) <= 23 < len(full)
+    text = "\n".join(lines)
+    # Header, problems and events, channels, consumers: in that order of priority.
+    assert lines[0].startswith("dash  running")
+    assert lines[1].startswith("restarts ")
+    assert "problems and latest events" in text
+    assert "☠ dead letter job.bad" in text
+    assert _row(text, "work")[1] == "memory"
+    assert "consumers and producers" in text
+    # The tree gave way first: one summary line instead of a branch per actor.
+    assert "$root supervisor" not in text
+    assert re.search(r"^supervision  \d+ actors", text, re.M), text
+
+
+def test_the_header_keeps_its_height_when_health_flips() -> None:
+    healthy = reactor.Health("ok")
+    sick = reactor.Health("degraded", ("consumer 'a' is restarting", "channel 'b' is full (9/9)"))
+    system = cast(Any, _Stub(_snapshot(3)))
+    heights = []
+    for health in (healthy, sick):
+        system.health_value = health
+        text = _text(Dashboard(system, clock=lambda: 0.0), _snapshot(3), 80)
+        lines = text.splitlines()
+        heights.append(
+            next(n for n, line in enumerate(lines) if line.startswith("problems and latest"))
+        )
+        assert lines[1].startswith("restarts 0")
+    assert heights == [2, 2]
+    assert "health degraded: 2 problems, first: consumer 'a' is" in text.splitlines()[1]
+    assert "! channel 'b' is full (9/9)" in text  # every problem listed below the header
+
+
+def test_user_text_is_shown_not_obeyed() -> None:
+    event = reactor.Event.create(
+        "$system.actor.failed",
+        {
+            "actor": "bad\x1b[2J",
+            "error_type": "Boom",
+            "message": "\x1b]8;;http://x\x07link\x1b[31m",
+        },
+    )
+    system = cast(Any, _Stub(_snapshot(1), recent=(event,)))
+    text = _text(Dashboard(system, clock=lambda: 0.0), _snapshot(1), 120)
+    assert "\x1b" not in text
+    assert "bad\\x1b[2J" in text
+    assert "Boom: \\x1b]8;;http://x\\x07link" in text
+
+
+def test_a_long_lifecycle_message_wraps_instead_of_being_cut() -> None:
+    message = "the payment gateway said no " * 6 + "THE END"
+    event = reactor.Event.create(
+        "$system.actor.failed", {"actor": "payments", "error_type": "Declined", "message": message}
+    )
+    system = cast(Any, _Stub(_snapshot(1), recent=(event,)))
+    text = _text(Dashboard(system, clock=lambda: 0.0), _snapshot(1), 80)
+    assert "THE END" in text
+    assert all(len(line) <= 80 for line in text.splitlines())
+
+
+def test_a_producer_only_worker_shows_what_it_published() -> None:
+    snapshot = _snapshot(42, kind="producer", supervisor="$producers")
+    system = cast(Any, _Stub(snapshot))
+    text = _text(Dashboard(system, clock=lambda: 0.0), snapshot, 80)
+    assert "published 42" in text.splitlines()[0]
+    assert "handled" not in text.splitlines()[0]
+    assert _row(text, "c")[:2] == ["c", "producer"]
 
 
 def test_status_and_json_lines(system: reactor.System) -> None:
@@ -185,15 +273,37 @@ def test_live_run_stops_on_its_event(system: reactor.System) -> None:
 # -- rates without a system ----------------------------------------------------------
 
 
-def _snapshot(handled: int) -> reactor.SystemMetrics:
+def _snapshot(
+    handled: int, *, kind: str = "consumer", supervisor: str = "$consumers"
+) -> reactor.SystemMetrics:
     latency = LatencySnapshot(count=handled, window=0, p50=0.0, p99=0.0, max=0.0, mean=0.0)
     consumer = reactor.ActorMetrics(
-        name="c", kind="consumer", supervisor="$consumers", state="running", restarts=0,
+        name="c", kind=kind, supervisor=supervisor, state="running", restarts=0,
         received=handled, handled=handled, failed=0, in_flight=0, mailbox=0, latency=latency,
     )  # fmt: skip
     return reactor.SystemMetrics(
         name="s", state="running", uptime_s=1.0, actors=(consumer,), channels=()
     )
+
+
+class _Stub:
+    """What a dashboard reads of a system, fixed: a snapshot, a health, lifecycle events."""
+
+    def __init__(
+        self, metrics: reactor.SystemMetrics, recent: tuple[reactor.Event, ...] = ()
+    ) -> None:
+        self.snapshot = metrics
+        self.recent = recent
+        self.health_value = reactor.Health("ok")
+
+    def metrics(self) -> reactor.SystemMetrics:
+        return self.snapshot
+
+    def health(self) -> reactor.Health:
+        return self.health_value
+
+    def recent_lifecycle(self, limit: int) -> tuple[reactor.Event, ...]:
+        return self.recent[-limit:]
 
 
 def test_rates_come_from_successive_handled_counters() -> None:
@@ -284,3 +394,53 @@ def test_metrics_json_is_one_line(system: reactor.System) -> None:
     line = metrics_json(system.metrics())
     assert "\n" not in line
     assert json.loads(line)["state"] == "running"
+
+
+# -- under a real terminal -------------------------------------------------------------
+
+
+def _sensors(duration: float) -> list[str]:
+    return [sys.executable, "-m", "reactor", "demo", "sensors", "--duration", str(duration)]
+
+
+def test_sensors_at_80x24_shows_every_section_and_the_header_stays_put() -> None:
+    frames = []
+
+    def check(screen: terminal.Screen) -> None:
+        lines = screen.lines()
+        # A whole frame (a chunk may end mid-frame): from the header to the key line.
+        if lines[0].startswith("sensors  running") and any(
+            line.startswith("keys tab select") for line in lines
+        ):
+            frames.append(lines)
+
+    code, screen = terminal.run(_sensors(5), 80, 24, on_screen=check)
+    assert code == 0
+    assert screen.wrote_escapes, "not drawn as a live terminal view"
+    assert frames, screen.text()
+    for lines in frames:  # the header is two lines, whatever the health says
+        assert lines[1].startswith("restarts "), lines
+        assert lines[2].startswith("problems and latest events"), lines
+    lines = screen.lines()
+    text = screen.text()
+    assert lines[0].startswith("sensors  stopped")
+    assert re.search(r"^restarts [1-9]\d*  dead letters \d+  health stopped", lines[1], re.M)
+    assert "restarted detector" in text
+    # Channels with their backend, consumers with producers, the tree in one line.
+    assert re.search(r"^telemetry +memory +\d", text, re.M), text
+    assert re.search(r"^ └ detector +\d", text, re.M), text
+    assert "consumers and producers" in text
+    assert re.search(r"^▸ detector +\d", text, re.M), text
+    assert re.search(r"^supervision  10 actors", text, re.M), text
+    assert lines[-1].startswith("keys tab select") or lines[-2].startswith("keys tab select")
+
+
+def test_sensors_at_160x50_has_room_for_the_whole_tree_beside_the_consumers() -> None:
+    code, screen = terminal.run(_sensors(4), 160, 50)
+    assert code == 0
+    text = screen.text()
+    assert re.search(r"^supervision +consumers and producers", text, re.M), text
+    assert re.search(r"detector consumer ● \w+ +↻ [1-9]\d* restarts", text), text
+    assert "sensor-1 producer ● stopped  published" in text
+    assert "more line" not in text  # nothing had to give way
+    assert re.search(r"^\$system +memory +\d", text, re.M), text

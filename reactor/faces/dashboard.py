@@ -24,6 +24,7 @@ status line (or one JSON snapshot) per interval instead.
 from __future__ import annotations
 
 import collections
+import contextlib
 import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -32,18 +33,23 @@ from typing import TYPE_CHECKING, Any
 
 from rich import box
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.containers import Lines
 from rich.live import Live
 from rich.panel import Panel
-from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from reactor.channels.registry import scheme_of
 from reactor.errors import UsageError
 from reactor.faces.export import metrics_json
+from reactor.faces.screen import Frame, Section, consumer_failing
+from reactor.faces.screen import table as screen_table
 from reactor.messages import lifecycle
 from reactor.runtime.metrics import ActorMetrics, Health, SystemMetrics
+from reactor.text import printable, redact_url
 
 if TYPE_CHECKING:
+    from reactor.faces.presenter import Presenter
     from reactor.messages.event import Event
     from reactor.runtime.system import System
 
@@ -69,9 +75,14 @@ HEALTH_STYLES: Mapping[str, str] = {
     "starting": "cyan",
 }
 _SUPERVISOR_KINDS = ("supervisor", "pool")
-_HANDLER_KINDS = ("consumer", "pool")
+_ROW_KINDS = ("consumer", "pool", "producer")
 _BARS = " ▁▂▃▄▅▆▇█"
 _HISTORY_CELLS = 20
+_NARROW_HISTORY_CELLS = 14
+# From this width on, tables get their roomy form (full backend URLs, longer history).
+_WIDE = 100
+# At most this many lines per lifecycle message: enough for the error it names.
+_MESSAGE_LINES = 3
 _EVENT_LINES = 8
 # Lifecycle topics worth a line in the events panel; "started" and "stopped" are
 # routine and would push the interesting ones out.
@@ -173,6 +184,8 @@ class Dashboard:
             (tests pass a fake one).
         panels: extra ``(title, render)`` panels drawn after the built-in ones,
             e.g. a demo's read model; ``render`` is called once per frame.
+        presenter: keys that act on the system while :meth:`run` draws (see
+            :mod:`reactor.faces.presenter`); None draws only.
 
     Thread-safety: :meth:`render`, :meth:`status_line` and the run methods update
     the rate history; call them from one thread at a time.
@@ -187,6 +200,7 @@ class Dashboard:
         *,
         clock: Callable[[], float] | None = None,
         panels: Sequence[tuple[str, Callable[[], RenderableType]]] = (),
+        presenter: Presenter | None = None,
     ) -> None:
         if refresh_per_second <= 0:
             raise UsageError(
@@ -198,6 +212,7 @@ class Dashboard:
         self.refresh_per_second = min(float(refresh_per_second), MAX_REFRESH_PER_SECOND)
         self.history_s = max(1, int(history_s))
         self.panels = tuple(panels)
+        self.presenter = presenter
         self._clock = clock if clock is not None else system.clock.monotonic
         self._rates: dict[str, _Rates] = {}
 
@@ -206,14 +221,19 @@ class Dashboard:
     def observe(self, metrics: SystemMetrics) -> None:
         """Record a snapshot's ``handled`` counters into the events/s history."""
         now = self._clock()
-        for name, handled in _handled_by_consumer(metrics).items():
+        counts = _handled_by_consumer(metrics)
+        counts.update(
+            (actor.name, actor.handled) for actor in metrics.actors if actor.kind == "producer"
+        )
+        for name, handled in counts.items():
             rates = self._rates.get(name)
             if rates is None:
                 rates = self._rates[name] = _Rates(self.history_s)
             rates.observe(now, handled)
 
     def rate(self, consumer: str) -> float:
-        """Events/s handled by ``consumer`` (a pool: all its members) over the last second."""
+        """Events/s handled by ``consumer`` (a pool: all its members; a producer: sent)
+        over the last second."""
         rates = self._rates.get(consumer)
         return rates.now() if rates is not None else 0.0
 
@@ -224,8 +244,16 @@ class Dashboard:
 
     # -- rendering -------------------------------------------------------------------
 
-    def render(self, metrics: SystemMetrics | None = None) -> RenderableType:
+    def render(
+        self, metrics: SystemMetrics | None = None, *, height: int | None = None
+    ) -> RenderableType:
         """Build one frame from a fresh snapshot (or ``metrics``, if given).
+
+        Args:
+            metrics: the snapshot to show; a fresh one by default.
+            height: the lines the frame may take; the least important sections give
+                way when they do not fit (see :mod:`reactor.faces.screen`). None
+                draws everything.
 
         Returns:
             A rich renderable; it adapts to the width it is drawn at.
@@ -235,42 +263,68 @@ class Dashboard:
         self.observe(metrics)
         health = self.system.health()
         recent = self.system.recent_lifecycle(200)
-        parts: list[RenderableType] = [
-            self._header(metrics, health, recent),
-            self._tree(metrics),
-            self._consumers(metrics),
-            self._channels(metrics),
-            self._events(recent),
+        sections = [
+            Section("header", self._header(metrics, health), min_lines=2),
         ]
-        for title, render in self.panels:
-            parts.append(Panel(render(), title=title, title_align="left", box=box.ROUNDED))
-        return _Frame(parts)
+        presenter = self.presenter
+        if presenter is not None:
+            sections.append(Section("keys", presenter.render(metrics, self._clock())))
+        sections += [
+            Section(
+                "events",
+                self._events(health, recent),
+                min_lines=3,
+                max_lines=None if height is None else max(4, height // 4),
+            ),
+            Section("channels", self._channels(metrics), min_lines=4),
+            Section("consumers", self._consumers(metrics), min_lines=4),
+        ]
+        for index, (title, render) in enumerate(self.panels):
+            sections.append(
+                Section(
+                    f"panel-{index}",
+                    Panel(render(), title=printable(title), title_align="left", box=box.ROUNDED),
+                    summary=Text(f"{printable(title)} (no room)", style="dim"),
+                )
+            )
+        sections.append(Section("tree", self._tree(metrics), summary=_tree_summary(metrics)))
+        order = ["header", "events", "channels", "consumers"]
+        order += [f"panel-{index}" for index in range(len(self.panels))]
+        order += ["tree", "keys"]
+        return Frame(sections, order, height, wide=("tree", "consumers"))
 
-    def _header(
-        self, metrics: SystemMetrics, health: Health, recent: Sequence[Event]
-    ) -> RenderableType:
+    def _header(self, metrics: SystemMetrics, health: Health) -> RenderableType:
         handled = _handled_by_consumer(metrics)
         throughput = sum(self.rate(name) for name in handled)
         dead = sum(channel.dead_lettered for channel in metrics.channels)
         restarts = sum(actor.restarts for actor in metrics.actors)
-        line = Text()
-        line.append(f"{metrics.name}", style="bold")
+        published = sum(actor.handled for actor in metrics.actors if actor.kind == "producer")
+        line = Text(no_wrap=True, overflow="ellipsis")
+        line.append(printable(metrics.name, newlines=False), style="bold")
         line.append("  ")
         state = "draining…" if metrics.state == "stopping" else metrics.state
         line.append(state, style=STATE_STYLES.get(metrics.state, ""))
         line.append(f"  up {_duration(metrics.uptime_s)}")
-        line.append(f"  {_si(throughput)} ev/s", style="bold")
-        line.append(f"  handled {_si(sum(handled.values()))}")
-        line.append(f"  restarts {restarts}", style="yellow" if restarts else "")
-        line.append(f"  dead letters {dead}", style="red" if dead else "")
-        line.append("  health ")
-        line.append(health.status, style=HEALTH_STYLES.get(health.status, ""))
-        rows: list[RenderableType] = [line]
-        for problem in health.problems[:3]:
-            rows.append(Text(f"  ! {problem}", style="yellow", overflow="ellipsis", no_wrap=True))
-        if len(health.problems) > 3:
-            rows.append(Text(f"  … and {len(health.problems) - 3} more", style="yellow"))
-        return Panel(Group(*rows), title="reactor", title_align="left", box=box.ROUNDED)
+        if handled or not _has_producers(metrics):
+            line.append(f"  {_si(throughput)} ev/s", style="bold")
+            line.append(f"  handled {_si(sum(handled.values()))}")
+        if _has_producers(metrics):
+            # A producer-only worker shows what it sent, not "handled 0".
+            line.append(f"  published {_si(published)}")
+        second = Text(no_wrap=True, overflow="ellipsis")
+        second.append(f"restarts {restarts}", style="yellow" if restarts else "")
+        second.append(f"  dead letters {dead}", style="red" if dead else "")
+        second.append("  health ")
+        second.append(health.status, style=HEALTH_STYLES.get(health.status, ""))
+        if health.problems:
+            # One line whatever the health: the problems are listed below, in full.
+            count = len(health.problems)
+            second.append(
+                f": {count} problem{'s' if count != 1 else ''}, first: "
+                f"{printable(health.problems[0], newlines=False)}",
+                style="yellow",
+            )
+        return Group(line, second)
 
     def _tree(self, metrics: SystemMetrics) -> RenderableType:
         children: dict[str, list[ActorMetrics]] = collections.defaultdict(list)
@@ -297,51 +351,80 @@ class Dashboard:
             self._branch(node, kid, children)
 
     def _consumers(self, metrics: SystemMetrics) -> RenderableType:
-        table = _table("consumers")
-        table.add_column("consumer", overflow="ellipsis", no_wrap=True, min_width=8, max_width=24)
+        table = screen_table(
+            "consumers and producers", legend="events: handled, or sent by a producer"
+        )
+        wide = self.console.width >= _WIDE
+        cells = _HISTORY_CELLS if wide else _NARROW_HISTORY_CELLS
+        table.add_column("name", overflow="ellipsis", no_wrap=True, min_width=8, max_width=24)
         table.add_column("ev/s", justify="right", no_wrap=True)
         table.add_column(f"last {self.history_s}s", no_wrap=True, overflow="crop", min_width=6)
         table.add_column("p50", justify="right", no_wrap=True)
         table.add_column("p99", justify="right", no_wrap=True)
-        table.add_column("handled", justify="right", no_wrap=True)
+        table.add_column("events", justify="right", no_wrap=True)
         table.add_column("failed", justify="right", no_wrap=True)
+        table.add_column("restarts", justify="right", no_wrap=True)
         members: dict[str, list[ActorMetrics]] = collections.defaultdict(list)
         for actor in metrics.actors:
             if actor.kind == "member":
                 members[actor.supervisor].append(actor)
+        selected = self.presenter.selected if self.presenter is not None else None
         for actor in metrics.actors:
-            if actor.kind not in _HANDLER_KINDS:
+            if actor.kind not in _ROW_KINDS:
                 continue
             group = members.get(actor.name, []) if actor.kind == "pool" else [actor]
-            name = Text(actor.name)
+            name = Text()
+            if self.presenter is not None:
+                name.append("▸ " if actor.name == selected else "  ", style="bold cyan")
+            name.append(
+                printable(actor.name, newlines=False),
+                style="bold" if actor.name == selected else "",
+            )
             if actor.kind == "pool":
                 name.append(f" ×{len(group)}", style="cyan")  # noqa: RUF001 - a multiplication sign
+            elif actor.kind == "producer":
+                if self.presenter is not None and self.presenter.is_paused(actor.name):
+                    name.append(" paused", style="bold yellow")
+                else:
+                    name.append(" producer", style="dim")
             p50 = max((member.latency.p50 for member in group), default=0.0)
             p99 = max((member.latency.p99 for member in group), default=0.0)
             # A pool's own counters hold what its removed members did.
             retired = actor if actor.kind == "pool" else None
-            failed = sum(member.failed for member in group) + (retired.failed if retired else 0)
+            failed = sum(member.event_failures for member in group) + (
+                retired.event_failures if retired else 0
+            )
             handled = sum(member.handled for member in group) + (retired.handled if retired else 0)
+            restarts = sum(member.restarts for member in group) + (
+                retired.restarts if retired else 0
+            )
+            producer = actor.kind == "producer"
             table.add_row(
                 name,
                 f"{self.rate(actor.name):.1f}",
-                Text(sparkline(self.history(actor.name), _HISTORY_CELLS), style="cyan"),
-                _latency(p50),
-                _latency(p99),
+                Text(sparkline(self.history(actor.name), cells), style="cyan"),
+                "" if producer else _latency(p50),
+                "" if producer else _latency(p99),
                 _si(handled),
                 Text(str(failed), style="red" if failed else "dim"),
+                Text(str(restarts), style="yellow" if restarts else "dim"),
             )
         return table
 
     def _channels(self, metrics: SystemMetrics) -> RenderableType:
-        table = _table("channels and groups")
+        table = screen_table(
+            "channels", legend="events: published into a channel, delivered to each group"
+        )
+        wide = self.console.width >= _WIDE
         table.add_column(
             "channel / group", overflow="ellipsis", no_wrap=True, min_width=10, max_width=24
         )
-        table.add_column("published", justify="right", no_wrap=True)
+        table.add_column("backend", overflow="ellipsis", no_wrap=True, max_width=40 if wide else 7)
+        table.add_column("events", justify="right", no_wrap=True)
         table.add_column("backlog", justify="right", no_wrap=True)
-        table.add_column("in-flight", justify="right", no_wrap=True)
-        table.add_column("fill", justify="right", no_wrap=True)
+        table.add_column("in flight", justify="right", no_wrap=True)
+        # Unsettled events of the capacity: red at capacity (a full channel holds producers back).
+        table.add_column("used", justify="right", no_wrap=True)
         table.add_column("dropped", justify="right", no_wrap=True)
         table.add_column("dead", justify="right", no_wrap=True)
         # Dead letters the channel's store holds now (listed, redriven, purged by
@@ -349,42 +432,53 @@ class Dashboard:
         table.add_column("kept", justify="right", no_wrap=True)
         for channel in metrics.channels:
             full = channel.unsettled >= channel.capacity
-            fill = Text(
-                f"{channel.unsettled}/{_si(channel.capacity)}",
+            used = Text(
+                f"{_si(channel.unsettled)}/{_si(channel.capacity)}",
                 style="bold red"
                 if full
-                else ("yellow" if channel.unsettled > channel.capacity // 2 else ""),
+                else ("yellow" if channel.unsettled > channel.capacity // 2 else "dim"),
             )
+            system = channel.name.startswith("$")
             table.add_row(
-                Text(channel.name, style="bold dim" if channel.name.startswith("$") else "bold"),
+                Text(
+                    printable(channel.name, newlines=False), style="bold dim" if system else "bold"
+                ),
+                Text(_backend(channel.backend, wide), style="dim"),
                 _si(channel.published),
                 _count(channel.backlog, "yellow"),
                 _count(channel.in_flight, ""),
-                fill,
+                used,
                 _count(channel.dropped, "red"),
                 _count(channel.dead_lettered, "red"),
                 _count(channel.stored_dead_letters, "red"),
             )
             for group in channel.groups:
                 table.add_row(
-                    Text(f" └ {group.name}", style="dim" if channel.name.startswith("$") else ""),
-                    Text(f"{_si(group.delivered)} dlv", style="dim"),
+                    Text(
+                        f" └ {printable(group.name, newlines=False)}", style="dim" if system else ""
+                    ),
+                    "",
+                    Text(_si(group.delivered), style="dim"),
                     _count(group.backlog, "yellow"),
                     _count(group.in_flight, ""),
-                    Text(f"{group.members} mbr", style="dim"),
-                    Text(""),
+                    "",
+                    "",
                     _count(group.dead_lettered, "red"),
-                    Text(""),
+                    "",
                 )
         return table
 
-    def _events(self, recent: Sequence[Event]) -> RenderableType:
+    def _events(self, health: Health, recent: Sequence[Event]) -> RenderableType:
+        rows: list[RenderableType] = [
+            Text(f"! {printable(problem)}", style="yellow") for problem in health.problems
+        ]
         notable = [event for event in recent if event.topic in _NOTABLE][-_EVENT_LINES:]
-        if not notable:
-            body: RenderableType = Text("no failures, restarts or dead letters yet", style="dim")
-        else:
-            body = Group(*(_event_line(event) for event in notable))
-        return Panel(body, title="latest lifecycle events", title_align="left", box=box.ROUNDED)
+        # Newest first: when the screen is short, the oldest give way.
+        rows += [_event_line(event) for event in reversed(notable)]
+        title = Text("problems and latest events", style="bold")
+        if not rows:
+            title.append("  none: no failures, restarts or dead letters yet", style="dim")
+        return Group(title, *rows)
 
     # -- status lines ----------------------------------------------------------------
 
@@ -431,17 +525,27 @@ class Dashboard:
         interval = 1.0 / self.refresh_per_second
         deadline = None if duration is None else self._clock() + duration
         stop = stop_event if stop_event is not None else threading.Event()
-        with Live(
-            self.render(),
-            console=self.console,
-            auto_refresh=False,
-            transient=False,
-            redirect_stdout=False,
-            redirect_stderr=False,
-        ) as live:
+        presenter = self.presenter
+        keys = presenter.keyboard() if presenter is not None else contextlib.nullcontext()
+        with (
+            keys,
+            Live(
+                self._frame(),
+                console=self.console,
+                auto_refresh=False,
+                transient=False,
+                redirect_stdout=False,
+                redirect_stderr=False,
+            ) as live,
+        ):
             while not self._finished(stop, deadline, interval):
-                live.update(self.render(), refresh=True)
-            live.update(self.render(), refresh=True)
+                live.update(self._frame(), refresh=True)
+            live.update(self._frame(), refresh=True)
+
+    def _frame(self) -> RenderableType:
+        # One line short of the terminal: a frame as tall as the terminal scrolls it
+        # by a line at each refresh on some terminals.
+        return self.render(height=max(1, self.console.size.height - 1))
 
     def run_lines(
         self,
@@ -467,7 +571,11 @@ class Dashboard:
         """Wait up to one interval; True once it is time to draw the last frame."""
         clock = self._clock
         wait = interval if deadline is None else max(0.0, min(interval, deadline - clock()))
-        if stop.wait(wait):
+        if self.presenter is not None and self.presenter.reading:
+            self.presenter.wait(wait, stop)  # keys act at once, then the frame is redrawn
+            if stop.is_set():
+                return True
+        elif stop.wait(wait):
             return True
         if deadline is not None and clock() >= deadline:
             return True
@@ -478,41 +586,6 @@ class Dashboard:
         line = self.json_line(metrics) if json else self.status_line(metrics, self.system.health())
         # out(): no markup, highlighting or wrapping, so a JSON line stays one line.
         self.console.out(line, highlight=False)
-
-
-class _Frame:
-    """A frame's parts, laid out by the width they get: stacked when narrow,
-    tree beside the consumers when there is room."""
-
-    _SIDE_BY_SIDE = 150
-
-    def __init__(self, parts: list[RenderableType]) -> None:
-        self.parts = parts
-
-    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        header, tree, consumers, *rest = self.parts
-        yield header
-        if options.max_width >= self._SIDE_BY_SIDE:
-            grid = Table.grid(padding=(0, 2))
-            grid.add_column(ratio=2)
-            grid.add_column(ratio=3)
-            grid.add_row(tree, consumers)
-            yield grid
-        else:
-            yield tree
-            yield consumers
-        yield from rest
-
-
-def _table(title: str) -> Table:
-    return Table(
-        title=title,
-        title_justify="left",
-        title_style="bold",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-        expand=False,
-    )
 
 
 def _handled_by_consumer(metrics: SystemMetrics) -> dict[str, int]:
@@ -528,61 +601,115 @@ def _handled_by_consumer(metrics: SystemMetrics) -> dict[str, int]:
     return handled
 
 
+def _has_producers(metrics: SystemMetrics) -> bool:
+    return any(actor.kind == "producer" for actor in metrics.actors)
+
+
+def _backend(url: str, wide: bool) -> str:
+    """The backend as a column shows it: the scheme, or the whole URL (no password) when wide."""
+    return printable(redact_url(url), newlines=False) if wide else scheme_of(url)
+
+
+def _tree_summary(metrics: SystemMetrics) -> Text:
+    """The supervision tree in one line: how many actors, and those not running."""
+    line = Text(no_wrap=True, overflow="ellipsis")
+    line.append("supervision", style="bold")
+    actors = [actor for actor in metrics.actors if actor.kind not in _SUPERVISOR_KINDS]
+    line.append(f"  {len(actors)} actors", style="dim")
+    unwell = [actor for actor in metrics.actors if actor.state != "running"]
+    if not unwell:
+        line.append(", all running", style="green")
+    for actor in unwell[:4]:
+        line.append(f"  {printable(actor.name, newlines=False)} ", style="bold")
+        line.append(actor.state, style=STATE_STYLES.get(actor.state, ""))
+    if len(unwell) > 4:
+        line.append(f"  +{len(unwell) - 4} more not running", style="dim")
+    restarts = sum(actor.restarts for actor in metrics.actors)
+    if restarts:
+        line.append(f"  ↻ {restarts} restarts", style="yellow")
+    line.append("  (tree: taller terminal)", style="dim")
+    return line
+
+
 def _actor_label(actor: ActorMetrics) -> Text:
     label = Text()
-    label.append(actor.name, style="bold" if actor.kind in _SUPERVISOR_KINDS else "")
+    label.append(
+        printable(actor.name, newlines=False),
+        style="bold" if actor.kind in _SUPERVISOR_KINDS else "",
+    )
     label.append(f" {actor.kind}", style="dim")
     label.append(" ● ", style=STATE_STYLES.get(actor.state, ""))
     label.append(actor.state, style=STATE_STYLES.get(actor.state, ""))
     if actor.restarts:
         label.append(f"  ↻ {actor.restarts} restarts", style="yellow")
     if actor.mailbox:
-        label.append(f"  mbox {actor.mailbox}", style="cyan")
+        label.append(f"  mailbox {actor.mailbox}", style="cyan")
     if actor.in_flight:
-        label.append(f"  in-flight {actor.in_flight}", style="cyan")
+        label.append(f"  in flight {actor.in_flight}", style="cyan")
     if actor.kind == "producer":
-        label.append(f"  sent {_si(actor.handled)}", style="dim")
+        label.append(f"  published {_si(actor.handled)}", style="dim")
     return label
 
 
-def _event_line(event: Event) -> Text:
+class _AtMost:
+    """A renderable cut to its first ``lines`` lines, the last ending in an ellipsis."""
+
+    def __init__(self, text: Text, lines: int) -> None:
+        self.text = text
+        self.lines = lines
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        lines = self.text.wrap(console, options.max_width)
+        if len(lines) > self.lines:
+            lines = Lines(list(lines)[: self.lines])
+            last = lines[-1]
+            last.truncate(max(1, options.max_width - 1))
+            last.append("…")
+        yield from lines
+
+
+def _field(data: Mapping[str, Any], key: str, default: str = "?") -> str:
+    """A field of a lifecycle event, made safe to draw on one line."""
+    return printable(str(data.get(key, default)), newlines=False)
+
+
+def _event_line(event: Event) -> RenderableType:
     data: Any = event.data if isinstance(event.data, Mapping) else {}
     stamp = event.time.astimezone().strftime("%H:%M:%S") if isinstance(event.time, datetime) else ""
-    line = Text(no_wrap=True, overflow="ellipsis")
+    line = Text()
     line.append(f"{stamp} ", style="dim")
-    actor = str(data.get("actor", "?"))
+    actor = _field(data, "actor")
+    error = f"{_field(data, 'error_type', '')}: {consumer_failing(_field(data, 'message', ''))}"
     if event.topic == lifecycle.ACTOR_FAILED:
-        line.append("✖ failed    ", style="red")
+        line.append("✖ failed ", style="red")
         line.append(actor, style="bold")
-        line.append(f"  {data.get('error_type', '')}: {data.get('message', '')}")
+        line.append(f"  {error}")
     elif event.topic == lifecycle.ACTOR_RESTARTED:
         line.append("↻ restarted ", style="yellow")
         line.append(actor, style="bold")
         backoff = data.get("backoff_s")
-        line.append(f"  attempt {data.get('attempt', '?')}")
+        line.append(f"  attempt {_field(data, 'attempt')}")
         if isinstance(backoff, int | float) and backoff > 0:
             line.append(f", after {backoff * 1000:.0f} ms")
     elif event.topic == lifecycle.SUPERVISOR_ESCALATED:
         line.append("⚠ escalated ", style="bold red")
         line.append(actor, style="bold")
-        line.append(f"  {data.get('error_type', '')}: {data.get('message', '')}")
+        line.append(f"  {error}")
     elif event.topic == lifecycle.DEADLETTER:
         original = data.get("event")
-        topic = getattr(original, "topic", "?")
         line.append("☠ dead letter ", style="bold red")
-        line.append(str(topic), style="bold")
+        line.append(printable(str(getattr(original, "topic", "?")), newlines=False), style="bold")
         line.append(
-            f"  from {data.get('consumer', '?')} after {data.get('attempts', '?')} attempts: "
-            f"{data.get('error_type', '')}: {data.get('message', '')}"
+            f"  from {_field(data, 'consumer')} after {_field(data, 'attempts')} attempts: {error}"
         )
     elif event.topic == lifecycle.EVENT_DROPPED:
         original = data.get("event")
-        line.append("↓ dropped   ", style="magenta")
-        line.append(str(getattr(original, "topic", "?")), style="bold")
-        line.append(f"  on {data.get('channel', '?')} ({data.get('policy', '?')})")
+        line.append("↓ dropped ", style="magenta")
+        line.append(printable(str(getattr(original, "topic", "?")), newlines=False), style="bold")
+        line.append(f"  on {_field(data, 'channel')} ({_field(data, 'policy')})")
     else:
-        line.append(f"{event.topic} {actor}")
-    return line
+        line.append(f"{printable(event.topic, newlines=False)} {actor}")
+    return _AtMost(line, _MESSAGE_LINES)
 
 
 def _count(value: int, style: str) -> Text:
