@@ -11,9 +11,11 @@ import subprocess
 import sys
 import termios
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import terminal
 
 from reactor.demos import DEMOS
 from reactor.demos.orders import OrderView
@@ -155,3 +157,28 @@ def test_fanout_pool_scales_up_under_a_burst() -> None:
         assert groups == {"indexer", "workers", "forwarder"}
     finally:
         system.stop(timeout=15)
+
+
+def test_a_presenter_drives_the_sensors_demo_with_keys() -> None:
+    def shows(pattern: str) -> Callable[[terminal.Screen], bool]:
+        return lambda screen: re.search(pattern, screen.text(), re.M) is not None
+
+    def flooded(screen: terminal.Screen) -> bool:
+        match = re.search(r"^telemetry +memory +([\d.]+)(k?)", screen.text(), re.M)
+        return match is not None and float(match.group(1)) * (1000 if match.group(2) else 1) >= 1500
+
+    steps = [
+        (shows(r"^▸ detector"), "c"),
+        (shows(r"CrashRequested: detector: crashed by a key press"), "\t\t\t\t"),
+        (shows(r"^▸ sensor-1 producer"), "p"),
+        (shows(r"^▸ sensor-1 paused"), "p"),
+        (shows(r"^» resumed sensor-1"), "+"),
+        (shows(r"^» sensor-1: 20 events/s"), "-"),
+        (shows(r"^» sensor-1: 10 events/s"), "f"),
+        (shows(r"^» flooding telemetry: sensor-1 sends 1500 events at once"), ""),
+        (flooded, "q"),
+    ]
+    argv = [sys.executable, "-m", "reactor", "demo", "sensors"]
+    code, screen = terminal.run(argv, 100, 40, steps=steps, timeout=90)
+    assert code == 0, screen.text()
+    assert screen.lines()[0].startswith("sensors  stopped"), screen.text()
