@@ -2,7 +2,8 @@
 
 Commands::
 
-    reactor run TARGET [--dashboard/--no-dashboard] [--duration S] [--json] [--metrics-port P]
+    reactor run TARGET [--dashboard/--no-dashboard] [--duration S] [--until-settled] [--json]
+                       [--metrics-port P]
     reactor demo [NAME] [--duration S] [--no-dashboard] [--json] [--metrics-port P]
     reactor graph TARGET [--format tree|mermaid]
     reactor worker TARGET [--only NAME[,NAME]] [--duration S] [--json] [--metrics-port P]
@@ -146,6 +147,11 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         "--json", action="store_true", help="write one JSON metrics snapshot per second"
     )
     parser.add_argument(
+        "--until-settled",
+        action="store_true",
+        help="stop once every producer ran dry and everything is handled or dead-lettered",
+    )
+    parser.add_argument(
         "--metrics-port",
         type=_port,
         metavar="P",
@@ -263,6 +269,7 @@ def _run_with(
         dashboard=_dashboard_wanted(args, out),
         json=args.json,
         duration=args.duration,
+        until_settled=args.until_settled,
         metrics_port=args.metrics_port,
         connect_timeout=args.connect_timeout,
         drain_timeout=args.drain_timeout,

@@ -20,6 +20,8 @@ from reactor.errors import ReactorError, SupervisorEscalation, UsageError
 from reactor.faces import logs
 from reactor.faces.dashboard import Dashboard
 from reactor.faces.export import MetricsServer, serve_metrics
+from reactor.faces.presenter import Presenter
+from reactor.faces.settle import SettledWatch, StopRequests, check_settles
 from reactor.runtime.serve import ExitCode, serve
 from reactor.runtime.topology import Topology
 from reactor.text import printable
@@ -49,13 +51,16 @@ def run_topology(
     connect_timeout: float | None = CONNECT_TIMEOUT_S,
     drain_timeout: float = DRAIN_TIMEOUT_S,
     log: logs.TerminalLog | None = None,
+    until_settled: bool = False,
 ) -> ExitCode:
     """Start ``topology``, show it, and serve it until ``duration`` or Ctrl-C / SIGTERM.
 
     ``only`` starts just the named consumers, pools, supervisors and producers
     (``reactor worker``). Stopping is :func:`~reactor.runtime.serve.serve`'s; this
-    face adds the dashboard, JSON lines or metrics server, and says when it
-    drains, what the drain waits for, and why a broker cannot be reached.
+    face adds the dashboard (with presenter keys when stdin is a terminal), JSON
+    lines or metrics server, and says when it drains, what the drain waits for, and
+    why a broker cannot be reached. ``until_settled`` drains and stops once every
+    producer ran dry and everything is handled or dead-lettered.
 
     Returns:
         An :class:`ExitCode` (see :func:`~reactor.runtime.serve.serve`).
@@ -67,6 +72,8 @@ def run_topology(
         UsageError: anything else that stopped the start, or the metrics port
             cannot be served; the message says what, and the cause is chained.
     """
+    if until_settled:
+        check_settles(topology)
     try:
         system = topology.start(only=only)
     except SupervisorEscalation as exc:  # a child kept failing to start
@@ -92,7 +99,10 @@ def run_topology(
         ) from exc
 
     live = dashboard and not json
-    view = Dashboard(system, console=out, panels=panels)
+    requests = StopRequests()
+    presenter = Presenter(system, requests.request, system.clock.monotonic) if live else None
+    view = Dashboard(system, console=out, panels=panels, presenter=presenter)
+    settled = SettledWatch(system, requests.request).start() if until_settled else None
     announcer = _Announcer(err, live)
     view_done = threading.Event()
     viewer = threading.Thread(
@@ -112,8 +122,11 @@ def run_topology(
             connect_timeout=connect_timeout,
             on_unreachable=announcer.unreachable,
             on_waiting=announcer.waiting,
+            signals=requests,
         )
     finally:
+        if settled is not None:
+            settled.close()
         view_done.set()
         viewer.join(5.0)
         if server is not None:
