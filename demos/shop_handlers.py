@@ -14,7 +14,7 @@ from reactor import Event
 
 log = logging.getLogger("reactor.demos.shop")
 
-ORDERS = 20
+ORDERS = 300
 
 
 def orders() -> Iterator[dict[str, Any]]:

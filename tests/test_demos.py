@@ -20,6 +20,7 @@ import terminal
 from reactor.demos import DEMOS
 from reactor.demos.orders import OrderView
 from reactor.faces.cli import main
+from reactor.runtime.topology import Topology
 from reactor.testing import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,3 +183,38 @@ def test_a_presenter_drives_the_sensors_demo_with_keys() -> None:
     code, screen = terminal.run(argv, 100, 40, steps=steps, timeout=90)
     assert code == 0, screen.text()
     assert screen.lines()[0].startswith("sensors  stopped"), screen.text()
+
+
+def test_the_shop_demo_heals_from_its_declared_chaos() -> None:
+    """demos/shop.toml at full speed: billing crashes and heals, the mailer pool scales."""
+    try:
+        topology = Topology.from_toml(ROOT / "demos" / "shop.toml")
+        orders = sys.modules["shop_handlers"].ORDERS
+    finally:
+        sys.modules.pop("shop_handlers", None)
+    for producer in topology.producers:
+        producer.rate = None
+    for consumer in topology.consumers():
+        if consumer.name == "auditor":
+            consumer.chaos = (
+                None  # its outage starts at 5 s: tested in tests/test_chaos_declared.py
+            )
+    system = topology.start()
+    members = 0
+    try:
+
+        def settled() -> bool:
+            nonlocal members
+            metrics = system.metrics()
+            members = max(members, sum(1 for a in metrics.actors if a.kind == "member"))
+            return system.is_idle()
+
+        wait_for(settled, timeout=60, message="the shop never settled")
+        metrics = system.metrics()
+    finally:
+        system.stop(timeout=10)
+    assert metrics.actor("billing").restarts >= 1, "billing never crashed"
+    assert members >= 2, "the mailer pool never scaled up"
+    assert metrics.channel("orders").published == 2 * orders
+    assert metrics.channel("audit").acked == orders
+    assert metrics.channel("orders").dead_lettered == 0
