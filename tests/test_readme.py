@@ -8,7 +8,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from reactor import Backoff, PoolScaling, Retry
+from reactor import Backoff, Chaos, PoolScaling, Retry
 from reactor.runtime.declarations import (
     ChannelDecl,
     ConsumerDecl,
@@ -96,6 +96,7 @@ def option_tables() -> str:
         ("`Backoff` (in TOML: `backoff = { ... }`)", _rows(Backoff)),
         ("`Retry` of a consumer (in TOML: `retry = { ... }`)", _rows(Retry)),
         ("`PoolScaling` of a pool (in TOML: `scaling = { ... }`)", _rows(PoolScaling)),
+        ("`Chaos` of a consumer or pool (in TOML: `chaos = { ... }`)", _rows(Chaos)),
     ]
     return "\n".join(f"{title}:\n\n{rows}" for title, rows in sections)
 

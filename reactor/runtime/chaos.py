@@ -39,21 +39,47 @@ __all__ = ["Chaos", "ChaosHandler"]
 
 @attrs.frozen(slots=True)
 class Chaos:
-    """What goes wrong on purpose in one consumer; every option is off by default."""
+    """What goes wrong on purpose in one consumer; every option is off by default.
+
+    Raises:
+        ValueError: an option is out of its bounds (checked when the value is made).
+    """
 
     crash_rate: float = option(
-        0.0, kind="number", min=0, max=1, doc="fraction of handler calls that fail (0 to 1)"
+        0.0,
+        kind="number",
+        min=0,
+        max=1,
+        doc="fraction of handler calls that fail (0 to 1)",
+        strict=True,
     )
     latency_s: float = option(
-        0.0, kind="seconds", min=0, max=60, doc="seconds added before every handler call"
+        0.0,
+        kind="seconds",
+        min=0,
+        max=60,
+        doc="seconds added before every handler call",
+        strict=True,
     )
     outage_after_s: float = option(
-        0.0, kind="seconds", min=0, max=86_400, doc="seconds after start when the outage begins"
+        0.0,
+        kind="seconds",
+        min=0,
+        max=86_400,
+        doc="seconds after start when the outage begins",
+        strict=True,
     )
     outage_s: float = option(
-        0.0, kind="seconds", min=0, max=86_400, doc="how long the outage lasts (0: no outage)"
+        0.0,
+        kind="seconds",
+        min=0,
+        max=86_400,
+        doc="how long the outage lasts (0: no outage)",
+        strict=True,
     )
-    seed: int = option(0, kind="int", min=0, doc="seeds which calls fail, so runs repeat")
+    seed: int = option(
+        0, kind="int", min=0, doc="seeds which calls fail, so runs repeat", strict=True
+    )
 
     def fails(self, consumer: str, event_id: str, attempt: int) -> bool:
         """Whether this attempt of this event fails: a pure function of its arguments."""
