@@ -4,18 +4,22 @@ The dashboard only reads what any user may read: :meth:`System.metrics`,
 :meth:`System.health` and :meth:`System.recent_lifecycle`. It never reaches into
 an actor, so drawing it cannot block or slow one: a frame costs one snapshot.
 
-Shown, top to bottom:
+Shown, by priority when the terminal is short (see :mod:`reactor.faces.screen`):
 
-* a header: system name and state, uptime, total throughput, health;
-* the supervision tree, each actor's state in colour, restarts, mailbox, in-flight;
-* per consumer (a pool counts as one): events/s now, a history bar of the last
-  ``history_s`` seconds, handler latency p50/p99, failures;
-* per channel and group: published, backlog, in-flight, dropped, dead letters (and
-  per channel how many its store keeps);
-* the latest lifecycle events: failures, restarts, escalations, dead letters, drops.
+* a header of two lines: system name and state, uptime, throughput, what was handled
+  (and published, when the process runs producers), restarts, dead letters, health;
+* problems and the latest lifecycle events: failures, restarts, escalations, dead
+  letters, drops, newest first, each wrapped;
+* per channel and group: backend, events published (a group: delivered), backlog,
+  in flight, used capacity, dropped, dead letters (and how many its store keeps);
+* per consumer (a pool counts as one) and producer: events/s now, a history bar of
+  the last ``history_s`` seconds, handler latency p50/p99, events, failures, restarts;
+* the supervision tree, each actor's state in colour (one summary line when short);
+* with a :class:`~reactor.faces.presenter.Presenter`, the key line.
 
 One concept, so one module despite its length: the live view of a system; what a
-frame shows and how it is refreshed read the same snapshots and rate history.
+frame shows and how it is refreshed read the same snapshots and rate history. How
+each value is drawn is :mod:`reactor.faces.cells`.
 
 When stdout is not a terminal, :meth:`Dashboard.run_lines` writes one compact
 status line (or one JSON snapshot) per interval instead.
@@ -28,25 +32,34 @@ import contextlib
 import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich import box
-from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
-from rich.containers import Lines
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.panel import Panel
 from rich.text import Text
 from rich.tree import Tree
 
-from reactor.channels.registry import scheme_of
 from reactor.errors import UsageError
+from reactor.faces.cells import (
+    STATE_STYLES,
+    actor_label,
+    backend_label,
+    count,
+    duration,
+    event_line,
+    latency,
+    si,
+    sparkline,
+    tree_summary,
+)
 from reactor.faces.export import metrics_json
-from reactor.faces.screen import Frame, Section, consumer_failing
+from reactor.faces.screen import Frame, Section
 from reactor.faces.screen import table as screen_table
 from reactor.messages import lifecycle
 from reactor.runtime.metrics import ActorMetrics, Health, SystemMetrics
-from reactor.text import printable, redact_url
+from reactor.text import printable
 
 if TYPE_CHECKING:
     from reactor.faces.presenter import Presenter
@@ -59,14 +72,6 @@ MAX_REFRESH_PER_SECOND = 10.0
 # What `reactor run` draws: rich needs 5-10 ms a frame, so 4 frames cost <= 5% of the GIL.
 DEFAULT_REFRESH_PER_SECOND = 4.0
 
-STATE_STYLES: Mapping[str, str] = {
-    "running": "green",
-    "starting": "cyan",
-    "restarting": "bold yellow",
-    "stopping": "yellow",
-    "stopped": "dim",
-    "failed": "bold red",
-}
 HEALTH_STYLES: Mapping[str, str] = {
     "ok": "bold green",
     "degraded": "bold yellow",
@@ -74,15 +79,11 @@ HEALTH_STYLES: Mapping[str, str] = {
     "stopped": "dim",
     "starting": "cyan",
 }
-_SUPERVISOR_KINDS = ("supervisor", "pool")
 _ROW_KINDS = ("consumer", "pool", "producer")
-_BARS = " ▁▂▃▄▅▆▇█"
 _HISTORY_CELLS = 20
 _NARROW_HISTORY_CELLS = 14
 # From this width on, tables get their roomy form (full backend URLs, longer history).
 _WIDE = 100
-# At most this many lines per lifecycle message: enough for the error it names.
-_MESSAGE_LINES = 3
 _EVENT_LINES = 8
 # Lifecycle topics worth a line in the events panel; "started" and "stopped" are
 # routine and would push the interesting ones out.
@@ -93,37 +94,6 @@ _NOTABLE = (
     lifecycle.DEADLETTER,
     lifecycle.EVENT_DROPPED,
 )
-
-
-def sparkline(values: Sequence[float], width: int) -> str:
-    """``values`` as a bar of ``width`` block characters, scaled to their maximum.
-
-    The values are bucketed (each cell shows the mean of its bucket) and
-    right-aligned: the newest value is the rightmost cell, missing history is blank.
-    """
-    if width <= 0:
-        return ""
-    if not values:
-        return " " * width
-    if len(values) > width:
-        # Whole buckets, newest at the right; the oldest bucket may be partial.
-        size = math.ceil(len(values) / width)
-        start = len(values) % size
-        buckets = [values[:start]] if start else []
-        buckets += [values[i : i + size] for i in range(start, len(values), size)]
-        cells = [sum(bucket) / len(bucket) for bucket in buckets]
-    else:
-        cells = list(values)
-    top = max(cells)
-    if top <= 0:
-        bars = "".join(_BARS[0] if value == 0 else _BARS[1] for value in cells)
-    else:
-        steps = len(_BARS) - 1
-        # Any activity gets at least the lowest bar, so a trickle is not drawn as nothing.
-        bars = "".join(
-            _BARS[0] if value <= 0 else _BARS[max(1, round(value / top * steps))] for value in cells
-        )
-    return bars.rjust(width)
 
 
 class _Rates:
@@ -287,7 +257,7 @@ class Dashboard:
                     summary=Text(f"{printable(title)} (no room)", style="dim"),
                 )
             )
-        sections.append(Section("tree", self._tree(metrics), summary=_tree_summary(metrics)))
+        sections.append(Section("tree", self._tree(metrics), summary=tree_summary(metrics)))
         order = ["header", "events", "channels", "consumers"]
         order += [f"panel-{index}" for index in range(len(self.panels))]
         order += ["tree", "keys"]
@@ -304,13 +274,13 @@ class Dashboard:
         line.append("  ")
         state = "draining…" if metrics.state == "stopping" else metrics.state
         line.append(state, style=STATE_STYLES.get(metrics.state, ""))
-        line.append(f"  up {_duration(metrics.uptime_s)}")
+        line.append(f"  up {duration(metrics.uptime_s)}")
         if handled or not _has_producers(metrics):
-            line.append(f"  {_si(throughput)} ev/s", style="bold")
-            line.append(f"  handled {_si(sum(handled.values()))}")
+            line.append(f"  {si(throughput)} ev/s", style="bold")
+            line.append(f"  handled {si(sum(handled.values()))}")
         if _has_producers(metrics):
             # A producer-only worker shows what it sent, not "handled 0".
-            line.append(f"  published {_si(published)}")
+            line.append(f"  published {si(published)}")
         second = Text(no_wrap=True, overflow="ellipsis")
         second.append(f"restarts {restarts}", style="yellow" if restarts else "")
         second.append(f"  dead letters {dead}", style="red" if dead else "")
@@ -342,11 +312,11 @@ class Dashboard:
         kids = children.get(actor.name, [])
         if actor.name == "$channels" and all(kid.state == "running" for kid in kids):
             # Channels have their own table; folding them keeps the tree on one screen.
-            label = _actor_label(actor)
+            label = actor_label(actor)
             label.append(f"  {len(kids)} channels running", style="dim")
             parent.add(label)
             return
-        node = parent.add(_actor_label(actor))
+        node = parent.add(actor_label(actor))
         for kid in kids:
             self._branch(node, kid, children)
 
@@ -403,9 +373,9 @@ class Dashboard:
                 name,
                 f"{self.rate(actor.name):.1f}",
                 Text(sparkline(self.history(actor.name), cells), style="cyan"),
-                "" if producer else _latency(p50),
-                "" if producer else _latency(p99),
-                _si(handled),
+                "" if producer else latency(p50),
+                "" if producer else latency(p99),
+                si(handled),
                 Text(str(failed), style="red" if failed else "dim"),
                 Text(str(restarts), style="yellow" if restarts else "dim"),
             )
@@ -433,7 +403,7 @@ class Dashboard:
         for channel in metrics.channels:
             full = channel.unsettled >= channel.capacity
             used = Text(
-                f"{_si(channel.unsettled)}/{_si(channel.capacity)}",
+                f"{si(channel.unsettled)}/{si(channel.capacity)}",
                 style="bold red"
                 if full
                 else ("yellow" if channel.unsettled > channel.capacity // 2 else "dim"),
@@ -443,14 +413,14 @@ class Dashboard:
                 Text(
                     printable(channel.name, newlines=False), style="bold dim" if system else "bold"
                 ),
-                Text(_backend(channel.backend, wide), style="dim"),
-                _si(channel.published),
-                _count(channel.backlog, "yellow"),
-                _count(channel.in_flight, ""),
+                Text(backend_label(channel.backend, wide), style="dim"),
+                si(channel.published),
+                count(channel.backlog, "yellow"),
+                count(channel.in_flight, ""),
                 used,
-                _count(channel.dropped, "red"),
-                _count(channel.dead_lettered, "red"),
-                _count(channel.stored_dead_letters, "red"),
+                count(channel.dropped, "red"),
+                count(channel.dead_lettered, "red"),
+                count(channel.stored_dead_letters, "red"),
             )
             for group in channel.groups:
                 table.add_row(
@@ -458,12 +428,12 @@ class Dashboard:
                         f" └ {printable(group.name, newlines=False)}", style="dim" if system else ""
                     ),
                     "",
-                    Text(_si(group.delivered), style="dim"),
-                    _count(group.backlog, "yellow"),
-                    _count(group.in_flight, ""),
+                    Text(si(group.delivered), style="dim"),
+                    count(group.backlog, "yellow"),
+                    count(group.in_flight, ""),
                     "",
                     "",
-                    _count(group.dead_lettered, "red"),
+                    count(group.dead_lettered, "red"),
                     "",
                 )
         return table
@@ -474,7 +444,7 @@ class Dashboard:
         ]
         notable = [event for event in recent if event.topic in _NOTABLE][-_EVENT_LINES:]
         # Newest first: when the screen is short, the oldest give way.
-        rows += [_event_line(event) for event in reversed(notable)]
+        rows += [event_line(event) for event in reversed(notable)]
         title = Text("problems and latest events", style="bold")
         if not rows:
             title.append("  none: no failures, restarts or dead letters yet", style="dim")
@@ -497,7 +467,7 @@ class Dashboard:
         dropped = sum(channel.dropped for channel in metrics.channels)
         parts = [
             f"{metrics.name} {metrics.state}",
-            f"up {_duration(metrics.uptime_s)}",
+            f"up {duration(metrics.uptime_s)}",
             f"{throughput:.1f} ev/s",
             f"handled {sum(handled.values())}",
             f"restarts {restarts}",
@@ -603,145 +573,3 @@ def _handled_by_consumer(metrics: SystemMetrics) -> dict[str, int]:
 
 def _has_producers(metrics: SystemMetrics) -> bool:
     return any(actor.kind == "producer" for actor in metrics.actors)
-
-
-def _backend(url: str, wide: bool) -> str:
-    """The backend as a column shows it: the scheme, or the whole URL (no password) when wide."""
-    return printable(redact_url(url), newlines=False) if wide else scheme_of(url)
-
-
-def _tree_summary(metrics: SystemMetrics) -> Text:
-    """The supervision tree in one line: how many actors, and those not running."""
-    line = Text(no_wrap=True, overflow="ellipsis")
-    line.append("supervision", style="bold")
-    actors = [actor for actor in metrics.actors if actor.kind not in _SUPERVISOR_KINDS]
-    line.append(f"  {len(actors)} actors", style="dim")
-    unwell = [actor for actor in metrics.actors if actor.state != "running"]
-    if not unwell:
-        line.append(", all running", style="green")
-    for actor in unwell[:4]:
-        line.append(f"  {printable(actor.name, newlines=False)} ", style="bold")
-        line.append(actor.state, style=STATE_STYLES.get(actor.state, ""))
-    if len(unwell) > 4:
-        line.append(f"  +{len(unwell) - 4} more not running", style="dim")
-    restarts = sum(actor.restarts for actor in metrics.actors)
-    if restarts:
-        line.append(f"  ↻ {restarts} restarts", style="yellow")
-    line.append("  (tree: taller terminal)", style="dim")
-    return line
-
-
-def _actor_label(actor: ActorMetrics) -> Text:
-    label = Text()
-    label.append(
-        printable(actor.name, newlines=False),
-        style="bold" if actor.kind in _SUPERVISOR_KINDS else "",
-    )
-    label.append(f" {actor.kind}", style="dim")
-    label.append(" ● ", style=STATE_STYLES.get(actor.state, ""))
-    label.append(actor.state, style=STATE_STYLES.get(actor.state, ""))
-    if actor.restarts:
-        label.append(f"  ↻ {actor.restarts} restarts", style="yellow")
-    if actor.mailbox:
-        label.append(f"  mailbox {actor.mailbox}", style="cyan")
-    if actor.in_flight:
-        label.append(f"  in flight {actor.in_flight}", style="cyan")
-    if actor.kind == "producer":
-        label.append(f"  published {_si(actor.handled)}", style="dim")
-    return label
-
-
-class _AtMost:
-    """A renderable cut to its first ``lines`` lines, the last ending in an ellipsis."""
-
-    def __init__(self, text: Text, lines: int) -> None:
-        self.text = text
-        self.lines = lines
-
-    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        lines = self.text.wrap(console, options.max_width)
-        if len(lines) > self.lines:
-            lines = Lines(list(lines)[: self.lines])
-            last = lines[-1]
-            last.truncate(max(1, options.max_width - 1))
-            last.append("…")
-        yield from lines
-
-
-def _field(data: Mapping[str, Any], key: str, default: str = "?") -> str:
-    """A field of a lifecycle event, made safe to draw on one line."""
-    return printable(str(data.get(key, default)), newlines=False)
-
-
-def _event_line(event: Event) -> RenderableType:
-    data: Any = event.data if isinstance(event.data, Mapping) else {}
-    stamp = event.time.astimezone().strftime("%H:%M:%S") if isinstance(event.time, datetime) else ""
-    line = Text()
-    line.append(f"{stamp} ", style="dim")
-    actor = _field(data, "actor")
-    error = f"{_field(data, 'error_type', '')}: {consumer_failing(_field(data, 'message', ''))}"
-    if event.topic == lifecycle.ACTOR_FAILED:
-        line.append("✖ failed ", style="red")
-        line.append(actor, style="bold")
-        line.append(f"  {error}")
-    elif event.topic == lifecycle.ACTOR_RESTARTED:
-        line.append("↻ restarted ", style="yellow")
-        line.append(actor, style="bold")
-        backoff = data.get("backoff_s")
-        line.append(f"  attempt {_field(data, 'attempt')}")
-        if isinstance(backoff, int | float) and backoff > 0:
-            line.append(f", after {backoff * 1000:.0f} ms")
-    elif event.topic == lifecycle.SUPERVISOR_ESCALATED:
-        line.append("⚠ escalated ", style="bold red")
-        line.append(actor, style="bold")
-        line.append(f"  {error}")
-    elif event.topic == lifecycle.DEADLETTER:
-        original = data.get("event")
-        line.append("☠ dead letter ", style="bold red")
-        line.append(printable(str(getattr(original, "topic", "?")), newlines=False), style="bold")
-        line.append(
-            f"  from {_field(data, 'consumer')} after {_field(data, 'attempts')} attempts: {error}"
-        )
-    elif event.topic == lifecycle.EVENT_DROPPED:
-        original = data.get("event")
-        line.append("↓ dropped ", style="magenta")
-        line.append(printable(str(getattr(original, "topic", "?")), newlines=False), style="bold")
-        line.append(f"  on {_field(data, 'channel')} ({_field(data, 'policy')})")
-    else:
-        line.append(f"{printable(event.topic, newlines=False)} {actor}")
-    return _AtMost(line, _MESSAGE_LINES)
-
-
-def _count(value: int, style: str) -> Text:
-    return Text(_si(value), style=style if value else "dim")
-
-
-def _si(value: float) -> str:
-    """A count in at most 5 characters: 999, 12.3k, 4.5M."""
-    if abs(value) < 1000:
-        return f"{value:.0f}" if isinstance(value, int) or value == int(value) else f"{value:.1f}"
-    for unit, scale in (("k", 1e3), ("M", 1e6), ("G", 1e9)):
-        if abs(value) < scale * 1000:
-            return f"{value / scale:.1f}{unit}"
-    return f"{value / 1e12:.1f}T"
-
-
-def _latency(seconds: float) -> str:
-    if seconds <= 0:
-        return "-"
-    if seconds < 1e-3:
-        return f"{seconds * 1e6:.0f}µs"
-    if seconds < 1.0:
-        return f"{seconds * 1e3:.1f}ms"
-    return f"{seconds:.2f}s"
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m{secs:02d}s"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"

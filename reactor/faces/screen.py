@@ -120,6 +120,9 @@ class Frame:
         self.order = list(order)
         self.height = height
         self.wide = wide
+        # Lines of each renderable drawn in this frame: the side-by-side attempt and
+        # the layout measure the same sections, and rich renders are the frame's cost.
+        self._rendered: dict[tuple[int, int], Lines] = {}
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         width = options.max_width
@@ -147,7 +150,7 @@ class Frame:
         merged = attrs.evolve(right, body=grid)
         sections = [merged if s is right else s for s in self.sections if s is not left]
         if self.height is not None:
-            total = sum(len(_render(console, options, s.body)) for s in sections)
+            total = sum(len(self._render(console, options, s.body)) for s in sections)
             if total > self.height:
                 return None  # stacked, the tree can collapse
         self.order = [right_name if name == left_name else name for name in self.order]
@@ -159,11 +162,15 @@ class Frame:
     ) -> Lines:
         """The frame's lines: every section fitted, in display order."""
         full = [
-            _cut(_render(console, options, s.body), s.max_lines or sys.maxsize, options.max_width)
+            _cut(
+                self._render(console, options, s.body),
+                s.max_lines or sys.maxsize,
+                options.max_width,
+            )
             for s in sections
         ]
         short = [
-            _render(console, options, s.summary) if s.summary is not None else None
+            self._render(console, options, s.summary) if s.summary is not None else None
             for s in sections
         ]
         if self.height is None:
@@ -185,9 +192,14 @@ class Frame:
             out += fitted.get(name, [])
         return out
 
-
-def _render(console: Console, options: ConsoleOptions, renderable: RenderableType) -> Lines:
-    return console.render_lines(renderable, options, pad=False)
+    def _render(
+        self, console: Console, options: ConsoleOptions, renderable: RenderableType
+    ) -> Lines:
+        key = (id(renderable), options.max_width)
+        lines = self._rendered.get(key)
+        if lines is None:
+            lines = self._rendered[key] = console.render_lines(renderable, options, pad=False)
+        return lines
 
 
 def _cut(lines: Lines, size: int, width: int) -> Lines:
