@@ -6,12 +6,16 @@ moves when the test steps it, so how many polls a key allows is known exactly.
 
 from __future__ import annotations
 
+import io
+import os
 import threading
 from collections.abc import Iterator
 
 import pytest
+from rich.console import Console
 
 import reactor
+from reactor.faces.dashboard import Dashboard
 from reactor.faces.presenter import Presenter
 from reactor.messages import lifecycle
 from reactor.testing import FakeClock, wait_for
@@ -170,3 +174,23 @@ def test_the_key_line_shows_an_action_then_the_keys_again(rig: Rig) -> None:
     metrics = rig.system.metrics()
     assert "select one with tab" in rig.presenter.render(metrics, now).plain
     assert rig.presenter.render(metrics, now + 10).plain.startswith("keys tab select")
+
+
+def test_keys_are_drawn_only_when_they_can_be_read(rig: Rig) -> None:
+    def screen(presenter: Presenter) -> str:
+        console = Console(record=True, width=100, file=io.StringIO(), color_system=None)
+        view = Dashboard(rig.system, console=console, presenter=presenter)
+        console.print(view.render())
+        return console.export_text()
+
+    without = screen(rig.presenter)  # fd=None: stdin is no terminal
+    assert "keys tab select" not in without
+    assert "▸" not in without
+    master, slave = os.openpty()
+    try:
+        with_keys = screen(Presenter(rig.system, rig.quit, rig.clock.monotonic, fd=slave))
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert "keys tab select" in with_keys
+    assert "▸ worker" in with_keys

@@ -236,7 +236,7 @@ class Dashboard:
         sections = [
             Section("header", self._header(metrics, health), min_lines=2),
         ]
-        presenter = self.presenter
+        presenter = self._keys()
         if presenter is not None:
             sections.append(Section("keys", presenter.render(metrics, self._clock())))
         sections += [
@@ -262,6 +262,11 @@ class Dashboard:
         order += [f"panel-{index}" for index in range(len(self.panels))]
         order += ["tree", "keys"]
         return Frame(sections, order, height, wide=("tree", "consumers"))
+
+    def _keys(self) -> Presenter | None:
+        """The presenter, when its keys can be read (else no key line, no selection)."""
+        presenter = self.presenter
+        return presenter if presenter is not None and presenter.available else None
 
     def _header(self, metrics: SystemMetrics, health: Health) -> RenderableType:
         handled = _handled_by_consumer(metrics)
@@ -338,13 +343,14 @@ class Dashboard:
         for actor in metrics.actors:
             if actor.kind == "member":
                 members[actor.supervisor].append(actor)
-        selected = self.presenter.selected if self.presenter is not None else None
+        presenter = self._keys()
+        selected = presenter.selected if presenter is not None else None
         for actor in metrics.actors:
             if actor.kind not in _ROW_KINDS:
                 continue
             group = members.get(actor.name, []) if actor.kind == "pool" else [actor]
             name = Text()
-            if self.presenter is not None:
+            if presenter is not None:
                 name.append("▸ " if actor.name == selected else "  ", style="bold cyan")
             name.append(
                 printable(actor.name, newlines=False),
@@ -353,7 +359,7 @@ class Dashboard:
             if actor.kind == "pool":
                 name.append(f" ×{len(group)}", style="cyan")  # noqa: RUF001 - a multiplication sign
             elif actor.kind == "producer":
-                if self.presenter is not None and self.presenter.is_paused(actor.name):
+                if presenter is not None and presenter.is_paused(actor.name):
                     name.append(" paused", style="bold yellow")
                 else:
                     name.append(" producer", style="dim")
@@ -466,7 +472,7 @@ class Dashboard:
         dead = sum(channel.dead_lettered for channel in metrics.channels)
         dropped = sum(channel.dropped for channel in metrics.channels)
         parts = [
-            f"{metrics.name} {metrics.state}",
+            f"{printable(metrics.name, newlines=False)} {metrics.state}",
             f"up {duration(metrics.uptime_s)}",
             f"{throughput:.1f} ev/s",
             f"handled {sum(handled.values())}",

@@ -85,6 +85,11 @@ class Presenter:
 
     # -- the terminal ----------------------------------------------------------------
 
+    @property
+    def available(self) -> bool:
+        """Whether keys can be read at all (stdin is a terminal): else no key line is drawn."""
+        return self._fd is not None
+
     @contextlib.contextmanager
     def keyboard(self) -> Iterator[None]:
         """Read keys (cbreak mode) for the duration; the terminal is restored after."""
