@@ -5,12 +5,14 @@ from __future__ import annotations
 import re
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import terminal
 
 from reactor.faces.cli import main
+from reactor.faces.settle import StopRequests
 
 HANDLERS = """
 def orders():
@@ -81,3 +83,20 @@ def test_the_dashboard_shows_the_settled_run_and_exits(tmp_path: Path) -> None:
     text = screen.text()
     assert screen.lines()[0].startswith("finite  stopped"), text
     assert re.search(r"^ └ worker +50 ", text, re.M), text
+
+
+def test_a_request_before_the_loop_listens_is_not_lost() -> None:
+    class NoSignals:
+        def install(self, on_signal: Callable[[], None]) -> Callable[[], None]:
+            return lambda: None
+
+    requests = StopRequests(NoSignals())
+    requests.request()  # settled before serve() installed its handler
+    heard: list[str] = []
+    remove = requests.install(lambda: heard.append("stop"))
+    assert heard == ["stop"]
+    requests.request()
+    assert heard == ["stop", "stop"]
+    remove()
+    requests.request()
+    assert heard == ["stop", "stop"]

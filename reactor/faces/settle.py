@@ -44,11 +44,15 @@ class StopRequests:
         self._signals = signals if signals is not None else ProcessSignals()
         self._lock = threading.Lock()
         self._on_signal: Callable[[], None] | None = None
+        self._early = False  # a request made before install(): delivered by it
 
     def install(self, on_signal: Callable[[], None]) -> Callable[[], None]:
         uninstall = self._signals.install(on_signal)
         with self._lock:
             self._on_signal = on_signal
+            early, self._early = self._early, False
+        if early:
+            on_signal()
 
         def remove() -> None:
             with self._lock:
@@ -61,6 +65,8 @@ class StopRequests:
         """Ask for a graceful stop, as a first Ctrl-C would (a second one stops at once)."""
         with self._lock:
             on_signal = self._on_signal
+            if on_signal is None:
+                self._early = True
         if on_signal is not None:
             on_signal()
 
