@@ -88,3 +88,46 @@ def test_min_size_zero_is_valid_but_negative_is_not() -> None:
     topo.pool("fn", lambda e: None, channel="jobs", min_size=-1, max_size=2)
     with pytest.raises(reactor.TopologyError, match="min_size"):
         topo.validate()
+
+
+def test_a_restarted_pool_hands_back_the_keys_its_scaled_members_held() -> None:
+    """rest_for_one restarts the pool with ``min_size`` members: the others must leave."""
+    handler = Slow()
+    crashed = threading.Event()
+
+    def billing(event: Event) -> None:
+        if not crashed.is_set():
+            crashed.set()
+            raise RuntimeError("billing crashes once, restarting the pool after it")
+
+    topo = Topology("restarted")
+    topo.channel("orders")
+    topo.channel("jobs")
+    with topo.supervisor("tree", reactor.RestForOne(max_restarts=5, within_s=10)) as tree:
+        tree.consumer("billing", billing, channel="orders", failure_threshold=1)
+        tree.pool(
+            "fn",
+            handler,
+            channel="jobs",
+            min_size=1,
+            max_size=3,
+            prefetch=2,
+            scaling=PoolScaling(
+                interval_s=0.02, scale_up_backlog=20, up_after=1, down_after=100_000
+            ),
+        )
+    with topo.start() as system:
+        for n in range(200):
+            system.publish("jobs", "job.run", n, key=f"k{n % 12}")
+        wait_for(lambda: _members(system) == 3, timeout=20, message="the pool grows on backlog")
+        handler.go.set()
+        system.wait_idle(20)
+        system.publish("orders", "order.placed", 1)  # billing crashes: the pool restarts
+        wait_for(lambda: system.metrics().actor("fn").restarts >= 1, timeout=20)
+        # Too few to grow the pool again: each key must reach the one member it has.
+        for n in range(200, 212):
+            system.publish("jobs", "job.run", n, key=f"k{n % 12}")
+        system.wait_idle(20)  # stuck here if the scaled members kept their keys
+        assert _members(system) == 1
+    assert sorted(e.data for e in handler.seen) == list(range(212))
+    assert in_key_order(handler.seen)

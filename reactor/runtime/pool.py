@@ -76,6 +76,9 @@ class PoolConfig:
     member: Callable[[int], ChildSpec]
     group_stats: Callable[[], GroupMetrics | None]
     scaling: PoolScaling = attrs.field(factory=PoolScaling)
+    # Members that scaling added, by name; shared by the pool's incarnations, so that a
+    # new one removes those of the last (it starts only ``min_size`` members).
+    scaled: dict[str, ChildSpec] = attrs.field(factory=dict)
 
 
 class Pool(Supervisor):
@@ -96,6 +99,12 @@ class Pool(Supervisor):
         return len(self.children)
 
     def on_start(self) -> None:
+        # An earlier incarnation's scaled-up members were stopped with it and are not
+        # started again: their group must hand their keys and events to the others.
+        for spec in self.pool.scaled.values():
+            if spec.on_removed is not None:
+                spec.on_removed()
+        self.pool.scaled.clear()
         super().on_start()
         self._arm_autoscale()
 
@@ -152,11 +161,14 @@ class Pool(Supervisor):
         self._up_streak = 0
         index = self._next_index
         self._next_index += 1
-        if self._add_child(self.pool.member(index)):
+        spec = self.pool.member(index)
+        if self._add_child(spec):
+            self.pool.scaled[spec.name] = spec
             self.scale_events.append(("up", self.size))
 
     def _shrink(self) -> None:
         self._down_streak = 0
         newest = self.children[-1]
         self._remove_child(newest.spec.name)
+        self.pool.scaled.pop(newest.spec.name, None)
         self.scale_events.append(("down", self.size))
