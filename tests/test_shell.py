@@ -400,3 +400,15 @@ def test_a_running_sqlite_logs_files_are_private_too(tmp_path: Path) -> None:
                 assert mode & 0o077 == 0, f"{path.name} is {oct(mode)}"
     finally:
         os.umask(old)
+
+
+def test_a_demo_logs_errors_only_unless_asked(tmp_path: Path) -> None:
+    # The sensors demo dead-letters poison readings on purpose: retries are its show.
+    quiet = reactor_cli("demo", "sensors", "--duration", "3", "--json", cwd=tmp_path)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "WARNING" not in quiet.stderr.upper()
+    loud = reactor_cli(
+        "demo", "sensors", "--duration", "3", "--json", "--log-level", "warning", cwd=tmp_path
+    )
+    assert loud.returncode == 0, loud.stderr
+    assert "failed on attempt" in loud.stderr

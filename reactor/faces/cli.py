@@ -73,7 +73,7 @@ def _common_options(*, defaults: bool) -> _Parser:
         default="warning" if defaults else argparse.SUPPRESS,
         metavar="LEVEL",
         help=f"show reactor's log on stderr from LEVEL up ({', '.join(logs.LEVELS)}; "
-        "default warning)",
+        "default warning, error for demo)",
     )
     common.add_argument(
         "--debug",
@@ -220,7 +220,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             out.print(parser.format_help(), highlight=False, markup=False)
             return ExitCode.USAGE
-        log = logs.install(err, args.log_level, tracebacks=debug)
+        level = args.log_level
+        if args.command == "demo" and not any(a.startswith("--log-level") for a in arguments):
+            # A demo's failures are its show, drawn on the dashboard: not warnings to scroll it.
+            level = "error"
+        log = logs.install(err, level, tracebacks=debug)
         handler: Callable[..., int] = _COMMANDS[args.command]
         return handler(args, out, err, log)
     except ReactorError as exc:
