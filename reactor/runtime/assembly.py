@@ -16,7 +16,6 @@ producers (for idleness) and the channels.
 from __future__ import annotations
 
 import collections
-import random
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -211,6 +210,7 @@ class Assembly:
             kind="supervisor",
             counters=counters,
             shutdown_s=60.0,  # a supervisor waits for its own children's timeouts
+            start_timeout=None,  # each of its children's starts is bounded
         )
 
     def _channel_spec(self, channel: Channel) -> ChildSpec:
@@ -361,6 +361,7 @@ class Assembly:
             kind="pool",
             counters=counters,
             shutdown_s=60.0,
+            start_timeout=None,
         )
 
     def _producer_spec(self, decl: ProducerDecl) -> ChildSpec:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from reactor.actors.address import Address
-from reactor.actors.base import ActorContext
+from reactor.actors.base import ActorContext, ActorThreads
 from reactor.channels.backend import (
     CarriesReplies,
     DeadLetter,
@@ -60,6 +60,10 @@ _RECENT_LIFECYCLE = 200
 _STOP_STEP_S = 0.1
 # The states in which publish() takes events.
 _ACCEPTING = frozenset({"running", "starting"})
+# How long start() waits for the whole tree: a base, plus a share per actor, since a
+# topology of 10,000 consumers takes seconds to start on a busy machine.
+_START_S = 60.0
+_START_PER_ACTOR_S = 0.01
 
 
 class System:
@@ -111,7 +115,7 @@ class System:
         self.controls = Controls(self._actors, self._producers)
         self._recent: collections.deque[Event] = collections.deque(maxlen=_RECENT_LIFECYCLE)
         self._root: Supervisor | None = None
-        self._threads: list[threading.Thread] = []
+        self._threads = ActorThreads()
         self._stop_deadline = 0.0
         self._hurried = False  # a stop at once arrived while a drain was running
         self._abandoned = 0  # events the drain deadline left unhandled
@@ -145,7 +149,7 @@ class System:
         root = Supervisor.spawn(context, config)
         self._root = root
         try:
-            root.actor_started.get(timeout=60)
+            root.actor_started.get(timeout=_START_S + _START_PER_ACTOR_S * len(self._actors))
         except BaseException:
             root.join(10)
             self._finish()

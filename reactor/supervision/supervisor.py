@@ -59,6 +59,9 @@ class ChildSpec:
         start: starts one incarnation on the given context and returns it.
         restart: ``permanent``, ``transient`` or ``temporary``.
         shutdown_s: how long a stop may take before the child is abandoned.
+        start_timeout: how long its start (``on_start``) may take before it counts as
+            a failed start; None waits as long as it takes, for a supervisor, whose
+            own children's starts are each bounded (its subtree may hold thousands).
         kind: what the child is (``consumer``, ``producer``, ``channel``, ``supervisor``...).
         address: the child's stable address (made from ``name`` when omitted).
         counters: the child's counters, kept across restarts.
@@ -73,6 +76,7 @@ class ChildSpec:
     start: Callable[[ActorContext], ReactorActor]
     restart: RestartType = "permanent"
     shutdown_s: float = 5.0
+    start_timeout: float | None = _START_TIMEOUT_S
     kind: str = "worker"
     address: Address | None = None
     counters: ActorCounters = attrs.field(factory=ActorCounters)
@@ -182,6 +186,10 @@ class Supervisor(ReactorActor):
 
     def _start_children(self, children: list[_Child]) -> None:
         for index, child in enumerate(children):
+            if self.actor_stopping:
+                # Stopped or abandoned (fenced) while starting: start nothing more. The
+                # children started so far are stopped when this incarnation ends.
+                return
             reason = self._start_child(child)
             if reason is None:
                 continue
@@ -221,7 +229,7 @@ class Supervisor(ReactorActor):
         try:
             actor = child.spec.start(context)
             child.actor = actor
-            actor.actor_started.get(timeout=_START_TIMEOUT_S)
+            actor.actor_started.get(timeout=child.spec.start_timeout)
         except BaseException as exc:
             if child.actor is not None:
                 child.actor.fence()
