@@ -243,12 +243,26 @@ def problems_of(value: Any, prefix: str = "") -> list[tuple[str, str]]:
     return found
 
 
+# field -> its completed Option. Completing one costs an attrs.evolve, and every
+# construction of a value with options validates each of its fields: a topology of
+# 10,000 consumers would pay it hundreds of thousands of times. Keyed by the field's
+# id, with the field kept beside it so a recycled id is never mistaken for it.
+_COMPLETED: dict[int, tuple[attrs.Attribute[Any], Option]] = {}
+
+
 def _option(field: attrs.Attribute[Any]) -> Option:
+    cached = _COMPLETED.get(id(field))
+    if cached is not None and cached[0] is field:
+        return cached[1]
     default: Any = field.default
     if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+        # An Option's default is only shown (docstrings, the README table), never
+        # handed to a value, so one made here serves every reader.
         default = default.factory()
     spec: Option = field.metadata[_KEY]
-    return attrs.evolve(spec, name=field.name, default=default)
+    completed = attrs.evolve(spec, name=field.name, default=default)
+    _COMPLETED[id(field)] = (field, completed)
+    return completed
 
 
 def _raise_problems(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:

@@ -423,8 +423,16 @@ def what_of(decl: object) -> str:
 
 def builder_options(cls: type) -> dict[str, Option]:
     """The options a builder method and a TOML table take for ``cls``, by name."""
-    excluded: frozenset[str] = getattr(cls, "not_options", frozenset())
-    return {opt.name: opt for opt in options_of(cls) if opt.name not in excluded}
+    options = _BUILDER_OPTIONS.get(cls)
+    if options is None:
+        excluded: frozenset[str] = getattr(cls, "not_options", frozenset())
+        options = {opt.name: opt for opt in options_of(cls) if opt.name not in excluded}
+        _BUILDER_OPTIONS[cls] = options
+    return dict(options)  # a copy: callers may change theirs
+
+
+# Validation asks once per declaration: 10,000 consumers, 10,000 asks for one answer.
+_BUILDER_OPTIONS: dict[type, dict[str, Option]] = {}
 
 
 # -- the graph -----------------------------------------------------------------------
