@@ -123,9 +123,35 @@ def test_members_take_turns_being_served_first() -> None:
     groups = _group(events)
     for name in ("a", "b", "c"):
         _join(groups, name)
-    firsts = [groups["g"].turn()[0].name for _ in range(6)]
+    _publish(groups, events, None)  # something shared: every member may take it
+    firsts = [next(iter(groups["g"].turn())).name for _ in range(6)]
     assert sorted(firsts) == ["a", "a", "b", "b", "c", "c"]
-    assert all(len(groups["g"].turn()) == 3 for _ in range(3))
+    assert all(len(list(groups["g"].turn())) == 3 for _ in range(3))
+
+
+def test_with_only_keyed_seqs_queued_a_turn_skips_the_members_with_none() -> None:
+    events: dict[int, Event] = {}
+    groups = _group(events)
+    for name in ("a", "b", "c"):
+        _join(groups, name)
+    assert list(groups["g"].turn()) == []  # nothing queued: nobody to serve
+    _publish(groups, events, "k")
+    holders = [m.name for m in groups["g"].order if m.keyed]
+    assert len(holders) == 1
+    assert [m.name for m in groups["g"].turn()] == holders
+
+
+def test_a_join_with_keyed_seqs_queued_spreads_them_over_the_members_in_order() -> None:
+    events: dict[int, Event] = {}
+    groups = _group(events)
+    _join(groups, "a")
+    _publish(groups, events, *(f"k{i}" for i in range(20)))
+    _join(groups, "b")  # the members changed while keyed seqs waited: they move
+    group = groups["g"]
+    queued = sorted(seq for m in group.order for seq in m.keyed)
+    assert queued == list(range(1, 21))
+    assert all(list(m.keyed) == sorted(m.keyed) for m in group.order)
+    assert all(m.keyed for m in group.order)  # 20 keys over 2 members: both get some
 
 
 def test_a_fresh_batch_skips_seqs_gone_while_queued_and_keeps_the_rest_in_order() -> None:

@@ -43,7 +43,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from heapq import merge
 from itertools import repeat
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import Any, Generic, TypeVar
 
 from reactor.actors.address import Address
@@ -70,6 +70,8 @@ __all__ = [
 G = TypeVar("G", bound="Group[Any]")
 # What a group holds per seq: the event, or (sqlite) its stored form.
 Held = TypeVar("Held", Event, Event | Encoded)
+_by_name = attrgetter("name")
+_has_keyed = attrgetter("keyed")
 
 
 class Member:
@@ -153,18 +155,20 @@ class Group(Generic[Held]):
         self.redelivered = 0
         self.dead_lettered = 0
 
-    def turn(self) -> list[Member]:
-        """The members, in the order to serve them this time.
+    def turn(self) -> Iterable[Member]:
+        """The members that may take something, in the order to serve them this time.
 
         The first place rotates: events that arrive one at a time (a consumer that
         keeps up) must spread over the members, not all land on the first one
-        while it still has demand.
+        while it still has demand. With nothing shared queued, only members with
+        keyed seqs can take anything, and the others are skipped in C: a group of
+        10,000 members is served after each of their 10,000 joins.
         """
         order = self.order
-        if len(order) < 2:
-            return order
-        self.rotation = start = (self.rotation + 1) % len(order)
-        return order[start:] + order[:start]
+        if len(order) > 1:
+            self.rotation = start = (self.rotation + 1) % len(order)
+            order = order[start:] + order[:start]
+        return order if self.shared else filter(_has_keyed, order)
 
     def matches(self, topic: str) -> bool:
         """Whether ``topic`` matches one of the group's patterns (cached per topic)."""
@@ -262,7 +266,10 @@ class Group(Generic[Held]):
                 if event is not None and event.key is not None:
                     self.moving.setdefault(event.key, []).append((seq, member))
         old_queues = [m.keyed for m in self.order]
-        self.order = sorted(self.members.values(), key=lambda m: m.name)
+        # C-level key and test: a group of 10,000 members is joined 10,000 times.
+        self.order = sorted(self.members.values(), key=_by_name)
+        if not self.orphans and not any(map(len, old_queues)):
+            return  # nothing keyed is queued: only the order changed
         pending = list(merge(self.orphans, *old_queues))
         for member in self.order:
             member.keyed = deque()
