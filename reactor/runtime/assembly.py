@@ -301,9 +301,7 @@ class Assembly:
             concurrency=decl.concurrency,
             handler_timeout=decl.handler_timeout,
             actor=CoroutineConsumerActor if is_async(decl.handler) else ConsumerActor,
-            rng=random.Random(f"{self._seed}/{member}")
-            if self._seed is not None
-            else random.Random(),
+            seed=f"{self._seed}/{member}" if self._seed is not None else None,
         )
         kind = "member" if member != decl.name else "consumer"
         self._register(member, kind, supervisor, counters, address)

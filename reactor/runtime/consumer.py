@@ -100,6 +100,8 @@ _PAUSE_FROM = 3
 # was in its handler, not to a whole batch it had finished.
 _ACK_RUN = 32
 _ACK_WITHIN_S = 0.01
+# The jitter of every unseeded consumer: one generator, its calls atomic under the GIL.
+_UNSEEDED = random.Random()
 
 
 @attrs.define(eq=False)
@@ -131,7 +133,10 @@ class ConsumerRuntime:
     handler_timeout: float | None = None  # an ``async def`` handler is cancelled past it
     # The incarnation's class: ConsumerActor, or one for coroutine handlers.
     actor: type[ConsumerActor] | None = None
-    rng: random.Random = attrs.field(factory=random.Random)
+    # Seeds this consumer's retry jitter (None: unseeded). The generator is made at the
+    # first retry: a Random holds 2.5 KiB of state, and most consumers never retry.
+    seed: str | None = None
+    _rng: random.Random | None = attrs.field(default=None, init=False)
     failures: int = 0  # failed attempts in a row, retries included
     fresh_failures: int = 0  # of those, first attempts: the sign the consumer is broken
     last_success: float | None = None  # clock time of the last handled event
@@ -142,7 +147,10 @@ class ConsumerRuntime:
 
     def retry_delay(self, attempt: int) -> float:
         """How long the retry of an event whose ``attempt``-th delivery failed waits."""
-        return self.retry.delay(attempt, self.rng)
+        rng = self._rng
+        if rng is None:
+            rng = self._rng = random.Random(self.seed) if self.seed is not None else _UNSEEDED
+        return self.retry.delay(attempt, rng)
 
     def failing(self) -> str | None:
         """Why this consumer is degraded (it fails event after event), or None."""
