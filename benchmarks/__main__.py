@@ -18,6 +18,7 @@ from benchmarks import (
     pipeline,
     publish,
     redis,
+    scale,
     sqlite,
     supervision,
 )
@@ -34,6 +35,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "failures": failures.main,
     "coldstart": coldstart.main,
     "codecs": codecs.main,
+    "scale": scale.main,
 }
 
 USAGE = "usage: python -m benchmarks {list | NAME [--help] [options]}"
