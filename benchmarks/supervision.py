@@ -1,14 +1,18 @@
 """Crash-to-next-event latency: how long until a restarted consumer handles again.
 
-A consumer crashes on every ``crash`` event; the event after it is handled by
-the next incarnation. We time from the ``raise`` to the start of that next
-handler call, and compare with the same gap when nothing crashes (the baseline:
-one event to the next through the same channel, same run).
+A consumer crashes on the first delivery of every ``crash`` event; the event
+after it is handled by the next incarnation. We time from the ``raise`` to the
+start of that next handler call, and compare with the same gap when nothing
+crashes (the baseline: one event to the next through the same channel, same run).
 
-Backoff is off (``Backoff(max_s=0)``) so the figure is the restart machinery
-itself: failure report, supervisor decision, a new thread, ``on_start``, the
-group rejoin and redelivery. With the default backoff, consecutive crashes also
-wait ``min_s * multiplier ** (n - 2)`` on purpose.
+Settings are the defaults but two: ``failure_threshold=1``, so that each failed
+event is also a consumer failure (a restart; by default it takes 10 in a row),
+and ``max_restarts`` high enough for every round (the default, 3 within 5 s,
+would give up). Backoff is the default: the first restart after a success is
+immediate, and the restarted consumer handles an event before the next crash.
+The crashed event is retried after the default delay (0.1 s) and then succeeds.
+So the figure is the restart machinery itself: failure report, supervisor
+decision, a new thread, ``on_start``, the group rejoin and redelivery.
 """
 
 from __future__ import annotations
@@ -19,14 +23,16 @@ import threading
 import time
 
 from benchmarks._harness import describe_machine
-from reactor import Backoff, Event, OneForOne, Topology
+from reactor import Event, OneForOne, Topology
 
-TARGET_P50_MS = 5.0
+TARGET_P50_MS = 1.0
+TARGET_P99_MS = 5.0
 
 
 def _measure(rounds: int, crash: bool) -> list[float]:
     gaps: list[float] = []
     marks: dict[str, float] = {}
+    crashed: set[str] = set()
     done = threading.Event()
     lock = threading.Lock()
 
@@ -39,15 +45,17 @@ def _measure(rounds: int, crash: bool) -> list[float]:
                 if len(gaps) >= rounds:
                     done.set()
                 return
+            if event.id in crashed:
+                return  # the retry of a crashed event: it succeeds
+            crashed.add(event.id)
             marks["before"] = time.perf_counter()
         if kind == "crash":
             raise RuntimeError("crash on purpose")
 
-    strategy = OneForOne(max_restarts=10 * rounds, within_s=60, backoff=Backoff(max_s=0))
+    strategy = OneForOne(max_restarts=10 * rounds, within_s=60)
     topo = Topology("bench-supervision", strategy=strategy)
     topo.channel("c")
-    # failure_threshold=1: each failed event is also a consumer failure (a restart).
-    topo.consumer("victim", handle, channel="c", max_deliveries=1, failure_threshold=1)
+    topo.consumer("victim", handle, channel="c", failure_threshold=1)
     with topo.start() as system:
         for _ in range(rounds):
             system.publish("c", "bench.first", {"kind": "crash" if crash else "plain"})
@@ -77,9 +85,11 @@ def main(argv: list[str]) -> int:
             f"p99 {_quantile(values, 0.99) * 1e3:7.3f} ms   mean {statistics.fmean(values) * 1e3:7.3f} ms"
         )
     p50 = _quantile(crashes, 0.5) * 1e3
-    verdict = "meets" if p50 <= TARGET_P50_MS else "MISSES"
+    p99 = _quantile(crashes, 0.99) * 1e3
+    verdict = "meets" if p50 <= TARGET_P50_MS and p99 <= TARGET_P99_MS else "MISSES"
     print(
-        f"restart p50 {p50:.3f} ms (target <= {TARGET_P50_MS} ms: {verdict}); "
+        f"restart p50 {p50:.3f} ms, p99 {p99:.3f} ms (target p50 <= {TARGET_P50_MS} ms, "
+        f"p99 <= {TARGET_P99_MS} ms: {verdict}); "
         f"{p50 / max(_quantile(baseline, 0.5) * 1e3, 1e-9):.1f}x the no-crash gap"
     )
     return 0
