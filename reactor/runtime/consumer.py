@@ -57,7 +57,7 @@ import logging
 import random
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -81,6 +81,9 @@ from reactor.messages.event import REPLY_TO, Event
 from reactor.runtime.handling import Delivery, as_events, current_delivery, handling
 from reactor.runtime.router import Router
 from reactor.supervision.strategy import Retry
+
+if TYPE_CHECKING:
+    import pykka
 
 __all__ = [
     "ConsumerActor",
@@ -195,6 +198,7 @@ class ConsumerActor(ReactorActor):
         super().__init__(context)
         self.runtime = runtime
         self.epoch = 0
+        self.joining: pykka.Future[int] | None = None  # the join's answer, until taken
         self.target: Any = None
         self.handle: Callable[[Event], Any] | None = None
         self.pending: deque[Deliver] = deque()
@@ -217,10 +221,24 @@ class ConsumerActor(ReactorActor):
         on_start = getattr(target, "on_start", None)
         if callable(on_start) and handle is not None:
             self.run_hook(on_start)
-        self.epoch = runtime.channel_address.ask(
-            Join(runtime.group, runtime.member, self.actor_address, runtime.prefetch),
-            timeout=_JOIN_TIMEOUT_S,
+        # The join is sent, not waited for: the channel answers before it delivers
+        # anything to this incarnation, and the first message it handles takes the
+        # answer (see _joined). Waiting here would cost every start two thread
+        # handoffs, and a supervisor starts its children one after the other.
+        self.joining = runtime.channel_address.ask_future(
+            Join(runtime.group, runtime.member, self.actor_address, runtime.prefetch)
         )
+
+    def _joined(self) -> None:
+        """Take the channel's answer to this incarnation's join: its epoch.
+
+        Raises:
+            pykka.Timeout: the channel did not answer within ``_JOIN_TIMEOUT_S``.
+            UnknownGroupError: the channel has no such group.
+        """
+        joining, self.joining = self.joining, None
+        assert joining is not None
+        self.epoch = joining.get(timeout=_JOIN_TIMEOUT_S)
 
     def on_stop(self) -> None:
         self._flush()
@@ -233,6 +251,8 @@ class ConsumerActor(ReactorActor):
         hook()
 
     def on_receive(self, message: Any) -> Any:
+        if self.joining is not None:
+            self._joined()
         kind = type(message)
         if kind is Deliver:
             if message.epoch == self.epoch:
