@@ -12,13 +12,16 @@ sizes keep the suite fast.
 from __future__ import annotations
 
 import os
+import queue
+import sys
 import threading
 from typing import Any
 
+import pykka
 import pytest
 
 from reactor import Event, OneForOne, Topology
-from reactor.actors.address import Address
+from reactor.actors.address import Address, Answer
 from reactor.actors.base import ActorContext, ActorThreads, ReactorActor, reactor_threads
 from reactor.errors import SupervisorEscalation
 from reactor.supervision.supervisor import ChildSpec, Supervisor, SupervisorConfig
@@ -84,6 +87,55 @@ def test_threads_added_from_many_threads_at_once_are_all_kept() -> None:
         release.set()
         for thread in list(threads):
             thread.join(TIMEOUT)
+
+
+# -- the light future of a join --------------------------------------------------------
+
+
+def test_an_answer_gives_its_value_to_every_getter_once_set() -> None:
+    answer: Answer[int] = Answer()
+    got: list[int] = []
+    getters = [threading.Thread(target=lambda: got.append(answer.get(timeout=TIMEOUT)))]
+    getters.append(threading.Thread(target=lambda: got.append(answer.get(timeout=TIMEOUT))))
+    for getter in getters:
+        getter.start()
+    answer.set(7)
+    for getter in getters:
+        getter.join(TIMEOUT)
+    assert got == [7, 7]
+    assert answer.get(timeout=0) == 7
+    with pytest.raises(queue.Full):
+        answer.set(8)  # set once, as pykka's futures
+
+
+def test_an_answer_times_out_and_raises_what_the_actor_raised() -> None:
+    answer: Answer[int] = Answer()
+    with pytest.raises(pykka.Timeout):
+        answer.get(timeout=0.01)
+    try:
+        raise KeyError("no such group")
+    except KeyError:
+        answer.set_exception(sys.exc_info())
+    with pytest.raises(KeyError, match="no such group"):
+        answer.get(timeout=TIMEOUT)
+
+
+def test_an_ask_answer_is_answered_by_a_reactor_actor() -> None:
+    class Echo(ReactorActor):
+        def on_receive(self, message: Any) -> Any:
+            if message == "boom":
+                raise ValueError("boom")
+            return message * 2
+
+    address = Address("echo")
+    echo = Echo.spawn(ActorContext(address, FakeClock()))
+    try:
+        assert address.ask_answer(21).get(timeout=TIMEOUT) == 42
+        with pytest.raises(ValueError, match="boom"):
+            address.ask_answer("boom").get(timeout=TIMEOUT)
+    finally:
+        echo.request_stop()
+        assert echo.join(TIMEOUT)
 
 
 # -- a supervisor stopped while it starts its children -------------------------------

@@ -225,7 +225,7 @@ class ConsumerActor(ReactorActor):
         # anything to this incarnation, and the first message it handles takes the
         # answer (see _joined). Waiting here would cost every start two thread
         # handoffs, and a supervisor starts its children one after the other.
-        self.joining = runtime.channel_address.ask_future(
+        self.joining = runtime.channel_address.ask_answer(
             Join(runtime.group, runtime.member, self.actor_address, runtime.prefetch)
         )
 
