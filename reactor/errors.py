@@ -7,9 +7,11 @@ Messages name the actor, topic, channel or file involved and say what to do.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 __all__ = [
+    "BatchFailed",
     "ConsumerFailing",
     "NotInHandlerError",
     "BackpressureError",
@@ -234,3 +236,27 @@ class ChaosOutage(ChaosError, ConnectionError):
 
 class CrashRequested(ReactorError, RuntimeError):
     """An actor crashed because it was told to (``system.controls.crash``, a presenter key)."""
+
+
+class BatchFailed(ReactorError, RuntimeError):
+    """Raised by a batch handler to fail only some events of its batch.
+
+    ``failed`` maps the id of each event that failed to why: an exception (its
+    type and message are kept, as for a raising handler) or a message. Every
+    other event of the batch counts as handled and is acked, and ``outputs`` are
+    published for them first. A failed event goes through the usual failure
+    rules (a retry after a delay, later events of its key waiting, a dead letter
+    after ``max_deliveries``).
+
+    Args:
+        failed: event id -> the exception, or a message, it failed with.
+        outputs: the events to publish (``reactor.Event`` s), as a batch handler's
+            return value would be.
+    """
+
+    def __init__(
+        self, failed: Mapping[str, BaseException | str], outputs: Iterable[Any] | None = None
+    ) -> None:
+        self.failed: dict[str, BaseException | str] = dict(failed)
+        self.outputs: Any = outputs
+        super().__init__(f"{len(self.failed)} event(s) of the batch failed")

@@ -117,7 +117,7 @@ ONE_PROBLEM: list[tuple[str, Callable[[Topology], object], str]] = [
     (
         "handler class without handle()",
         no_handle_class,
-        "consumer 'billing': handler class NoHandle has no handle(event) method",
+        "consumer 'billing': handler class NoHandle has no handle(event) or handle_batch(events) method",
     ),
     (
         "handler that is no function",

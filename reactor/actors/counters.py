@@ -70,6 +70,7 @@ class ActorCounters:
         return current[2] if current is not None else None
 
     __slots__ = (
+        "batches",
         "current",
         "event_failures",
         "failed",
@@ -87,6 +88,7 @@ class ActorCounters:
         self.handled = 0
         self.failed = 0  # incarnations that ended abnormally
         self.event_failures = 0  # handler calls that raised (each one event's failure)
+        self.batches = 0  # batches a batch consumer's handler took (0 for other actors)
         # Why the actor is degraded although it runs (a consumer failing event after
         # event), one line; None when it is fine. Health reports it.
         self.problem: str | None = None

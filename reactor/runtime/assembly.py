@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from reactor.actors.address import Address
+from reactor.actors.base import ActorContext, ReactorActor
 from reactor.actors.counters import ActorCounters
 from reactor.channels.backend import (
     Channel,
@@ -34,6 +35,7 @@ from reactor.clock import Clock
 from reactor.errors import SupervisorEscalation, TopologyError
 from reactor.messages import lifecycle
 from reactor.messages.event import Event
+from reactor.runtime.batching import Batching, batch_key_function
 from reactor.runtime.consumer import ConsumerActor, ConsumerRuntime
 from reactor.runtime.coroutines import CoroutineConsumerActor
 from reactor.runtime.declarations import (
@@ -316,10 +318,15 @@ class Assembly:
                     pool.counters.received += counters.received
                     pool.counters.handled += counters.handled
                     pool.counters.failed += counters.failed
+                    pool.counters.batches += counters.batches
 
+        start: Callable[[ActorContext], ReactorActor] = runtime.start
+        if decl.batch_size is not None:
+            key = batch_key_function(decl.batch_key)
+            start = Batching(decl.batch_size, decl.batch_timeout, key).starter(runtime)
         return ChildSpec(
             member,
-            runtime.start,
+            start,
             restart=decl.restart,
             shutdown_s=decl.shutdown_s,
             kind=kind,

@@ -57,7 +57,7 @@ import logging
 import random
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 
@@ -194,6 +194,9 @@ class ConsumerActor(ReactorActor):
     :class:`Tick` resumes; the actor stays responsive to stop requests meanwhile.
     """
 
+    # The method of a handler object this actor calls (a batch consumer's is handle_batch).
+    entry_point: ClassVar[str] = "handle"
+
     def __init__(self, context: ActorContext, runtime: ConsumerRuntime) -> None:
         super().__init__(context)
         self.runtime = runtime
@@ -216,7 +219,7 @@ class ConsumerActor(ReactorActor):
         runtime = self.runtime
         target = _instantiate(runtime.handler)
         self.target = target
-        handle = getattr(target, "handle", None)
+        handle = getattr(target, self.entry_point, None)
         self.handle = handle if callable(handle) else target
         on_start = getattr(target, "on_start", None)
         if callable(on_start) and handle is not None:
@@ -243,7 +246,7 @@ class ConsumerActor(ReactorActor):
     def on_stop(self) -> None:
         self._flush()
         on_stop = getattr(self.target, "on_stop", None)
-        if callable(on_stop) and getattr(self.target, "handle", None) is not None:
+        if callable(on_stop) and getattr(self.target, self.entry_point, None) is not None:
             self.run_hook(on_stop)
 
     def run_hook(self, hook: Callable[[], Any]) -> None:
@@ -405,12 +408,7 @@ class ConsumerActor(ReactorActor):
         # The traceback goes into the dead letter; a failure that is retried keeps its
         # type and message only (formatting a traceback costs more than the rest).
         error = ErrorInfo.from_exception(exc, with_traceback=not retried)
-        runtime.failures += 1
-        if attempt == 1:
-            runtime.fresh_failures += 1
-        runtime.last_error = error
-        counters = self.actor_counters
-        counters.event_failures += 1
+        self.actor_counters.event_failures += 1
         delay = runtime.retry_delay(attempt) if retried else 0.0
         logger.warning(
             "consumer %r: event %s (%s) failed on attempt %d of %d: %s: %s; %s",
@@ -431,10 +429,27 @@ class ConsumerActor(ReactorActor):
         self._nack(seq, error, delay=delay)
         if retried and event.key is not None:
             self.holds[event.key] = (seq, self.nacks)
+        return self._failing(attempt == 1, error, exc)
+
+    def _failing(self, first: bool, error: ErrorInfo, exc: Exception) -> bool:
+        """Count a failed handler call toward the consumer's health; False if it pauses now.
+
+        ``first``: the call failed an event on its first delivery (only those say
+        the consumer itself is broken).
+
+        Raises:
+            ConsumerFailing: ``failure_threshold`` failures in a row (a consumer failure).
+        """
+        runtime = self.runtime
+        runtime.failures += 1
+        if first:
+            runtime.fresh_failures += 1
+        runtime.last_error = error
+        counters = self.actor_counters
         fresh = runtime.fresh_failures
         # Only new events failing say the consumer is broken: retries of a few poison
         # events can fail many times in a row while everything else succeeds.
-        if attempt == 1 and fresh % runtime.failure_threshold == 0:
+        if first and fresh % runtime.failure_threshold == 0:
             self._flush()  # what it finished stays finished: no redelivery after the restart
             raise ConsumerFailing(
                 f"consumer {runtime.name!r} failed {fresh} new events in a row with no success "
@@ -444,7 +459,7 @@ class ConsumerActor(ReactorActor):
         last_success = runtime.last_success
         now = self.actor_clock.monotonic()
         if (
-            attempt > 1  # a retry: its own delay paces it
+            not first  # a retry: its own delay paces it
             or fresh < _PAUSE_FROM
             or (last_success is not None and now - last_success < runtime.retry.min_s)
         ):

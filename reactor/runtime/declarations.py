@@ -123,24 +123,34 @@ def _check_patterns(value: Any) -> list[str]:
     return problems
 
 
+def _has(handler: Any, method: str) -> bool:
+    return callable(getattr(handler, method, None))
+
+
 def _check_handler(handler: Any) -> list[str]:
     if handler is None:
         return ["has no handler; pass handler= or use it as a decorator"]
     if inspect.isclass(handler):
-        if not callable(getattr(handler, "handle", None)):
-            return [f"handler class {handler.__name__} has no handle(event) method"]
+        if not (_has(handler, "handle") or _has(handler, "handle_batch")):
+            return [
+                f"handler class {handler.__name__} has no handle(event) or "
+                "handle_batch(events) method"
+            ]
         return []
-    if callable(getattr(handler, "handle", None)) or callable(handler):
+    if _has(handler, "handle") or _has(handler, "handle_batch") or callable(handler):
         return []
     return [
         f"handler must be a function or have a handle(event) method, got {type(handler).__name__}"
     ]
 
 
-def _check_key(key: Any) -> list[str]:
-    if callable(key) or isinstance(key, str):
-        return []
-    return [f"key must be a callable or a field name, got {type(key).__name__}"]
+def _field_or_callable(name: str) -> Callable[[Any], list[str]]:
+    def check(key: Any) -> list[str]:
+        if callable(key) or isinstance(key, str):
+            return []
+        return [f"{name} must be a callable or a field name, got {type(key).__name__}"]
+
+    return check
 
 
 def _check_scaling(scaling: Any) -> list[str]:
@@ -262,7 +272,7 @@ class ProducerDecl:
     key: Callable[[Any], str | None] | str | None = _string(
         None,
         optional=True,
-        check=_check_key,
+        check=_field_or_callable("key"),
         doc="the event key: a callable `key(data)`, or a field of dict data",
     )
     batch_size: int = _count(128, "most events published in one message")
@@ -351,6 +361,26 @@ class ConsumerDecl:
         optional=True,
         check=_check_chaos,
         doc="failures, latency and an outage on purpose: a `reactor.Chaos` (demos, resilience tests)",
+    )
+    batch_size: int | None = option(
+        None,
+        kind="int",
+        positive=True,
+        optional=True,
+        doc="hand the handler up to this many events at once, `handle_batch(events)` "
+        "(off: one at a time, `handle(event)`)",
+    )
+    batch_timeout: float = _seconds(
+        1.0,
+        "seconds a partial batch waits, from its first event, before it is handled",
+        positive=True,
+        max=3600,
+    )
+    batch_key: Callable[[Any], Any] | str | None = _string(
+        None,
+        optional=True,
+        check=_field_or_callable("batch_key"),
+        doc="one batch per value of this field of dict data, or of a callable `batch_key(event)`",
     )
 
     @property
@@ -620,6 +650,7 @@ class TopologyDecl:
             if decl.chaos is not None and is_async(decl.handler):
                 text = "chaos wraps plain handlers only; drop it or use a plain `def` handler"
                 problems.append(_problem(decl, "chaos", text))
+            problems += _check_batching(decl, own)
             other = groups.setdefault((decl.channel, decl.group_name), decl)
             if other is not decl and (
                 set(other.patterns) != set(decl.patterns)
@@ -637,6 +668,44 @@ class TopologyDecl:
 def _problem(decl: Any, field: str | None, message: str) -> Problem:
     what = what_of(decl)
     return Problem(what, decl.name, field, f"{what} {decl.name!r}: {message}")
+
+
+def _check_batching(decl: ConsumerDecl, own: list[Problem]) -> list[Problem]:
+    """Whether a consumer takes its events one at a time or in batches, its handler agrees."""
+    if any(problem.field in ("batch_size", "prefetch", "handler") for problem in own):
+        return []  # already reported
+    handler = decl.handler
+    name = getattr(handler, "__name__", type(handler).__name__)
+    if decl.batch_size is None:
+        if decl.batch_key is not None:
+            text = "batch_key is set but batch_size is not; set batch_size to batch events"
+            return [_problem(decl, "batch_key", text)]
+        if _has(handler, "handle_batch") and not _has(handler, "handle"):
+            text = (
+                f"handler {name} has handle_batch(events) but batch_size is not set; set batch_size"
+            )
+            return [_problem(decl, "batch_size", text)]
+        return []
+    problems = []
+    if is_async(handler) or inspect.iscoroutinefunction(getattr(handler, "handle_batch", None)):
+        text = (
+            f"batch_size is set but handler {name} is `async def`; batch handlers run in the "
+            "consumer's thread: make handle_batch a plain function"
+        )
+        problems.append(_problem(decl, "handler", text))
+    if decl.batch_size > decl.prefetch:
+        text = (
+            f"batch_size={decl.batch_size} is more than prefetch={decl.prefetch}, so a batch "
+            "could never fill; raise prefetch or lower batch_size"
+        )
+        problems.append(_problem(decl, "batch_size", text))
+    if _has(handler, "handle") and not _has(handler, "handle_batch"):
+        text = (
+            f"batch_size is set but handler {name} has handle(event) and no "
+            "handle_batch(events); add handle_batch, or drop batch_size"
+        )
+        problems.append(_problem(decl, "handler", text))
+    return problems
 
 
 def _option_problems(decl: Any) -> list[Problem]:

@@ -41,6 +41,7 @@ class ActorMetrics:
     mailbox: int
     latency: LatencySnapshot
     event_failures: int = 0  # handler calls that raised; ``failed`` counts crashed incarnations
+    batches: int = 0  # batches handled by a batch consumer (``handled / batches``: mean size)
 
 
 @attrs.frozen(slots=True)

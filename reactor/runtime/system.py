@@ -397,6 +397,7 @@ class System:
                     handled=counters.handled,
                     failed=counters.failed,
                     event_failures=counters.event_failures,
+                    batches=counters.batches,
                     in_flight=counters.in_flight,
                     mailbox=entry.address.depth() if entry.address is not None else 0,
                     latency=counters.latency.snapshot(),

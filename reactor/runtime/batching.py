@@ -1,0 +1,459 @@
+"""Batch consumers: handlers that take their events a batch at a time, as Broadway's batchers.
+
+A consumer declared with ``batch_size`` calls ``handle_batch(events)`` (a function
+handler is called with the list) with up to ``batch_size`` events, in delivery
+order. A batch is handled once it is full, or ``batch_timeout`` seconds after its
+first event arrived, whichever comes first. With ``batch_key`` (a field of dict
+data, or a callable ``batch_key(event)``) events are gathered into one batch per
+value: a batch holds events of one batch key only, and each waits its own timeout.
+
+How a batch is settled:
+
+* the handler returns: the events it returned (``None``, an event, or an iterable
+  of events) are published, then the whole batch is acked in one message;
+* it raises :class:`~reactor.errors.BatchFailed` ``({event_id: error}, outputs)``:
+  those events fail; the others are handled (``outputs`` published, then acked);
+* it raises anything else (or returns something that is not events): every event
+  of the batch fails.
+
+A failed event goes through the consumer's failure rules
+(:mod:`reactor.runtime.consumer`): a retry after its own delay, later events of its
+key waiting behind it, a dead letter after ``max_deliveries``. The later events of
+a retried event's key *in the same batch* are given back to the channel (no attempt
+spent) and come again after its retry, whatever the handler did with them: a
+handler that fails one event of a key should leave that key's later events alone.
+For the consumer's health (the pause, ``failure_threshold``) a batch is one handler
+call: a batch whose events all failed is one failure in a row (a first-delivery
+failure if any of them was on its first delivery); a batch with any event handled
+is a success.
+
+Invariants:
+
+* per-key order: an event whose ``key`` is in an open batch of another batch key
+  makes that batch go first, so an event key is in at most one open batch, and
+  batches run in the order their events must;
+* events in an open batch are unacked: they count toward ``prefetch`` (validation
+  asks ``batch_size <= prefetch``), and a crash gives them back to the group with
+  no attempt spent;
+* one timer per actor, armed for the oldest open batch's deadline: batches filled
+  by size cost no timer each.
+
+Thread-safety: everything here belongs to the consumer actor's thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from typing import Any, ClassVar
+
+import attrs
+
+from reactor.actors.base import ActorContext, ReactorActor
+from reactor.errors import BatchFailed, DecodeError, ResultError
+from reactor.messages.control import Deliver, Encoded, ErrorInfo, Tick
+from reactor.messages.event import Event
+
+# The base's private helpers are this subclass's too: it ends a late handler, clears
+# what it works on and stops a blocked publish exactly as its base does.
+from reactor.runtime.consumer import (
+    ConsumerActor,
+    ConsumerRuntime,
+    _Abandoned,
+    _clear,
+    _Stopping,
+    logger,
+)
+
+__all__ = ["BatchConsumerActor", "Batching", "batch_key_function", "batch_outputs"]
+
+BatchKey = Callable[[Event], Hashable]
+
+
+@attrs.frozen(slots=True)
+class Batching:
+    """How a batch consumer gathers its events (see the module docstring).
+
+    Attributes:
+        size: most events in one batch.
+        timeout: seconds a partial batch waits, from its first event, before it is handled.
+        key: the batch key of an event; None: one batch at a time.
+    """
+
+    size: int
+    timeout: float
+    key: BatchKey | None = None
+
+    def starter(self, runtime: ConsumerRuntime) -> Callable[[ActorContext], ReactorActor]:
+        """What a supervisor calls to start an incarnation of this batch consumer."""
+
+        def start(context: ActorContext) -> ReactorActor:
+            return BatchConsumerActor.spawn(context, runtime, self)
+
+        return start
+
+
+def batch_key_function(key: str | BatchKey | None) -> BatchKey | None:
+    """The batch key as a function of an event: ``key`` itself, or a field of dict data.
+
+    An event whose data is not a mapping, or lacks the field, has the batch key None.
+    """
+    if key is None or callable(key):
+        return key
+    field = key
+
+    def by_field(event: Event) -> Hashable:
+        data = event.data
+        return data.get(field) if isinstance(data, Mapping) else None
+
+    return by_field
+
+
+def batch_outputs(result: Any, consumer: str) -> list[Event]:
+    """The events a batch handler's return value (or ``BatchFailed.outputs``) stands for.
+
+    Raises:
+        ResultError: it is not None, an event, or an iterable of events.
+    """
+    if result is None:
+        return []
+    if isinstance(result, Event):
+        return [result]
+    if isinstance(result, Iterable) and not isinstance(result, str | bytes | Mapping | tuple):
+        events = list(result)
+        for item in events:
+            if not isinstance(item, Event):
+                raise ResultError(_bad_result(consumer, item))
+        return events
+    if type(result) is tuple and all(isinstance(item, Event) for item in result):
+        return list(result)
+    raise ResultError(_bad_result(consumer, result))
+
+
+def _bad_result(consumer: str, value: Any) -> str:
+    return (
+        f"batch handler of consumer {consumer!r} returned {type(value).__name__} {value!r:.80}; "
+        "return None, an Event, or an iterable of events (make each with "
+        "event.derive(topic, data) from the event it follows)"
+    )
+
+
+@attrs.define(eq=False, slots=True)
+class _Open:
+    """A batch being gathered: parallel lists, as in :class:`Deliver`."""
+
+    key: Hashable
+    deadline: float  # clock time at which it is handled, full or not
+    seqs: list[int] = attrs.field(factory=list)
+    events: list[Event] = attrs.field(factory=list)
+    attempts: list[int] = attrs.field(factory=list)
+
+
+class BatchConsumerActor(ConsumerActor):
+    """One incarnation of a batch consumer: gathers delivered events into batches.
+
+    Delivered batches are taken apart as the base class does (held keys, decoding,
+    dedup), but their events go into open batches, handled when full or due.
+    """
+
+    entry_point: ClassVar[str] = "handle_batch"
+
+    def __init__(self, context: ActorContext, runtime: ConsumerRuntime, batching: Batching) -> None:
+        super().__init__(context, runtime)
+        self.batching = batching
+        self.open: dict[Hashable, _Open] = {}  # by batch key, oldest first
+        # event key -> batch key of the open batch holding it (kept with a batch key only).
+        self.batch_of_key: dict[str, Hashable] = {}
+        self.timer: object | None = None  # the token of the armed batch timer
+
+    def on_receive(self, message: Any) -> Any:
+        if type(message) is Tick and message.token is not None and message.token is self.timer:
+            self.timer = None
+            if self.paused is None:
+                self._work()  # runs the batches that are due, and arms the next timer
+            return None
+        return super().on_receive(message)
+
+    def _work(self) -> None:
+        if self.open and not self._run_due():
+            return
+        super()._work()
+        if self.actor_fenced:
+            return
+        if self.open:
+            self.actor_counters.in_flight += sum(len(batch.seqs) for batch in self.open.values())
+            self._arm()
+
+    def _arm(self) -> None:
+        """Arm the timer for the oldest open batch, unless it is armed."""
+        if self.timer is not None:
+            return
+        clock = self.actor_clock
+        oldest = next(iter(self.open.values()))
+        token = self.timer = object()
+        address = self.actor_address
+        clock.call_later(
+            max(0.0, oldest.deadline - clock.monotonic()), lambda: address.tell(Tick(token))
+        )
+
+    def _run_due(self) -> bool:
+        """Handle every open batch whose timeout is over; False if the consumer pauses."""
+        now = self.actor_clock.monotonic()
+        opened = self.open
+        while opened:
+            oldest = next(iter(opened.values()))
+            if oldest.deadline > now:
+                break
+            if not self._run(oldest):
+                self._flush()
+                return False
+        self._flush()
+        return True
+
+    def _handle_items(self, batch: Deliver) -> bool:
+        """Add ``batch``'s events from ``self.position`` to open batches, running full ones.
+
+        Returns:
+            False if it stopped part way (a pause, or a stop request).
+        """
+        holds = self.holds
+        if holds:
+            for key in [k for k, (_, n) in holds.items() if n <= batch.nacks]:
+                del holds[key]
+        if (
+            not holds
+            and self.batching.key is None
+            and self.runtime.dedup is None
+            and Encoded not in map(type, batch.events)
+        ):
+            return self._gather_plain(batch)
+        return self._gather(batch)
+
+    def _gather_plain(self, batch: Deliver) -> bool:
+        """:meth:`_gather` with no batch key, no held key, no dedup and nothing to decode.
+
+        The usual case under load: slices of the delivery go into the open batch as
+        they are, with no work per event.
+        """
+        size = self.batching.size
+        seqs = batch.seqs
+        index = self.position
+        end = len(seqs)
+        while index < end:
+            if self.actor_stopping:
+                self.position = index
+                return False
+            current = self.open.get(None) or self._open(None)
+            take = min(size - len(current.seqs), end - index)
+            current.seqs += seqs[index : index + take]
+            current.events += batch.events[index : index + take]  # type: ignore[arg-type]
+            current.attempts += batch.attempts[index : index + take]
+            index += take
+            if len(current.seqs) >= size:
+                if not self._run(current):
+                    self.position = index
+                    return False
+                if self.holds:  # it failed an event of a key: later ones of that key must wait
+                    self.position = index
+                    return self._gather(batch)
+        self.position = index
+        return True
+
+    def _gather(self, batch: Deliver) -> bool:
+        """Add ``batch``'s events one by one, each to the open batch of its batch key."""
+        runtime = self.runtime
+        dedup = runtime.dedup
+        batch_key = self.batching.key
+        size = self.batching.size
+        holds = self.holds
+        batch_of_key = self.batch_of_key
+        seqs = batch.seqs
+        items = batch.events
+        index = self.position
+        end = len(seqs)
+        while index < end:
+            if self.actor_stopping:
+                self.position = index
+                return False
+            seq = seqs[index]
+            item = items[index]
+            attempt = batch.attempts[index]
+            if holds and item.key in holds and holds[item.key][0] != seq:
+                self.released.append(seq)  # it must wait for the retry of its key's failure
+                index += 1
+                continue
+            if type(item) is Encoded:
+                try:
+                    event = item.decode()
+                except DecodeError as exc:
+                    # No retry can decode it: the channel dead-letters it with its bytes.
+                    self._nack(seq, ErrorInfo.from_exception(exc), final=True)
+                    index += 1
+                    continue
+            else:
+                event = item  # type: ignore[assignment]
+            if dedup is not None and event.id in dedup:
+                self.acks.append(seq)
+                index += 1
+                continue
+            key: Hashable = None
+            if batch_key is not None:
+                try:
+                    key = batch_key(event)
+                    hash(key)
+                except Exception as exc:
+                    index += 1
+                    if not self._failed(seq, event, attempt, exc):
+                        self.position = index
+                        return False
+                    continue
+                owner = batch_of_key.get(event.key, key) if event.key is not None else key
+                if owner != key:
+                    # Its key's earlier events go first. Then this event is looked at
+                    # again, from the top: that batch may have failed one of them.
+                    if not self._run(self.open[owner]):
+                        self.position = index
+                        return False
+                    continue
+                if event.key is not None:
+                    batch_of_key[event.key] = key
+            current = self.open.get(key) or self._open(key)
+            current.seqs.append(seq)
+            current.events.append(event)
+            current.attempts.append(attempt)
+            index += 1
+            if len(current.seqs) >= size and not self._run(current):
+                self.position = index
+                return False
+        self.position = index
+        return True
+
+    def _open(self, key: Hashable) -> _Open:
+        opened = self.open[key] = _Open(key, self.actor_clock.monotonic() + self.batching.timeout)
+        return opened
+
+    # -- one batch -------------------------------------------------------------------
+
+    def _run(self, batch: _Open) -> bool:
+        """Handle one batch and settle it; False if the consumer pauses (or stops) now.
+
+        Raises:
+            ConsumerFailing: ``failure_threshold`` batches in a row failed (a consumer failure).
+        """
+        if self.actor_stopping:
+            return False  # its events stay unacked; the next incarnation gets them back
+        del self.open[batch.key]
+        if self.batch_of_key:
+            for event in batch.events:
+                if event.key is not None and self.batch_of_key.get(event.key) == batch.key:
+                    del self.batch_of_key[event.key]
+        runtime = self.runtime
+        counters = self.actor_counters
+        monotonic = self.actor_clock.monotonic
+        handle: Any = self.handle
+        events = batch.events
+        failed: Mapping[str, BaseException | str] = {}
+        started = monotonic()
+        mine = counters.current = (self.epoch, batch.seqs[0], started)
+        try:
+            try:
+                outputs = batch_outputs(handle(list(events)), runtime.name)
+            except BatchFailed as exc:
+                failed = exc.failed
+                outputs = batch_outputs(exc.outputs, runtime.name)
+                unknown = failed.keys() - {event.id for event in events}
+                if unknown:
+                    raise ResultError(
+                        f"batch handler of consumer {runtime.name!r} raised BatchFailed for "
+                        f"event id(s) not in its batch: {', '.join(sorted(unknown))[:200]}; "
+                        "name the failed events of the batch by their event.id"
+                    ) from exc
+            if outputs and not self.actor_fenced:
+                self._publish(outputs)
+        except _Stopping:
+            _clear(counters, mine)
+            return False  # not a failure: the batch goes back to the channel unacked
+        except Exception as exc:
+            if self.actor_fenced:
+                raise  # abandoned: the supervisor already settled what it was stuck on
+            failed = dict.fromkeys([event.id for event in events], exc)
+        if self.actor_fenced:
+            raise _Abandoned  # a late result of an abandoned incarnation changes nothing
+        _clear(counters, mine)
+        now = monotonic()
+        counters.latency.record(now - started)
+        counters.batches += 1
+        return self._settle(batch, failed, now)
+
+    def _settle(self, batch: _Open, failed: Mapping[str, BaseException | str], now: float) -> bool:
+        """Ack the handled events of a batch, nack the failed ones, release those that wait."""
+        runtime = self.runtime
+        counters = self.actor_counters
+        dedup = runtime.dedup
+        acks = self.acks
+        released = self.released
+        retried_keys: set[str] = set()
+        handled = retried = 0
+        dead: list[str] = []
+        first_error: tuple[ErrorInfo, BaseException | str] | None = None
+        fresh = False
+        infos: dict[tuple[int, bool], ErrorInfo] = {}
+        for seq, event, attempt in zip(batch.seqs, batch.events, batch.attempts, strict=True):
+            key = event.key
+            if key is not None and key in retried_keys:
+                released.append(seq)  # behind a retried event of its key: it comes after it
+                continue
+            reason = failed.get(event.id) if failed else None
+            if reason is None:
+                acks.append(seq)
+                handled += 1
+                if dedup is not None:
+                    dedup.add(event.id)
+                continue
+            again = attempt < runtime.max_deliveries
+            # The traceback goes into dead letters only, as for a single event's failure.
+            info = infos.get((id(reason), again))
+            if info is None:
+                info = infos[(id(reason), again)] = _error_info(reason, traceback=not again)
+            self._nack(seq, info, delay=runtime.retry_delay(attempt) if again else 0.0)
+            counters.event_failures += 1
+            fresh = fresh or attempt == 1
+            if first_error is None:
+                first_error = (info, reason)
+            if again:
+                retried += 1
+                if key is not None:
+                    retried_keys.add(key)
+                    self.holds[key] = (seq, self.nacks)
+            else:
+                dead.append(event.id)
+        self._flush()  # a batch is settled as a whole
+        if handled:
+            counters.handled += handled
+            runtime.last_success = now
+            if runtime.failures:
+                runtime.failures = runtime.fresh_failures = 0
+                counters.problem = None
+        if first_error is None:
+            return True
+        info, reason = first_error
+        logger.warning(
+            "consumer %r: %d of the %d events of a batch failed (%s: %s); %d retried, %d dead-lettered",
+            runtime.name,
+            retried + len(dead),
+            len(batch.seqs),
+            info.type,
+            info.message,
+            retried,
+            len(dead),
+            extra={"reactor_actor": runtime.member, "reactor_channel": runtime.channel},
+        )
+        if handled:
+            return True  # the handler works: a few bad events, not a broken consumer
+        cause = reason if isinstance(reason, Exception) else BatchFailed(failed)
+        return self._failing(fresh, info, cause)
+
+
+def _error_info(reason: BaseException | str, *, traceback: bool) -> ErrorInfo:
+    if isinstance(reason, BaseException):
+        return ErrorInfo.from_exception(reason, with_traceback=traceback)
+    return ErrorInfo(BatchFailed.__qualname__, str(reason), "")
