@@ -19,9 +19,11 @@ How a batch is settled:
 A failed event goes through the consumer's failure rules
 (:mod:`reactor.runtime.consumer`): a retry after its own delay, later events of its
 key waiting behind it, a dead letter after ``max_deliveries``. The later events of
-a retried event's key *in the same batch* are given back to the channel (no attempt
-spent) and come again after its retry, whatever the handler did with them: a
-handler that fails one event of a key should leave that key's later events alone.
+a failed event's key *in the same batch* are not taken as handled, whatever the
+handler did with them, and spend no attempt: behind a retried event they go back to
+the channel and come again after its retry; behind a dead-lettered one they are
+gathered again at once, first in a new batch. So a handler that fails one event of a
+key should leave that key's later events in the batch alone.
 For the consumer's health (the pause, ``failure_threshold``) a batch is one handler
 call: a batch whose events all failed is one failure in a row (a first-delivery
 failure if any of them was on its first delivery); a batch with any event handled
@@ -156,6 +158,7 @@ class BatchConsumerActor(ConsumerActor):
     """
 
     entry_point: ClassVar[str] = "handle_batch"
+    call_unit: ClassVar[str] = "batches"
 
     def __init__(self, context: ActorContext, runtime: ConsumerRuntime, batching: Batching) -> None:
         super().__init__(context, runtime)
@@ -226,7 +229,12 @@ class BatchConsumerActor(ConsumerActor):
             and Encoded not in map(type, batch.events)
         ):
             return self._gather_plain(batch)
-        return self._gather(batch)
+        done = self._gather(batch)
+        if self.released:
+            # Given back at once: the channel lifts its hold on a key when the key's
+            # retry falls due, and what this member still holds of it must be back by then.
+            self._flush()
+        return done
 
     def _gather_plain(self, batch: Deliver) -> bool:
         """:meth:`_gather` with no batch key, no held key, no dedup and nothing to decode.
@@ -331,6 +339,21 @@ class BatchConsumerActor(ConsumerActor):
         opened = self.open[key] = _Open(key, self.actor_clock.monotonic() + self.batching.timeout)
         return opened
 
+    def _reopen(self, key: Hashable, items: list[tuple[int, Event, int]]) -> None:
+        """Gather ``items`` (of a batch just handled, in order) again, into a new batch.
+
+        No open batch has ``key`` (the one just handled had it), nor the event keys
+        of ``items``, so they go first in the new batch, ahead of their keys' later events.
+        """
+        batch = self._open(key)
+        keeps_keys = self.batching.key is not None
+        for seq, event, attempt in items:
+            batch.seqs.append(seq)
+            batch.events.append(event)
+            batch.attempts.append(attempt)
+            if keeps_keys and event.key is not None:
+                self.batch_of_key[event.key] = key
+
     # -- one batch -------------------------------------------------------------------
 
     def _run(self, batch: _Open) -> bool:
@@ -391,16 +414,22 @@ class BatchConsumerActor(ConsumerActor):
         dedup = runtime.dedup
         acks = self.acks
         released = self.released
-        retried_keys: set[str] = set()
+        # key -> whether its failed event is retried (else dead-lettered)
+        failed_keys: dict[str, bool] = {}
+        deferred: list[tuple[int, Event, int]] = []
         handled = retried = 0
-        dead: list[str] = []
+        nacks: list[tuple[int, str | None, ErrorInfo, float]] = []
         first_error: tuple[ErrorInfo, BaseException | str] | None = None
         fresh = False
         infos: dict[tuple[int, bool], ErrorInfo] = {}
         for seq, event, attempt in zip(batch.seqs, batch.events, batch.attempts, strict=True):
             key = event.key
-            if key is not None and key in retried_keys:
-                released.append(seq)  # behind a retried event of its key: it comes after it
+            if key is not None and key in failed_keys:
+                # Behind a failed event of its key: not handled, whatever the handler did.
+                if failed_keys[key]:
+                    released.append(seq)  # back to the channel, to come after the retry
+                else:
+                    deferred.append((seq, event, attempt))  # its key is free again: at once
                 continue
             reason = failed.get(event.id) if failed else None
             if reason is None:
@@ -414,19 +443,23 @@ class BatchConsumerActor(ConsumerActor):
             info = infos.get((id(reason), again))
             if info is None:
                 info = infos[(id(reason), again)] = _error_info(reason, traceback=not again)
-            self._nack(seq, info, delay=runtime.retry_delay(attempt) if again else 0.0)
-            counters.event_failures += 1
+            nacks.append((seq, key, info, runtime.retry_delay(attempt) if again else 0.0))
+            retried += again
             fresh = fresh or attempt == 1
             if first_error is None:
                 first_error = (info, reason)
-            if again:
-                retried += 1
-                if key is not None:
-                    retried_keys.add(key)
-                    self.holds[key] = (seq, self.nacks)
-            else:
-                dead.append(event.id)
-        self._flush()  # a batch is settled as a whole
+            if key is not None:
+                failed_keys[key] = again
+        # The nacks go first: from a retry's nack on, the channel holds its key, so what
+        # is released below waits behind the retry there.
+        for seq, key, info, delay in nacks:
+            self._nack(seq, info, delay=delay)
+            if key is not None and failed_keys[key]:
+                self.holds[key] = (seq, self.nacks)
+        counters.event_failures += len(nacks)
+        self._flush()
+        if deferred:
+            self._reopen(batch.key, deferred)
         if handled:
             counters.handled += handled
             runtime.last_success = now
@@ -439,12 +472,12 @@ class BatchConsumerActor(ConsumerActor):
         logger.warning(
             "consumer %r: %d of the %d events of a batch failed (%s: %s); %d retried, %d dead-lettered",
             runtime.name,
-            retried + len(dead),
+            len(nacks),
             len(batch.seqs),
             info.type,
             info.message,
             retried,
-            len(dead),
+            len(nacks) - retried,
             extra={"reactor_actor": runtime.member, "reactor_channel": runtime.channel},
         )
         if handled:

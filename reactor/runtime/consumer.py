@@ -194,8 +194,10 @@ class ConsumerActor(ReactorActor):
     :class:`Tick` resumes; the actor stays responsive to stop requests meanwhile.
     """
 
-    # The method of a handler object this actor calls (a batch consumer's is handle_batch).
+    # The method of a handler object this actor calls (a batch consumer's is handle_batch),
+    # and what one call of it handles, as failure messages name it.
     entry_point: ClassVar[str] = "handle"
+    call_unit: ClassVar[str] = "events"
 
     def __init__(self, context: ActorContext, runtime: ConsumerRuntime) -> None:
         super().__init__(context)
@@ -452,7 +454,7 @@ class ConsumerActor(ReactorActor):
         if first and fresh % runtime.failure_threshold == 0:
             self._flush()  # what it finished stays finished: no redelivery after the restart
             raise ConsumerFailing(
-                f"consumer {runtime.name!r} failed {fresh} new events in a row with no success "
+                f"consumer {runtime.name!r} failed {fresh} new {self.call_unit} in a row with no success "
                 f"between (last: {error.type}: {error.message:.200}); restarting it. Fix what "
                 "its handler depends on, or raise failure_threshold if such runs are expected"
             ) from exc
