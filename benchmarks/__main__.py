@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 
 from benchmarks import (
+    batching,
     codecs,
     coldstart,
     dashboard,
@@ -36,6 +37,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "coldstart": coldstart.main,
     "codecs": codecs.main,
     "scale": scale.main,
+    "batching": batching.main,
 }
 
 USAGE = "usage: python -m benchmarks {list | NAME [--help] [options]}"

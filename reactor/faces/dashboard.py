@@ -339,6 +339,7 @@ class Dashboard:
         table.add_column("events", justify="right", no_wrap=True)
         table.add_column("failed", justify="right", no_wrap=True)
         table.add_column("restarts", justify="right", no_wrap=True)
+        table.add_column("batch", justify="right", no_wrap=True)  # mean size, batch consumers
         members: dict[str, list[ActorMetrics]] = collections.defaultdict(list)
         for actor in metrics.actors:
             if actor.kind == "member":
@@ -375,6 +376,7 @@ class Dashboard:
                 retired.restarts if retired else 0
             )
             producer = actor.kind == "producer"
+            batches = sum(member.batches for member in group) + (retired.batches if retired else 0)
             table.add_row(
                 name,
                 f"{self.rate(actor.name):.1f}",
@@ -384,6 +386,7 @@ class Dashboard:
                 si(handled),
                 Text(str(failed), style="red" if failed else "dim"),
                 Text(str(restarts), style="yellow" if restarts else "dim"),
+                f"{handled / batches:.0f}" if batches else "",
             )
         return table
 

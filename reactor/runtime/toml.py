@@ -89,7 +89,10 @@ declaration in the supervision tree.
 
     [consumers.auditor]
     channel = "audit"
-    handler = "shop_handlers:record"
+    handler = "shop_handlers:record"  # called with a list: batch_size makes it a batch consumer
+    batch_size = 100              # handle_batch(events) with up to 100 events at a time
+    batch_timeout = 1.0           # ...or fewer, one second after the first of them arrived
+    batch_key = "region"          # one batch per value of this field of dict data
 
 Children of a supervisor (consumers, pools and nested supervisors) start in the
 order their tables appear in the file and stop in reverse order.
