@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from rich.console import Console
+from support import HangOnce
 
 import reactor
 from reactor import BatchFailed, Event, Topology
@@ -467,3 +468,55 @@ def test_the_readme_batch_example_runs() -> None:
     match = re.search(r"### Batch consumers\n.*?```python\n(.*?)```", readme.read_text(), re.S)
     assert match, "README.md lost its batch consumer example"
     exec(compile(match.group(1), str(readme), "exec"), {})  # our own README, run as documentation
+
+
+def test_a_hung_batch_handler_is_abandoned_and_its_batch_comes_again() -> None:
+    calls = collections.Counter[str]()
+    returned: list[int] = []
+    lock = threading.Lock()
+    hang = HangOnce("first", timeout=TIMEOUT)
+
+    def handler(events: list[Event]) -> None:
+        with lock:
+            calls["batches"] += 1
+            first = calls["batches"] == 1
+        if hang("first" if first else "later"):
+            return  # the late return of an abandoned incarnation: it must change nothing
+        with lock:
+            returned.extend(event.data["n"] for event in events)
+
+    topo = Topology("hung")
+    topo.channel("work")
+    topo.consumer(
+        "sink", handler, channel="work", batch_size=10, batch_timeout=0.05, handler_timeout=0.3
+    )
+    # The hang is let go before the system stops, so no thread outlives the test.
+    with topo.start() as system, hang:
+        system.publish_many("work", [Event.create("job.run", {"n": n}) for n in range(30)])
+        assert hang.entered.wait(TIMEOUT)
+        wait_for(lambda: len(returned) == 30, TIMEOUT, message="the batch did not come again")
+        system.wait_idle(TIMEOUT)
+        sink = system.metrics().actor("sink")
+    assert sorted(returned) == list(range(30))
+    assert sink.restarts == 1
+
+
+def test_a_stop_with_a_partial_batch_open_finishes_and_reports_what_it_left() -> None:
+    handler = Batches()
+    topo = Topology("stop")
+    topo.channel("work")
+    topo.consumer("sink", handler, channel="work", batch_size=10, batch_timeout=600)
+    system = topo.start()
+    try:
+        _publish(system, 3)
+        wait_for(lambda: system.metrics().actor("sink").received == 3, TIMEOUT)
+    finally:
+        system.stop(timeout=0.5)
+    assert system.state == "stopped"
+    assert handler.numbers() == []  # a partial batch waits its timeout, past the drain
+    (report,) = [e for e in system.recent_lifecycle(200) if e.topic == lifecycle.DRAIN_ABANDONED]
+    assert (report.data["channel"], report.data["group"], report.data["events"]) == (
+        "work",
+        "sink",
+        3,
+    )
