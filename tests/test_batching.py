@@ -520,3 +520,22 @@ def test_a_stop_with_a_partial_batch_open_finishes_and_reports_what_it_left() ->
         "sink",
         3,
     )
+
+
+def test_current_delivery_in_a_batch_handler_says_a_batch_has_none() -> None:
+    messages: list[str] = []
+
+    def handler(events: list[Event]) -> None:
+        try:
+            reactor.current_delivery()
+        except reactor.NotInHandlerError as exc:
+            messages.append(str(exc))
+
+    topo = Topology("delivery")
+    topo.channel("work")
+    topo.consumer("sink", handler, channel="work", batch_size=2, batch_timeout=0.01)
+    with topo.start() as system:
+        _publish(system, 2)
+        system.wait_idle(TIMEOUT)
+    (message,) = messages
+    assert "a batch handler's events have no single delivery" in message

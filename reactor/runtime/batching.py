@@ -228,8 +228,9 @@ class BatchConsumerActor(ConsumerActor):
             and self.runtime.dedup is None
             and Encoded not in map(type, batch.events)
         ):
-            return self._gather_plain(batch)
-        done = self._gather(batch)
+            done = self._gather_plain(batch)
+        else:
+            done = self._gather(batch)
         if self.released:
             # Given back at once: the channel lifts its hold on a key when the key's
             # retry falls due, and what this member still holds of it must be back by then.

@@ -95,7 +95,8 @@ def current_delivery() -> Delivery:
     if current is None:
         raise NotInHandlerError(
             "reactor.current_delivery() was called outside a consumer's handler; call it "
-            "from the handler, or from code the handler calls in its own thread"
+            "from the handler, or from code the handler calls in its own thread (a batch "
+            "handler's events have no single delivery: it has none)"
         )
     runtime, batch, index = current
     failures = batch.failures
