@@ -344,10 +344,10 @@ def test_a_pool_of_batch_consumers_handles_everything_once() -> None:
     assert sum(member.batches for member in members) == len(handler.numbers())
 
 
-def test_an_idempotent_batch_consumer_skips_ids_it_handled() -> None:
+def test_an_idempotent_batch_consumer_skips_ids_it_handled(backend: str) -> None:
     handler = Batches()
     topo = Topology("dedup")
-    topo.channel("work")
+    topo.channel("work", backend=backend)
     topo.consumer(
         "sink", handler, channel="work", batch_size=4, batch_timeout=0.01, idempotent=True
     )
@@ -539,3 +539,29 @@ def test_current_delivery_in_a_batch_handler_says_a_batch_has_none() -> None:
         system.wait_idle(TIMEOUT)
     (message,) = messages
     assert "a batch handler's events have no single delivery" in message
+
+
+def test_a_batch_key_that_raises_fails_that_event_only() -> None:
+    handler = Batches()
+    dead = Recorder()
+    topo = Topology("badkey")
+    topo.channel("work")
+    topo.consumer(
+        "sink",
+        handler,
+        channel="work",
+        batch_size=5,
+        batch_timeout=0.01,
+        batch_key=lambda event: 10 // event.data["n"],  # event 0 has no batch key
+        max_deliveries=1,
+    )
+    topo.consumer("dlq", dead, channel="$system", pattern=lifecycle.DEADLETTER)
+    with topo.start() as system:
+        _publish(system, 20)
+        dead.wait_for_count(1, TIMEOUT)
+        system.wait_idle(TIMEOUT)
+    (letter,) = dead.events
+    assert (letter.data["event"].data["n"], letter.data["error_type"]) == (0, "ZeroDivisionError")
+    assert sorted(n for batch in handler.numbers() for n in batch) == list(range(1, 20))
+    for batch in handler.numbers():
+        assert len({10 // n for n in batch}) == 1
