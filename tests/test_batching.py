@@ -511,7 +511,7 @@ def test_a_stop_with_a_partial_batch_open_finishes_and_reports_what_it_left() ->
         _publish(system, 3)
         wait_for(lambda: system.metrics().actor("sink").received == 3, TIMEOUT)
     finally:
-        system.stop(timeout=0.5)
+        system.stop(timeout=2.0)  # the drain gives up long before the batch is due
     assert system.state == "stopped"
     assert handler.numbers() == []  # a partial batch waits its timeout, past the drain
     (report,) = [e for e in system.recent_lifecycle(200) if e.topic == lifecycle.DRAIN_ABANDONED]
@@ -565,3 +565,17 @@ def test_a_batch_key_that_raises_fails_that_event_only() -> None:
     assert sorted(n for batch in handler.numbers() for n in batch) == list(range(1, 20))
     for batch in handler.numbers():
         assert len({10 // n for n in batch}) == 1
+
+
+def test_an_async_batch_handler_is_refused_with_one_line() -> None:
+    async def store(events: list[Event]) -> None: ...
+
+    topo = Topology("async")
+    topo.channel("work")
+    topo.consumer("sink", store, channel="work", batch_size=10)
+    with pytest.raises(reactor.TopologyError) as caught:
+        topo.validate()
+    assert caught.value.problems == (
+        "consumer 'sink': batch_size is set but handler store is `async def`; batch handlers "
+        "run in the consumer's thread: make handle_batch a plain function",
+    )
