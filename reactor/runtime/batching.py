@@ -343,7 +343,7 @@ class BatchConsumerActor(ConsumerActor):
         opened = self.open[key] = _Open(key, self.actor_clock.monotonic() + self.batching.timeout)
         return opened
 
-    def _succeeded(self, handled: int, now: float) -> None:
+    def _batch_succeeded(self, handled: int, now: float) -> None:
         """``handled`` events of a batch were handled: the consumer works."""
         runtime = self.runtime
         counters = self.actor_counters
@@ -433,7 +433,7 @@ class BatchConsumerActor(ConsumerActor):
                 for event in batch.events:
                     dedup.add(event.id)
             self._flush()
-            self._succeeded(len(batch.seqs), now)
+            self._batch_succeeded(len(batch.seqs), now)
             return True
         released = self.released
         # key -> whether its failed event is retried (else dead-lettered)
@@ -483,7 +483,7 @@ class BatchConsumerActor(ConsumerActor):
         if deferred:
             self._reopen(batch.key, deferred)
         if handled:
-            self._succeeded(handled, now)
+            self._batch_succeeded(handled, now)
         if first_error is None:
             return True
         info, reason = first_error
