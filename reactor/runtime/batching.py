@@ -221,12 +221,10 @@ class BatchConsumerActor(ConsumerActor):
         Returns:
             False if it stopped part way (a pause, or a stop request).
         """
-        holds = self.holds
-        if holds:
-            for key in [k for k, (_, n) in holds.items() if n <= batch.nacks]:
-                del holds[key]
+        if self.holds:
+            self._expire_holds(batch)
         if (
-            not holds
+            not self.holds
             and self.batching.key is None
             and self.runtime.dedup is None
             and Encoded not in map(type, batch.events)
