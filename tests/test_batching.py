@@ -460,8 +460,9 @@ def test_the_dashboard_shows_a_batch_consumers_mean_batch_size() -> None:
     rows = {
         line.split()[0]: line.split() for line in console.export_text().splitlines() if line.split()
     }
-    assert rows["sink"][-3:] == ["40", "0", "10"]  # handled, failed, mean batch size
-    assert rows["plain"][-2:] == ["40", "0"]  # not a batch consumer: no batch size
+    # events handled, failed, restarts, mean batch size
+    assert rows["sink"][-4:] == ["40", "0", "0", "10"]
+    assert rows["plain"][-3:] == ["40", "0", "0"]  # not a batch consumer: no batch size
 
 
 def test_the_readme_batch_example_runs() -> None:

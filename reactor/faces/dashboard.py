@@ -339,7 +339,10 @@ class Dashboard:
         table.add_column("events", justify="right", no_wrap=True)
         table.add_column("failed", justify="right", no_wrap=True)
         table.add_column("restarts", justify="right", no_wrap=True)
-        table.add_column("batch", justify="right", no_wrap=True)  # mean size, batch consumers
+        # The mean batch size, shown only when a batch consumer has handled batches.
+        batching = any(actor.batches for actor in metrics.actors)
+        if batching:
+            table.add_column("batch", justify="right", no_wrap=True)
         members: dict[str, list[ActorMetrics]] = collections.defaultdict(list)
         for actor in metrics.actors:
             if actor.kind == "member":
@@ -377,7 +380,7 @@ class Dashboard:
             )
             producer = actor.kind == "producer"
             batches = sum(member.batches for member in group) + (retired.batches if retired else 0)
-            table.add_row(
+            row: list[RenderableType] = [
                 name,
                 f"{self.rate(actor.name):.1f}",
                 Text(sparkline(self.history(actor.name), cells), style="cyan"),
@@ -386,8 +389,10 @@ class Dashboard:
                 si(handled),
                 Text(str(failed), style="red" if failed else "dim"),
                 Text(str(restarts), style="yellow" if restarts else "dim"),
-                f"{handled / batches:.0f}" if batches else "",
-            )
+            ]
+            if batching:
+                row.append(f"{handled / batches:.0f}" if batches else "")
+            table.add_row(*row)
         return table
 
     def _channels(self, metrics: SystemMetrics) -> RenderableType:
