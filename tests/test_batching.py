@@ -581,3 +581,14 @@ def test_an_async_batch_handler_is_refused_with_one_line() -> None:
         "consumer 'sink': batch_size is set but handler store is `async def`; batch handlers "
         "run in the consumer's thread: make handle_batch a plain function",
     )
+
+
+def test_chaos_around_a_batch_handler_is_refused_with_one_line() -> None:
+    topo = Topology("chaos")
+    topo.channel("work")
+    topo.consumer("sink", print, channel="work", batch_size=10, chaos=reactor.Chaos())
+    with pytest.raises(reactor.TopologyError) as caught:
+        topo.validate()
+    assert caught.value.problems == (
+        "consumer 'sink': chaos wraps one-event handlers only; drop chaos or batch_size",
+    )

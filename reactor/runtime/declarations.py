@@ -693,6 +693,9 @@ def _check_batching(decl: ConsumerDecl, own: list[Problem]) -> list[Problem]:
             "consumer's thread: make handle_batch a plain function"
         )
         problems.append(_problem(decl, "handler", text))
+    if decl.chaos is not None:
+        text = "chaos wraps one-event handlers only; drop chaos or batch_size"
+        problems.append(_problem(decl, "chaos", text))
     if decl.batch_size > decl.prefetch:
         text = (
             f"batch_size={decl.batch_size} is more than prefetch={decl.prefetch}, so a batch "
