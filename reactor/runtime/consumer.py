@@ -48,6 +48,11 @@ The handler can ask which attempt it is on, and why the previous one failed,
 with :func:`current_delivery`; that, and how a return value becomes events
 (:func:`as_events`), live in :mod:`reactor.runtime.handling` and are
 re-exported here.
+
+One concept, so one module despite its length: the consumer actor and the failure
+rules it applies to each event. Batch handlers (:mod:`reactor.runtime.batching`) and
+``async def`` handlers (:mod:`reactor.runtime.coroutines`) are subclasses of it,
+each in its own module.
 """
 
 from __future__ import annotations
