@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import gc
 import os
 import platform
@@ -99,3 +100,22 @@ def describe_machine() -> str:
 def now() -> float:
     """The benchmark clock: monotonic, highest resolution."""
     return time.perf_counter()
+
+
+def parser(name: str, doc: str | None, *, events: int, repeat: int) -> argparse.ArgumentParser:
+    """The command line every throughput benchmark starts from: ``--events`` and ``--repeat``."""
+    parsed = argparse.ArgumentParser(
+        prog=f"python -m benchmarks {name}",
+        description=doc,
+        epilog="See benchmarks/README.md for what is timed in each variant.",
+    )
+    parsed.add_argument(
+        "--events", type=int, default=events, help="events per run (default %(default)s)"
+    )
+    parsed.add_argument(
+        "--repeat",
+        type=int,
+        default=repeat,
+        help="runs per variant; the best counts (default %(default)s)",
+    )
+    return parsed

@@ -29,7 +29,6 @@ as it is), which measures the transport alone.
 
 from __future__ import annotations
 
-import argparse
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -37,6 +36,7 @@ from typing import Any
 
 import pykka
 
+from benchmarks import _harness
 from benchmarks._harness import Result, best_of, describe_machine, gated_source, now
 from reactor import Event, System, Topology
 
@@ -236,20 +236,7 @@ def _items(events: int, prebuilt: bool) -> Callable[[], Items]:
 
 def main(argv: list[str]) -> int:
     """Producer -> channel -> consumer throughput: reactor vs. naive pykka vs. plain threads."""
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks pipeline",
-        description=main.__doc__,
-        epilog="See benchmarks/README.md for what is timed in each variant.",
-    )
-    parser.add_argument(
-        "--events", type=int, default=DEFAULT_EVENTS, help="events per run (default %(default)s)"
-    )
-    parser.add_argument(
-        "--repeat",
-        type=int,
-        default=DEFAULT_REPEAT,
-        help="runs per variant; the best counts (default %(default)s)",
-    )
+    parser = _harness.parser("pipeline", main.__doc__, events=DEFAULT_EVENTS, repeat=DEFAULT_REPEAT)
     parser.add_argument(
         "--only",
         choices=list(VARIANTS),

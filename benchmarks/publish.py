@@ -33,7 +33,6 @@ total than ``publish``.
 
 from __future__ import annotations
 
-import argparse
 import queue
 import threading
 import time
@@ -43,6 +42,7 @@ from typing import Any
 
 import attrs
 
+from benchmarks import _harness
 from benchmarks._harness import Result, best_of, describe_machine, now
 from reactor import Event, System, Topology
 
@@ -246,20 +246,7 @@ def _ratio(name: str, value: float, target: str, met: bool) -> None:
 
 def main(argv: list[str]) -> int:
     """system.publish from application threads, and Event.create against a bare attrs class."""
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks publish",
-        description=main.__doc__,
-        epilog="See benchmarks/README.md for what is timed in each variant.",
-    )
-    parser.add_argument(
-        "--events", type=int, default=DEFAULT_EVENTS, help="events per run (default %(default)s)"
-    )
-    parser.add_argument(
-        "--repeat",
-        type=int,
-        default=DEFAULT_REPEAT,
-        help="runs per variant; the best counts (default %(default)s)",
-    )
+    parser = _harness.parser("publish", main.__doc__, events=DEFAULT_EVENTS, repeat=DEFAULT_REPEAT)
     parser.add_argument(
         "--batch",
         type=int,

@@ -37,6 +37,11 @@ from reactor.schema import option
 __all__ = ["Chaos", "ChaosHandler"]
 
 
+def _seconds(doc: str, *, max: float) -> Any:
+    """A duration of chaos: off (0) by default, never negative, at most ``max`` seconds."""
+    return option(0.0, kind="seconds", min=0, max=max, doc=doc, strict=True)
+
+
 @attrs.frozen(slots=True)
 class Chaos:
     """What goes wrong on purpose in one consumer; every option is off by default.
@@ -53,30 +58,9 @@ class Chaos:
         doc="fraction of handler calls that fail (0 to 1)",
         strict=True,
     )
-    latency_s: float = option(
-        0.0,
-        kind="seconds",
-        min=0,
-        max=60,
-        doc="seconds added before every handler call",
-        strict=True,
-    )
-    outage_after_s: float = option(
-        0.0,
-        kind="seconds",
-        min=0,
-        max=86_400,
-        doc="seconds after start when the outage begins",
-        strict=True,
-    )
-    outage_s: float = option(
-        0.0,
-        kind="seconds",
-        min=0,
-        max=86_400,
-        doc="how long the outage lasts (0: no outage)",
-        strict=True,
-    )
+    latency_s: float = _seconds("seconds added before every handler call", max=60)
+    outage_after_s: float = _seconds("seconds after start when the outage begins", max=86_400)
+    outage_s: float = _seconds("how long the outage lasts (0: no outage)", max=86_400)
     seed: int = option(
         0, kind="int", min=0, doc="seeds which calls fail, so runs repeat", strict=True
     )
