@@ -104,6 +104,23 @@ def test_invalid_topology_starts_nothing() -> None:
     assert threading.active_count() == before
 
 
+def test_a_start_that_raises_leaves_a_failed_system_that_says_why(tmp_path: Path) -> None:
+    topo = Topology("nofolder")
+    topo.channel("log", backend=f"sqlite:///{tmp_path / 'missing' / 'log.db'}")
+    system = reactor.System(topo)
+    with pytest.raises(reactor.ReactorError, match="does not exist"):
+        system.start()
+    assert system.state == "failed"
+    health = system.health()
+    assert health.status == "failed"
+    assert health.problems[0].startswith("start failed: ")
+    assert "does not exist" in health.problems[0]
+    system.stop(timeout=1.0)  # nothing runs: returns at once, without raising
+    assert system.wait(timeout=0)
+    with pytest.raises(reactor.SystemStoppedError, match="already started"):
+        system.start()
+
+
 def test_lifecycle_events_can_be_consumed_like_any_topic() -> None:
     topo = Topology("watch")
     topo.channel("c")

@@ -119,6 +119,7 @@ class System:
         self._stop_deadline = 0.0
         self._hurried = False  # a stop at once arrived while a drain was running
         self._abandoned = 0  # events the drain deadline left unhandled
+        self._start_error = ""  # why start() raised, for health()
 
     # -- start -----------------------------------------------------------------------
 
@@ -137,7 +138,11 @@ class System:
             self.topology.validate()
             self._assembly.check_only()
             self._state = "starting"
-        self._router.channels.update(self._assembly.open_channels())
+        try:
+            self._router.channels.update(self._assembly.open_channels())
+        except BaseException as exc:
+            self._start_failed(exc)
+            raise
         config = self._assembly.root(on_escalate=self._escalated)
         self._started_at = time.monotonic()
         context = ActorContext(
@@ -150,14 +155,22 @@ class System:
         self._root = root
         try:
             root.actor_started.get(timeout=_START_S + _START_PER_ACTOR_S * len(self._actors))
-        except BaseException:
+        except BaseException as exc:
             root.join(10)
-            self._finish()
+            self._start_failed(exc)
             raise
         with self._lock:
             if self._state == "starting":
                 self._state = "running"
         return self
+
+    def _start_failed(self, error: BaseException) -> None:
+        # A start that raised leaves nothing running: stop() and wait() return at once,
+        # and the state and health say the start failed instead of staying "starting".
+        with self._lock:
+            self._state = "failed"
+            self._start_error = f"start failed: {type(error).__name__}: {error}"
+        self._finish()
 
     # -- publishing ------------------------------------------------------------------
 
@@ -416,7 +429,8 @@ class System:
     def health(self) -> Health:
         """``ok``, or what is wrong: restarting or failed actors, full channels."""
         if self._state == "failed":
-            return Health("failed", (str(self._failure),))
+            reason = str(self._failure) if self._failure is not None else self._start_error
+            return Health("failed", (reason,))
         if self._state in ("stopped", "stopping"):
             return Health("stopped")
         if self._state in ("created", "starting"):
