@@ -141,38 +141,39 @@ class _Family:
             yield f"{name}{_labels(labels)} {_number(value)}"
 
 
-_CHANNEL_FAMILIES = (
-    ("published", "counter", "_total", "Events published into the channel."),
-    ("delivered", "counter", "_total", "Deliveries to consumers, redeliveries included."),
-    ("acked", "counter", "_total", "Deliveries acknowledged by a consumer."),
-    ("dropped", "counter", "_total", "Events dropped by the overflow policy."),
-    ("dead_lettered", "counter", "_total", "Events sent to $deadletter after max_deliveries."),
-    ("stored_dead_letters", "gauge", "", "Dead letters the channel's store keeps now."),
-    ("unrouted", "counter", "_total", "Events that matched no group's pattern."),
-    ("backlog", "gauge", "", "Events waiting for a consumer."),
-    ("in_flight", "gauge", "", "Events delivered and not yet acknowledged."),
-    ("unsettled", "gauge", "", "Events published and not yet settled (counts against capacity)."),
-    ("capacity", "gauge", "", "Most unsettled events the channel holds."),
-)
-
-_GROUP_FAMILIES = (
-    ("delivered", "counter", "_total", "Deliveries to the group's members."),
-    ("acked", "counter", "_total", "Deliveries the group acknowledged."),
-    ("nacked", "counter", "_total", "Deliveries that failed in a handler."),
-    ("redelivered", "counter", "_total", "Deliveries made again after a failure or a crash."),
-    ("dead_lettered", "counter", "_total", "The group's events sent to $deadletter."),
-    ("backlog", "gauge", "", "Events waiting for one of the group's members."),
-    ("in_flight", "gauge", "", "Events the group's members hold."),
-    ("members", "gauge", "", "Members in the group."),
-)
-
-_ACTOR_FAMILIES = (
-    ("restarts", "counter", "_total", "Times the actor was restarted by its supervisor."),
-    ("received", "counter", "_total", "Events the actor received."),
-    ("handled", "counter", "_total", "Events the actor handled (published, for a producer)."),
-    ("failed", "counter", "_total", "Events whose handler raised."),
-    ("in_flight", "gauge", "", "Events the actor holds right now."),
-    ("mailbox", "gauge", "", "Messages waiting in the actor's mailbox."),
+# One row a metric family, named reactor_{part}_{field} (a counter's ends in _total):
+# (the part of the snapshot it counts, its field there, its type, its help text).
+_FAMILIES = (
+    ("channel", "published", "counter", "Events published into the channel."),
+    ("channel", "delivered", "counter", "Deliveries to consumers, redeliveries included."),
+    ("channel", "acked", "counter", "Deliveries acknowledged by a consumer."),
+    ("channel", "dropped", "counter", "Events dropped by the overflow policy."),
+    ("channel", "dead_lettered", "counter", "Events sent to $deadletter after max_deliveries."),
+    ("channel", "stored_dead_letters", "gauge", "Dead letters the channel's store keeps now."),
+    ("channel", "unrouted", "counter", "Events that matched no group's pattern."),
+    ("channel", "backlog", "gauge", "Events waiting for a consumer."),
+    ("channel", "in_flight", "gauge", "Events delivered and not yet acknowledged."),
+    (
+        "channel",
+        "unsettled",
+        "gauge",
+        "Events published and not yet settled (counts against capacity).",
+    ),
+    ("channel", "capacity", "gauge", "Most unsettled events the channel holds."),
+    ("group", "delivered", "counter", "Deliveries to the group's members."),
+    ("group", "acked", "counter", "Deliveries the group acknowledged."),
+    ("group", "nacked", "counter", "Deliveries that failed in a handler."),
+    ("group", "redelivered", "counter", "Deliveries made again after a failure or a crash."),
+    ("group", "dead_lettered", "counter", "The group's events sent to $deadletter."),
+    ("group", "backlog", "gauge", "Events waiting for one of the group's members."),
+    ("group", "in_flight", "gauge", "Events the group's members hold."),
+    ("group", "members", "gauge", "Members in the group."),
+    ("actor", "restarts", "counter", "Times the actor was restarted by its supervisor."),
+    ("actor", "received", "counter", "Events the actor received."),
+    ("actor", "handled", "counter", "Events the actor handled (published, for a producer)."),
+    ("actor", "failed", "counter", "Events whose handler raised."),
+    ("actor", "in_flight", "gauge", "Events the actor holds right now."),
+    ("actor", "mailbox", "gauge", "Messages waiting in the actor's mailbox."),
 )
 
 
@@ -198,31 +199,24 @@ def prometheus_text(metrics: SystemMetrics) -> str:
     uptime.add(system, metrics.uptime_s)
     families.append(uptime)
 
-    for field, kind, suffix, help_text in _CHANNEL_FAMILIES:
-        family = _Family(f"reactor_channel_{field}{suffix}", kind, help_text)
-        for channel in metrics.channels:
-            family.add({**system, "channel": channel.name}, getattr(channel, field))
-        families.append(family)
-
-    for field, kind, suffix, help_text in _GROUP_FAMILIES:
-        family = _Family(f"reactor_group_{field}{suffix}", kind, help_text)
-        for channel in metrics.channels:
-            for group in channel.groups:
-                family.add(
-                    {**system, "channel": channel.name, "group": group.name}, getattr(group, field)
-                )
-        families.append(family)
-
-    for field, kind, suffix, help_text in _ACTOR_FAMILIES:
-        family = _Family(f"reactor_actor_{field}{suffix}", kind, help_text)
-        for actor in metrics.actors:
-            labels = {
-                **system,
-                "actor": actor.name,
-                "kind": actor.kind,
-                "supervisor": actor.supervisor,
-            }
-            family.add(labels, getattr(actor, field))
+    # The labelled snapshots of each part, for the rows of _FAMILIES.
+    parts: dict[str, list[tuple[dict[str, str], Any]]] = {
+        "channel": [({**system, "channel": c.name}, c) for c in metrics.channels],
+        "group": [
+            ({**system, "channel": c.name, "group": g.name}, g)
+            for c in metrics.channels
+            for g in c.groups
+        ],
+        "actor": [
+            ({**system, "actor": a.name, "kind": a.kind, "supervisor": a.supervisor}, a)
+            for a in metrics.actors
+        ],
+    }
+    for part, field, kind, help_text in _FAMILIES:
+        suffix = "_total" if kind == "counter" else ""
+        family = _Family(f"reactor_{part}_{field}{suffix}", kind, help_text)
+        for labels, snapshot in parts[part]:
+            family.add(labels, getattr(snapshot, field))
         families.append(family)
 
     state = _Family("reactor_actor_state", "gauge", "1 for the state each actor is in right now.")
