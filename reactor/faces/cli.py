@@ -97,7 +97,7 @@ def _build_parser() -> argparse.ArgumentParser:
         return commands.add_parser(name, parents=[common], **options)
 
     run = command("run", help="run a topology (a .toml file, a .py file or module:attribute)")
-    run.add_argument("target", metavar="TARGET", help="a .toml file, .py file or module:attribute")
+    _add_target(run)
     _add_run_options(run)
     run.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST", help=argparse.SUPPRESS)
 
@@ -108,9 +108,7 @@ def _build_parser() -> argparse.ArgumentParser:
     graph = command(
         "graph", help="show a topology as a tree or a mermaid flowchart (runs no handler code)"
     )
-    graph.add_argument(
-        "target", metavar="TARGET", help="a .toml file, .py file or module:attribute"
-    )
+    _add_target(graph)
     graph.add_argument("--format", choices=("tree", "mermaid"), default="tree")
 
     command("version", help="print reactor's version")
@@ -120,9 +118,7 @@ def _build_parser() -> argparse.ArgumentParser:
     worker = command(
         "worker", help="run part of a topology in this process, sharing its broker channels"
     )
-    worker.add_argument(
-        "target", metavar="TARGET", help="a .toml file, .py file or module:attribute"
-    )
+    _add_target(worker)
     worker.add_argument(
         "--only",
         action="append",
@@ -133,45 +129,9 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_run_options(parser: argparse.ArgumentParser) -> None:
+def _add_target(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--dashboard",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="live dashboard (default: on when stdout is a terminal)",
-    )
-    parser.add_argument(
-        "--duration", type=_seconds, metavar="S", help="run S seconds, then drain and stop"
-    )
-    parser.add_argument(
-        "--json", action="store_true", help="write one JSON metrics snapshot per second"
-    )
-    parser.add_argument(
-        "--until-settled",
-        action="store_true",
-        help="stop once every producer ran dry and everything is handled or dead-lettered",
-    )
-    parser.add_argument(
-        "--metrics-port",
-        type=_port,
-        metavar="P",
-        help="serve Prometheus metrics on loopback port P (0 picks a free one)",
-    )
-    parser.add_argument(
-        "--connect-timeout",
-        type=_seconds,
-        default=CONNECT_TIMEOUT_S,
-        metavar="S",
-        help="exit with code 3 if a channel has not reached its broker S seconds after the "
-        f"start (default {CONNECT_TIMEOUT_S:g})",
-    )
-    parser.add_argument(
-        "--drain-timeout",
-        type=_seconds,
-        default=DRAIN_TIMEOUT_S,
-        metavar="S",
-        help="longest graceful drain at the end; events still unhandled then give exit "
-        f"code 4 (default {DRAIN_TIMEOUT_S:g})",
+        "target", metavar="TARGET", help="a .toml file, .py file or module:attribute"
     )
 
 
@@ -195,6 +155,69 @@ def _port(text: str) -> int:
             f"port {text} is out of range; pick one from 1 to 65535 (0 picks a free one)"
         )
     return value
+
+
+# The options of every running command (run, demo, worker): each is passed on to
+# run_topology under its own name (``--dashboard``, which it takes decided, is apart).
+_RUN_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
+    (
+        "--duration",
+        {"type": _seconds, "metavar": "S", "help": "run S seconds, then drain and stop"},
+    ),
+    ("--json", {"action": "store_true", "help": "write one JSON metrics snapshot per second"}),
+    (
+        "--until-settled",
+        {
+            "action": "store_true",
+            "help": "stop once every producer ran dry and everything is handled or dead-lettered",
+        },
+    ),
+    (
+        "--metrics-port",
+        {
+            "type": _port,
+            "metavar": "P",
+            "help": "serve Prometheus metrics on loopback port P (0 picks a free one)",
+        },
+    ),
+    (
+        "--connect-timeout",
+        {
+            "type": _seconds,
+            "default": CONNECT_TIMEOUT_S,
+            "metavar": "S",
+            "help": "exit with code 3 if a channel has not reached its broker S seconds after "
+            f"the start (default {CONNECT_TIMEOUT_S:g})",
+        },
+    ),
+    (
+        "--drain-timeout",
+        {
+            "type": _seconds,
+            "default": DRAIN_TIMEOUT_S,
+            "metavar": "S",
+            "help": "longest graceful drain at the end; events still unhandled then give exit "
+            f"code 4 (default {DRAIN_TIMEOUT_S:g})",
+        },
+    ),
+)
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dashboard",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="live dashboard (default: on when stdout is a terminal)",
+    )
+    for flag, options in _RUN_OPTIONS:
+        parser.add_argument(flag, **options)
+
+
+def _run_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The values of :data:`_RUN_OPTIONS` in ``args``, by their names in ``run_topology``."""
+    names = (flag.removeprefix("--").replace("-", "_") for flag, _ in _RUN_OPTIONS)
+    return {name: getattr(args, name) for name in names}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -271,13 +294,8 @@ def _run_with(
         out=out,
         err=err,
         dashboard=_dashboard_wanted(args, out),
-        json=args.json,
-        duration=args.duration,
-        until_settled=args.until_settled,
-        metrics_port=args.metrics_port,
-        connect_timeout=args.connect_timeout,
-        drain_timeout=args.drain_timeout,
         log=log,
+        **_run_options(args),
         **options,
     )
 
