@@ -295,8 +295,8 @@ class Event:
                 causation_id=causation_id,
             )
         # Hot path: the same checks as the converters, skipped for the values we
-        # generate ourselves, and no keyword-argument __init__ call; _make's body is
-        # written out here (a call with nine arguments costs as much as two fields).
+        # generate ourselves, and no keyword-argument __init__ call; the slots are
+        # set here (a call with nine arguments costs as much as two fields).
         id = new_event_id() if id is None else _check_id(id)
         if data.__class__ is dict:
             # The usual payload, a flat dict, without freeze's generic walk.
@@ -383,21 +383,16 @@ class Event:
             ImmutableMessageError: ``data`` cannot be made immutable.
             TypeError: ``key`` or ``headers`` has the wrong type.
         """
-        if data.__class__ is dict:
-            frozen = freeze_flat(data)
-            data = frozen if frozen is not None else freeze(data, "data")
-        elif type(data) not in _SCALARS:
-            data = freeze(data, "data")
-        return _make(
-            new_event_id(),
-            validate_topic(topic),
+        # create's fast path, with this event's flow: what it checks again here
+        # (this event's key, source and ids) passes its first test.
+        return Event.create(
+            topic,
             data,
-            self.key if key is _INHERIT else _check_key(key),
-            datetime.now(_UTC),
-            self.source if source is _INHERIT else _check_source(source),
-            _NO_HEADERS if headers is None else _check_headers(headers),
-            self.correlation_id if self.correlation_id is not None else self.id,
-            self.id,
+            key=self.key if key is _INHERIT else key,
+            source=self.source if source is _INHERIT else source,
+            headers=headers,
+            correlation_id=self.correlation_id if self.correlation_id is not None else self.id,
+            causation_id=self.id,
         )
 
     def __repr__(self) -> str:
@@ -410,7 +405,7 @@ class Event:
 
 
 # Setting the slots through their descriptors skips attrs' frozen __setattr__
-# guard (and object.__setattr__'s lookup); only _make uses them, on values that
+# guard (and object.__setattr__'s lookup); only create uses them, on values that
 # have been checked already.
 _new_event = object.__new__
 _set_id = Event.__dict__["id"].__set__
@@ -422,27 +417,3 @@ _set_source = Event.__dict__["source"].__set__
 _set_headers = Event.__dict__["headers"].__set__
 _set_correlation_id = Event.__dict__["correlation_id"].__set__
 _set_causation_id = Event.__dict__["causation_id"].__set__
-
-
-def _make(  # noqa: PLR0917 - positional on purpose: this is the hot path
-    id: str,
-    topic: str,
-    data: Any,
-    key: str | None,
-    time: datetime,
-    source: str,
-    headers: FrozenDict[str, str],
-    correlation_id: str | None,
-    causation_id: str | None,
-) -> Event:
-    event: Event = _new_event(Event)
-    _set_id(event, id)
-    _set_topic(event, topic)
-    _set_data(event, data)
-    _set_key(event, key)
-    _set_time(event, time)
-    _set_source(event, source)
-    _set_headers(event, headers)
-    _set_correlation_id(event, correlation_id)
-    _set_causation_id(event, causation_id)
-    return event
