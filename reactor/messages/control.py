@@ -175,11 +175,11 @@ class Join:
 
 
 @attrs.frozen(slots=True)
-class Leave:
-    """A member leaves its group; whatever it held is queued for the others.
+class _FromMember:
+    """What every message from one incarnation of a member carries: who sent it.
 
-    ``epoch`` 0 means "whatever the incarnation": sent by the supervisor when it
-    removes the member for good.
+    The channel ignores one whose ``epoch`` is older than the member's: it comes from
+    an incarnation that was fenced off.
     """
 
     group: str
@@ -188,17 +188,28 @@ class Leave:
 
 
 @attrs.frozen(slots=True)
-class Ack:
-    """The handler returned for these sequence numbers."""
+class Leave(_FromMember):
+    """A member leaves its group; whatever it held is queued for the others.
 
-    group: str
-    member: str
-    epoch: int
+    ``epoch`` 0 means "whatever the incarnation": sent by the supervisor when it
+    removes the member for good.
+    """
+
+
+@attrs.frozen(slots=True)
+class _Settled(_FromMember):
+    """A member's word on ``seqs``, events the channel delivered to it."""
+
     seqs: tuple[int, ...]
 
 
 @attrs.frozen(slots=True)
-class Nack:
+class Ack(_Settled):
+    """The handler returned for these sequence numbers."""
+
+
+@attrs.frozen(slots=True)
+class Nack(_FromMember):
     """The handler failed on ``seq``; redeliver it or dead-letter it.
 
     ``final`` says that no retry can succeed (the stored bytes are not an event):
@@ -206,9 +217,6 @@ class Nack:
     retry waits (seconds); later events of the same key wait behind it.
     """
 
-    group: str
-    member: str
-    epoch: int
     seq: int
     error: ErrorInfo
     consumer: str
@@ -217,17 +225,12 @@ class Nack:
 
 
 @attrs.frozen(slots=True)
-class Release:
+class Release(_Settled):
     """The member gives back seqs it never handled; no attempt is spent.
 
     A consumer sends it for the events of its batch behind a failed event of the
     same key: they must wait for that event's retry, not overtake it.
     """
-
-    group: str
-    member: str
-    epoch: int
-    seqs: tuple[int, ...]
 
 
 ExitKind = Literal["normal", "crash", "timeout", "escalated"]
