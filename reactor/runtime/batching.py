@@ -54,7 +54,7 @@ from typing import Any, ClassVar
 import attrs
 
 from reactor.actors.base import ActorContext, ReactorActor
-from reactor.errors import BatchFailed, DecodeError, ResultError
+from reactor.errors import BatchFailed, ResultError
 from reactor.messages.control import Deliver, Encoded, ErrorInfo, Tick
 from reactor.messages.event import Event
 
@@ -270,11 +270,8 @@ class BatchConsumerActor(ConsumerActor):
 
     def _gather(self, batch: Deliver) -> bool:
         """Add ``batch``'s events one by one, each to the open batch of its batch key."""
-        runtime = self.runtime
-        dedup = runtime.dedup
         batch_key = self.batching.key
         size = self.batching.size
-        holds = self.holds
         batch_of_key = self.batch_of_key
         seqs = batch.seqs
         items = batch.events
@@ -285,26 +282,11 @@ class BatchConsumerActor(ConsumerActor):
                 self.position = index
                 return False
             seq = seqs[index]
-            item = items[index]
+            event = self._admit(seq, items[index])
+            if event is None:
+                index += 1
+                continue
             attempt = batch.attempts[index]
-            if holds and item.key in holds and holds[item.key][0] != seq:
-                self.released.append(seq)  # it must wait for the retry of its key's failure
-                index += 1
-                continue
-            if type(item) is Encoded:
-                try:
-                    event = item.decode()
-                except DecodeError as exc:
-                    # No retry can decode it: the channel dead-letters it with its bytes.
-                    self._nack(seq, ErrorInfo.from_exception(exc), final=True)
-                    index += 1
-                    continue
-            else:
-                event = item  # type: ignore[assignment]
-            if dedup is not None and event.id in dedup:
-                self.acks.append(seq)
-                index += 1
-                continue
             key: Hashable = None
             if batch_key is not None:
                 try:

@@ -303,19 +303,17 @@ class ConsumerActor(ReactorActor):
         """Handle ``batch`` from ``self.position``; False if it stopped part way."""
         runtime = self.runtime
         counters = self.actor_counters
-        dedup = runtime.dedup
         handle = self.handle
         assert handle is not None
-        holds = self.holds
-        if holds:
+        if self.holds:
             self._expire_holds(batch)
         # One clock read before and one after each handler call: the watchdog's start
         # time and the latency both come from the actor's clock.
         monotonic = self.actor_clock.monotonic
         epoch = self.epoch
+        admit = self._admit
         seqs = batch.seqs
         items = batch.events
-        acks = self.acks
         index = self.position
         end = len(seqs)
         while index < end:
@@ -323,22 +321,9 @@ class ConsumerActor(ReactorActor):
                 self.position = index
                 return False  # the rest stay with the channel and go to the next incarnation
             seq = seqs[index]
-            item = items[index]
+            event = admit(seq, items[index])
             index += 1
-            if holds and item.key in holds and holds[item.key][0] != seq:
-                self.released.append(seq)  # it must wait for the retry of its key's failure
-                continue
-            if type(item) is Encoded:
-                try:
-                    event = item.decode()
-                except DecodeError as exc:
-                    # No retry can decode it: the channel dead-letters it with its bytes.
-                    self._nack(seq, ErrorInfo.from_exception(exc), final=True)
-                    continue
-            else:
-                event = item  # type: ignore[assignment]
-            if dedup is not None and event.id in dedup:
-                acks.append(seq)
+            if event is None:
                 continue
             started = monotonic()
             mine = counters.current = (epoch, seq, started)
@@ -371,6 +356,31 @@ class ConsumerActor(ReactorActor):
             self._succeeded(seq, event, batch.attempts[index - 1], started)
         self.position = index
         return True
+
+    def _admit(self, seq: int, item: Event | Encoded) -> Event | None:
+        """The event ``seq`` stands for, to handle; None if it is settled without a handler.
+
+        It is given back if it must wait for the retry of its key's failure, dead-lettered
+        at once if its bytes are no event, acked if this group handled its id before.
+        """
+        holds = self.holds
+        if holds and item.key in holds and holds[item.key][0] != seq:
+            self.released.append(seq)
+            return None
+        if type(item) is Encoded:
+            try:
+                event = item.decode()
+            except DecodeError as exc:
+                # No retry can decode it: the channel dead-letters it with its bytes.
+                self._nack(seq, ErrorInfo.from_exception(exc), final=True)
+                return None
+        else:
+            event = item  # type: ignore[assignment]
+        dedup = self.runtime.dedup
+        if dedup is not None and event.id in dedup:
+            self.acks.append(seq)
+            return None
+        return event
 
     def _succeeded(self, seq: int, event: Event, attempt: int, started: float) -> None:
         """The handler returned for ``event``: count it, remember it, ack it (in runs)."""

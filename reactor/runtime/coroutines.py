@@ -32,8 +32,7 @@ from typing import Any
 import attrs
 
 from reactor.actors.base import THREAD_PREFIX, ActorContext
-from reactor.errors import DecodeError
-from reactor.messages.control import Deliver, Encoded, ErrorInfo, Tick
+from reactor.messages.control import Deliver, Encoded, Tick
 from reactor.messages.event import Event
 from reactor.runtime.consumer import ConsumerActor, ConsumerRuntime, _Stopping
 from reactor.runtime.handling import as_events, handling_task
@@ -70,19 +69,21 @@ class _Running:
 
 
 @attrs.frozen(slots=True)
-class _Done:
-    """A coroutine finished (returned, raised or was cancelled); told from the loop thread."""
+class _RunOf:
+    """News of one run: the coroutine handling ``seq`` as ``future``, not an earlier one."""
 
     seq: int
     future: Any
 
 
 @attrs.frozen(slots=True)
-class _Expired:
-    """A coroutine's ``handler_timeout`` passed; told from the clock's thread."""
+class _Done(_RunOf):
+    """A coroutine finished (returned, raised or was cancelled); told from the loop thread."""
 
-    seq: int
-    future: Any
+
+@attrs.frozen(slots=True)
+class _Expired(_RunOf):
+    """A coroutine's ``handler_timeout`` passed; told from the clock's thread."""
 
 
 class CoroutineConsumerActor(ConsumerActor):
@@ -179,34 +180,13 @@ class CoroutineConsumerActor(ConsumerActor):
                 index += 1  # behind an event of its key that is still running
                 continue
             del waiting[index]
-            if self.holds and key in self.holds and self.holds[key][0] != item.seq:
-                self.released.append(item.seq)  # it must wait for the retry of its key's failure
-                continue
-            event = self._event(item)
+            event = self._admit(item.seq, item.item)
             if event is None:
                 continue
             self._begin(item, event)
             room -= 1
         self.actor_counters.in_flight = len(self.running) + len(waiting)
         self._flush()
-
-    def _event(self, item: _Item) -> Event | None:
-        """The item's event, or None when it needs no run (undecodable, or handled before)."""
-        raw = item.item
-        if type(raw) is Encoded:
-            try:
-                event = raw.decode()
-            except DecodeError as exc:
-                # No retry can decode it: the channel dead-letters it with its bytes.
-                self._nack(item.seq, ErrorInfo.from_exception(exc), final=True)
-                return None
-        else:
-            event = raw  # type: ignore[assignment]
-        dedup = self.runtime.dedup
-        if dedup is not None and event.id in dedup:
-            self.acks.append(item.seq)
-            return None
-        return event
 
     def _begin(self, item: _Item, event: Event) -> None:
         runtime = self.runtime
