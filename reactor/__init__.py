@@ -24,8 +24,9 @@ from reactor.messages.topics import TopicPattern
 from reactor.runtime.aio import AsyncSystem
 from reactor.runtime.chaos import Chaos
 from reactor.runtime.consumer import Delivery, current_delivery
-from reactor.runtime.metrics import ActorMetrics, Health, SystemMetrics
+from reactor.runtime.metrics import ActorMetrics, Health, ProjectionMetrics, SystemMetrics
 from reactor.runtime.pool import PoolScaling
+from reactor.runtime.projections import ProjectionSnapshot
 from reactor.runtime.system import System
 from reactor.runtime.topology import Topology
 from reactor.supervision.strategy import (
@@ -63,6 +64,8 @@ __all__ = [
     "OneForOne",
     "Overflow",
     "PoolScaling",
+    "ProjectionMetrics",
+    "ProjectionSnapshot",
     "RestForOne",
     "RestartType",
     "Retry",

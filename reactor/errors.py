@@ -38,6 +38,7 @@ __all__ = [
     "UnknownChannelError",
     "UnknownDeadLetterError",
     "UnknownGroupError",
+    "UnknownProjectionError",
     "UsageError",
     "ChaosError",
     "ChaosOutage",
@@ -106,6 +107,10 @@ class UnknownGroupError(ReactorError, LookupError):
 
 class UnknownActorError(ReactorError, LookupError):
     """An actor name that a metrics snapshot does not hold."""
+
+
+class UnknownProjectionError(ReactorError, LookupError):
+    """A projection name that the running system does not have."""
 
 
 class ResultError(ReactorError, TypeError):

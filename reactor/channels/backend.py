@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CarriesReplies",
     "Channel",
+    "Checkpoint",
     "ChannelBackend",
     "ChannelConfig",
     "ChannelParts",
@@ -39,6 +40,8 @@ __all__ = [
     "DurableDedup",
     "GroupSpec",
     "GroupMetrics",
+    "KeepsCheckpoints",
+    "ReadsLog",
     "ReportsProblems",
     "Replayable",
     "check_letter_group",
@@ -373,3 +376,54 @@ class ReportsProblems(Protocol):
 
     def problems(self) -> tuple[str, ...]:
         """What is wrong right now, one line each; empty when healthy."""
+
+
+@attrs.frozen(slots=True)
+class Checkpoint:
+    """A projection's position stored with its state, as a durable channel keeps them.
+
+    Attributes:
+        position: the highest position (offset, entry) folded into ``state``.
+        state: the read model, as JSON text (tagged, as :class:`~reactor.messages.codecs.JsonCodec`
+            writes event data).
+        pending: positions at or below ``position`` that were not folded yet (their
+            ``apply`` raised and their retry was still to come).
+    """
+
+    position: int
+    state: str
+    pending: tuple[int, ...] = ()
+
+
+@runtime_checkable
+class KeepsCheckpoints(Protocol):
+    """A channel that stores projections' checkpoints in its own store (file or broker).
+
+    A checkpoint is written whole or not at all: one transaction on ``sqlite``, one
+    ``MULTI``/``EXEC`` on ``redis``. Thread-safety: may be called from any thread.
+    """
+
+    def load_checkpoint(self, name: str) -> Checkpoint | None:
+        """The last checkpoint of projection ``name``; None if it never wrote one."""
+
+    def save_checkpoint(self, name: str, checkpoint: Checkpoint) -> bool:
+        """Replace projection ``name``'s checkpoint; False if the channel is closed already."""
+
+
+@runtime_checkable
+class ReadsLog(Protocol):
+    """A channel whose log can be read back in order, outside any consumer group.
+
+    Positions are those of :attr:`reactor.Delivery.position`. Thread-safety: may be
+    called from any thread.
+    """
+
+    def read_log(self, group: str, after: int, limit: int) -> list[tuple[int, Event | None]]:
+        """Up to ``limit`` ``(position, event)`` above ``after`` that ``group`` may be given.
+
+        The event is None where the stored bytes are no event, or the entry is
+        not for ``group`` (a redrive's, for another group).
+        """
+
+    def log_head(self) -> int:
+        """The position of the newest event in the log (0 if it is empty)."""

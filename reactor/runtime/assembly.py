@@ -16,7 +16,7 @@ producers (for idleness) and the channels.
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from reactor.actors.address import Address
@@ -48,6 +48,7 @@ from reactor.runtime.declarations import (
 from reactor.runtime.handling import is_async
 from reactor.runtime.pool import Pool, PoolConfig
 from reactor.runtime.producer import ProducerRuntime
+from reactor.runtime.projections import Projection
 from reactor.runtime.router import Router
 from reactor.supervision.strategy import OneForOne
 from reactor.supervision.supervisor import ChildSpec, Supervisor, SupervisorConfig
@@ -83,6 +84,8 @@ class Assembly:
         router: where producers and consumers publish; it learns the channels.
         publish_system: publishes a ``$system`` event.
         notify_idle: told when a producer finishes or a gate empties.
+        projections: the system's projections by name, filled in once the topology is
+            valid; each is fed by a consumer under ``$consumers``, after the topology's own.
 
     Thread-safety: built on the thread that starts the system; the factories in
     its specs run on supervisor threads and only add to :attr:`actors`.
@@ -98,8 +101,10 @@ class Assembly:
         router: Router,
         publish_system: Callable[[Event], None],
         notify_idle: Callable[[], None],
+        projections: Mapping[str, Projection] | None = None,
     ) -> None:
         self._topology = topology
+        self._projections = projections if projections is not None else {}
         self._only = only
         self._clock = clock
         self._seed = seed
@@ -118,7 +123,7 @@ class Assembly:
                 "$channels",
                 [self._channel_spec(channel) for channel in self.channels.values()],
             ),
-            self._consumer_tree_spec(self._topology.root),
+            self._consumer_tree_spec(self._topology.root, extra=self._projection_consumers()),
             self._supervisor_spec(
                 "$producers",
                 [
@@ -141,7 +146,7 @@ class Assembly:
     def open_channels(self) -> dict[str, Channel]:
         """Open every declared channel and ``$system``; on a failure, close those opened."""
         groups: dict[str, dict[str, GroupSpec]] = collections.defaultdict(dict)
-        for decl in self._topology.consumers():
+        for decl in [*self._topology.consumers(), *self._projection_consumers()]:
             groups[decl.channel].setdefault(
                 decl.group_name,
                 GroupSpec(decl.group_name, decl.patterns, decl.max_deliveries, decl.start),
@@ -177,6 +182,9 @@ class Assembly:
             self.channels.clear()
             raise
         return self.channels
+
+    def _projection_consumers(self) -> list[ConsumerDecl]:
+        return [projection.decl.consumer(projection) for projection in self._projections.values()]
 
     def _register(
         self,
@@ -236,11 +244,12 @@ class Assembly:
         known = {p.name for p in self._topology.producers} | {
             d.name for d, _ in self._topology.walk()
         }
+        known |= set(self._topology.projections)
         unknown = sorted(self._only - known)
         if unknown:
             raise TopologyError(
                 [
-                    f"--only names {name!r}, which is not a consumer, pool, supervisor or producer "
+                    f"--only names {name!r}, which is not a consumer, pool, supervisor, producer or projection "
                     f"of topology {self._topology.name!r}"
                     for name in unknown
                 ],
@@ -248,7 +257,11 @@ class Assembly:
             )
 
     def _consumer_tree_spec(
-        self, node: SupervisorDecl, parent: str = "$root", selected: bool = False
+        self,
+        node: SupervisorDecl,
+        parent: str = "$root",
+        selected: bool = False,
+        extra: Sequence[ConsumerDecl] = (),
     ) -> ChildSpec:
         selected = selected or self._selected(node.name)
         children = []
@@ -263,6 +276,9 @@ class Assembly:
                 children.append(self._pool_spec(child, node))
             else:
                 children.append(self._member_spec(child, child.name, node.name))
+        for decl in extra:
+            if self._selected(decl.name):
+                children.append(self._member_spec(decl, decl.name, node.name))
         return self._supervisor_spec(node.name, children, node.strategy, node.restart, parent)
 
     def _dedup_for(self, decl: ConsumerDecl) -> DedupWindow | None:

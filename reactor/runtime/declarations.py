@@ -23,7 +23,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 
@@ -38,6 +38,9 @@ from reactor.runtime.pool import PoolScaling
 from reactor.schema import Option, option, options_of, problems_of
 from reactor.supervision.strategy import RESTART_TYPES, OneForOne, RestartType, Retry, Strategy
 from reactor.text import did_you_mean, redact_url
+
+if TYPE_CHECKING:
+    from reactor.runtime.projections import ProjectionDecl
 
 __all__ = [
     "DEFAULT_STRATEGY",
@@ -60,7 +63,7 @@ class Problem:
 
     Attributes:
         what: the kind of declaration: ``channel``, ``producer``, ``consumer``,
-            ``pool`` or ``supervisor``.
+            ``pool``, ``supervisor`` or ``projection``.
         name: the declaration's name (as given, so possibly not a string).
         field: the option at fault, or ``None`` when the declaration as a whole is.
         text: the readable line, naming the declaration and what is wrong.
@@ -489,6 +492,8 @@ class TopologyDecl:
         self.root = SupervisorDecl("$consumers", _default_strategy(strategy))
         self.source: str | None = None
         self._problems: list[Problem] = []  # found while declaring: a channel declared twice
+        # Read models folded from channels (reactor.runtime.projections), by name.
+        self.projections: dict[str, ProjectionDecl] = {}
 
     def add_channel(self, decl: ChannelDecl) -> ChannelDecl:
         """Add a channel declaration; a second one of the same name replaces the first."""
@@ -497,6 +502,14 @@ class TopologyDecl:
                 Problem("channel", decl.name, None, f"channel {decl.name!r} is declared twice")
             )
         self.channels[decl.name] = decl
+        return decl
+
+    def add_projection(self, decl: ProjectionDecl) -> ProjectionDecl:
+        """Add a projection declaration; a second one of the same name replaces the first."""
+        if decl.name in self.projections:
+            text = f"projection {decl.name!r} is declared twice"
+            self._problems.append(Problem("projection", decl.name, None, text))
+        self.projections[decl.name] = decl
         return decl
 
     # -- reading ---------------------------------------------------------------------
@@ -553,6 +566,11 @@ class TopologyDecl:
         problems += self._check_consumers()
         for supervisor in [self.root, *self.supervisors()]:
             problems += _option_problems(supervisor)
+        if self.projections:
+            taken = {p.name: "producer" for p in self.producers}
+            taken.update((decl.name, what_of(decl)) for decl, _ in self.walk())
+            for projection in self.projections.values():
+                problems += projection.problems(self, taken)
         return problems
 
     def _check_names(self) -> list[Problem]:

@@ -40,6 +40,10 @@ class Delivery:
             on the first attempt, or when the previous one was lost with a process
             rather than raised). Its ``traceback`` is empty: only the dead letter
             carries one, of the last attempt.
+        position: where the event is in its channel: the offset in a ``sqlite``
+            log, the entry id's sequence number on ``redis`` (both rise with the log
+            and survive restarts), a number rising with each publish in ``memory``
+            (this process only). A projection checkpoints it.
     """
 
     consumer: str
@@ -48,6 +52,7 @@ class Delivery:
     attempt: int
     max_deliveries: int
     previous_error: ErrorInfo | None
+    position: int = 0
 
     @property
     def last_attempt(self) -> bool:
@@ -107,6 +112,7 @@ def current_delivery() -> Delivery:
         attempt=batch.attempts[index],
         max_deliveries=runtime.max_deliveries,
         previous_error=failures.get(batch.seqs[index]) if failures else None,
+        position=batch.seqs[index],
     )
 
 

@@ -10,7 +10,7 @@ from reactor.actors.counters import LatencySnapshot
 from reactor.channels.backend import ChannelMetrics, GroupMetrics
 from reactor.errors import UnknownActorError, UnknownChannelError, UnknownGroupError
 
-__all__ = ["ActorMetrics", "Health", "SystemMetrics"]
+__all__ = ["ActorMetrics", "Health", "ProjectionMetrics", "SystemMetrics"]
 
 
 class _HasName(Protocol):
@@ -45,6 +45,29 @@ class ActorMetrics:
 
 
 @attrs.frozen(slots=True)
+class ProjectionMetrics:
+    """One projection at one moment (its state is read with ``System.projection``).
+
+    Attributes:
+        name: the projection (and its consumer and group).
+        channel: the channel it folds.
+        position: the highest position folded.
+        folded: events folded since the system started.
+        failed: ``apply`` calls that raised.
+        lag: events the channel still owes it (its group's backlog and in flight).
+        checkpoints: checkpoints written since the system started (durable logs).
+    """
+
+    name: str
+    channel: str
+    position: int
+    folded: int
+    failed: int
+    lag: int
+    checkpoints: int
+
+
+@attrs.frozen(slots=True)
 class SystemMetrics:
     """A whole system at one moment; safe to keep, share and serialise."""
 
@@ -55,6 +78,7 @@ class SystemMetrics:
     channels: tuple[ChannelMetrics, ...]
     requests_waiting: int = 0  # requests (System.request) waiting for their reply
     late_replies: int = 0  # replies that came after their request gave up: dropped
+    projections: tuple[ProjectionMetrics, ...] = ()
 
     def actor(self, name: str) -> ActorMetrics:
         """The metrics of the actor called ``name``.

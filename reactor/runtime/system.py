@@ -37,17 +37,19 @@ from reactor.errors import (
     NotDurableError,
     SupervisorEscalation,
     SystemStoppedError,
+    UnknownProjectionError,
 )
 from reactor.messages import lifecycle
 from reactor.messages.event import REPLY_TO, Event
 from reactor.runtime.assembly import Assembly
 from reactor.runtime.controls import Controls
-from reactor.runtime.metrics import ActorMetrics, Health, SystemMetrics
+from reactor.runtime.metrics import ActorMetrics, Health, ProjectionMetrics, SystemMetrics
+from reactor.runtime.projections import Projection, ProjectionSnapshot
 from reactor.runtime.replies import ReplyFuture, no_reply
 from reactor.runtime.router import Router
 from reactor.runtime.serve import serve
 from reactor.supervision.supervisor import StopChildren, Supervisor
-from reactor.text import redact_url
+from reactor.text import did_you_mean, redact_url
 
 if TYPE_CHECKING:
     from reactor.runtime.topology import Topology
@@ -98,6 +100,8 @@ class System:
         self._failure: SupervisorEscalation | None = None
         self._started_at = 0.0
         self._router = Router({})
+        # The projections, made once the topology is valid (start()); the assembly feeds them.
+        self._projections: dict[str, Projection] = {}
         self._assembly = Assembly(
             topology,
             self.only,
@@ -106,6 +110,7 @@ class System:
             router=self._router,
             publish_system=self._publish_system,
             notify_idle=self._notify_idle,
+            projections=self._projections,
         )
         # The assembly's tables, read here for metrics, health and idleness.
         self._channels = self._assembly.channels
@@ -137,9 +142,17 @@ class System:
                 )
             self.topology.validate()
             self._assembly.check_only()
+            self._projections.update(
+                (name, Projection(decl, self.clock))
+                for name, decl in self.topology.projections.items()
+                if self.only is None or name in self.only
+            )
             self._state = "starting"
         try:
             self._router.channels.update(self._assembly.open_channels())
+            # Each projection resumes from its checkpoint before anything is delivered.
+            for projection in self._projections.values():
+                projection.attach(self._channels[projection.decl.channel])
         except BaseException as exc:
             self._start_failed(exc)
             raise
@@ -304,6 +317,57 @@ class System:
             )
         return int(handle.replay(group, from_))
 
+    # -- projections -----------------------------------------------------------------
+
+    def projection(self, name: str) -> ProjectionSnapshot:
+        """The read model of projection ``name`` now: its state, position and lag.
+
+        Thread-safety: may be called from any thread, as often as wanted; it never
+        waits for a fold (it reads the last one's frozen result).
+
+        Raises:
+            UnknownProjectionError: no such projection (also a ``LookupError``).
+        """
+        projection = self._projection(name)
+        state, position, folded = projection.view()
+        return ProjectionSnapshot(
+            name, projection.decl.channel, state, position, folded, self._lag(projection)
+        )
+
+    def rebuild_projection(self, name: str) -> ProjectionSnapshot:
+        """Fold projection ``name`` again from the start of its channel's log, and checkpoint it.
+
+        Its consumer waits meanwhile; the rebuilt state replaces the live one (see
+        :mod:`reactor.runtime.projections`).
+
+        Raises:
+            UnknownProjectionError: no such projection.
+            NotDurableError: its channel keeps no log (``memory``).
+        """
+        self._check_running()
+        self._projection(name).rebuild()
+        return self.projection(name)
+
+    def _projection(self, name: str) -> Projection:
+        projection = self._projections.get(name)
+        if projection is None:
+            known = ", ".join(sorted(self._projections)) or "none"
+            raise UnknownProjectionError(
+                f"system {self.name!r} has no projection {name!r}"
+                f"{did_you_mean(name, self._projections)} (projections: {known})"
+            )
+        return projection
+
+    def _lag(self, projection: Projection) -> int:
+        """Events the channel still owes ``projection``: its group's backlog and in flight."""
+        channel = self._channels.get(projection.decl.channel)
+        if channel is None:
+            return 0
+        for group in channel.stats().groups:
+            if group.name == projection.name:
+                return group.backlog + group.in_flight
+        return 0
+
     # -- dead letters (the channel's DeadLetters capability) ------------------------------
 
     def dead_letters(
@@ -424,6 +488,18 @@ class System:
             channels=tuple(channel.stats() for channel in self._channels.values()),
             requests_waiting=self._router.replies.waiting(),
             late_replies=self._router.replies.late,
+            projections=tuple(
+                ProjectionMetrics(
+                    name=name,
+                    channel=projection.decl.channel,
+                    position=projection.view()[1],
+                    folded=projection.view()[2],
+                    failed=projection.failed,
+                    lag=self._lag(projection),
+                    checkpoints=projection.checkpoints,
+                )
+                for name, projection in self._projections.items()
+            ),
         )
 
     def health(self) -> Health:
@@ -643,6 +719,11 @@ class System:
                 thread.join(_left(deadline) if deadline is not None else 1.0)
         if self._owns_clock and isinstance(self.clock, SystemClock):
             self.clock.close()
+        for projection in self._projections.values():
+            try:
+                projection.close()  # its last checkpoint, while its channel is open
+            except Exception:
+                logger.exception("projection %r: its last checkpoint failed", projection.name)
         for channel in self._channels.values():
             channel.close()
         with self._lock:

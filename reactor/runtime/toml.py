@@ -94,13 +94,21 @@ declaration in the supervision tree.
     batch_timeout = 1.0           # ...or fewer, one second after the first of them arrived
     batch_key = "region"          # one batch per value of this field of dict data
 
+    [projections.revenue]         # a read model: state = apply(state, event), checkpointed
+    channel = "orders"
+    pattern = "orders.paid"
+    apply = "shop_handlers:add_revenue"   # required: apply(state, event) -> new state
+    initial = { total = 0 }       # any TOML value; default: an empty table
+    checkpoint_every = 100        # checkpoint after this many events (durable channels) ...
+    checkpoint_s = 1.0            # ... or at the first event this long after the last one
+
 Children of a supervisor (consumers, pools and nested supervisors) start in the
 order their tables appear in the file and stop in reverse order.
 
 References
 ----------
 
-``handler`` and ``source`` are ``"module:attribute"`` references (the attribute
+``handler``, ``source`` and ``apply`` are ``"module:attribute"`` references (the attribute
 may be dotted, ``"module:Class.method"``). The module is imported normally
 first; if no such module is importable, ``<module>.py`` (or the package
 ``<module>/``) next to the TOML file is loaded, so a file and its handlers can
@@ -153,6 +161,7 @@ from reactor.runtime.declarations import (
 )
 from reactor.runtime.imports import exec_file, import_module
 from reactor.runtime.pool import PoolScaling
+from reactor.runtime.projections import ProjectionDecl
 from reactor.runtime.tomltext import Locator, Where, dotted, syntax_problem
 from reactor.schema import options_of
 from reactor.supervision.strategy import (
@@ -176,13 +185,22 @@ _STRATEGIES: dict[str, type[Strategy]] = {
     "rest_for_one": RestForOne,
 }
 
-_SECTIONS = ("topology", "channels", "producers", "supervisors", "consumers", "pools")
+_SECTIONS = (
+    "topology",
+    "channels",
+    "producers",
+    "supervisors",
+    "consumers",
+    "pools",
+    "projections",
+)
 _DECLARATIONS: dict[str, type] = {
     "channels": ChannelDecl,
     "producers": ProducerDecl,
     "supervisors": SupervisorDecl,
     "consumers": ConsumerDecl,
     "pools": PoolDecl,
+    "projections": ProjectionDecl,
 }
 
 
@@ -201,6 +219,7 @@ _KEYS: dict[str, dict[str, str]] = {
     "supervisors": {**_STRATEGY_KEYS, **_schema_keys(SupervisorDecl), "parent": "str"},
     "consumers": {**_schema_keys(ConsumerDecl), "supervisor": "str"},
     "pools": {**_schema_keys(PoolDecl), "supervisor": "str"},
+    "projections": _schema_keys(ProjectionDecl),
     "backoff": _schema_keys(Backoff),
     "retry": _schema_keys(Retry),
     "scaling": _schema_keys(PoolScaling),
@@ -224,7 +243,9 @@ _EXPECTED = {
     "start": "'earliest', 'latest', an offset (integer) or a date-time",
 }
 # Keys the loader interprets itself instead of passing them to the declaration.
-_LOADER_KEYS = frozenset({"handler", "source", "supervisor", "parent", "scaling", "retry", "chaos"})
+_LOADER_KEYS = frozenset(
+    {"handler", "source", "supervisor", "parent", "scaling", "retry", "chaos", "apply"}
+)
 # The table of each kind of declaration a Problem names.
 _SECTION_OF = {
     "channel": "channels",
@@ -232,6 +253,7 @@ _SECTION_OF = {
     "consumer": "consumers",
     "pool": "pools",
     "supervisor": "supervisors",
+    "projection": "projections",
 }
 
 # Serialises imports from TOML files' folders, so one _from_folder entry is set at a time.
@@ -367,6 +389,8 @@ def _describe(value: Any) -> str:
 
 
 def _type_ok(kind: str, value: Any) -> bool:  # noqa: PLR0911 - one early return per kind reads best
+    if kind == "any":  # a value of the user's own (a projection's initial state)
+        return True
     if kind == "str":
         return isinstance(value, str)
     if kind == "int":
@@ -510,6 +534,9 @@ class _Loader:
 
         for producer, value in self.section(document, "producers").items():
             self.producer(topology, producer, value)
+
+        for projection, value in self.section(document, "projections").items():
+            self.projection(topology, projection, value)
 
         # The file's own problems in file order, then what the builder's checks find.
         problems = [problem for _, problem in sorted(self.problems, key=lambda item: item[0])]
@@ -665,6 +692,23 @@ class _Loader:
             decl = ConsumerDecl(name=name, handler=handler, **options)
         node.children.append(decl)
         self.place(decl, where)
+
+    def projection(self, topology: TopologyDecl, name: str, value: Any) -> None:
+        where = ("projections", name)
+        settings = self.table(where, "projections", value)
+        if settings is None or "channel" not in settings:
+            return
+        apply: Any = _UNRESOLVED
+        if "apply" in settings:
+            resolved = self.resolve(where, "apply", settings["apply"])
+            if resolved is not None:
+                apply = resolved
+        options = _options(settings, ProjectionDecl)
+        if "retry" in settings:
+            retry = self.table((*where, "retry"), "retry", settings["retry"])
+            if retry:
+                options["retry"] = Retry(**self.bounded((*where, "retry"), Retry, retry))
+        topology.add_projection(ProjectionDecl(name, apply=apply, **options))
 
     def producer(self, topology: TopologyDecl, name: str, value: Any) -> None:
         where = ("producers", name)

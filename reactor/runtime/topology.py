@@ -28,6 +28,7 @@ from reactor.runtime.declarations import (
     TopologyDecl,
     builder_options,
 )
+from reactor.runtime.projections import ProjectionDecl
 from reactor.supervision.strategy import Strategy
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ __all__ = [
     "ConsumerDecl",
     "PoolDecl",
     "ProducerDecl",
+    "ProjectionDecl",
     "SupervisorDecl",
     "SupervisorScope",
     "Topology",
@@ -225,6 +227,43 @@ class Topology(TopologyDecl, _Scope):
         decl = ProducerDecl(name, channel, topic, source, **options)
         self.producers.append(decl)
         return decl
+
+    @_documented(ProjectionDecl, exclude=("channel", "apply"))
+    def projection(self, name: str, apply: H | None = None, *, channel: str, **options: Any) -> Any:
+        """Declare a projection: a read model folded from ``channel``; plainly or as a decorator.
+
+        Example:
+            >>> topo = Topology("shop")
+            >>> topo.channel("orders")
+            >>> @topo.projection("totals", channel="orders", pattern="order.paid", initial={})
+            ... def add(state, event):
+            ...     total = state.get(event.data["customer"], 0) + event.data["amount"]
+            ...     return {**state, event.data["customer"]: total}
+
+        Args:
+            name: unique name of the projection (and of the consumer that feeds it).
+            apply: ``apply(state, event) -> new state``; ``state`` is frozen.
+            channel: the channel whose events it folds.
+            **options: the options below.
+
+        Returns:
+            ``apply`` when given, or a decorator.
+
+        Raises:
+            TypeError: an option that projections do not have.
+        """
+        decl = ProjectionDecl(
+            name, channel=channel, apply=apply, **_options("projection", ProjectionDecl, options)
+        )
+        self.add_projection(decl)
+        if apply is not None:
+            return apply
+
+        def register(function: H) -> H:
+            decl.apply = function
+            return function
+
+        return register
 
     # -- running ---------------------------------------------------------------------
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 from collections.abc import Callable, Collection
 from typing import Any
@@ -14,6 +16,7 @@ from reactor.channels.backend import (
     ChannelConfig,
     ChannelMetrics,
     ChannelServices,
+    Checkpoint,
     DeadLetter,
     check_letter_group,
     choose_letters,
@@ -23,6 +26,7 @@ from reactor.channels.redis.client import (
     FIELD,
     GROUP_FIELD,
     entry,
+    entry_seq,
     is_connection_error,
     require_redis_py,
 )
@@ -38,6 +42,8 @@ from reactor.messages.codecs import CloudEventsCodec
 from reactor.messages.event import Event
 
 __all__ = ["RedisBackend", "RedisChannel"]
+
+logger = logging.getLogger("reactor")
 
 
 class RedisChannel(GroupChannel[RedisLog]):
@@ -175,6 +181,55 @@ class RedisChannel(GroupChannel[RedisLog]):
         window = RedisDedupWindow(self.link, group, size)
         self.log.dedup[group] = window  # never dead-letter what it holds
         return window
+
+    # -- projections (the KeepsCheckpoints and ReadsLog capabilities) ----------------------
+
+    def load_checkpoint(self, name: str) -> Checkpoint | None:
+        """Projection ``name``'s checkpoint: the hash ``{prefix}:{channel}:projection:{name}``."""
+        fields = self.client.checkpoint(name)
+        if not fields:
+            return None
+        pending = json.loads(fields[b"pending"])
+        return Checkpoint(
+            int(fields[b"position"]), fields[b"state"].decode(), tuple(int(p) for p in pending)
+        )
+
+    def save_checkpoint(self, name: str, checkpoint: Checkpoint) -> bool:
+        """Write ``checkpoint`` (position, pending and state) in one MULTI/EXEC.
+
+        Returns False (and logs why) when Redis cannot be reached: the projection
+        keeps its state and writes it at its next checkpoint.
+        """
+        fields: dict[str, str | int] = {
+            "position": checkpoint.position,
+            "pending": json.dumps(list(checkpoint.pending)),
+            "state": checkpoint.state,
+        }
+        try:
+            self.client.save_checkpoint(name, fields)
+        except Exception as exc:
+            if not is_connection_error(exc):
+                raise
+            logger.warning("channel %r: projection %r not checkpointed: %s", self.name, name, exc)
+            return False
+        return True
+
+    def read_log(self, group: str, after: int, limit: int) -> list[tuple[int, Event | None]]:
+        """Up to ``limit`` entries of the stream after ``after``, decoded, in stream order.
+
+        An entry a redrive added for another group only comes back as None, as
+        does an entry that holds no event.
+        """
+        read: list[tuple[int, Event | None]] = []
+        for entry_id, fields in self.client.entries_after(after, limit):
+            owner = fields.get(GROUP_FIELD)
+            mine = owner is None or owner.decode(errors="replace") == group
+            read.append((entry_seq(entry_id), self._decode_quietly(fields) if mine else None))
+        return read
+
+    def log_head(self) -> int:
+        """The local sequence number of the newest entry of the stream."""
+        return self.client.last_seq()
 
     # -- replies (the CarriesReplies capability): {prefix}:inbox:{inbox} --------------------
 

@@ -192,6 +192,31 @@ class RedisClient:
         victims = self._evict(keys=[self.stream], args=[count, *groups])
         return [(entry_id, fields_of(fields)) for entry_id, fields in victims]
 
+    # -- projections: a checkpoint hash each, and the stream read back in order -------
+
+    def projection_key(self, name: str) -> str:
+        return f"{self.stream}:projection:{name}"
+
+    def checkpoint(self, name: str) -> dict[bytes, bytes]:
+        """The fields of projection ``name``'s checkpoint hash (empty if it has none)."""
+        return dict(self._redis.hgetall(self.projection_key(name)))
+
+    def save_checkpoint(self, name: str, fields: Mapping[str, str | int]) -> None:
+        """Replace the checkpoint's fields (position, pending, state) in one MULTI/EXEC."""
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(self.projection_key(name), mapping=dict(fields))
+        pipe.execute()
+
+    def entries_after(self, after: int, count: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """Up to ``count`` entries of the stream after local sequence number ``after``."""
+        reply: Any = self._redis.xrange(self.stream, f"({seq_entry_id(after)}", "+", count=count)
+        return [(entry_id, fields_of(fields)) for entry_id, fields in reply]
+
+    def last_seq(self) -> int:
+        """The local sequence number of the newest entry ever added (0 for no stream)."""
+        reply: Any = self._redis.xrevrange(self.stream, "+", "-", count=1)
+        return entry_seq(reply[0][0]) if reply else 0
+
     # -- the backlog ---------------------------------------------------------------
 
     def backlog(self, names: frozenset[str], cap: int) -> tuple[int, dict[str, int], int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Collection
 from datetime import datetime
@@ -13,6 +14,7 @@ from reactor.channels.backend import (
     ChannelConfig,
     ChannelMetrics,
     ChannelServices,
+    Checkpoint,
     DeadLetter,
     check_letter_group,
     choose_letters,
@@ -153,6 +155,42 @@ class SqliteChannel(GroupChannel[SqliteLog]):
             UnknownGroupError: no such group. TopologyError: bad ``from_``.
         """
         return int(self.address.ask(Replay(group, from_), timeout=_ASK_TIMEOUT_S))
+
+    # -- projections (the KeepsCheckpoints and ReadsLog capabilities) ------------------------
+
+    def load_checkpoint(self, name: str) -> Checkpoint | None:
+        """Projection ``name``'s checkpoint, from the ``reactor_projections`` table."""
+        row = self.store.checkpoint(name)
+        if row is None:
+            return None
+        position, pending, state = row
+        return Checkpoint(position, state, tuple(int(seq) for seq in json.loads(pending)))
+
+    def save_checkpoint(self, name: str, checkpoint: Checkpoint) -> bool:
+        """Write ``checkpoint`` (position, pending and state) in one transaction of the file."""
+        if self._closed:
+            return False
+        pending = json.dumps(list(checkpoint.pending))
+        return self.store.save_checkpoint(name, checkpoint.position, pending, checkpoint.state)
+
+    def read_log(self, group: str, after: int, limit: int) -> list[tuple[int, Event | None]]:
+        """Up to ``limit`` events of the log above offset ``after``, in offset order.
+
+        Every event is read: an event a redrive appended again for another group
+        comes back too (under its first id; a reader that folds skips a second one).
+        """
+        self._check_open()
+        read: list[tuple[int, Event | None]] = []
+        for seq, body in self.store.events_after(after, limit):
+            try:
+                read.append((seq, codec.decode(body)))
+            except DecodeError:
+                read.append((seq, None))
+        return read
+
+    def log_head(self) -> int:
+        """The last offset appended to this channel's log."""
+        return self._head
 
     def enforce_retention(self, now: float | None = None) -> int:
         """Apply ``max_events`` / ``max_age`` now (as of wall time ``now``); returns events deleted."""

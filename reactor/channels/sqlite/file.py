@@ -113,6 +113,14 @@ CREATE TABLE IF NOT EXISTS reactor_deadletters(
     dead_at REAL NOT NULL DEFAULT 0,
     PRIMARY KEY (channel, grp, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS reactor_projections(
+    channel INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    pending TEXT NOT NULL,
+    state TEXT NOT NULL,
+    PRIMARY KEY (channel, name)
+) WITHOUT ROWID;
 """
 
 

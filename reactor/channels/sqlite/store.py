@@ -423,6 +423,53 @@ class ChannelStore:
             raise
         return True
 
+    # -- projections: one checkpoint each, and the log read back in order ----------------
+
+    def checkpoint(self, name: str) -> tuple[int, str, str] | None:
+        """``(position, pending, state)`` of projection ``name``'s checkpoint; None if none."""
+        with self.file.lock:
+            row = self.file.writer.execute(
+                "SELECT position, pending, state FROM reactor_projections "
+                "WHERE channel = ? AND name = ?",
+                (self.id, name),
+            ).fetchone()
+        return None if row is None else (int(row[0]), str(row[1]), str(row[2]))
+
+    def save_checkpoint(self, name: str, position: int, pending: str, state: str) -> bool:
+        """Replace projection ``name``'s checkpoint: its position with its state, one transaction.
+
+        Returns False if the file is closed already (nothing was written).
+        """
+        with self.file.lock:
+            db = self.file.writer
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.ProgrammingError:  # closed: the system stopped under the caller
+                return False
+            try:
+                db.execute(
+                    "INSERT OR REPLACE INTO reactor_projections(channel, name, position, pending, "
+                    "state) VALUES (?, ?, ?, ?, ?)",
+                    (self.id, name, position, pending, state),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return True
+
+    def events_after(self, after: int, limit: int) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` ``(seq, body)`` of the log above offset ``after``, in offset order."""
+        with self.file.lock:
+            return [
+                (int(seq), bytes(body))
+                for seq, body in self.file.writer.execute(
+                    "SELECT seq, body FROM reactor_log WHERE channel = ? AND seq > ? "
+                    "ORDER BY seq LIMIT ?",
+                    (self.id, after, limit),
+                )
+            ]
+
 
 _STR_OR_NONE = frozenset({str, type(None)})
 
