@@ -894,10 +894,12 @@ def test_the_documented_format_is_a_valid_file(write: Callable[..., Path]) -> No
         "shop_handlers.py",
         "ORDERS = []\n\ndef bill(event):\n    pass\n\n"
         "def send_mail(event):\n    pass\n\ndef record(event):\n    pass\n\n"
-        "def orders():\n    return []\n",
+        "def orders():\n    return []\n\n"
+        "def add_revenue(state, event):\n    return state\n",
     )
     try:
         topo = Topology.from_toml(write("shop.toml", example))
     finally:
         sys.modules.pop("shop_handlers", None)
     assert {decl.name for decl in topo.consumers()} == {"billing", "mailer", "auditor"}
+    assert list(topo.projections) == ["revenue"]

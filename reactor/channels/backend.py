@@ -383,16 +383,17 @@ class Checkpoint:
     """A projection's position stored with its state, as a durable channel keeps them.
 
     Attributes:
-        position: the highest position (offset, entry) folded into ``state``.
+        position: every event at or below this position (offset, entry) is folded
+            into ``state`` (or was given up: dead-lettered).
         state: the read model, as JSON text (tagged, as :class:`~reactor.messages.codecs.JsonCodec`
             writes event data).
-        pending: positions at or below ``position`` that were not folded yet (their
-            ``apply`` raised and their retry was still to come).
+        above: the positions above ``position`` folded into ``state`` too (events
+            are folded out of order around a failed one).
     """
 
     position: int
     state: str
-    pending: tuple[int, ...] = ()
+    above: tuple[int, ...] = ()
 
 
 @runtime_checkable
@@ -427,3 +428,9 @@ class ReadsLog(Protocol):
 
     def log_head(self) -> int:
         """The position of the newest event in the log (0 if it is empty)."""
+
+    def settled(self, group: str) -> int:
+        """A position at or below which ``group`` has settled (acked, dead-lettered) every event.
+
+        It may lag behind the group's latest acks, never lead them.
+        """

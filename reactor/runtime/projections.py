@@ -56,6 +56,7 @@ checkpointed.
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import threading
@@ -87,6 +88,8 @@ logger = logging.getLogger("reactor")
 
 # Events read from a log at a time by a catch-up or a rebuild.
 _PAGE = 500
+# Folded positions a projection without checkpoints remembers, to skip a redelivery.
+_WINDOW = 100_000
 # How long a stop waits for a fold in progress before it writes the last checkpoint.
 _CLOSE_WAIT_S = 2.0
 
@@ -273,6 +276,14 @@ class _View:
 class Projection:
     """One projection of a running system: folds events, checkpoints, catches up, rebuilds.
 
+    What it has folded is a watermark and a set: ``mark``, at or below which every
+    event of the channel was folded (or given up: dead-lettered), and ``done``, the
+    positions above it that were. A delivery at a position in either is skipped.
+    A checkpoint moves ``mark`` up to the group's settled position (everything
+    acked was folded before its ack) and keeps in ``done`` only what is above it;
+    on ``memory`` (no checkpoints) ``done`` keeps the last ``_WINDOW`` positions,
+    as an idempotent consumer's dedup window does.
+
     Thread-safety: :meth:`handle` runs in the projection's consumer thread;
     :meth:`view` may be called from any thread without waiting (it reads one
     frozen value); :meth:`rebuild` and :meth:`close` may be called from any
@@ -288,7 +299,9 @@ class Projection:
         self._clock = clock
         self._lock = threading.Lock()  # one fold, catch-up, rebuild or checkpoint at a time
         self._view = _View(self._initial, 0, 0)
-        self._owed: set[int] = set()  # positions below the top whose apply raised, retry to come
+        self._mark = 0
+        self._done: set[int] = set()
+        self._order: collections.deque[int] = collections.deque()  # memory: _done, oldest first
         self._store: Any = None  # the channel, if it keeps checkpoints and a log
         self._unsaved = 0  # events folded since the last checkpoint
         self._saved_at = clock.monotonic()
@@ -301,11 +314,6 @@ class Projection:
         """``(state, position, folded)`` as of the last fold; never waits."""
         view = self._view
         return view.state, view.position, view.folded
-
-    @property
-    def durable(self) -> bool:
-        """Whether it checkpoints and can be rebuilt (its channel keeps a log)."""
-        return self._store is not None
 
     # -- starting and stopping -----------------------------------------------------
 
@@ -321,11 +329,11 @@ class Projection:
             checkpoint = channel.load_checkpoint(self.name)
             if checkpoint is not None:
                 state = freeze(from_json(json.loads(checkpoint.state), "state"), "state")
-                self._view = _View(state, checkpoint.position, 0)
-                self._owed = set(checkpoint.pending)
-            start = min(self._owed, default=self._view.position + 1) - 1
-            folded = self._fold_log(start, channel.log_head(), catching_up=True)
-            if folded:
+                top = max((checkpoint.position, *checkpoint.above))
+                self._view = _View(state, top, 0)
+                self._mark = checkpoint.position
+                self._done = set(checkpoint.above)
+            if self._fold_log(self._mark, channel.log_head(), self._record, "catching up"):
                 self._save()
         logger.debug("projection %r resumed at position %d", self.name, self._view.position)
 
@@ -351,19 +359,17 @@ class Projection:
         delivery = current_delivery()
         position = delivery.position
         with self._lock:
-            view = self._view
-            if position <= view.position and position not in self._owed:
+            if position <= self._mark or position in self._done:
                 return  # folded before a restart, by the catch-up, or a redelivery
+            view = self._view
             try:
                 state = freeze(self._apply(view.state, event), "state")
             except BaseException:
                 self.failed += 1
                 if delivery.last_attempt:
-                    self._owed.discard(position)  # dead-lettered: a redrive comes at a new position
-                else:
-                    self._owed.add(position)
+                    self._record(position)  # dead-lettered: given up, the mark may pass it
                 raise
-            self._owed.discard(position)
+            self._record(position)
             self._view = _View(state, max(view.position, position), view.folded + 1)
             self._unsaved += 1
             if self._store is not None and (
@@ -372,8 +378,17 @@ class Projection:
             ):
                 self._save()
 
+    def _record(self, position: int) -> None:
+        """Remember that ``position`` is folded (or given up); under the lock."""
+        self._done.add(position)
+        if self._store is None:
+            order = self._order
+            order.append(position)
+            if len(order) > _WINDOW:
+                self._done.discard(order.popleft())
+
     def rebuild(self) -> tuple[Any, int, int]:
-        """Fold the log again from its start up to the position reached; replace the state.
+        """Fold the log again from its start, as far as the projection has folded; replace the state.
 
         Returns:
             ``(state, position, folded)`` after the rebuild.
@@ -381,33 +396,46 @@ class Projection:
         Raises:
             NotDurableError: the channel keeps no log (``memory``).
         """
-        store = self._store
-        if store is None:
+        if self._store is None:
             raise NotDurableError(
                 f"projection {self.name!r} folds channel {self.decl.channel!r}, which keeps no "
                 "log to rebuild it from; declare the channel with a durable backend such as "
                 "backend='sqlite:///path.db'"
             )
         with self._lock:
-            top = self._view.position
-            owed = set(self._owed)
-            self._view = _View(self._initial, 0, self._view.folded)
-            self._owed = set()
-            self._fold_log(0, top, catching_up=False, skip=owed)
-            self._view = attrs.evolve(self._view, position=top)
-            self._owed = owed
+            live = self._view
+            mark, done = self._mark, self._done
+            rebuilt: set[int] = set()
+
+            def fold_again(position: int) -> None:
+                rebuilt.add(position)
+
+            # Only what the live state holds: not an event still to be retried.
+            self._mark, self._done = 0, set()
+            self._view = _View(self._initial, 0, live.folded)
+            try:
+                self._fold_log(
+                    0, live.position, fold_again, "rebuilding", lambda p: p <= mark or p in done
+                )
+            finally:
+                self._mark, self._done = mark, done
+            self._view = attrs.evolve(self._view, position=live.position)
             self._save()
             return self.view()
 
     def _fold_log(
-        self, after: int, upto: int, *, catching_up: bool, skip: set[int] | None = None
+        self,
+        after: int,
+        upto: int,
+        record: Callable[[int], None],
+        doing: str,
+        wanted: Callable[[int], bool] | None = None,
     ) -> int:
-        """Fold the log's events in ``(after, upto]`` the projection has not folded; under the lock.
+        """Fold the log's events in ``(after, upto]`` not folded yet (and ``wanted``); under the lock.
 
         Returns:
             How many were folded.
         """
-        assert self._store is not None
         channel = self._store
         seen: set[str] = set()  # a redrive appends an event again under the same id
         folded = 0
@@ -419,40 +447,38 @@ class Projection:
                 if position > upto:
                     return folded
                 after = position
+                if event is None or event.id in seen or position in self._done:
+                    continue
+                if (wanted is not None and not wanted(position)) or not any(
+                    pattern.matches(event.topic) for pattern in self._patterns
+                ):
+                    continue
                 view = self._view
-                if event is None or event.id in seen or (skip and position in skip):
-                    continue
-                if position <= view.position and position not in self._owed:
-                    continue
-                if not any(pattern.matches(event.topic) for pattern in self._patterns):
-                    continue
                 try:
                     state = freeze(self._apply(view.state, event), "state")
                 except Exception as exc:
                     self.failed += 1
                     logger.warning(
-                        "projection %r: apply raised on event %s (%s) at position %d while %s: "
-                        "%s: %s; it is folded if its group delivers it again",
+                        "projection %r: apply raised on event %s (%s) at position %d while %s "
+                        "the log: %s: %s; it is folded if its group delivers it again",
                         self.name,
                         event.id,
                         event.topic,
                         position,
-                        "catching up with the log" if catching_up else "rebuilding",
+                        doing,
                         type(exc).__name__,
                         exc,
                     )
-                    if catching_up:
-                        self._owed.add(position)
                     continue
                 seen.add(event.id)
-                self._owed.discard(position)
+                record(position)
                 self._view = _View(state, max(view.position, position), view.folded + 1)
                 folded += 1
         return folded
 
     def _save(self) -> None:
         """Checkpoint the state with its position; under the lock."""
-        assert self._store is not None
+        store = self._store
         view = self._view
         self._saved_at = self._clock.monotonic()
         try:
@@ -465,7 +491,11 @@ class Projection:
                 exc,
             )
             return
-        checkpoint = Checkpoint(view.position, state, tuple(sorted(self._owed)))
-        if self._store.save_checkpoint(self.name, checkpoint):
+        # Everything the group settled was folded before its ack (or given up).
+        mark = max(self._mark, min(store.settled(self.name), view.position))
+        if mark > self._mark:
+            self._mark = mark
+            self._done = {position for position in self._done if position > mark}
+        if store.save_checkpoint(self.name, Checkpoint(mark, state, tuple(sorted(self._done)))):
             self._unsaved = 0
             self.checkpoints += 1

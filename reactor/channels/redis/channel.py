@@ -189,20 +189,20 @@ class RedisChannel(GroupChannel[RedisLog]):
         fields = self.client.checkpoint(name)
         if not fields:
             return None
-        pending = json.loads(fields[b"pending"])
+        above = json.loads(fields[b"above"])
         return Checkpoint(
-            int(fields[b"position"]), fields[b"state"].decode(), tuple(int(p) for p in pending)
+            int(fields[b"position"]), fields[b"state"].decode(), tuple(int(p) for p in above)
         )
 
     def save_checkpoint(self, name: str, checkpoint: Checkpoint) -> bool:
-        """Write ``checkpoint`` (position, pending and state) in one MULTI/EXEC.
+        """Write ``checkpoint`` (position, positions above and state) in one MULTI/EXEC.
 
         Returns False (and logs why) when Redis cannot be reached: the projection
         keeps its state and writes it at its next checkpoint.
         """
         fields: dict[str, str | int] = {
             "position": checkpoint.position,
-            "pending": json.dumps(list(checkpoint.pending)),
+            "above": json.dumps(list(checkpoint.above)),
             "state": checkpoint.state,
         }
         try:
@@ -230,6 +230,10 @@ class RedisChannel(GroupChannel[RedisLog]):
     def log_head(self) -> int:
         """The local sequence number of the newest entry of the stream."""
         return self.client.last_seq()
+
+    def settled(self, group: str) -> int:
+        """The entry (as a sequence number) at or below which ``group`` acked everything."""
+        return self.client.settled(group)
 
     # -- replies (the CarriesReplies capability): {prefix}:inbox:{inbox} --------------------
 

@@ -212,6 +212,22 @@ class RedisClient:
         reply: Any = self._redis.xrange(self.stream, f"({seq_entry_id(after)}", "+", count=count)
         return [(entry_id, fields_of(fields)) for entry_id, fields in reply]
 
+    def settled(self, group: str) -> int:
+        """The sequence number at or below which ``group`` has acked every entry it was given."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.xinfo_groups(self.stream)
+        pipe.xpending(self.stream, group)
+        infos, pending = pipe.execute()
+        last = next(
+            (info["last-delivered-id"] for info in infos if info["name"] == group.encode()), None
+        )
+        if last is None:
+            return 0
+        settled = entry_seq(last)
+        if pending and pending.get("pending") and pending.get("min") is not None:
+            settled = min(settled, entry_seq(pending["min"]) - 1)
+        return settled
+
     def last_seq(self) -> int:
         """The local sequence number of the newest entry ever added (0 for no stream)."""
         reply: Any = self._redis.xrevrange(self.stream, "+", "-", count=1)

@@ -163,15 +163,15 @@ class SqliteChannel(GroupChannel[SqliteLog]):
         row = self.store.checkpoint(name)
         if row is None:
             return None
-        position, pending, state = row
-        return Checkpoint(position, state, tuple(int(seq) for seq in json.loads(pending)))
+        position, above, state = row
+        return Checkpoint(position, state, tuple(int(seq) for seq in json.loads(above)))
 
     def save_checkpoint(self, name: str, checkpoint: Checkpoint) -> bool:
-        """Write ``checkpoint`` (position, pending and state) in one transaction of the file."""
+        """Write ``checkpoint`` (position, positions above and state) in one transaction of the file."""
         if self._closed:
             return False
-        pending = json.dumps(list(checkpoint.pending))
-        return self.store.save_checkpoint(name, checkpoint.position, pending, checkpoint.state)
+        above = json.dumps(list(checkpoint.above))
+        return self.store.save_checkpoint(name, checkpoint.position, above, checkpoint.state)
 
     def read_log(self, group: str, after: int, limit: int) -> list[tuple[int, Event | None]]:
         """Up to ``limit`` events of the log above offset ``after``, in offset order.
@@ -191,6 +191,11 @@ class SqliteChannel(GroupChannel[SqliteLog]):
     def log_head(self) -> int:
         """The last offset appended to this channel's log."""
         return self._head
+
+    def settled(self, group: str) -> int:
+        """The watermark of ``group`` in the file (it may lag behind its acks, never lead)."""
+        self._check_open()
+        return self.store.committed(group)
 
     def enforce_retention(self, now: float | None = None) -> int:
         """Apply ``max_events`` / ``max_age`` now (as of wall time ``now``); returns events deleted."""

@@ -117,7 +117,7 @@ CREATE TABLE IF NOT EXISTS reactor_projections(
     channel INTEGER NOT NULL,
     name TEXT NOT NULL,
     position INTEGER NOT NULL,
-    pending TEXT NOT NULL,
+    above TEXT NOT NULL,
     state TEXT NOT NULL,
     PRIMARY KEY (channel, name)
 ) WITHOUT ROWID;

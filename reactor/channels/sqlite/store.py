@@ -426,17 +426,19 @@ class ChannelStore:
     # -- projections: one checkpoint each, and the log read back in order ----------------
 
     def checkpoint(self, name: str) -> tuple[int, str, str] | None:
-        """``(position, pending, state)`` of projection ``name``'s checkpoint; None if none."""
+        """``(position, above, state)`` of projection ``name``'s checkpoint; None if none."""
         with self.file.lock:
             row = self.file.writer.execute(
-                "SELECT position, pending, state FROM reactor_projections "
+                "SELECT position, above, state FROM reactor_projections "
                 "WHERE channel = ? AND name = ?",
                 (self.id, name),
             ).fetchone()
         return None if row is None else (int(row[0]), str(row[1]), str(row[2]))
 
-    def save_checkpoint(self, name: str, position: int, pending: str, state: str) -> bool:
+    def save_checkpoint(self, name: str, position: int, above: str, state: str) -> bool:
         """Replace projection ``name``'s checkpoint: its position with its state, one transaction.
+
+        ``above`` is a JSON array of the positions above ``position`` folded too.
 
         Returns False if the file is closed already (nothing was written).
         """
@@ -448,15 +450,24 @@ class ChannelStore:
                 return False
             try:
                 db.execute(
-                    "INSERT OR REPLACE INTO reactor_projections(channel, name, position, pending, "
+                    "INSERT OR REPLACE INTO reactor_projections(channel, name, position, above, "
                     "state) VALUES (?, ?, ?, ?, ?)",
-                    (self.id, name, position, pending, state),
+                    (self.id, name, position, above, state),
                 )
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
         return True
+
+    def committed(self, group: str) -> int:
+        """The watermark ``group`` last wrote: it settled every event at or below it."""
+        with self.file.lock:
+            row = self.file.writer.execute(
+                "SELECT committed FROM reactor_groups WHERE channel = ? AND grp = ?",
+                (self.id, group),
+            ).fetchone()
+        return 0 if row is None else int(row[0])
 
     def events_after(self, after: int, limit: int) -> list[tuple[int, bytes]]:
         """Up to ``limit`` ``(seq, body)`` of the log above offset ``after``, in offset order."""
