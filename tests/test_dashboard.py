@@ -12,6 +12,7 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any, cast
 
+import attrs
 import pytest
 import terminal
 from rich.console import Console
@@ -219,6 +220,16 @@ def test_a_producer_only_worker_shows_what_it_published() -> None:
     assert "published 42" in text.splitlines()[0]
     assert "handled" not in text.splitlines()[0]
     assert _row(text, "c")[:2] == ["c", "producer"]
+
+
+def test_the_header_shows_each_projections_lag() -> None:
+    snapshot = _snapshot(7)
+    lagging = reactor.ProjectionMetrics(
+        name="stock", channel="orders", position=9, folded=7, failed=0, lag=3, checkpoints=1
+    )
+    snapshot = attrs.evolve(snapshot, projections=(lagging,))
+    text = _text(Dashboard(cast(Any, _Stub(snapshot)), clock=lambda: 0.0), snapshot, 80)
+    assert "stock lag 3" in text.splitlines()[1]
 
 
 def test_status_and_json_lines(system: reactor.System) -> None:

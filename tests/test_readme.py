@@ -16,6 +16,7 @@ from reactor.runtime.declarations import (
     ProducerDecl,
     SupervisorDecl,
 )
+from reactor.runtime.projections import ProjectionDecl
 from reactor.schema import options_of
 from reactor.supervision.strategy import Strategy
 
@@ -89,6 +90,10 @@ def option_tables() -> str:
         ),
         ("`topo.supervisor(name, ...)`, `[supervisors.<name>]`", _rows(SupervisorDecl)),
         (
+            "`topo.projection(name, apply, ...)`, `[projections.<name>]`",
+            _rows(ProjectionDecl, required=("apply",)),
+        ),
+        (
             '`OneForOne`, `OneForAll`, `RestForOne` (in TOML: `strategy = "one_for_one"` and '
             "these keys, in `[topology]` for the root)",
             _rows(Strategy),
@@ -152,6 +157,16 @@ def test_the_readmes_dead_letter_subscription_runs() -> None:
     assert (data["error_type"], data["message"], data["attempts"]) == ("ValueError", "poison", 2)
     assert (data["consumer"], data["group"], data["channel"]) == ("billing", "billing", "orders")
     assert "Traceback" in data["traceback"]
+
+
+def test_the_readmes_projection_example_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    match = re.search(r"### Projections\n.*?```python\n(.*?)```", README.read_text(), re.S)
+    assert match, "README.md lost its projection example"
+    monkeypatch.chdir(tmp_path)  # its sqlite file
+    exec(compile(match.group(1), str(README), "exec"), {})  # our README, as documentation
+    assert (tmp_path / "shop.db").exists()
 
 
 def test_the_readme_and_the_redis_backend_name_one_redis_version() -> None:

@@ -7,7 +7,8 @@ an actor, so drawing it cannot block or slow one: a frame costs one snapshot.
 Shown, by priority when the terminal is short (see :mod:`reactor.faces.screen`):
 
 * a header of two lines: system name and state, uptime, throughput, what was handled
-  (and published, when the process runs producers), restarts, dead letters, health;
+  (and published, when the process runs producers), restarts, dead letters, each
+  projection's lag behind its channel, health;
 * problems and the latest lifecycle events: failures, restarts, escalations, dead
   letters, drops, newest first, each wrapped;
 * per channel and group: backend, events published (a group: delivered), backlog,
@@ -289,6 +290,11 @@ class Dashboard:
         second = Text(no_wrap=True, overflow="ellipsis")
         second.append(f"restarts {restarts}", style="yellow" if restarts else "")
         second.append(f"  dead letters {dead}", style="red" if dead else "")
+        for projection in metrics.projections:  # a read model's lag behind its channel
+            name = printable(projection.name, newlines=False)
+            second.append(
+                f"  {name} lag {si(projection.lag)}", style="yellow" if projection.lag else ""
+            )
         second.append("  health ")
         second.append(health.status, style=HEALTH_STYLES.get(health.status, ""))
         if health.problems:
