@@ -13,12 +13,12 @@ import termios
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import terminal
 
 from reactor.demos import DEMOS
-from reactor.demos.orders import OrderView
 from reactor.faces.cli import main
 from reactor.runtime.topology import Topology
 from reactor.testing import wait_for
@@ -125,25 +125,38 @@ def test_sensors_restart_alert_and_dead_letter() -> None:
 
 
 def test_orders_saga_ships_compensates_and_keeps_the_read_model() -> None:
-    topology = DEMOS["orders"].build()
-    view = next(
-        decl.handler for decl in topology.consumers() if isinstance(decl.handler, OrderView)
-    )
+    system = DEMOS["orders"].build().start()
     panels = DEMOS["orders"].panels
     assert panels is not None
-    assert panels(topology)
-    system = topology.start()
     try:
-        wait_for(
-            lambda: view.counts().get("shipped", 0) >= 1, timeout=10, message="nothing shipped"
-        )
-        wait_for(
-            lambda: view.counts().get("cancelled", 0) >= 1, timeout=10, message="no compensation"
-        )
+        ((title, render),) = panels(system)
+
+        def counts() -> Any:
+            return system.projection("order-view").state.get("counts", {})
+
+        wait_for(lambda: counts().get("shipped", 0) >= 1, timeout=10, message="nothing shipped")
+        wait_for(lambda: counts().get("cancelled", 0) >= 1, timeout=10, message="no compensation")
         wait_for(lambda: system.metrics().actor("payments").restarts >= 1, timeout=10)
+        assert "projection" in title
+        assert render() is not None
     finally:
         system.stop(timeout=10)
-    assert view.mismatched == 0, "a saga event lost its order's correlation id"
+    assert system.projection("order-view").state["mismatched"] == 0, "a saga lost its correlation"
+
+
+def test_the_orders_read_model_survives_a_restart_on_sqlite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'orders.db'}"
+    args = ["demo", "orders", "--backend", url, "--duration", "1", "--no-dashboard"]
+    totals = []
+    for _ in range(2):
+        assert main(args) == 0
+        with DEMOS["orders"].build(backend=url).start() as system:
+            totals.append(sum(system.projection("order-view").state["counts"].values()))
+    assert 0 < totals[0] < totals[1], totals  # the second run went on from the first
+    assert main(["demo", "sensors", "--backend", url]) == 2
+    assert "--backend is for: orders" in capsys.readouterr().err
 
 
 def test_fanout_pool_scales_up_under_a_burst() -> None:

@@ -1,26 +1,31 @@
-"""Orders: a saga with compensations, and a CQRS read model kept by a projection.
+"""Orders: a saga with compensations, and CQRS read models kept by projections.
 
 ::
 
     storefront ──order.placed──▶ [orders]
-      inventory   order.placed   → stock.reserved | order.rejected
+      inventory   order.placed   → stock.reserved | order.rejected (+ stock.restocked)
       payments    stock.reserved → payment.charged | payment.failed
       shipping    payment.charged → order.shipped
       inventory   payment.failed → stock.released + order.cancelled   (the compensation)
-      order-view  #              → the read model (idempotent projection)
+      order-view  projection of every order event → each order's status (the read model)
+      stock       projection of stock.* events    → stock per sku (what inventory decides on)
 
 Every step returns ``(topic, data)`` pairs, which reactor turns into events
 with ``event.derive``: each follow-up keeps the order's ``correlation_id`` and
 points at its cause, so the read model can check that a whole saga shares one
 correlation id. The payment gateway times out now and then on a first attempt:
 ``payments`` crashes, restarts, and the redelivered charge goes through.
+
+No state lives in a handler: the read models are projections. Started with
+``--backend sqlite:///orders.db`` they are checkpointed in that file, so the
+demo stopped and started again shows the orders and the stock it had.
 """
 
 from __future__ import annotations
 
-import collections
 import threading
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from rich.console import RenderableType
@@ -29,23 +34,29 @@ from rich.text import Text
 
 from reactor.demos.crashing import quick_restarts
 from reactor.messages.event import Event
+from reactor.runtime.system import System
 from reactor.runtime.topology import Topology
 
 __all__ = [
     "DESCRIPTION",
     "GatewayTimeout",
     "Inventory",
-    "OrderView",
     "Payments",
     "Storefront",
     "build",
+    "order_view",
     "panels",
+    "render_view",
+    "stock_levels",
 ]
 
-DESCRIPTION = "order saga (stock, payment, shipping), compensations, a CQRS read model"
+DESCRIPTION = "order saga (stock, payment, shipping), compensations, CQRS read models"
 
 PLACE_INTERVAL_S = 0.15
 CARD_LIMIT = 250
+START_STOCK = 12
+RESTOCK = 10
+KEEP_RECENT = 6
 _SKUS = {"kettle": 40, "lamp": 65, "chair": 120, "desk": 210}
 _STATUS = {
     "order.placed": "placed",
@@ -58,6 +69,7 @@ _STATUS = {
     "order.shipped": "shipped",
 }
 _FINAL = ("shipped", "cancelled", "rejected")
+_SHOWN = ("placed", "reserved", "paid", "shipped", "cancelled", "rejected")
 
 
 class GatewayTimeout(ConnectionError):
@@ -65,10 +77,15 @@ class GatewayTimeout(ConnectionError):
 
 
 class Storefront:
-    """Places an order each time it is polled."""
+    """Places an order each time it is polled.
+
+    Order ids carry a tag of their run (``o-3fa-0007``), so a demo started again on
+    its sqlite file places new orders rather than ones its read model has seen.
+    """
 
     def __init__(self) -> None:
         self.placed = 0
+        self.run = uuid.uuid4().hex[:3]
 
     def __call__(self) -> dict[str, Any]:
         self.placed += 1
@@ -76,7 +93,7 @@ class Storefront:
         sku = list(_SKUS)[n % len(_SKUS)]
         qty = 1 + n % 3
         return {
-            "order_id": f"o-{n:05d}",
+            "order_id": f"o-{self.run}-{n:04d}",
             "customer": f"c-{n % 7}",
             "sku": sku,
             "qty": qty,
@@ -84,28 +101,98 @@ class Storefront:
         }
 
 
+# -- the read models: pure folds, kept by projections ------------------------------------
+
+
+def order_view(state: Mapping[str, Any], event: Event) -> dict[str, Any]:
+    """Fold one order event into the read model: counts per status and the latest orders.
+
+    Open orders are kept by id; a finished one leaves them (the counts keep it), so
+    the state stays small however long the demo runs. Every event of one order
+    must carry the correlation id of its ``order.placed``: ``mismatched`` counts
+    those that do not.
+    """
+    status = _STATUS.get(event.topic)
+    if status is None:
+        return dict(state)
+    order_id = event.data["order_id"]
+    open_orders = dict(state.get("open", {}))
+    counts = dict(state.get("counts", {}))
+    recent = [entry for entry in state.get("recent", ()) if entry[0] != order_id]
+    mismatched = state.get("mismatched", 0)
+    previous = open_orders.get(order_id)
+    if previous is None and any(entry[0] == order_id for entry in state.get("recent", ())):
+        return dict(state)  # a late event must not reopen a finished order
+    correlation = event.correlation_id if previous is None else previous[1]
+    if previous is not None:
+        counts[previous[0]] -= 1
+        if event.correlation_id != correlation:
+            mismatched += 1
+    counts[status] = counts.get(status, 0) + 1
+    if status in _FINAL:
+        open_orders.pop(order_id, None)
+    else:
+        open_orders[order_id] = (status, correlation)
+    recent.append((order_id, status, correlation))
+    return {
+        "open": open_orders,
+        "counts": counts,
+        "recent": tuple(recent[-KEEP_RECENT:]),
+        "mismatched": mismatched,
+    }
+
+
+def stock_levels(state: Mapping[str, int], event: Event) -> dict[str, int]:
+    """Fold a stock movement into the stock per sku (it starts at ``START_STOCK`` each)."""
+    sku, qty = event.data["sku"], event.data["qty"]
+    change = {"stock.reserved": -qty, "stock.released": qty, "stock.restocked": qty}
+    return {**state, sku: state.get(sku, START_STOCK) + change.get(event.topic, 0)}
+
+
+# -- the participants ----------------------------------------------------------------
+
+
 class Inventory:
     """Reserves stock for placed orders; releases it when a payment fails (compensation).
 
-    Thread-safety: one consumer uses it; the instance (the stock) survives restarts.
+    It decides on the ``stock`` projection (attached once the system runs), so it
+    keeps no state of its own: a restart of the process loses nothing. Being a
+    read model, the stock may lag behind the last reservation by the few
+    milliseconds its projection takes to fold it.
+
+    Thread-safety: one consumer calls ``handle``; ``attach`` may be called from any thread.
     """
 
     def __init__(self) -> None:
-        self.stock = dict.fromkeys(_SKUS, 12)
+        self._system: System | None = None
+        self._attached = threading.Event()
+
+    def attach(self, system: System) -> None:
+        """Read the stock from ``system``'s ``stock`` projection from now on."""
+        self._system = system
+        self._attached.set()
+
+    def stock(self, sku: str) -> int:
+        system = self._system
+        if system is None:
+            return START_STOCK
+        return int(system.projection("stock").state.get(sku, START_STOCK))
 
     def handle(self, event: Event) -> list[tuple[str, dict[str, Any]]]:
+        self._attached.wait(5.0)  # the first order may come before the demo attached it
         order = event.data
         sku, qty = order["sku"], order["qty"]
         if event.topic == "payment.failed":
-            self.stock[sku] += qty
             return [
                 ("stock.released", {**order}),
                 ("order.cancelled", {**order, "reason": order.get("reason", "payment failed")}),
             ]
-        if self.stock[sku] < qty:
-            self.stock[sku] += 10  # the warehouse restocks, too late for this order
-            return [("order.rejected", {**order, "reason": f"out of stock: {sku}"})]
-        self.stock[sku] -= qty
+        if self.stock(sku) < qty:
+            # The warehouse restocks, too late for this order.
+            return [
+                ("stock.restocked", {"sku": sku, "qty": RESTOCK, "order_id": order["order_id"]}),
+                ("order.rejected", {**order, "reason": f"out of stock: {sku}"}),
+            ]
         return [("stock.reserved", {**order})]
 
 
@@ -135,78 +222,17 @@ class Payments:
 
 def ship(event: Event) -> tuple[str, dict[str, Any]]:
     """Ships a paid order."""
-    return ("order.shipped", {**event.data, "tracking": f"TRK{event.data['order_id'][2:]}"})
+    tracking = "TRK" + event.data["order_id"][2:].replace("-", "")
+    return ("order.shipped", {**event.data, "tracking": tracking})
 
 
-class OrderView:
-    """The read model: each order's status, kept by a projection of every saga event.
-
-    It also checks the saga's correlation: every event of one order must carry
-    the correlation id of its ``order.placed``.
-
-    Thread-safety: safe; the dashboard reads it while the projection writes.
-    """
-
-    def __init__(self, keep: int = 6) -> None:
-        self._lock = threading.Lock()
-        self._orders: dict[str, tuple[str, str | None]] = {}
-        self._recent: collections.deque[str] = collections.deque(maxlen=keep)
-        self.mismatched = 0
-
-    def handle(self, event: Event) -> None:
-        status = _STATUS.get(event.topic)
-        if status is None:
-            return
-        order_id = event.data["order_id"]
-        with self._lock:
-            previous = self._orders.get(order_id)
-            correlation = event.correlation_id if previous is None else previous[1]
-            if previous is not None and event.correlation_id != correlation:
-                self.mismatched += 1
-            if previous is not None and previous[0] in _FINAL:
-                return  # a late event must not reopen a finished order
-            self._orders[order_id] = (status, correlation)
-            if order_id in self._recent:
-                self._recent.remove(order_id)
-            self._recent.append(order_id)
-
-    def counts(self) -> dict[str, int]:
-        """How many orders are in each status."""
-        with self._lock:
-            return dict(collections.Counter(status for status, _ in self._orders.values()))
-
-    def status(self, order_id: str) -> str | None:
-        with self._lock:
-            entry = self._orders.get(order_id)
-            return entry[0] if entry is not None else None
-
-    def render(self) -> RenderableType:
-        """The live view: orders per status, and the latest orders with their correlation ids."""
-        with self._lock:
-            counts = collections.Counter(status for status, _ in self._orders.values())
-            recent = [(order_id, *self._orders[order_id]) for order_id in reversed(self._recent)]
-            mismatched = self.mismatched
-        summary = Text()
-        for status in ("placed", "reserved", "paid", "shipped", "cancelled", "rejected"):
-            style = {"shipped": "green", "cancelled": "yellow", "rejected": "red"}.get(status, "")
-            summary.append(f"{status} {counts.get(status, 0)}  ", style=style)
-        summary.append(f"correlation mismatches {mismatched}", style="red" if mismatched else "dim")
-        table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
-        table.add_column("order", no_wrap=True)
-        table.add_column("status", no_wrap=True)
-        table.add_column("correlation id", no_wrap=True, overflow="ellipsis", max_width=20)
-        for order_id, status, correlation in recent:
-            table.add_row(order_id, status, (correlation or "")[-12:])
-        grid = Table.grid()
-        grid.add_row(summary)
-        grid.add_row(table)
-        return grid
+# -- the topology and its panel --------------------------------------------------------
 
 
-def build() -> Topology:
-    """The orders topology: storefront, saga steps under one supervisor, a projection."""
+def build(backend: str = "memory") -> Topology:
+    """The orders topology on ``backend`` (``memory``, or a ``sqlite://`` URL to keep it)."""
     topo = Topology("orders")
-    topo.channel("orders", capacity=2_000)
+    topo.channel("orders", capacity=2_000, backend=backend)
     topo.producer(
         "storefront",
         channel="orders",
@@ -229,13 +255,42 @@ def build() -> Topology:
             failure_threshold=1,  # a gateway timeout restarts it: the demo shows supervision
         )
         saga.consumer("shipping", ship, channel="orders", pattern="payment.charged")
-    topo.consumer("order-view", OrderView(), channel="orders", pattern="#", idempotent=True)
+    topo.projection("order-view", order_view, channel="orders", pattern="#")
+    topo.projection("stock", stock_levels, channel="orders", pattern="stock.*")
     return topo
 
 
-def panels(topology: Topology) -> list[tuple[str, Callable[[], RenderableType]]]:
-    """The read model's live view, for the dashboard."""
-    for decl in topology.consumers():
-        if isinstance(decl.handler, OrderView):
-            return [("read model: orders (projection)", decl.handler.render)]
-    return []
+def panels(system: System) -> list[tuple[str, Callable[[], RenderableType]]]:
+    """Attach the inventory to the running ``system``; the read model's live view."""
+    for decl in system.topology.consumers():
+        if isinstance(decl.handler, Inventory):
+            decl.handler.attach(system)
+    return [("read model: orders (projection)", lambda: render_view(system))]
+
+
+def render_view(system: System) -> RenderableType:
+    """The live view: orders per status, stock, and the latest orders with their correlation."""
+    view = system.projection("order-view")
+    state = view.state
+    counts = state.get("counts", {})
+    summary = Text()
+    for status in _SHOWN:
+        style = {"shipped": "green", "cancelled": "yellow", "rejected": "red"}.get(status, "")
+        summary.append(f"{status} {counts.get(status, 0)}  ", style=style)
+    mismatched = state.get("mismatched", 0)
+    summary.append(f"mismatches {mismatched}", style="red" if mismatched else "dim")
+    stock = system.projection("stock").state
+    levels = Text("stock ", style="dim")
+    for sku in _SKUS:
+        levels.append(f"{sku} {stock.get(sku, START_STOCK)}  ")
+    table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
+    table.add_column("order", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("correlation id", no_wrap=True, overflow="ellipsis", max_width=20)
+    for order_id, status, correlation in reversed(state.get("recent", ())):
+        table.add_row(order_id, status, (correlation or "")[-12:])
+    grid = Table.grid()
+    grid.add_row(summary)
+    grid.add_row(levels)
+    grid.add_row(table)
+    return grid

@@ -4,7 +4,7 @@ Commands::
 
     reactor run TARGET [--dashboard/--no-dashboard] [--duration S] [--until-settled] [--json]
                        [--metrics-port P]
-    reactor demo [NAME] [--duration S] [--no-dashboard] [--json] [--metrics-port P]
+    reactor demo [NAME] [--backend URL] [--duration S] [--no-dashboard] [--json] [--metrics-port P]
     reactor graph TARGET [--format tree|mermaid]
     reactor worker TARGET [--only NAME[,NAME]] [--duration S] [--json] [--metrics-port P]
     reactor dead-letters TARGET list|redrive|purge [--channel C] [--group G] [--id ID ...] [--json]
@@ -103,6 +103,12 @@ def _build_parser() -> argparse.ArgumentParser:
 
     demo = command("demo", help="run a demo; without NAME, list them")
     demo.add_argument("name", nargs="?", metavar="NAME", help="the demo to run")
+    demo.add_argument(
+        "--backend",
+        metavar="URL",
+        help="the demo's channels on this backend, e.g. sqlite:///orders.db: stopped and "
+        "started again, it goes on where it was (orders only; default memory)",
+    )
     _add_run_options(demo)
 
     graph = command(
@@ -316,9 +322,11 @@ def _cmd_demo(args: argparse.Namespace, out: Console, err: Console, log: logs.Te
     demo = DEMOS.get(args.name)
     if demo is None:
         raise UsageError(f"no demo named {args.name!r}; choose one of: {', '.join(DEMOS)}")
-    topology = demo.build()
-    panels = demo.panels(topology) if demo.panels is not None else ()
-    return _run_with(args, out, err, log, topology, panels=panels)
+    if args.backend is not None and not demo.durable:
+        durable = ", ".join(name for name, entry in DEMOS.items() if entry.durable)
+        raise UsageError(f"demo {args.name!r} runs on memory only; --backend is for: {durable}")
+    topology = demo.build() if args.backend is None else demo.build(backend=args.backend)
+    return _run_with(args, out, err, log, topology, panels=demo.panels or ())
 
 
 def _cmd_graph(args: argparse.Namespace, out: Console, err: Console, log: logs.TerminalLog) -> int:

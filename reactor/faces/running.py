@@ -23,6 +23,7 @@ from reactor.faces.export import MetricsServer, serve_metrics
 from reactor.faces.presenter import Presenter
 from reactor.faces.settle import SettledWatch, StopRequests, check_settles
 from reactor.runtime.serve import ExitCode, serve
+from reactor.runtime.system import System
 from reactor.runtime.topology import Topology
 from reactor.text import printable
 
@@ -46,7 +47,8 @@ def run_topology(
     duration: float | None = None,
     metrics_port: int | None = None,
     metrics_host: str = "127.0.0.1",
-    panels: Sequence[tuple[str, Callable[[], RenderableType]]] = (),
+    panels: Sequence[tuple[str, Callable[[], RenderableType]]]
+    | Callable[[System], Sequence[tuple[str, Callable[[], RenderableType]]]] = (),
     only: frozenset[str] | None = None,
     connect_timeout: float | None = CONNECT_TIMEOUT_S,
     drain_timeout: float = DRAIN_TIMEOUT_S,
@@ -98,6 +100,8 @@ def run_topology(
             "pick another --metrics-port (0 picks a free one)"
         ) from exc
 
+    if callable(panels):  # panels of the running system (a demo's read model)
+        panels = panels(system)
     live = dashboard and not json
     requests = StopRequests()
     presenter = Presenter(system, requests.request, system.clock.monotonic) if live else None
