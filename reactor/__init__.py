@@ -27,6 +27,7 @@ from reactor.runtime.consumer import Delivery, current_delivery
 from reactor.runtime.metrics import ActorMetrics, Health, ProjectionMetrics, SystemMetrics
 from reactor.runtime.pool import PoolScaling
 from reactor.runtime.projections import ProjectionSnapshot
+from reactor.runtime.scheduling import Delayed
 from reactor.runtime.system import System
 from reactor.runtime.topology import Topology
 from reactor.supervision.strategy import (
@@ -53,6 +54,7 @@ __all__ = [
     "CloudEventsCodec",
     "Codec",
     "DeadLetter",
+    "Delayed",
     "Delivery",
     "ErrorInfo",
     "Event",

@@ -31,6 +31,7 @@ __all__ = [
     "RequestTimeout",
     "RedisUnavailable",
     "ResultError",
+    "ScheduleError",
     "SupervisorEscalation",
     "SystemStoppedError",
     "TopologyError",
@@ -171,6 +172,10 @@ class IdleTimeout(ReactorError, TimeoutError):
 
 class ClockError(ReactorError, ValueError):
     """A clock was asked to do what time cannot (a fake clock moved backwards)."""
+
+
+class ScheduleError(ReactorError, ValueError):
+    """A bad ``delay`` or ``at`` for a delayed event (negative, naive, both given)."""
 
 
 class RedisUnavailable(ReactorError, RuntimeError):

@@ -117,9 +117,15 @@ def test_render_shows_restarts_backlog_and_dead_letters(system: reactor.System) 
     assert "helpers ×2" in text  # noqa: RUF001 - a pool shows its member count
     # The channel table's backlog column for "slow" is the figure from the metrics.
     row = _row(text, "slow")
-    assert row[1:5] == ["memory", str(slow.published), str(slow.backlog), str(slow.in_flight)]
+    assert row[1:6] == [
+        "memory",
+        str(slow.published),
+        str(slow.backlog),
+        str(slow.scheduled),
+        str(slow.in_flight),
+    ]
     # Plain words: the unsettled events of the capacity, no "dlv", "mbr" or "fill".
-    assert row[5] == f"{slow.unsettled}/{slow.capacity}"
+    assert row[6] == f"{slow.unsettled}/{slow.capacity}"
     assert not re.search(r"\b(dlv|mbr|fill)\b", text)
     # A group row: its delivered count in the events column, under its channel.
     group = metrics.group("slow", "stuck")

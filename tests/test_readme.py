@@ -44,6 +44,14 @@ def test_the_readme_service_example_runs(capsys: pytest.CaptureFixture[str]) -> 
     assert "quoted 42" in out
 
 
+def test_the_readme_delayed_events_example_runs() -> None:
+    section = re.search(r"### Delayed and scheduled events\n(.*?)\n### ", README.read_text(), re.S)
+    assert section, "README.md lost its section on delayed events"
+    code = re.search(r"```python\n(.*?)```", section.group(1), re.S)
+    assert code, "the delayed events section lost its example"
+    exec(compile(code.group(1), str(README), "exec"), {})  # our own README, run as documentation
+
+
 # -- the option table, derived from the schema -----------------------------------------------
 
 START, END = "<!-- options: start -->\n", "<!-- options: end -->\n"

@@ -20,6 +20,14 @@ aside until then (later events of its key wait behind it, see
 :meth:`Group.nack <reactor.channels.groups.Group.nack>`), and one clock timer per
 actor, armed for the earliest such retry, queues them again when they fall due.
 
+Delayed events (:mod:`reactor.runtime.scheduling`) wait in the backend's
+*scheduled area*; a handle that schedules one tells the actor its due time
+(:class:`Due`), and a second timer, armed for the earliest due time (wall time,
+of the injected clock), has the backend move what is due into the channel
+(:meth:`GroupLog.release_due`), from where it flows like any published event.
+The actor looks once as it starts, so what fell due while no process ran enters
+at once, and what is not due yet waits for its time.
+
 Thread-safety: everything here runs on the channel actor's thread.
 """
 
@@ -54,7 +62,7 @@ from reactor.messages.event import Event
 if TYPE_CHECKING:
     from reactor.channels.dedup import DedupWindow
 
-__all__ = ["Doomed", "GroupChannelActor", "GroupLog", "abandoned"]
+__all__ = ["Doomed", "Due", "GroupChannelActor", "GroupLog", "abandoned"]
 
 logger = logging.getLogger("reactor")
 
@@ -62,6 +70,7 @@ logger = logging.getLogger("reactor")
 # safety net against a backend whose refill keeps claiming progress.
 _DISPATCH_ROUNDS = 1024
 _RETRY = "retry"  # the token of the delayed-retry timer
+_RELEASE = "release"  # the token of the scheduled-release timer
 
 
 def abandoned(group: str, spent: int) -> ErrorInfo:
@@ -76,6 +85,13 @@ def abandoned(group: str, spent: int) -> ErrorInfo:
         "the process handling it stopped while it was in flight each time",
         "",
     )
+
+
+@attrs.frozen(slots=True)
+class Due:
+    """The channel's scheduled area holds an event due at wall time ``due`` (sent by its handle)."""
+
+    due: float
 
 
 @attrs.frozen(slots=True)
@@ -172,6 +188,15 @@ class GroupLog(Protocol):
         """``member`` rejoined or left: it owes nothing for what it held before."""
         return None
 
+    def release_due(self, now: float) -> float | None:
+        """Move the scheduled events due at wall time ``now`` into the channel, in due order.
+
+        Returns:
+            The wall time to look again (the next due time, or sooner for a backend
+            that other processes schedule into), or None when nothing waits.
+        """
+        return None
+
     def started(self) -> None:
         """The actor started (after :meth:`bind`)."""
         return None
@@ -219,6 +244,7 @@ class GroupChannelActor(ReactorActor):
             Join: self.joined,
             Leave: self.left,
             Release: self.released,
+            Due: self.due,
         }
         handlers.update(log.bind(self))
         # The retry timer's ticks are the actor's; any other tick is the backend's.
@@ -230,6 +256,7 @@ class GroupChannelActor(ReactorActor):
             log.end_of_message if type(log).end_of_message is not GroupLog.end_of_message else None
         )
         self._retry_at: float | None = None  # when the armed retry timer fires
+        self._release_at: float | None = None  # the wall time the release timer is armed for
         # Groups to serve once the messages queued now are handled (see dispatch()).
         self._due: dict[Group[Any], None] = {}
         self._serve_queued = False  # a _Serve is in the mailbox
@@ -238,6 +265,7 @@ class GroupChannelActor(ReactorActor):
     def on_start(self) -> None:
         self.log.started()
         self._arm_retries()  # retries delayed under an earlier incarnation
+        self._release_due()  # due while nothing ran, and the timer for the rest
         # Groups an earlier incarnation left to serve (it crashed before it did).
         for group in self.groups.values():
             if group.order:
@@ -381,6 +409,10 @@ class GroupChannelActor(ReactorActor):
     # -- delayed retries -------------------------------------------------------------
 
     def ticked(self, tick: Tick) -> None:
+        if tick.token == _RELEASE:
+            self._release_at = None
+            self._release_due()
+            return
         if tick.token != _RETRY:
             if self._log_tick is not None:
                 self._log_tick(tick)
@@ -410,6 +442,28 @@ class GroupChannelActor(ReactorActor):
         self.actor_clock.call_later(
             max(0.0, due - self.actor_clock.monotonic()), lambda: address.tell(Tick(_RETRY))
         )
+
+    # -- scheduled events --------------------------------------------------------------
+
+    def due(self, due: Due) -> None:
+        """An event was scheduled for ``due.due``: make sure the timer fires by then."""
+        self._arm_release(due.due)
+
+    def _release_due(self) -> None:
+        again = self.log.release_due(self.actor_clock.wall())
+        if again is not None:
+            self._arm_release(again)
+
+    def _arm_release(self, due: float) -> None:
+        # An earlier timer stands: it looks again when it fires, and re-arms for the rest.
+        if self._release_at is not None and self._release_at <= due:
+            return
+        self._release_at = due
+        address = self.actor_address
+        clock = self.actor_clock
+        # The timer waits on the monotonic clock; the backend checks wall time when it
+        # fires, so a wall clock set back meanwhile releases nothing early.
+        clock.call_later(max(0.0, due - clock.wall()), lambda: address.tell(Tick(_RELEASE)))
 
     def dead_letter(self, group: Group[Any], letter: Doomed) -> None:
         """Dead-letter ``seq`` of ``group``: store, publish, then settle it.

@@ -158,6 +158,9 @@ class ChannelMetrics:
     stored_dead_letters: int = 0
     # Dead letters a bounded store dropped, oldest first, to stay in its bound (memory).
     evicted_dead_letters: int = 0
+    # Delayed events waiting in the channel's scheduled area now, not yet due (redis: as
+    # of this process's last look, across every process on the stream).
+    scheduled: int = 0
 
 
 def _frozen(where: Mapping[str, Any]) -> FrozenDict[str, Any]:
@@ -220,6 +223,22 @@ class Channel(Protocol):
 
         Runs in the publisher's thread. A durable backend returns only once the
         events are stored; the memory backend just queues them for its actor.
+        """
+
+    def schedule(self, events: tuple[Event, ...], due: float, timeout: float | None) -> int:
+        """Keep ``events`` in the channel's scheduled area until wall time ``due``.
+
+        Runs in the publisher's thread; takes no credits (a scheduled event takes
+        them when it falls due and enters the channel). A durable backend returns
+        once the events are stored. The memory backend bounds its area by the
+        channel's capacity and applies the overflow policy there.
+
+        Returns:
+            How many were kept (fewer only under ``drop_newest`` on a full memory area).
+
+        Raises:
+            BackpressureTimeout / ChannelFull: a full memory area (``block`` / ``reject``).
+            SystemStoppedError: the channel was closed.
         """
 
     def stats(self) -> ChannelMetrics:

@@ -9,6 +9,10 @@ and the ``drop_oldest`` eviction from it (evicted seqs are skipped lazily where
 they are queued). The state object survives a restart of the
 channel actor, like the mailbox.
 
+**Delayed events** wait in the channel's :class:`~reactor.channels.scheduled.ScheduledArea`
+(in the process, bounded by the channel's capacity; see that module) and are
+taken in like a publish when they fall due.
+
 **Dead letters** are kept in the process, per channel: the latest
 :data:`MAX_DEAD_LETTERS` (10,000); past that the oldest is evicted and counted
 (:attr:`ChannelMetrics.evicted_dead_letters`, and a warning on the ``reactor``
@@ -30,7 +34,7 @@ from typing import Any, Final
 
 import attrs
 
-from reactor.channels.actor import Doomed, GroupChannel, GroupChannelActor, GroupLog
+from reactor.channels.actor import Doomed, Due, GroupChannel, GroupChannelActor, GroupLog
 from reactor.channels.backend import (
     ChannelConfig,
     ChannelMetrics,
@@ -42,6 +46,7 @@ from reactor.channels.backend import (
 )
 from reactor.channels.groups import Counters, Group, channel_stats
 from reactor.channels.routes import RouteCache
+from reactor.channels.scheduled import ScheduledArea
 from reactor.clock import Clock
 from reactor.messages import lifecycle
 from reactor.messages.control import Encoded, ErrorInfo, Publish, decoded
@@ -174,6 +179,7 @@ class _MemoryLog(GroupLog):
         self.gate = parts.gate
         self.publish_system = parts.services.publish_system
         self.letters = _LetterBox(config.name, parts.services.clock)
+        self.scheduled = ScheduledArea(config.name, config.capacity, config.overflow)
         self.counters = Counters()
         self.events: dict[int, Event] = {}
         # seq -> groups that have not settled it yet, for seqs routed to several groups.
@@ -217,8 +223,11 @@ class _MemoryLog(GroupLog):
         outbox = self.outbox
         take = outbox.popleft
         events = message.events or [take() for _ in range(len(outbox))]
-        if not events:
-            return
+        if events:
+            self._take_in(events)
+
+    def _take_in(self, events: Sequence[Event]) -> None:
+        """Route ``events`` (credits held) into the table and the groups' queues."""
         counters = self.counters
         counters.published += len(events)
         topics = set(map(_topic_of, events))
@@ -295,6 +304,29 @@ class _MemoryLog(GroupLog):
             )
         self.gate.release(len(victims))
 
+    # -- scheduled events ----------------------------------------------------------
+
+    def schedule(self, events: tuple[Event, ...], due: float, timeout: float | None) -> int:
+        """Keep ``events`` in the scheduled area; runs in the publisher's thread."""
+        kept, dropped = self.scheduled.add(events, due, timeout)
+        if dropped:
+            self.gate.count_dropped(len(dropped))  # (a lock: this is the publisher's thread)
+            policy = self.gate.overflow
+            for event in dropped:
+                self.publish_system(lifecycle.dropped(event, channel=self.channel, policy=policy))
+        if kept:
+            self.address.tell(Due(due))
+        return kept
+
+    def release_due(self, now: float) -> float | None:
+        events = self.scheduled.take_due(now)
+        if events:
+            # Their credits are taken without waiting, like a redrive's: the actor cannot
+            # wait for room in its own channel. The area's bound bounds the overdraft.
+            self.gate.hold(len(events))
+            self._take_in(events)
+        return self.scheduled.next_due()
+
     # -- dead letters --------------------------------------------------------------
 
     def keep_dead_letter(self, group: Group[Any], letter: Doomed) -> None:
@@ -359,12 +391,18 @@ class MemoryChannel(GroupChannel[_MemoryLog]):
     def send(self, events: tuple[Event, ...]) -> None:
         self.log.send(events)
 
+    def schedule(self, events: tuple[Event, ...], due: float, timeout: float | None) -> int:
+        return self.log.schedule(events, due, timeout)
+
     def stats(self) -> ChannelMetrics:
         groups = tuple(g.stats(backlog=g.queued()) for g in list(self.log.groups.values()))
         stats = channel_stats(self.name, "memory", self.gate, self.log.counters, groups)
         letters = self.log.letters
         return attrs.evolve(
-            stats, stored_dead_letters=len(letters), evicted_dead_letters=letters.evicted
+            stats,
+            stored_dead_letters=len(letters),
+            evicted_dead_letters=letters.evicted,
+            scheduled=len(self.log.scheduled),
         )
 
     # -- dead letters (the DeadLetters capability) --------------------------------------
@@ -390,7 +428,17 @@ class MemoryChannel(GroupChannel[_MemoryLog]):
         return len(self.log.letters.take(ids, group, events_only=False, strict=True))
 
     def close(self) -> None:
-        """Nothing to release: the log is garbage once the handle is."""
+        """Drop the delayed events not yet due, saying how many were lost with them."""
+        lost = self.log.scheduled.close()
+        if lost:
+            logger.warning(
+                "channel %r closed with %d delayed event(s) not yet due; a memory channel "
+                "keeps them in the process, so they are lost. Use a sqlite or redis channel "
+                "to keep them across restarts",
+                self.name,
+                lost,
+                extra={"reactor_channel": self.name},
+            )
 
 
 class MemoryBackend:

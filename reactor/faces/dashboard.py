@@ -12,6 +12,7 @@ Shown, by priority when the terminal is short (see :mod:`reactor.faces.screen`):
 * problems and the latest lifecycle events: failures, restarts, escalations, dead
   letters, drops, newest first, each wrapped;
 * per channel and group: backend, events published (a group: delivered), backlog,
+  delayed events scheduled for later (a channel's),
   in flight, used capacity, dropped, dead letters (and how many its store keeps);
 * per consumer (a pool counts as one) and producer: events/s now, a history bar of
   the last ``history_s`` seconds, handler latency p50/p99, events, failures, restarts;
@@ -412,6 +413,8 @@ class Dashboard:
         table.add_column("backend", overflow="ellipsis", no_wrap=True, max_width=40 if wide else 7)
         table.add_column("events", justify="right", no_wrap=True)
         table.add_column("backlog", justify="right", no_wrap=True)
+        # Delayed events waiting in the channel's scheduled area for their due time.
+        table.add_column("later", justify="right", no_wrap=True)
         table.add_column("in flight", justify="right", no_wrap=True)
         # Unsettled events of the capacity: red at capacity (a full channel holds producers back).
         table.add_column("used", justify="right", no_wrap=True)
@@ -436,6 +439,7 @@ class Dashboard:
                 Text(backend_label(channel.backend, wide), style="dim"),
                 si(channel.published),
                 count(channel.backlog, "yellow"),
+                count(channel.scheduled, "cyan"),
                 count(channel.in_flight, ""),
                 used,
                 count(channel.dropped, "red"),
@@ -450,6 +454,7 @@ class Dashboard:
                     "",
                     Text(si(group.delivered), style="dim"),
                     count(group.backlog, "yellow"),
+                    "",
                     count(group.in_flight, ""),
                     "",
                     "",

@@ -152,6 +152,7 @@ _FAMILIES = (
     ("channel", "stored_dead_letters", "gauge", "Dead letters the channel's store keeps now."),
     ("channel", "unrouted", "counter", "Events that matched no group's pattern."),
     ("channel", "backlog", "gauge", "Events waiting for a consumer."),
+    ("channel", "scheduled", "gauge", "Delayed events waiting for their due time."),
     ("channel", "in_flight", "gauge", "Events delivered and not yet acknowledged."),
     (
         "channel",

@@ -29,12 +29,14 @@ import functools
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from reactor.errors import IdleTimeout, SystemStoppedError
 from reactor.messages.event import Event
 from reactor.runtime.replies import no_reply
+from reactor.runtime.scheduling import due_time
 from reactor.runtime.system import System
 
 if TYPE_CHECKING:
@@ -139,10 +141,13 @@ class AsyncSystem:
         key: str | None = None,
         headers: Mapping[str, str] | None = None,
         timeout: float | None = 30.0,
+        delay: float | None = None,
+        at: datetime | None = None,
     ) -> Event:
         """:meth:`System.publish`, awaited: it raises what that raises.
 
         Waiting for credits on a full ``block`` channel awaits; the loop runs on.
+        A ``delay`` counts from this call, not from when its turn comes.
         """
         # Made here, so that a bad topic or payload raises before any thread is used.
         event = (
@@ -150,19 +155,36 @@ class AsyncSystem:
             if isinstance(topic, Event)
             else Event.create(topic, data, key=key, headers=headers)
         )
-        return await self._in_turn(channel, self.system.publish, channel, event, timeout=timeout)
+        at = self._due_at(delay, at)
+        return await self._in_turn(
+            channel, self.system.publish, channel, event, timeout=timeout, at=at
+        )
 
     async def publish_many(
-        self, channel: str, events: Iterable[Event], *, timeout: float | None = 30.0
+        self,
+        channel: str,
+        events: Iterable[Event],
+        *,
+        timeout: float | None = 30.0,
+        delay: float | None = None,
+        at: datetime | None = None,
     ) -> int:
         """Publish ready-made events in order: :meth:`System.publish_many`.
 
         Returns:
             How many entered the channel (fewer only under ``drop_newest``).
         """
+        at = self._due_at(delay, at)
         return await self._in_turn(
-            channel, self.system.publish_many, channel, list(events), timeout=timeout
+            channel, self.system.publish_many, channel, list(events), timeout=timeout, at=at
         )
+
+    def _due_at(self, delay: float | None, at: datetime | None) -> datetime | None:
+        """The moment ``delay`` / ``at`` names, fixed now (checked before any thread is used)."""
+        if delay is None and at is None:
+            return None
+        due = due_time(self.system.clock, delay, at)
+        return None if due is None else datetime.fromtimestamp(due, UTC)
 
     async def request(
         self,

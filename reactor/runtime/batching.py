@@ -68,6 +68,7 @@ from reactor.runtime.consumer import (
     _Stopping,
     logger,
 )
+from reactor.runtime.scheduling import Delayed
 
 __all__ = ["BatchConsumerActor", "Batching", "batch_key_function", "batch_outputs"]
 
@@ -113,23 +114,24 @@ def batch_key_function(key: str | BatchKey | None) -> BatchKey | None:
     return by_field
 
 
-def batch_outputs(result: Any, consumer: str) -> list[Event]:
+def batch_outputs(result: Any, consumer: str) -> list[Event | Delayed]:
     """The events a batch handler's return value (or ``BatchFailed.outputs``) stands for.
 
     Raises:
-        ResultError: it is not None, an event, or an iterable of events.
+        ResultError: it is not None, an event, or an iterable of events (or
+            :class:`~reactor.runtime.scheduling.Delayed` ones).
     """
     if result is None:
         return []
-    if isinstance(result, Event):
+    if isinstance(result, Event | Delayed):
         return [result]
     if isinstance(result, Iterable) and not isinstance(result, str | bytes | Mapping | tuple):
         events = list(result)
         for item in events:
-            if not isinstance(item, Event):
+            if not isinstance(item, Event | Delayed):
                 raise ResultError(_bad_result(consumer, item))
         return events
-    if type(result) is tuple and all(isinstance(item, Event) for item in result):
+    if type(result) is tuple and all(isinstance(item, Event | Delayed) for item in result):
         return list(result)
     raise ResultError(_bad_result(consumer, result))
 

@@ -12,7 +12,8 @@ A handler's return value publishes follow-up events, derived from the input
 * ``None``: nothing;
 * an :class:`~reactor.Event`;
 * a ``(topic, data)`` pair;
-* an iterable of events and/or pairs.
+* a :class:`~reactor.runtime.scheduling.Delayed` event, published later;
+* an iterable of events and/or pairs (and/or delayed events).
 
 Outputs are published *before* the input is acked, so a crash in between can
 duplicate an output but never lose one.
@@ -61,8 +62,8 @@ import inspect
 import logging
 import random
 from collections import deque
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import attrs
 
@@ -85,6 +86,7 @@ from reactor.messages.control import (
 from reactor.messages.event import REPLY_TO, Event
 from reactor.runtime.handling import Delivery, as_events, current_delivery, handling
 from reactor.runtime.router import Router
+from reactor.runtime.scheduling import Delayed
 from reactor.supervision.strategy import Retry
 
 if TYPE_CHECKING:
@@ -519,26 +521,41 @@ class ConsumerActor(ReactorActor):
             )
             self.released.clear()
 
-    def _publish(self, events: list[Event]) -> None:
+    def _publish(self, outputs: Sequence[Event | Delayed]) -> None:
         runtime = self.runtime
+        router = runtime.router
+        # Events only, unless some output is Delayed (checked just below).
+        events = cast("Sequence[Event]", outputs)
+        later: list[tuple[Event, float]] = []
+        if Delayed in map(type, outputs):
+            events = []
+            for output in outputs:
+                due = output.due(router.clock) if isinstance(output, Delayed) else None
+                if due is None:  # an event, or a delayed one due already
+                    events.append(output.event if isinstance(output, Delayed) else output)
+                else:
+                    later.append((output.event, due))  # type: ignore[union-attr]
         if any(REPLY_TO in event.headers for event in events):
             # Replies go back to their requester, not into the output channel.
             for reply in [event for event in events if REPLY_TO in event.headers]:
-                runtime.router.reply(runtime.channel, reply)
+                router.reply(runtime.channel, reply)
             events = [event for event in events if REPLY_TO not in event.headers]
-            if not events:
-                return
         # Waiting for room in the channel we consume from would wait on ourselves.
         overdraft = runtime.output == runtime.channel
-        sent = runtime.router.publish(
-            runtime.output,
-            events,
-            timeout=None,
-            overdraft=overdraft,
-            cancelled=lambda: self.actor_stopping,
-        )
-        if sent < len(events) and self.actor_stopping:
-            raise _Stopping
+        if events:
+            sent = router.publish(
+                runtime.output,
+                events,
+                timeout=None,
+                overdraft=overdraft,
+                cancelled=lambda: self.actor_stopping,
+            )
+            if sent < len(events) and self.actor_stopping:
+                raise _Stopping
+        for event, due in later:
+            # Never waits for room in a full (memory) scheduled area: that fails the event,
+            # which is retried later, rather than hold up the consumer and its stop.
+            router.schedule(runtime.output, (event,), due=due, timeout=0)
 
 
 def _clear(counters: ActorCounters, mine: tuple[int, int, float]) -> None:

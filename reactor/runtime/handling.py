@@ -19,6 +19,7 @@ import attrs
 from reactor.errors import NotInHandlerError, ResultError
 from reactor.messages.control import Deliver, ErrorInfo
 from reactor.messages.event import Event
+from reactor.runtime.scheduling import Delayed
 
 if TYPE_CHECKING:
     from reactor.runtime.consumer import ConsumerRuntime
@@ -116,18 +117,18 @@ def current_delivery() -> Delivery:
     )
 
 
-def as_events(parent: Event, result: Any, consumer: str) -> list[Event]:
-    """The follow-up events a handler's return value stands for."""
+def as_events(parent: Event, result: Any, consumer: str) -> list[Event | Delayed]:
+    """The follow-up events a handler's return value stands for (some maybe :class:`Delayed`)."""
     if result is None:
         return []
-    if isinstance(result, Event):
+    if isinstance(result, Event | Delayed):
         return [result]
     if _is_pair(result):
         return [parent.derive(result[0], result[1])]
     if isinstance(result, Iterable) and not isinstance(result, str | bytes | dict):
-        events = []
+        events: list[Event | Delayed] = []
         for item in result:
-            if isinstance(item, Event):
+            if isinstance(item, Event | Delayed):
                 events.append(item)
             elif _is_pair(item):
                 events.append(parent.derive(item[0], item[1]))

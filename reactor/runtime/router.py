@@ -1,4 +1,12 @@
-"""Getting events into channels: credits first, then the channel's mailbox."""
+"""Getting events into channels: credits first, then the channel's mailbox.
+
+Delayed events take another way in, :meth:`Router.schedule`: into the channel's
+scheduled area, without credits, until their due time (see
+:mod:`reactor.runtime.scheduling`). It is the one entry point for runtime code
+that schedules events (a saga's step timeouts)::
+
+    router.schedule(channel, [event], due=due_time(router.clock, delay=30), timeout=None)
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 
 from reactor.channels.backend import CarriesReplies, Channel
+from reactor.clock import Clock, SystemClock
 from reactor.errors import BackpressureTimeout, ChannelFull, NotAnEventError, UnknownChannelError
 from reactor.messages import lifecycle
 from reactor.messages.event import REPLY_TO, Event
@@ -27,9 +36,11 @@ class Router:
     Thread-safety: every method may be called from any thread.
     """
 
-    def __init__(self, channels: Mapping[str, Channel]) -> None:
+    def __init__(self, channels: Mapping[str, Channel], clock: Clock | None = None) -> None:
         self.channels = dict(channels)
         self.replies = Replies()
+        # The system's clock: due times of scheduled events are its wall time.
+        self.clock: Clock = clock if clock is not None else SystemClock()
 
     def reply(self, channel_name: str, reply: Event) -> None:
         """Send ``reply`` (it carries ``reactor-reply-to``) back to its requester.
@@ -138,6 +149,41 @@ class Router:
         except BaseException:
             channel.gate.release(1)  # nothing entered the channel: give the credit back
             raise
+
+    def schedule(
+        self,
+        channel_name: str,
+        events: Sequence[Event],
+        *,
+        due: float | None,
+        timeout: float | None,
+        overdraft: bool = False,
+    ) -> int:
+        """Publish ``events`` at wall time ``due`` (``self.clock.wall()`` seconds).
+
+        They wait in the channel's scheduled area (stored before this returns, on a
+        durable channel) and enter the channel when due. A ``due`` of None, or not
+        later than now, publishes them at once through :meth:`publish` (with
+        ``overdraft``, as a handler publishing into its own channel needs).
+
+        Returns:
+            How many were scheduled (or published): fewer only under ``drop_newest``.
+
+        Raises:
+            UnknownChannelError: no such channel.
+            NotAnEventError: an item is not an :class:`Event` (nothing was scheduled).
+            BackpressureTimeout / ChannelFull: a full scheduled area (memory), by the
+                channel's overflow policy.
+        """
+        if due is None or due <= self.clock.wall():
+            return self.publish(channel_name, events, timeout=timeout, overdraft=overdraft)
+        channel = self.channel(channel_name)
+        for index, event in enumerate(events):
+            if not isinstance(event, Event):
+                raise NotAnEventError(channel_name, index, type(event))
+        if not events:
+            return 0
+        return channel.schedule(tuple(events), due, timeout)
 
     def publish_system(self, event: Event) -> None:
         """Publish a ``$system`` event; never blocks (the channel evicts the oldest).

@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
+from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +48,7 @@ from reactor.runtime.metrics import ActorMetrics, Health, ProjectionMetrics, Sys
 from reactor.runtime.projections import Projection, ProjectionSnapshot
 from reactor.runtime.replies import ReplyFuture, no_reply
 from reactor.runtime.router import Router
+from reactor.runtime.scheduling import due_time
 from reactor.runtime.serve import serve
 from reactor.supervision.supervisor import StopChildren, Supervisor
 from reactor.text import did_you_mean, redact_url
@@ -99,7 +101,7 @@ class System:
         self._done = threading.Event()
         self._failure: SupervisorEscalation | None = None
         self._started_at = 0.0
-        self._router = Router({})
+        self._router = Router({}, self.clock)
         # The projections, made once the topology is valid (start()); the assembly feeds them.
         self._projections: dict[str, Projection] = {}
         self._assembly = Assembly(
@@ -196,17 +198,27 @@ class System:
         key: str | None = None,
         headers: Mapping[str, str] | None = None,
         timeout: float | None = 30.0,
+        delay: float | None = None,
+        at: datetime | None = None,
     ) -> Event:
         """Publish one event; returns it (with its id) once it is in the channel.
 
         ``topic`` may also be a ready-made :class:`~reactor.Event`.
 
+        With ``delay`` (seconds) or ``at`` (a timezone-aware ``datetime``) the event
+        waits in the channel's scheduled area and enters the channel at that time
+        (wall time of the system's clock); it returns once the event is scheduled
+        (stored, on ``sqlite`` and ``redis``). See "Delayed and scheduled events"
+        in the README.
+
         Raises:
             SystemStoppedError: the system is not running.
             UnknownChannelError: no such channel.
             InvalidTopicError / ImmutableMessageError: bad topic or payload; nothing published.
-            BackpressureTimeout: ``block`` channel still full after ``timeout`` seconds.
-            ChannelFull: ``reject`` channel is full.
+            ScheduleError: bad ``delay`` / ``at`` (negative, naive, both given).
+            BackpressureTimeout: ``block`` channel (or memory scheduled area) still full
+                after ``timeout`` seconds.
+            ChannelFull: ``reject`` channel (or memory scheduled area) is full.
         """
         event = (
             topic
@@ -215,23 +227,41 @@ class System:
         )
         if self._state not in _ACCEPTING:
             self._check_running()
-        self._router.publish_one(channel, event, timeout=timeout)
+        if delay is None and at is None:
+            self._router.publish_one(channel, event, timeout=timeout)
+        else:
+            due = due_time(self.clock, delay, at)
+            self._router.schedule(channel, (event,), due=due, timeout=timeout)
         return event
 
     def publish_many(
-        self, channel: str, events: Iterable[Event], *, timeout: float | None = 30.0
+        self,
+        channel: str,
+        events: Iterable[Event],
+        *,
+        timeout: float | None = 30.0,
+        delay: float | None = None,
+        at: datetime | None = None,
     ) -> int:
         """Publish ready-made events in order, in as few messages as capacity allows.
 
+        ``delay`` / ``at``: all of them later, as :meth:`publish` does one (events
+        due at the same time enter the channel in the order given).
+
         Returns:
-            How many entered the channel (fewer only under ``drop_newest``).
+            How many entered the channel, or were scheduled (fewer only under
+            ``drop_newest``).
 
         Raises:
             NotAnEventError: an item is not an :class:`~reactor.Event`; every item is
                 checked first, so nothing was published and no capacity was taken.
+            ScheduleError: bad ``delay`` / ``at``.
         """
         self._check_running()
-        return self._router.publish(channel, list(events), timeout=timeout)
+        if delay is None and at is None:
+            return self._router.publish(channel, list(events), timeout=timeout)
+        due = due_time(self.clock, delay, at)
+        return self._router.schedule(channel, list(events), due=due, timeout=timeout)
 
     def request(
         self,

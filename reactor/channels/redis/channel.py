@@ -10,7 +10,7 @@ from typing import Any
 
 import attrs
 
-from reactor.channels.actor import GroupChannel
+from reactor.channels.actor import Due, GroupChannel
 from reactor.channels.backend import (
     Channel,
     ChannelConfig,
@@ -110,22 +110,54 @@ class RedisChannel(GroupChannel[RedisLog]):
                 self._evict_oldest(gate.over_capacity)
         self.monitor.wake()
 
+    def schedule(self, events: tuple[Event, ...], due: float, timeout: float | None) -> int:
+        """Store ``events`` in the stream's scheduled area (a sorted set), due at ``due``.
+
+        Returns once Redis has them; the area has no bound of its own. Whichever
+        process on the stream looks first once they are due moves them into the
+        stream (see ``RedisClient.release_due``).
+
+        Raises:
+            TypeError: an event's data is not plain JSON (CloudEvents needs it).
+            BackpressureTimeout: Redis stayed unreachable for ``publish_timeout``.
+        """
+        encode = self.codec.encode
+        entries = [(encode(event), event.topic, event.key) for event in events]
+        self._retrying(lambda: self.log.scheduled_now(self.client.schedule(due, entries)))
+        self.address.tell(Due(due))
+        return len(entries)
+
     def _write(self, entries: list[dict[bytes, bytes]]) -> None:
         options = self.options
-        link = self.link
-        clock = link.clock
+        clock = self.link.clock
         trim: dict[str, Any] = {}
         if options.maxlen is not None:
             trim = {"maxlen": options.maxlen, "approximate": options.approximate}
+
+        def add() -> None:
+            nonlocal trim
+            if options.maxage_s is not None:
+                minid = f"{int((clock.wall() - options.maxage_s) * 1000)}-0"
+                trim = {"minid": minid, "approximate": options.approximate}
+            self.client.add(entries, trim)
+
+        self._retrying(add)
+
+    def _retrying(self, write: Callable[[], object]) -> None:
+        """Run ``write`` (to Redis), retrying through an outage for ``publish_timeout``.
+
+        Raises:
+            BackpressureTimeout: Redis stayed unreachable that long.
+        """
+        options = self.options
+        link = self.link
+        clock = link.clock
         deadline = clock.monotonic() + options.publish_timeout_s
         attempt = 0
         while True:
             try:
                 link.ensure_groups()
-                if options.maxage_s is not None:
-                    minid = f"{int((clock.wall() - options.maxage_s) * 1000)}-0"
-                    trim = {"minid": minid, "approximate": options.approximate}
-                self.client.add(entries, trim)
+                write()
                 if attempt:
                     link.found()
                 return
@@ -170,7 +202,11 @@ class RedisChannel(GroupChannel[RedisLog]):
             for g in list(self.log.groups.values())
         )
         stats = channel_stats(self.name, "redis", self.gate, self.log.counters, groups)
-        return attrs.evolve(stats, stored_dead_letters=max(0, self.log.stored_letters))
+        return attrs.evolve(
+            stats,
+            stored_dead_letters=max(0, self.log.stored_letters),
+            scheduled=self.log.scheduled,
+        )
 
     def problems(self) -> tuple[str, ...]:
         """What is wrong with the channel right now, for health reports."""

@@ -1,8 +1,8 @@
 """Every call the ``redis`` backend makes to Redis, as typed methods on one client.
 
 One concept: the backend's Redis I/O (key names, commands, pipelines, the Lua
-eviction script, and what counts as a lost connection). The rest of the backend
-never touches redis-py.
+scripts of eviction and delayed events, and what counts as a lost connection).
+The rest of the backend never touches redis-py.
 
 Thread-safety: redis-py's client is thread-safe (a connection pool); every
 method may be called from any thread.
@@ -73,6 +73,42 @@ end
 local victims = redis.call('XRANGE', KEYS[1], '(' .. top, '+', 'COUNT', tonumber(ARGV[1]))
 for _, entry in ipairs(victims) do redis.call('XDEL', KEYS[1], entry[1]) end
 return victims
+"""
+
+# Delayed events: a sorted set of members by due time, and a hash of each member's
+# event bytes, topic and key ("k" + key, or "" for none). A member is a zero-padded
+# number from a counter, so events due at one time keep their scheduling order.
+# KEYS: the set, the hash, the counter. ARGV: the due time, then (event, topic, key)
+# triples. Returns how many wait in the set.
+_SCHEDULE_SCRIPT = """
+for i = 2, #ARGV, 3 do
+  local m = string.format('%016d', redis.call('INCR', KEYS[3]))
+  redis.call('ZADD', KEYS[1], ARGV[1], m)
+  redis.call('HSET', KEYS[2], m, ARGV[i], m .. ':t', ARGV[i + 1], m .. ':k', ARGV[i + 2])
+end
+return redis.call('ZCARD', KEYS[1])
+"""
+
+# Moves up to ARGV[2] members due at ARGV[1] (earliest first) into the stream, and out
+# of the set and hash, atomically: with several processes on one stream, each due
+# event is added to the stream exactly once. ARGV[3..5]: the entry's field names.
+# KEYS: the set, the hash, the stream. Returns {moved, next due or false, left}.
+_RELEASE_SCRIPT = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, m in ipairs(due) do
+  local f = redis.call('HMGET', KEYS[2], m, m .. ':t', m .. ':k')
+  if f[1] then
+    if f[3] and string.len(f[3]) > 0 then
+      redis.call('XADD', KEYS[3], '*', ARGV[3], f[1], ARGV[4], f[2], ARGV[5], string.sub(f[3], 2))
+    else
+      redis.call('XADD', KEYS[3], '*', ARGV[3], f[1], ARGV[4], f[2])
+    end
+  end
+  redis.call('ZREM', KEYS[1], m)
+  redis.call('HDEL', KEYS[2], m, m .. ':t', m .. ':k')
+end
+local after = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {#due, after[2] or false, redis.call('ZCARD', KEYS[1])}
 """
 
 
@@ -153,6 +189,8 @@ class RedisClient:
             socket_timeout=max(5.0, options.block_ms / 1000 + 5.0),
         )
         self._evict = self._redis.register_script(_EVICT_SCRIPT)
+        self._schedule = self._redis.register_script(_SCHEDULE_SCRIPT)
+        self._release = self._redis.register_script(_RELEASE_SCRIPT)
 
     def close(self) -> None:
         self._redis.close()
@@ -232,6 +270,34 @@ class RedisClient:
         """The local sequence number of the newest entry ever added (0 for no stream)."""
         reply: Any = self._redis.xrevrange(self.stream, "+", "-", count=1)
         return entry_seq(reply[0][0]) if reply else 0
+
+    # -- the scheduled area ----------------------------------------------------------
+
+    @property
+    def scheduled_keys(self) -> tuple[str, str]:
+        """The sorted set (member -> due time) and hash (member -> event) of delayed events."""
+        return f"{self.stream}:scheduled", f"{self.stream}:scheduled:events"
+
+    def schedule(self, due: float, entries: Sequence[tuple[bytes, str, str | None]]) -> int:
+        """Store ``(event bytes, topic, key)`` due at wall time ``due``; how many wait now."""
+        args: list[Any] = [repr(float(due))]
+        for payload, topic, key in entries:
+            args += [payload, topic, "" if key is None else "k" + key]
+        zset, events = self.scheduled_keys
+        return int(self._schedule(keys=[zset, events, f"{zset}:seq"], args=args))
+
+    def release_due(self, now: float, limit: int) -> tuple[int, float | None, int]:
+        """Move up to ``limit`` events due at ``now`` into the stream, atomically.
+
+        Returns:
+            ``(moved, earliest due time left or None, how many are left)``.
+        """
+        zset, events = self.scheduled_keys
+        moved, after, left = self._release(
+            keys=[zset, events, self.stream],
+            args=[repr(float(now)), limit, FIELD, TOPIC_FIELD, KEY_FIELD],
+        )
+        return int(moved), None if after is None else float(after), int(left)
 
     # -- the backlog ---------------------------------------------------------------
 

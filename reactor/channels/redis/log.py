@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from reactor.actors.address import Address
-from reactor.channels.actor import Doomed, GroupChannelActor, GroupLog, abandoned
+from reactor.channels.actor import Doomed, Due, GroupChannelActor, GroupLog, abandoned
 from reactor.channels.backend import GroupSpec
 from reactor.channels.dedup import DedupWindow
 from reactor.channels.groups import Counters, Group
@@ -41,6 +41,9 @@ __all__ = ["RedisLog"]
 logger = logging.getLogger("reactor")
 
 _ACK_FLUSH = 1024
+# The most due events one release moves into the stream (one script); more are moved
+# by the next release, at once.
+_RELEASE_BATCH = 1000
 
 
 class _Group(Group[Event | Encoded]):
@@ -86,6 +89,9 @@ class RedisLog(GroupLog):
         except Exception as exc:
             link.guard(exc)
             self.stored_letters = 0
+        # Delayed events in the stream's scheduled area, across every process, as of
+        # this process's last look (its last schedule or release).
+        self.scheduled = 0
         self.timer: Timer | None = None
         self.touch_every = max(0.05, link.options.lease_s / 3)
         self.retry = 0
@@ -258,6 +264,30 @@ class RedisLog(GroupLog):
         group.outstanding += free
         reader.grant(free)
 
+    # -- scheduled events ----------------------------------------------------------------
+
+    def scheduled_now(self, left: int) -> None:
+        """Redis says ``left`` delayed events wait in the scheduled area (any thread)."""
+        self.scheduled = left
+
+    def release_due(self, now: float) -> float | None:
+        """Move what is due into the stream (whichever process does it first does it all).
+
+        Also called on every tick: the events other processes scheduled and did not
+        release (they stopped) are released here within ``lease_s / 3`` of their time.
+        """
+        try:
+            moved, after, left = self.client.release_due(now, _RELEASE_BATCH)
+        except Exception as exc:
+            self.link.guard(exc)
+            return now + self.touch_every  # Redis is away: look again later
+        self.scheduled = left
+        if moved:
+            with self.lock:
+                self.counters.published += moved
+            self.monitor.wake()  # the gate counts them from the stream
+        return now if moved == _RELEASE_BATCH else after
+
     # -- writing -------------------------------------------------------------------------
 
     def flush(self) -> bool:
@@ -286,6 +316,9 @@ class RedisLog(GroupLog):
     def tick(self, _: Tick) -> None:
         if not self.flush():
             return
+        again = self.release_due(self.link.clock.wall())
+        if again is not None:
+            self.actor.due(Due(again))
         try:
             self.client.touch({g.name: g.events for g in self.groups.values() if g.events})
         except Exception as exc:

@@ -9,7 +9,7 @@ from datetime import datetime
 
 import attrs
 
-from reactor.channels.actor import GroupChannel
+from reactor.channels.actor import Due, GroupChannel
 from reactor.channels.backend import (
     ChannelConfig,
     ChannelMetrics,
@@ -35,6 +35,9 @@ logger = logging.getLogger("reactor")
 StartPosition = str | int | datetime
 
 _ASK_TIMEOUT_S = 30.0
+# The most due events one release moves into the log (one transaction); more are
+# moved by the next release, at once.
+_RELEASE_BATCH = 1000
 
 
 class SqliteChannel(GroupChannel[SqliteLog]):
@@ -56,7 +59,7 @@ class SqliteChannel(GroupChannel[SqliteLog]):
             try:
                 self._head = self.store.head
                 self._last_appended = self.store.last_appended()
-                self.log = SqliteLog(parts, self.options, self.store)
+                self.log = SqliteLog(parts, self.options, self.store, self._release_due)
             except BaseException:
                 self.store.close()
                 raise
@@ -117,13 +120,63 @@ class SqliteChannel(GroupChannel[SqliteLog]):
         if unrouted:
             self.gate.release(unrouted)  # nobody routes them: settled on arrival, kept in the log
 
+    def schedule(self, events: tuple[Event, ...], due: float, timeout: float | None) -> int:
+        """Store ``events`` in the file's scheduled area, due at wall time ``due``.
+
+        Runs in the publisher's thread and returns once they are committed. The
+        area is on disk, so it has no bound of its own (``timeout`` is unused).
+
+        Raises:
+            SystemStoppedError: the channel was closed.
+            TypeError: an event's data has no JSON form (nothing was stored).
+        """
+        rows = [(e.topic, e.key, codec.encode(e)) for e in events]
+        with self.file.lock:
+            self._check_open()
+            self.store.schedule(due, rows)
+            self.log.scheduled += len(rows)
+        self.address.tell(Due(due))
+        return len(rows)
+
+    def _release_due(self, now: float) -> float | None:
+        """Move the events due at wall time ``now`` into the log; the next due time.
+
+        Runs on the channel actor's thread (see ``GroupLog.release_due``), under the
+        file's lock like a publish: the moved events take the next offsets, and the
+        actor hears of them (:class:`Appended`) in offset order.
+        """
+        routes = self.log.routes
+        with self.file.lock:
+            if self._closed:
+                return None
+            appended = max(self.clock.wall(), self._last_appended)
+            first = self._head + 1
+            rows, after = self.store.release_due(now, first, appended, _RELEASE_BATCH)
+            if not rows:
+                return after
+            self._last_appended = appended
+            self._head = first + len(rows) - 1
+            events = tuple(codec.decode(body) for _, _, body in rows)
+            fanout = [len(routes[event.topic]) for event in events]
+            # One credit per (event, group), never waited for: the actor cannot wait for
+            # room in its own channel (the scheduled area was not counted until now).
+            self.gate.hold(sum(fanout))
+            log = self.log
+            log.scheduled -= len(rows)
+            log.counters.published += len(rows)
+            log.counters.unrouted += fanout.count(0)
+            self.address.tell(Appended(first, events))
+        return now if len(rows) == _RELEASE_BATCH else after
+
     def stats(self) -> ChannelMetrics:
         groups = tuple(
             g.stats(backlog=max(0, g.owed - g.in_flight()), expired=g.expired)
             for g in list(self.log.groups.values())
         )
         stats = channel_stats(self.name, "sqlite", self.gate, self.log.counters, groups)
-        return attrs.evolve(stats, stored_dead_letters=self.log.stored_letters)
+        return attrs.evolve(
+            stats, stored_dead_letters=self.log.stored_letters, scheduled=self.log.scheduled
+        )
 
     def close(self) -> None:
         """Write what is still buffered, close the connections, release the file lock."""

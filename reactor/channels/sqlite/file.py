@@ -121,6 +121,15 @@ CREATE TABLE IF NOT EXISTS reactor_projections(
     state TEXT NOT NULL,
     PRIMARY KEY (channel, name)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS reactor_scheduled(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    channel INTEGER NOT NULL,
+    due REAL NOT NULL,
+    topic TEXT NOT NULL,
+    key TEXT,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reactor_scheduled_due ON reactor_scheduled(channel, due, id);
 """
 
 

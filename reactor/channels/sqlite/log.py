@@ -97,7 +97,13 @@ class SqliteLog(GroupLog):
     refills = True
     abandons = True
 
-    def __init__(self, parts: ChannelParts, options: SqliteOptions, store: ChannelStore) -> None:
+    def __init__(
+        self,
+        parts: ChannelParts,
+        options: SqliteOptions,
+        store: ChannelStore,
+        release: Callable[[float], float | None],
+    ) -> None:
         config = parts.config
         gate = self.gate = parts.gate
         self.channel = config.name
@@ -120,6 +126,10 @@ class SqliteLog(GroupLog):
         self.dead_letters: list[DeadLetterRow] = []
         # Letters in the file (this process's count: written under the file's lock).
         self.stored_letters = store.count_dead_letters()
+        # Delayed events in the file (written under the file's lock, like the letters).
+        self.scheduled = store.count_scheduled()
+        # The handle's move of due events into the log: it owns the head and the lock.
+        self._release = release
         self.dirty: set[SqliteGroup] = set()
         self.outbox: list[tuple[Address, Deliver]] = []
         self.release = 0
@@ -151,6 +161,9 @@ class SqliteLog(GroupLog):
     def crashed(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
+
+    def release_due(self, now: float) -> float | None:
+        return self._release(now)
 
     def _arm_timer(self) -> None:
         age = self.options.max_age

@@ -385,6 +385,79 @@ class ChannelStore:
             db.execute("ROLLBACK")
             raise
 
+    # -- the scheduled area: delayed events, moved into the log when due ----------------
+
+    def count_scheduled(self) -> int:
+        """How many delayed events of this channel wait in the file."""
+        with self.file.lock:
+            return int(
+                self.file.writer.execute(
+                    "SELECT count(*) FROM reactor_scheduled WHERE channel = ?", (self.id,)
+                ).fetchone()[0]
+            )
+
+    def schedule(self, due: float, rows: Sequence[tuple[str, str | None, bytes]]) -> None:
+        """Store ``(topic, key, body)`` rows due at wall time ``due``, in one transaction.
+
+        The caller holds the file's lock.
+        """
+        cid = self.id
+        db = self.file.writer
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(
+                "INSERT INTO reactor_scheduled(channel, due, topic, key, body) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(cid, due, topic, key, body) for topic, key, body in rows],
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def release_due(
+        self, now: float, first: int, appended: float, limit: int
+    ) -> tuple[list[tuple[str, str | None, bytes]], float | None]:
+        """Move up to ``limit`` events due at ``now`` into the log at offsets ``first ..``.
+
+        One transaction appends them (earliest due first, then in scheduling
+        order) and deletes them from the scheduled area, so a crash leaves each
+        in exactly one of the two. The caller holds the file's lock.
+
+        Returns:
+            The rows moved ``(topic, key, body)``, and the earliest due time left.
+        """
+        cid = self.id
+        db = self.file.writer
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            due = db.execute(
+                "SELECT id, topic, key, body FROM reactor_scheduled "
+                "WHERE channel = ? AND due <= ? ORDER BY due, id LIMIT ?",
+                (cid, now, limit),
+            ).fetchall()
+            if due:
+                db.executemany(
+                    "INSERT INTO reactor_log(channel, seq, appended, topic, key, body) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (cid, first + i, appended, topic, key, body)
+                        for i, (_, topic, key, body) in enumerate(due)
+                    ],
+                )
+                db.executemany(
+                    "DELETE FROM reactor_scheduled WHERE id = ?", [(row[0],) for row in due]
+                )
+            after = db.execute(
+                "SELECT min(due) FROM reactor_scheduled WHERE channel = ?", (cid,)
+            ).fetchone()[0]
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        rows = [(topic, key, bytes(body)) for _, topic, key, body in due]
+        return rows, None if after is None else float(after)
+
     # -- the dedup window of idempotent groups ------------------------------------------
 
     def seen_ids(self, group: str, size: int) -> list[tuple[int, str]]:
