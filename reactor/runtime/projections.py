@@ -405,17 +405,12 @@ class Projection:
         with self._lock:
             live = self._view
             mark, done = self._mark, self._done
-            rebuilt: set[int] = set()
-
-            def fold_again(position: int) -> None:
-                rebuilt.add(position)
-
             # Only what the live state holds: not an event still to be retried.
             self._mark, self._done = 0, set()
             self._view = _View(self._initial, 0, live.folded)
             try:
                 self._fold_log(
-                    0, live.position, fold_again, "rebuilding", lambda p: p <= mark or p in done
+                    0, live.position, _nothing, "rebuilding", lambda p: p <= mark or p in done
                 )
             finally:
                 self._mark, self._done = mark, done
@@ -491,11 +486,22 @@ class Projection:
                 exc,
             )
             return
-        # Everything the group settled was folded before its ack (or given up).
-        mark = max(self._mark, min(store.settled(self.name), view.position))
-        if mark > self._mark:
-            self._mark = mark
-            self._done = {position for position in self._done if position > mark}
-        if store.save_checkpoint(self.name, Checkpoint(mark, state, tuple(sorted(self._done)))):
+        try:
+            # Everything the group settled was folded before its ack (or given up).
+            mark = max(self._mark, min(store.settled(self.name), view.position))
+            if mark > self._mark:
+                self._mark = mark
+                self._done = {position for position in self._done if position > mark}
+            saved = store.save_checkpoint(
+                self.name, Checkpoint(mark, state, tuple(sorted(self._done)))
+            )
+        except Exception as exc:  # the state is folded; the next checkpoint writes it
+            logger.warning("projection %r: checkpoint not written: %s", self.name, exc)
+            return
+        if saved:
             self._unsaved = 0
             self.checkpoints += 1
+
+
+def _nothing(position: int) -> None:
+    """A rebuild keeps the positions folded as they were: it records none."""
