@@ -337,14 +337,12 @@ class System:
             UnknownGroupError: no such group (also a ``LookupError``).
             TopologyError: bad ``from_`` (also a ``ValueError``).
         """
-        self._check_running()
-        handle = self._router.channel(channel)
-        if not isinstance(handle, Replayable):
-            raise NotDurableError(
-                f"channel {channel!r} (backend {redact_url(handle.config.backend)!r}) keeps no "
-                "log to replay; "
-                "declare it with a durable backend such as backend='sqlite:///path.db'"
-            )
+        handle: Replayable = self._channel_that(
+            channel,
+            Replayable,
+            "keeps no log to replay; "
+            "declare it with a durable backend such as backend='sqlite:///path.db'",
+        )
         return int(handle.replay(group, from_))
 
     # -- projections -----------------------------------------------------------------
@@ -452,12 +450,23 @@ class System:
         return int(self._letters(channel).purge(ids, group))
 
     def _letters(self, channel: str) -> DeadLetters:
+        letters: DeadLetters = self._channel_that(
+            channel, DeadLetters, "does not store dead letters"
+        )
+        return letters
+
+    def _channel_that(self, channel: str, capability: type, lacks: str) -> Any:
+        """The handle of ``channel`` if it has ``capability`` (a channel protocol).
+
+        Raises:
+            SystemStoppedError: the system is not running. UnknownChannelError: no such channel.
+            NotDurableError: its backend has no such capability; ``lacks`` says what it does not do.
+        """
         self._check_running()
         handle = self._router.channel(channel)
-        if not isinstance(handle, DeadLetters):
+        if not isinstance(handle, capability):
             raise NotDurableError(
-                f"channel {channel!r} (backend {redact_url(handle.config.backend)!r}) does not "
-                "store dead letters"
+                f"channel {channel!r} (backend {redact_url(handle.config.backend)!r}) {lacks}"
             )
         return handle
 
