@@ -72,6 +72,19 @@ class ActorEntry:
         self.address = address
 
 
+# The options of a consumer's runtime that are its declaration's, under the same name.
+_AS_DECLARED = (
+    "name",
+    "channel",
+    "prefetch",
+    "max_deliveries",
+    "retry",
+    "failure_threshold",
+    "concurrency",
+    "handler_timeout",
+)
+
+
 class Assembly:
     """Builds one system's channels and supervision tree from its topology.
 
@@ -300,26 +313,19 @@ class Assembly:
         counters = ActorCounters()
         address = Address(member)
         runtime = ConsumerRuntime(
-            name=decl.name,
             member=member,
             group=decl.group_name,
-            channel=decl.channel,
             channel_address=self.channels[decl.channel].address,
             output=decl.output_channel,
             handler=decl.handler
             if decl.chaos is None
             else decl.chaos.wrap(decl.handler, decl.name, self._clock.monotonic),
             router=self._router,
-            prefetch=decl.prefetch,
             dedup=self._dedup_for(decl),
             counters=counters,
-            max_deliveries=decl.max_deliveries,
-            retry=decl.retry,
-            failure_threshold=decl.failure_threshold,
-            concurrency=decl.concurrency,
-            handler_timeout=decl.handler_timeout,
             actor=CoroutineConsumerActor if is_async(decl.handler) else ConsumerActor,
             seed=f"{self._seed}/{member}" if self._seed is not None else None,
+            **{option: getattr(decl, option) for option in _AS_DECLARED},
         )
         kind = "member" if member != decl.name else "consumer"
         self._register(member, kind, supervisor, counters, address)

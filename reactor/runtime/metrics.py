@@ -6,11 +6,11 @@ from typing import Literal, Protocol, TypeVar
 
 import attrs
 
-from reactor.actors.counters import LatencySnapshot
+from reactor.actors.counters import ActorCounters, LatencySnapshot
 from reactor.channels.backend import ChannelMetrics, GroupMetrics
 from reactor.errors import UnknownActorError, UnknownChannelError, UnknownGroupError
 
-__all__ = ["ActorMetrics", "Health", "ProjectionMetrics", "SystemMetrics"]
+__all__ = ["ActorMetrics", "Health", "ProjectionMetrics", "SystemMetrics", "actor_metrics"]
 
 
 class _HasName(Protocol):
@@ -138,3 +138,26 @@ class Health:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+
+# The fields of an ActorMetrics that are its actor's counters of the same name.
+_COUNTED = (
+    "state",
+    "restarts",
+    "received",
+    "handled",
+    "failed",
+    "in_flight",
+    "event_failures",
+    "batches",
+)
+
+
+def actor_metrics(
+    name: str, kind: str, supervisor: str, counters: ActorCounters, *, mailbox: int
+) -> ActorMetrics:
+    """The snapshot of one actor, from its counters (read without locking them)."""
+    counted = {field: getattr(counters, field) for field in _COUNTED}
+    return ActorMetrics(
+        name, kind, supervisor, mailbox=mailbox, latency=counters.latency.snapshot(), **counted
+    )

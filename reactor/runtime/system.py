@@ -44,7 +44,7 @@ from reactor.messages import lifecycle
 from reactor.messages.event import REPLY_TO, Event
 from reactor.runtime.assembly import Assembly
 from reactor.runtime.controls import Controls
-from reactor.runtime.metrics import ActorMetrics, Health, ProjectionMetrics, SystemMetrics
+from reactor.runtime.metrics import Health, ProjectionMetrics, SystemMetrics, actor_metrics
 from reactor.runtime.projections import Projection, ProjectionSnapshot
 from reactor.runtime.replies import ReplyFuture, no_reply
 from reactor.runtime.router import Router
@@ -499,26 +499,16 @@ class System:
 
     def metrics(self) -> SystemMetrics:
         """A frozen snapshot of every actor and channel; never blocks an actor."""
-        actors = []
-        for name, entry in list(self._actors.items()):
-            counters = entry.counters
-            actors.append(
-                ActorMetrics(
-                    name=name,
-                    kind=entry.kind,
-                    supervisor=entry.supervisor,
-                    state=counters.state,
-                    restarts=counters.restarts,
-                    received=counters.received,
-                    handled=counters.handled,
-                    failed=counters.failed,
-                    event_failures=counters.event_failures,
-                    batches=counters.batches,
-                    in_flight=counters.in_flight,
-                    mailbox=entry.address.depth() if entry.address is not None else 0,
-                    latency=counters.latency.snapshot(),
-                )
+        actors = [
+            actor_metrics(
+                name,
+                entry.kind,
+                entry.supervisor,
+                entry.counters,
+                mailbox=entry.address.depth() if entry.address is not None else 0,
             )
+            for name, entry in list(self._actors.items())
+        ]
         return SystemMetrics(
             name=self.name,
             state=self._state,
