@@ -233,7 +233,7 @@ class BatchConsumerActor(ConsumerActor):
         ):
             done = self._gather_plain(batch)
         else:
-            done = self._gather(batch)
+            done = self._walk(batch)
         if self.released:
             # Given back at once: the channel lifts its hold on a key when the key's
             # retry falls due, and what this member still holds of it must be back by then.
@@ -241,7 +241,7 @@ class BatchConsumerActor(ConsumerActor):
         return done
 
     def _gather_plain(self, batch: Deliver) -> bool:
-        """:meth:`_gather` with no batch key, no held key, no dedup and nothing to decode.
+        """:meth:`_walk` with no batch key, no held key, no dedup and nothing to decode.
 
         The usual case under load: slices of the delivery go into the open batch as
         they are, with no work per event.
@@ -266,60 +266,39 @@ class BatchConsumerActor(ConsumerActor):
                     return False
                 if self.holds:  # it failed an event of a key: later ones of that key must wait
                     self.position = index
-                    return self._gather(batch)
+                    return self._walk(batch)
         self.position = index
         return True
 
-    def _gather(self, batch: Deliver) -> bool:
-        """Add ``batch``'s events one by one, each to the open batch of its batch key."""
+    def _take(self, batch: Deliver, index: int, event: Event) -> bool:
+        """Add ``event``, item ``index`` of ``batch``, to the open batch of its batch key.
+
+        Returns:
+            False if the consumer pauses or stops (a batch it ran failed, or a stop request).
+        """
+        key: Hashable = None
         batch_key = self.batching.key
-        size = self.batching.size
-        batch_of_key = self.batch_of_key
-        seqs = batch.seqs
-        items = batch.events
-        index = self.position
-        end = len(seqs)
-        while index < end:
-            if self.actor_stopping:
-                self.position = index
-                return False
-            seq = seqs[index]
-            event = self._admit(seq, items[index])
-            if event is None:
-                index += 1
-                continue
-            attempt = batch.attempts[index]
-            key: Hashable = None
-            if batch_key is not None:
-                try:
-                    key = batch_key(event)
-                    hash(key)
-                except Exception as exc:
-                    index += 1
-                    if not self._failed(seq, event, attempt, exc):
-                        self.position = index
-                        return False
-                    continue
-                owner = batch_of_key.get(event.key, key) if event.key is not None else key
-                if owner != key:
-                    # Its key's earlier events go first. Then this event is looked at
-                    # again, from the top: that batch may have failed one of them.
-                    if not self._run(self.open[owner]):
-                        self.position = index
-                        return False
-                    continue
-                if event.key is not None:
-                    batch_of_key[event.key] = key
-            current = self.open.get(key) or self._open(key)
-            current.seqs.append(seq)
-            current.events.append(event)
-            current.attempts.append(attempt)
-            index += 1
-            if len(current.seqs) >= size and not self._run(current):
-                self.position = index
-                return False
-        self.position = index
-        return True
+        if batch_key is not None:
+            try:
+                key = batch_key(event)
+                hash(key)
+            except Exception as exc:
+                self.position = index + 1
+                return self._failed(batch.seqs[index], event, batch.attempts[index], exc)
+            batch_of_key = self.batch_of_key
+            owner = batch_of_key.get(event.key, key) if event.key is not None else key
+            if owner != key:
+                # Its key's earlier events go first. Then this event is looked at
+                # again, from the top: that batch may have failed one of them.
+                return self._run(self.open[owner])
+            if event.key is not None:
+                batch_of_key[event.key] = key
+        current = self.open.get(key) or self._open(key)
+        current.seqs.append(batch.seqs[index])
+        current.events.append(event)
+        current.attempts.append(batch.attempts[index])
+        self.position = index + 1
+        return len(current.seqs) < self.batching.size or self._run(current)
 
     def _open(self, key: Hashable) -> _Open:
         opened = self.open[key] = _Open(key, self.actor_clock.monotonic() + self.batching.timeout)

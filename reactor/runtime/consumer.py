@@ -303,60 +303,70 @@ class ConsumerActor(ReactorActor):
 
     def _handle_items(self, batch: Deliver) -> bool:
         """Handle ``batch`` from ``self.position``; False if it stopped part way."""
+        if self.holds:
+            self._expire_holds(batch)
+        return self._walk(batch)
+
+    def _walk(self, batch: Deliver) -> bool:
+        """Admit ``batch``'s items in order from ``self.position``, taking each event.
+
+        :meth:`_take` moves ``position`` past what it took (a batch consumer's may leave
+        it, to look at the item again) and says whether to go on.
+
+        Returns:
+            False if it stopped part way (a pause, or a stop request).
+        """
+        admit = self._admit
+        take = self._take
+        seqs = batch.seqs
+        items = batch.events
+        end = len(seqs)
+        while (index := self.position) < end:
+            if self.actor_stopping:
+                return False  # the rest stay with the channel and go to the next incarnation
+            event = admit(seqs[index], items[index])
+            if event is None:
+                self.position = index + 1
+            elif not take(batch, index, event):
+                return False
+        return True
+
+    def _take(self, batch: Deliver, index: int, event: Event) -> bool:
+        """Handle ``event``, item ``index`` of ``batch``; False if the consumer pauses or stops."""
         runtime = self.runtime
         counters = self.actor_counters
         handle = self.handle
         assert handle is not None
-        if self.holds:
-            self._expire_holds(batch)
+        seq = batch.seqs[index]
         # One clock read before and one after each handler call: the watchdog's start
         # time and the latency both come from the actor's clock.
-        monotonic = self.actor_clock.monotonic
-        epoch = self.epoch
-        admit = self._admit
-        seqs = batch.seqs
-        items = batch.events
-        index = self.position
-        end = len(seqs)
-        while index < end:
-            if self.actor_stopping:
-                self.position = index
-                return False  # the rest stay with the channel and go to the next incarnation
-            seq = seqs[index]
-            event = admit(seq, items[index])
-            index += 1
-            if event is None:
-                continue
-            started = monotonic()
-            mine = counters.current = (epoch, seq, started)
-            handling.current = (runtime, batch, index - 1)
-            try:
-                result = handle(event)
-                outputs = as_events(event, result, runtime.name) if result is not None else ()
-                if outputs and not self.actor_fenced:
-                    self._publish(outputs)
-            except _Stopping:
-                _clear(counters, mine)
-                self.position = index - 1
-                return False  # not a failure: the event goes back to the channel unacked
-            except Exception as exc:
-                if self.actor_fenced:
-                    raise  # abandoned: the supervisor already settled this event
-                _clear(counters, mine)
-                self.position = index
-                if not self._failed(seq, event, batch.attempts[index - 1], exc):
-                    return False
-                continue
-            finally:
-                handling.current = None
+        started = self.actor_clock.monotonic()
+        mine = counters.current = (self.epoch, seq, started)
+        handling.current = (runtime, batch, index)
+        try:
+            result = handle(event)
+            outputs = as_events(event, result, runtime.name) if result is not None else ()
+            if outputs and not self.actor_fenced:
+                self._publish(outputs)
+        except _Stopping:
+            _clear(counters, mine)
+            return False  # not a failure: the event goes back to the channel unacked
+        except Exception as exc:
             if self.actor_fenced:
-                # Abandoned while it ran: the event was given back and a new incarnation
-                # owns the counters; this late result must change nothing.
-                raise _Abandoned
-            if counters.current is mine:  # (what _clear does, without the call)
-                counters.current = None
-            self._succeeded(seq, event, batch.attempts[index - 1], started)
-        self.position = index
+                raise  # abandoned: the supervisor already settled this event
+            _clear(counters, mine)
+            self.position = index + 1
+            return self._failed(seq, event, batch.attempts[index], exc)
+        finally:
+            handling.current = None
+        if self.actor_fenced:
+            # Abandoned while it ran: the event was given back and a new incarnation
+            # owns the counters; this late result must change nothing.
+            raise _Abandoned
+        if counters.current is mine:  # (what _clear does, without the call)
+            counters.current = None
+        self.position = index + 1
+        self._succeeded(seq, event, batch.attempts[index], started)
         return True
 
     def _admit(self, seq: int, item: Event | Encoded) -> Event | None:
