@@ -71,18 +71,9 @@ from reactor.actors.address import Address
 from reactor.actors.base import ActorContext, ReactorActor
 from reactor.actors.counters import ActorCounters
 from reactor.channels.dedup import DedupWindow
+from reactor.channels.member import MemberLink
 from reactor.errors import ConsumerFailing, DecodeError
-from reactor.messages.control import (
-    Ack,
-    Deliver,
-    Encoded,
-    ErrorInfo,
-    Join,
-    Leave,
-    Nack,
-    Release,
-    Tick,
-)
+from reactor.messages.control import Deliver, Encoded, ErrorInfo, Tick
 from reactor.messages.event import REPLY_TO, Event
 from reactor.runtime.handling import Delivery, as_events, current_delivery, handling
 from reactor.runtime.router import Router
@@ -151,6 +142,11 @@ class ConsumerRuntime:
     fresh_failures: int = 0  # of those, first attempts: the sign the consumer is broken
     last_success: float | None = None  # clock time of the last handled event
     last_error: ErrorInfo | None = None
+    link: MemberLink = attrs.field(init=False)  # how it talks to its channel
+
+    @link.default
+    def _link(self) -> MemberLink:
+        return MemberLink(self.channel_address, self.group, self.member)
 
     def start(self, context: ActorContext) -> ReactorActor:
         return (self.actor or ConsumerActor).spawn(context, self)
@@ -178,13 +174,11 @@ class ConsumerRuntime:
         error = ErrorInfo(
             "HandlerTimeout", f"handler of consumer {self.name!r} did not return in time", ""
         )
-        self.channel_address.tell(
-            Nack(self.group, self.member, epoch, seq, error, self.name, delay=self.retry.min_s)
-        )
+        self.link.nack(epoch, seq, error, self.name, delay=self.retry.min_s)
 
     def leave(self) -> None:
         """Hand back everything this member holds; used when it is removed for good."""
-        self.channel_address.tell(Leave(self.group, self.member, 0))
+        self.link.leave()
 
 
 def _instantiate(handler: Any) -> Any:
@@ -237,9 +231,7 @@ class ConsumerActor(ReactorActor):
         # anything to this incarnation, and the first message it handles takes the
         # answer (see _joined). Waiting here would cost every start two thread
         # handoffs, and a supervisor starts its children one after the other.
-        self.joining = runtime.channel_address.ask_answer(
-            Join(runtime.group, runtime.member, self.actor_address, runtime.prefetch)
-        )
+        self.joining = runtime.link.join(self.actor_address, runtime.prefetch)
 
     def _joined(self) -> None:
         """Take the channel's answer to this incarnation's join: its epoch.
@@ -502,33 +494,17 @@ class ConsumerActor(ReactorActor):
         return False
 
     def _nack(self, seq: int, error: ErrorInfo, *, final: bool = False, delay: float = 0.0) -> None:
-        runtime = self.runtime
         self.nacks += 1
-        runtime.channel_address.tell(
-            Nack(
-                runtime.group,
-                runtime.member,
-                self.epoch,
-                seq,
-                error,
-                runtime.name,
-                final=final,
-                delay=delay,
-            )
-        )
+        self.runtime.link.nack(self.epoch, seq, error, self.runtime.name, final=final, delay=delay)
 
     def _flush(self) -> None:
         """Send the acks and releases gathered so far."""
-        runtime = self.runtime
+        link = self.runtime.link
         if self.acks:
-            runtime.channel_address.tell(
-                Ack(runtime.group, runtime.member, self.epoch, tuple(self.acks))
-            )
+            link.ack(self.epoch, tuple(self.acks))
             self.acks.clear()  # in place: the handling loop holds the list
         if self.released:
-            runtime.channel_address.tell(
-                Release(runtime.group, runtime.member, self.epoch, tuple(self.released))
-            )
+            link.release(self.epoch, tuple(self.released))
             self.released.clear()
 
     def _publish(self, outputs: Sequence[Event | Delayed]) -> None:
