@@ -52,6 +52,8 @@ __all__ = [
     "SupervisorDecl",
     "TopologyDecl",
     "builder_options",
+    "patterns_of",
+    "patterns_option",
 ]
 
 DEFAULT_STRATEGY = OneForOne()
@@ -109,12 +111,13 @@ def _as_patterns(value: Any) -> Any:
     return tuple(value)
 
 
-def _patterns(value: Any) -> tuple[Any, ...]:
+def patterns_of(value: Any) -> tuple[Any, ...]:
+    """A declared ``pattern`` as a tuple of patterns."""
     return value if isinstance(value, tuple) else (value,)
 
 
 def _check_patterns(value: Any) -> list[str]:
-    patterns = _patterns(value)
+    patterns = patterns_of(value)
     if not patterns:
         return ["needs at least one pattern"]
     problems = []
@@ -124,6 +127,18 @@ def _check_patterns(value: Any) -> list[str]:
         except InvalidTopicError as exc:
             problems.append(str(exc))
     return problems
+
+
+def patterns_option(doc: str) -> Any:
+    """The topic pattern(s) a declaration takes events of: one, or a list (kept as a tuple)."""
+    return option(
+        "#",
+        kind="custom",
+        toml="patterns",
+        converter=_as_patterns,
+        check=_check_patterns,
+        doc=doc,
+    )
 
 
 def _has(handler: Any, method: str) -> bool:
@@ -290,13 +305,8 @@ class ConsumerDecl:
 
     name: str
     channel: str = _string(doc="the channel to consume from")
-    pattern: str | tuple[str, ...] = option(
-        "#",
-        kind="custom",
-        toml="patterns",
-        converter=_as_patterns,
-        check=_check_patterns,
-        doc="topic pattern(s): `*` one word, `#` zero or more words",
+    pattern: str | tuple[str, ...] = patterns_option(
+        "topic pattern(s): `*` one word, `#` zero or more words"
     )
     handler: Any = _string(
         None,
@@ -392,7 +402,7 @@ class ConsumerDecl:
 
     @property
     def patterns(self) -> tuple[str, ...]:
-        return _patterns(self.pattern)
+        return patterns_of(self.pattern)
 
     @property
     def output_channel(self) -> str:

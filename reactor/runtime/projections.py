@@ -60,17 +60,23 @@ import collections
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from reactor.channels.backend import Checkpoint, KeepsCheckpoints, ReadsLog
-from reactor.errors import ImmutableMessageError, InvalidTopicError, NotDurableError
+from reactor.errors import ImmutableMessageError, NotDurableError
 from reactor.messages.freeze import FrozenDict, freeze
 from reactor.messages.jsonvalues import Unencodable, from_json, to_json
 from reactor.messages.topics import TopicPattern
-from reactor.runtime.declarations import ConsumerDecl, Problem, builder_options
+from reactor.runtime.declarations import (
+    ConsumerDecl,
+    Problem,
+    builder_options,
+    patterns_of,
+    patterns_option,
+)
 from reactor.runtime.handling import current_delivery
 from reactor.schema import option, problems_of
 from reactor.supervision.strategy import Retry
@@ -94,25 +100,6 @@ _WINDOW = 100_000
 _CLOSE_WAIT_S = 2.0
 
 Apply = Callable[[Any, "Event"], Any]
-
-
-def _as_patterns(value: Any) -> Any:
-    if isinstance(value, str) or not isinstance(value, Iterable):
-        return value
-    return tuple(value)
-
-
-def _check_patterns(value: Any) -> list[str]:
-    patterns = value if isinstance(value, tuple) else (value,)
-    if not patterns:
-        return ["needs at least one pattern"]
-    problems = []
-    for pattern in patterns:
-        try:
-            TopicPattern.compile(pattern)
-        except InvalidTopicError as exc:
-            problems.append(str(exc))
-    return problems
 
 
 def _check_apply(apply: Any) -> list[str]:
@@ -155,14 +142,7 @@ class ProjectionDecl:
         check=_check_apply,
         doc="`apply(state, event) -> new state`; it must not change `state` (it is frozen)",
     )
-    pattern: str | tuple[str, ...] = option(
-        "#",
-        kind="custom",
-        toml="patterns",
-        converter=_as_patterns,
-        check=_check_patterns,
-        doc="topic pattern(s) of the events it folds",
-    )
+    pattern: str | tuple[str, ...] = patterns_option("topic pattern(s) of the events it folds")
     initial: Any = option(
         kind="custom",
         toml="any",
@@ -197,7 +177,7 @@ class ProjectionDecl:
 
     @property
     def patterns(self) -> tuple[str, ...]:
-        return self.pattern if isinstance(self.pattern, tuple) else (self.pattern,)
+        return patterns_of(self.pattern)
 
     def consumer(self, handler: Any) -> ConsumerDecl:
         """The consumer that feeds this projection: its name and group, ``handler`` folding."""
