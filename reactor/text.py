@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["did_you_mean", "printable", "redact_url"]
+__all__ = ["did_you_mean", "names_or_none", "printable", "redact_url"]
 
 # C0 controls except tab and newline, DEL, and the C1 range (0x9b is a one-byte CSI).
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -64,6 +64,11 @@ def redact_url(url: str) -> str:
     user, has_password, _ = credentials.partition(":")
     hidden = f"{user}:***" if has_password else "***"
     return urlunsplit((parts.scheme, f"{hidden}@{host}", parts.path, parts.query, parts.fragment))
+
+
+def names_or_none(names: Iterable[str]) -> str:
+    """``names`` sorted and comma-separated, or ``"none"``: what there is, for an error message."""
+    return ", ".join(sorted(names)) or "none"
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

@@ -19,6 +19,7 @@ from reactor.actors.address import Address
 from reactor.channels.gate import CapacityGate, Overflow
 from reactor.errors import UnknownDeadLetterError, UnknownGroupError
 from reactor.messages.freeze import FrozenDict
+from reactor.text import names_or_none
 
 if TYPE_CHECKING:
     from reactor.actors.base import ActorContext, ReactorActor
@@ -308,7 +309,7 @@ def check_letter_group(config: ChannelConfig, group: str | None) -> None:
     """
     if group is None or any(spec.name == group for spec in config.groups):
         return
-    known = ", ".join(sorted(spec.name for spec in config.groups)) or "none"
+    known = names_or_none(spec.name for spec in config.groups)
     raise UnknownGroupError(
         f"channel {config.name!r} has no group {group!r} (groups: {known}); "
         "name a consumer group declared on this channel"

@@ -37,7 +37,7 @@ from reactor.messages.freeze import thaw
 from reactor.runtime.serve import ExitCode
 from reactor.runtime.system import System
 from reactor.runtime.topology import Topology
-from reactor.text import printable
+from reactor.text import names_or_none, printable
 
 __all__ = ["ACTIONS", "add_parser", "run"]
 
@@ -97,10 +97,9 @@ def _channels(topology: Topology, channel: str | None, ids: list[str] | None) ->
     if channel is not None:
         decl = topology.channels.get(channel)
         if decl is None:
-            known = ", ".join(sorted(topology.channels)) or "none"
             raise UsageError(
                 f"reactor dead-letters: topology {topology.name!r} has no channel {channel!r} "
-                f"(channels: {known}); pass one of them to --channel"
+                f"(channels: {names_or_none(topology.channels)}); pass one of them to --channel"
             )
         if _in_memory(decl.backend):
             raise UsageError(

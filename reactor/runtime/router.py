@@ -19,7 +19,7 @@ from reactor.errors import BackpressureTimeout, ChannelFull, NotAnEventError, Un
 from reactor.messages import lifecycle
 from reactor.messages.event import REPLY_TO, Event
 from reactor.runtime.replies import Replies
-from reactor.text import did_you_mean
+from reactor.text import did_you_mean, names_or_none
 
 __all__ = ["Router"]
 
@@ -73,11 +73,10 @@ class Router:
                     f"subscribe to dead letters with channel={lifecycle.SYSTEM_CHANNEL!r}, "
                     f"pattern={lifecycle.DEADLETTER!r}"
                 )
-            known = ", ".join(sorted(self.channels)) or "none"
             raise UnknownChannelError(
                 f"no channel named {name!r} in this system{did_you_mean(name, self.channels)} "
-                f"(channels: {known}); publish to one of them, or declare it with "
-                "topology.channel()"
+                f"(channels: {names_or_none(self.channels)}); publish to one of them, or "
+                "declare it with topology.channel()"
             )
         return channel
 

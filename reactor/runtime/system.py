@@ -51,7 +51,7 @@ from reactor.runtime.router import Router
 from reactor.runtime.scheduling import due_time
 from reactor.runtime.serve import serve
 from reactor.supervision.supervisor import StopChildren, Supervisor
-from reactor.text import did_you_mean, redact_url
+from reactor.text import did_you_mean, names_or_none, redact_url
 
 if TYPE_CHECKING:
     from reactor.runtime.topology import Topology
@@ -379,10 +379,10 @@ class System:
     def _projection(self, name: str) -> Projection:
         projection = self._projections.get(name)
         if projection is None:
-            known = ", ".join(sorted(self._projections)) or "none"
             raise UnknownProjectionError(
                 f"system {self.name!r} has no projection {name!r}"
-                f"{did_you_mean(name, self._projections)} (projections: {known})"
+                f"{did_you_mean(name, self._projections)} "
+                f"(projections: {names_or_none(self._projections)})"
             )
         return projection
 

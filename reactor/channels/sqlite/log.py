@@ -39,6 +39,7 @@ from reactor.messages.codecs import JsonCodec
 from reactor.messages.control import Deliver, Encoded, decoded
 from reactor.messages.control import unreadable as unreadable_item
 from reactor.messages.event import Event
+from reactor.text import names_or_none
 
 __all__ = ["Appended", "Replay", "Retain", "SqliteLog"]
 
@@ -482,9 +483,9 @@ class SqliteLog(GroupLog):
     def replay(self, replay: Replay) -> int:
         group = self.groups.get(replay.group)
         if group is None:
-            known = ", ".join(sorted(self.groups)) or "none"
             raise UnknownGroupError(
-                f"channel {self.channel!r} has no group {replay.group!r} (groups: {known}); "
+                f"channel {self.channel!r} has no group {replay.group!r} "
+                f"(groups: {names_or_none(self.groups)}); "
                 "replay a group the topology declares on this channel"
             )
         position = self.position(replay.start, f"replay of group {group.name!r}")
