@@ -57,17 +57,7 @@ from reactor.actors.base import ActorContext, ReactorActor
 from reactor.errors import BatchFailed, ResultError
 from reactor.messages.control import Deliver, Encoded, ErrorInfo, Tick
 from reactor.messages.event import Event
-
-# The base's private helpers are this subclass's too: it ends a late handler, clears
-# what it works on and stops a blocked publish exactly as its base does.
-from reactor.runtime.consumer import (
-    ConsumerActor,
-    ConsumerRuntime,
-    _Abandoned,
-    _clear,
-    _Stopping,
-    logger,
-)
+from reactor.runtime.consumer import ConsumerActor, ConsumerRuntime, logger
 from reactor.runtime.scheduling import Delayed
 
 __all__ = ["BatchConsumerActor", "Batching", "batch_key_function", "batch_outputs"]
@@ -345,16 +335,14 @@ class BatchConsumerActor(ConsumerActor):
                 if event.key is not None and self.batch_of_key.get(event.key) == batch.key:
                     del self.batch_of_key[event.key]
         runtime = self.runtime
-        counters = self.actor_counters
-        monotonic = self.actor_clock.monotonic
         handle: Any = self.handle
         events = batch.events
         failed: Mapping[str, BaseException | str] = {}
-        started = monotonic()
-        mine = counters.current = (self.epoch, batch.seqs[0], started)
-        try:
+
+        def call(events: list[Event]) -> list[Event | Delayed]:
+            nonlocal failed
             try:
-                outputs = batch_outputs(handle(list(events)), runtime.name)
+                return batch_outputs(handle(events), runtime.name)
             except BatchFailed as exc:
                 failed = exc.failed
                 outputs = batch_outputs(exc.outputs, runtime.name)
@@ -365,19 +353,16 @@ class BatchConsumerActor(ConsumerActor):
                         f"event id(s) not in its batch: {', '.join(sorted(unknown))[:200]}; "
                         "name the failed events of the batch by their event.id"
                     ) from exc
-            if outputs and not self.actor_fenced:
-                self._publish(outputs)
-        except _Stopping:
-            _clear(counters, mine)
+                return outputs
+
+        ran = self._watched(batch.seqs[0], call, list(events))
+        if ran is None:
             return False  # not a failure: the batch goes back to the channel unacked
-        except Exception as exc:
-            if self.actor_fenced:
-                raise  # abandoned: the supervisor already settled what it was stuck on
-            failed = dict.fromkeys([event.id for event in events], exc)
-        if self.actor_fenced:
-            raise _Abandoned  # a late result of an abandoned incarnation changes nothing
-        _clear(counters, mine)
-        now = monotonic()
+        started, error = ran
+        if error is not None:
+            failed = dict.fromkeys([event.id for event in events], error)
+        now = self.actor_clock.monotonic()
+        counters = self.actor_counters
         counters.latency.record(now - started)
         counters.batches += 1
         return self._settle(batch, failed, now)

@@ -325,41 +325,68 @@ class ConsumerActor(ReactorActor):
 
     def _take(self, batch: Deliver, index: int, event: Event) -> bool:
         """Handle ``event``, item ``index`` of ``batch``; False if the consumer pauses or stops."""
-        runtime = self.runtime
-        counters = self.actor_counters
+        seq = batch.seqs[index]
+        handling.current = (self.runtime, batch, index)
+        try:
+            ran = self._watched(seq, self._outputs, event)
+        finally:
+            handling.current = None
+        if ran is None:
+            return False  # not a failure: the event goes back to the channel unacked
+        started, error = ran
+        self.position = index + 1
+        if error is not None:
+            return self._failed(seq, event, batch.attempts[index], error)
+        self._succeeded(seq, event, batch.attempts[index], started)
+        return True
+
+    def _outputs(self, event: Event) -> list[Event | Delayed]:
+        """The events to publish for what the handler returns for ``event``."""
         handle = self.handle
         assert handle is not None
-        seq = batch.seqs[index]
+        result = handle(event)
+        return as_events(event, result, self.runtime.name) if result is not None else []
+
+    def _watched(
+        self, seq: int, call: Callable[[Any], Sequence[Event | Delayed]], arg: Any
+    ) -> tuple[float, Exception | None] | None:
+        """Make the handler call ``call(arg)`` under the watchdog, then publish its outputs.
+
+        ``seq`` is what the supervisor's watchdog finds the actor working on (a batch's
+        first). The outputs are published before anything is acked, and not at all by
+        an incarnation abandoned meanwhile.
+
+        Returns:
+            None if a stop request cut the publish short (not a failure: what the call
+            took goes back to the channel unacked); else when the call started, on the
+            actor's clock, and what it raised (None: it returned).
+
+        Raises:
+            _Abandoned: the incarnation was abandoned while the call ran.
+        """
+        counters = self.actor_counters
         # One clock read before and one after each handler call: the watchdog's start
         # time and the latency both come from the actor's clock.
         started = self.actor_clock.monotonic()
         mine = counters.current = (self.epoch, seq, started)
-        handling.current = (runtime, batch, index)
+        error: Exception | None = None
         try:
-            result = handle(event)
-            outputs = as_events(event, result, runtime.name) if result is not None else ()
+            outputs = call(arg)
             if outputs and not self.actor_fenced:
                 self._publish(outputs)
         except _Stopping:
             _clear(counters, mine)
-            return False  # not a failure: the event goes back to the channel unacked
+            return None
         except Exception as exc:
             if self.actor_fenced:
-                raise  # abandoned: the supervisor already settled this event
-            _clear(counters, mine)
-            self.position = index + 1
-            return self._failed(seq, event, batch.attempts[index], exc)
-        finally:
-            handling.current = None
+                raise  # abandoned: the supervisor already settled what it was stuck on
+            error = exc
         if self.actor_fenced:
-            # Abandoned while it ran: the event was given back and a new incarnation
+            # Abandoned while it ran: what it held was given back and a new incarnation
             # owns the counters; this late result must change nothing.
             raise _Abandoned
-        if counters.current is mine:  # (what _clear does, without the call)
-            counters.current = None
-        self.position = index + 1
-        self._succeeded(seq, event, batch.attempts[index], started)
-        return True
+        _clear(counters, mine)
+        return started, error
 
     def _admit(self, seq: int, item: Event | Encoded) -> Event | None:
         """The event ``seq`` stands for, to handle; None if it is settled without a handler.
