@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import attrs
 
-__all__ = ["Option", "option", "options_of", "problems_of"]
+__all__ = ["Option", "count", "option", "options_of", "problems_of", "seconds"]
 
 Kind = Literal[
     "int",  # an integer (never a bool)
@@ -228,6 +228,16 @@ def option(
     return attrs.field(
         default=default, metadata={_KEY: spec}, converter=converter, validator=validator
     )
+
+
+def seconds(default: float | None, doc: str, **bounds: Any) -> Any:
+    """A duration in seconds; ``bounds`` as :func:`option` takes them (every duration has a max)."""
+    return option(default, kind="seconds", doc=doc, **bounds)
+
+
+def count(default: int, doc: str, **bounds: Any) -> Any:
+    """A positive whole number: a capacity, a batch or a number of attempts, members or looks."""
+    return option(default, kind="int", positive=True, doc=doc, **bounds)
 
 
 def options_of(cls: type) -> tuple[Option, ...]:

@@ -32,14 +32,14 @@ import attrs
 from reactor.errors import ChaosError, ChaosOutage
 from reactor.messages.event import Event
 from reactor.runtime.handling import current_delivery
-from reactor.schema import option
+from reactor.schema import option, seconds
 
 __all__ = ["Chaos", "ChaosHandler"]
 
 
 def _seconds(doc: str, *, max: float) -> Any:
     """A duration of chaos: off (0) by default, never negative, at most ``max`` seconds."""
-    return option(0.0, kind="seconds", min=0, max=max, doc=doc, strict=True)
+    return seconds(0.0, doc, min=0, max=max, strict=True)
 
 
 @attrs.frozen(slots=True)

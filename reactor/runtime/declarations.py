@@ -35,7 +35,7 @@ from reactor.messages.topics import TopicPattern, validate_topic
 from reactor.runtime.chaos import Chaos
 from reactor.runtime.handling import is_async
 from reactor.runtime.pool import PoolScaling
-from reactor.schema import Option, option, options_of, problems_of
+from reactor.schema import Option, count, option, options_of, problems_of, seconds
 from reactor.supervision.strategy import RESTART_TYPES, OneForOne, RestartType, Retry, Strategy
 from reactor.text import did_you_mean, redact_url
 
@@ -203,19 +203,9 @@ def _restart(default: RestartType, doc: str) -> Any:
     return option(default, kind="choice", choices=RESTART_TYPES, label="restart type", doc=doc)
 
 
-def _count(default: int, doc: str) -> Any:
-    """A positive whole number: a capacity, a batch or a number of attempts or members."""
-    return option(default, kind="int", positive=True, doc=doc)
-
-
 def _string(default: Any = attrs.NOTHING, *, doc: str, **extra: Any) -> Any:
     """A value a TOML file writes as a string: a name, a URL, a topic or a ``module:attr``."""
     return option(default, kind="custom", toml="str", doc=doc, **extra)
-
-
-def _seconds(default: float | None, doc: str, **bounds: Any) -> Any:
-    """A duration in seconds; ``bounds`` as :func:`~reactor.schema.option` takes them."""
-    return option(default, kind="seconds", doc=doc, **bounds)
 
 
 def _table(cls: Callable[[], Any], check: Callable[[Any], list[str]], doc: str) -> Any:
@@ -245,7 +235,7 @@ class ChannelDecl:
         check=_check_backend,
         doc="where the events live: `memory`, or a `sqlite://` or `redis://` URL",
     )
-    capacity: int = _count(10_000, "most published-but-unsettled events the channel holds")
+    capacity: int = count(10_000, "most published-but-unsettled events the channel holds")
     overflow: Overflow = option(
         "block",
         kind="choice",
@@ -253,7 +243,7 @@ class ChannelDecl:
         label="overflow policy",
         doc="what `publish` does at capacity",
     )
-    max_batch: int = _count(128, "most events delivered to a consumer in one message")
+    max_batch: int = count(128, "most events delivered to a consumer in one message")
 
     def __repr__(self) -> str:
         # A backend URL may carry a password; a repr ends up in logs and tracebacks.
@@ -276,7 +266,7 @@ class ProducerDecl:
     source: Any = _string(
         doc="an iterable (pulled until exhausted) or a callable polled every `interval`",
     )
-    interval: float | None = _seconds(
+    interval: float | None = seconds(
         None, "seconds between polls of a callable source", min=0, max=86_400, optional=True
     )
     rate: float | None = option(
@@ -293,7 +283,7 @@ class ProducerDecl:
         check=_field_or_callable("key"),
         doc="the event key: a callable `key(data)`, or a field of dict data",
     )
-    batch_size: int = _count(128, "most events published in one message")
+    batch_size: int = count(128, "most events published in one message")
     restart: RestartType = _restart(
         "transient", "restart type; `transient`: an exhausted source is done"
     )
@@ -320,11 +310,11 @@ class ConsumerDecl:
         optional=True,
         doc="consumer group (default: the name); members of a group compete for events",
     )
-    max_deliveries: int = _count(5, "attempts before a failing event goes to `$deadletter`")
+    max_deliveries: int = count(5, "attempts before a failing event goes to `$deadletter`")
     idempotent: bool = option(
         False, kind="bool", doc="skip events whose id this group already handled"
     )
-    dedup_window: int = _count(100_000, "how many handled ids `idempotent` remembers")
+    dedup_window: int = count(100_000, "how many handled ids `idempotent` remembers")
     restart: RestartType = _restart(
         "permanent", "restart after any exit (`permanent`), after a failure only, or never"
     )
@@ -333,15 +323,15 @@ class ConsumerDecl:
         optional=True,
         doc="channel for events the handler returns (default: `channel`)",
     )
-    prefetch: int = _count(256, "events the channel may hand this consumer ahead of time")
-    handler_timeout: float | None = _seconds(
+    prefetch: int = count(256, "events the channel may hand this consumer ahead of time")
+    handler_timeout: float | None = seconds(
         None,
         "seconds before a running handler counts as hung",
         positive=True,
         max=86_400,
         optional=True,
     )
-    shutdown_s: float = _seconds(
+    shutdown_s: float = seconds(
         5.0, "how long a stop of this consumer may take", positive=True, max=3600
     )
     start: str | int | datetime = option(
@@ -355,7 +345,7 @@ class ConsumerDecl:
         _check_retry,
         "when a failed event is tried again: a `reactor.Retry` (exponential delay with jitter)",
     )
-    failure_threshold: int = _count(
+    failure_threshold: int = count(
         10,
         "failures in a row, with no success between, after which the consumer itself "
         "counts as failed and is restarted",
@@ -383,7 +373,7 @@ class ConsumerDecl:
         doc="hand the handler up to this many events at once, `handle_batch(events)` "
         "(off: one at a time, `handle(event)`)",
     )
-    batch_timeout: float = _seconds(
+    batch_timeout: float = seconds(
         1.0,
         "seconds a partial batch waits, from its first event, before it is handled",
         positive=True,
@@ -418,7 +408,7 @@ class PoolDecl(ConsumerDecl):
 
     not_options: ClassVar[frozenset[str]] = frozenset({"restart"})
 
-    prefetch: int = _count(
+    prefetch: int = count(
         64,
         "events the channel may hand each member ahead of time (smaller than a "
         "consumer's 256, so a backlog is left for members added by scaling)",
@@ -429,7 +419,7 @@ class PoolDecl(ConsumerDecl):
         min=0,
         doc="members always running; 0: none while the group has nothing to do",
     )
-    max_size: int = _count(4, "most members, reached on backlog")
+    max_size: int = count(4, "most members, reached on backlog")
     scaling: PoolScaling = _table(
         PoolScaling, _check_scaling, "when the pool grows and shrinks: a `reactor.PoolScaling`"
     )

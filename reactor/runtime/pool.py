@@ -29,7 +29,7 @@ import attrs
 from reactor.actors.base import ActorContext
 from reactor.channels.backend import GroupMetrics
 from reactor.messages.control import Tick
-from reactor.schema import option
+from reactor.schema import count, seconds
 from reactor.supervision.supervisor import ChildSpec, Supervisor, SupervisorConfig
 
 __all__ = ["Pool", "PoolConfig", "PoolScaling"]
@@ -46,24 +46,17 @@ class PoolScaling:
     Checked with the rest of the topology by ``Topology.validate()``.
     """
 
-    interval_s: float = option(
-        0.25, kind="seconds", positive=True, max=3600, doc="how often the pool looks at its backlog"
+    interval_s: float = seconds(
+        0.25, "how often the pool looks at its backlog", positive=True, max=3600
     )
-    scale_up_backlog: int = option(
-        100, kind="int", positive=True, doc="backlog per member above which the pool grows"
-    )
-    up_after: int = option(
-        2, kind="int", positive=True, doc="looks in a row over the backlog to grow"
-    )
-    down_after: int = option(
-        8, kind="int", positive=True, doc="looks in a row without backlog to shrink"
-    )
-    idle_s: float = option(
+    scale_up_backlog: int = count(100, "backlog per member above which the pool grows")
+    up_after: int = count(2, "looks in a row over the backlog to grow")
+    down_after: int = count(8, "looks in a row without backlog to shrink")
+    idle_s: float = seconds(
         10.0,
-        kind="seconds",
+        "with `min_size = 0`: seconds with nothing to do before the last member leaves",
         min=0,
         max=86_400,
-        doc="with `min_size = 0`: seconds with nothing to do before the last member leaves",
     )
 
 

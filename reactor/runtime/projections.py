@@ -78,7 +78,7 @@ from reactor.runtime.declarations import (
     patterns_option,
 )
 from reactor.runtime.handling import current_delivery
-from reactor.schema import option, problems_of
+from reactor.schema import count, option, problems_of, seconds
 from reactor.supervision.strategy import Retry
 from reactor.text import did_you_mean
 
@@ -150,22 +150,14 @@ class ProjectionDecl:
         check=_check_initial,
         doc="the state before the first event (frozen; JSON-able to be checkpointed)",
     )
-    checkpoint_every: int = option(
-        100, kind="int", positive=True, doc="events folded between two checkpoints (durable logs)"
-    )
-    checkpoint_s: float = option(
+    checkpoint_every: int = count(100, "events folded between two checkpoints (durable logs)")
+    checkpoint_s: float = seconds(
         1.0,
-        kind="seconds",
+        "seconds after a checkpoint when the next fold writes one, however few events",
         positive=True,
         max=3600,
-        doc="seconds after a checkpoint when the next fold writes one, however few events",
     )
-    max_deliveries: int = option(
-        5,
-        kind="int",
-        positive=True,
-        doc="attempts before an event `apply` fails on is dead-lettered",
-    )
+    max_deliveries: int = count(5, "attempts before an event `apply` fails on is dead-lettered")
     retry: Retry = option(
         kind="custom",
         factory=Retry,

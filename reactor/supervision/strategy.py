@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 
 import attrs
 
-from reactor.schema import option
+from reactor.schema import option, seconds
 
 __all__ = [
     "RESTART_TYPES",
@@ -43,7 +43,7 @@ def _exponential(
 
 def _seconds(default: float, most: float, doc: str) -> Any:
     """A strict duration option from 0 to ``most`` seconds."""
-    return option(default, kind="seconds", min=0, max=most, strict=True, doc=doc)
+    return seconds(default, doc, min=0, max=most, strict=True)
 
 
 def _factor(default: float, most: float, doc: str) -> Any:
