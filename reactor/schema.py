@@ -235,7 +235,7 @@ def seconds(default: float | None, doc: str, **bounds: Any) -> Any:
     return option(default, kind="seconds", doc=doc, **bounds)
 
 
-def count(default: int, doc: str, **bounds: Any) -> Any:
+def count(default: int | None, doc: str, **bounds: Any) -> Any:
     """A positive whole number: a capacity, a batch or a number of attempts, members or looks."""
     return option(default, kind="int", positive=True, doc=doc, **bounds)
 

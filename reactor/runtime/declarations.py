@@ -350,12 +350,8 @@ class ConsumerDecl:
         "failures in a row, with no success between, after which the consumer itself "
         "counts as failed and is restarted",
     )
-    concurrency: int = option(
-        1,
-        kind="int",
-        positive=True,
-        max=10_000,
-        doc="events an `async def` handler runs at once (one key at a time, in order)",
+    concurrency: int = count(
+        1, "events an `async def` handler runs at once (one key at a time, in order)", max=10_000
     )
     chaos: Chaos | None = option(
         None,
@@ -365,13 +361,11 @@ class ConsumerDecl:
         check=_check_chaos,
         doc="failures, latency and an outage on purpose: a `reactor.Chaos` (demos, resilience tests)",
     )
-    batch_size: int | None = option(
+    batch_size: int | None = count(
         None,
-        kind="int",
-        positive=True,
-        optional=True,
-        doc="hand the handler up to this many events at once, `handle_batch(events)` "
+        "hand the handler up to this many events at once, `handle_batch(events)` "
         "(off: one at a time, `handle(event)`)",
+        optional=True,
     )
     batch_timeout: float = seconds(
         1.0,
