@@ -41,9 +41,8 @@ from reactor.channels.backend import (
     ChannelParts,
     ChannelServices,
     DeadLetter,
-    check_letter_group,
-    missing_letters,
 )
+from reactor.channels.deadletters import check_letter_group, missing_letters
 from reactor.channels.groups import Counters, Group, channel_stats
 from reactor.channels.routes import RouteCache
 from reactor.channels.scheduled import ScheduledArea

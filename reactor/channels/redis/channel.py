@@ -18,9 +18,8 @@ from reactor.channels.backend import (
     ChannelServices,
     Checkpoint,
     DeadLetter,
-    check_letter_group,
-    choose_letters,
 )
+from reactor.channels.deadletters import check_letter_group, choose_letters
 from reactor.channels.groups import channel_stats
 from reactor.channels.redis.client import (
     FIELD,

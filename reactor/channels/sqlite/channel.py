@@ -16,9 +16,8 @@ from reactor.channels.backend import (
     ChannelServices,
     Checkpoint,
     DeadLetter,
-    check_letter_group,
-    choose_letters,
 )
+from reactor.channels.deadletters import check_letter_group, choose_letters
 from reactor.channels.groups import channel_stats
 from reactor.channels.sqlite.dedup import DurableDedupWindow
 from reactor.channels.sqlite.file import open_store, release_store
