@@ -40,8 +40,8 @@ Invariants:
 * one timer per actor, armed for the oldest open batch's deadline: batches filled
   by size cost no timer each.
 
-One concept, so one module a little past 500 lines: how a consumer gathers, runs and
-settles batches.
+One concept, one module: how a consumer gathers, runs and settles batches (the walk
+over a delivery, admission and the watched handler call are its base's).
 
 Thread-safety: everything here belongs to the consumer actor's thread.
 """
