@@ -48,6 +48,7 @@ __all__ = [
     "LogStore",
     "open_store",
     "release_store",
+    "write_transaction",
 ]
 
 FORMAT = "reactor-sqlite-log"
@@ -133,6 +134,19 @@ CREATE INDEX IF NOT EXISTS reactor_scheduled_due ON reactor_scheduled(channel, d
 """
 
 
+@contextlib.contextmanager
+def write_transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction on ``db`` (autocommit mode): committed when the block ends,
+    rolled back if it raises. The caller holds the file's lock."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
 class LogStore:
     """One open log file: its lock, its writer connection and its channels.
 
@@ -162,15 +176,8 @@ class LogStore:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """``with store.transaction() as db:`` one write transaction under :attr:`lock`."""
-        with self.lock:
-            db = self.writer
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+        with self.lock, write_transaction(self.writer) as db:
+            yield db
 
     def write(self, statements: list[tuple[str, Any, bool]]) -> None:
         """Run ``(sql, parameters, many)`` statements as one transaction, in order.
@@ -368,8 +375,7 @@ def _upgrade_from_1(db: sqlite3.Connection) -> None:
     dead-letters them as before.
     """
     codec = JsonCodec()
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(db):
         db.execute("ALTER TABLE reactor_log ADD COLUMN key TEXT")
         after = (0, 0)  # (channel, seq): a page at a time, so memory stays bounded
         while True:
@@ -391,10 +397,6 @@ def _upgrade_from_1(db: sqlite3.Connection) -> None:
                     keys.append((key, channel, seq))
             db.executemany("UPDATE reactor_log SET key = ? WHERE channel = ? AND seq = ?", keys)
         db.execute("UPDATE reactor_meta SET value = '2' WHERE key = 'version'")
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
 
 
 def _upgrade_from_2(db: sqlite3.Connection, tables: set[str]) -> None:
@@ -402,8 +404,7 @@ def _upgrade_from_2(db: sqlite3.Connection, tables: set[str]) -> None:
 
     Letters stored before have no consumer ('') and time 0 (the epoch): nobody knows.
     """
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(db):
         if "reactor_deadletters" in tables:
             columns = {row[1] for row in db.execute("PRAGMA table_info(reactor_deadletters)")}
             if "consumer" not in columns:
@@ -415,7 +416,3 @@ def _upgrade_from_2(db: sqlite3.Connection, tables: set[str]) -> None:
                     "ALTER TABLE reactor_deadletters ADD COLUMN dead_at REAL NOT NULL DEFAULT 0"
                 )
         db.execute("UPDATE reactor_meta SET value = ? WHERE key = 'version'", (FORMAT_VERSION,))
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise

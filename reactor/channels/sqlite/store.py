@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 
 import attrs
 
-from reactor.channels.sqlite.file import LogStore
+from reactor.channels.sqlite.file import LogStore, write_transaction
 
 __all__ = ["ChannelStore", "DeadLetterRow", "Progress", "Row"]
 
@@ -194,22 +194,26 @@ class ChannelStore:
 
         The caller holds the file's lock.
         """
-        cid = self.id
-        db = self.file.writer
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            db.executemany(
-                "INSERT INTO reactor_log(channel, seq, appended, topic, key, body) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (cid, first + i, appended, topic, key, body)
-                    for i, (topic, key, body) in enumerate(rows)
-                ],
-            )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        with write_transaction(self.file.writer) as db:
+            self._log_rows(db, first, appended, rows)
+
+    def _log_rows(
+        self,
+        db: sqlite3.Connection,
+        first: int,
+        appended: float,
+        rows: Iterable[tuple[str, str | None, bytes]],
+    ) -> None:
+        """Insert ``(topic, key, body)`` rows into the log at offsets ``first ..``, in ``db``'s
+        open transaction."""
+        db.executemany(
+            "INSERT INTO reactor_log(channel, seq, appended, topic, key, body) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (self.id, first + i, appended, topic, key, body)
+                for i, (topic, key, body) in enumerate(rows)
+            ],
+        )
 
     def add_groups(self, positions: Sequence[tuple[str, int]]) -> None:
         """Record new groups at their ``(group, committed)`` starting watermark."""
@@ -317,26 +321,25 @@ class ChannelStore:
             return self.file.writer.execute(sql, parameters).fetchall()
 
     def count_dead_letters(self) -> int:
+        return self._count_rows("reactor_deadletters")
+
+    def _count_rows(self, table: str) -> int:
+        """How many rows of ``table`` (one of ours, never a user's text) are this channel's."""
         with self.file.lock:
             return int(
                 self.file.writer.execute(
-                    "SELECT count(*) FROM reactor_deadletters WHERE channel = ?", (self.id,)
+                    f"SELECT count(*) FROM {table} WHERE channel = ?", (self.id,)
                 ).fetchone()[0]
             )
 
     def delete_dead_letters(self, letters: Sequence[tuple[str, int]]) -> None:
         """Delete the ``(group, seq)`` letters; the caller holds the file's lock."""
         db = self.file.writer
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(db):
             db.executemany(
                 "DELETE FROM reactor_deadletters WHERE channel = ? AND grp = ? AND seq = ?",
                 [(self.id, g, seq) for g, seq in letters],
             )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     def redrive(
         self,
@@ -353,19 +356,11 @@ class ChannelStore:
         """
         cid = self.id
         db = self.file.writer
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(db):
             known = [
                 g for (g,) in db.execute("SELECT grp FROM reactor_groups WHERE channel = ?", (cid,))
             ]
-            db.executemany(
-                "INSERT INTO reactor_log(channel, seq, appended, topic, key, body) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (cid, first + i, appended, topic, key, body)
-                    for i, (_, topic, key, body, _) in enumerate(rows)
-                ],
-            )
+            self._log_rows(db, first, appended, [(t, k, b) for _, t, k, b, _ in rows])
             db.executemany(
                 "INSERT OR REPLACE INTO reactor_pending(channel, grp, seq, attempts) "
                 "VALUES (?, ?, ?, -1)",
@@ -380,21 +375,12 @@ class ChannelStore:
                 "DELETE FROM reactor_deadletters WHERE channel = ? AND grp = ? AND seq = ?",
                 [(cid, group, seq) for group, _, _, _, seq in rows],
             )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     # -- the scheduled area: delayed events, moved into the log when due ----------------
 
     def count_scheduled(self) -> int:
         """How many delayed events of this channel wait in the file."""
-        with self.file.lock:
-            return int(
-                self.file.writer.execute(
-                    "SELECT count(*) FROM reactor_scheduled WHERE channel = ?", (self.id,)
-                ).fetchone()[0]
-            )
+        return self._count_rows("reactor_scheduled")
 
     def schedule(self, due: float, rows: Sequence[tuple[str, str | None, bytes]]) -> None:
         """Store ``(topic, key, body)`` rows due at wall time ``due``, in one transaction.
@@ -402,18 +388,12 @@ class ChannelStore:
         The caller holds the file's lock.
         """
         cid = self.id
-        db = self.file.writer
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(self.file.writer) as db:
             db.executemany(
                 "INSERT INTO reactor_scheduled(channel, due, topic, key, body) "
                 "VALUES (?, ?, ?, ?, ?)",
                 [(cid, due, topic, key, body) for topic, key, body in rows],
             )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     def release_due(
         self, now: float, first: int, appended: float, limit: int
@@ -429,32 +409,20 @@ class ChannelStore:
         """
         cid = self.id
         db = self.file.writer
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(db):
             due = db.execute(
                 "SELECT id, topic, key, body FROM reactor_scheduled "
                 "WHERE channel = ? AND due <= ? ORDER BY due, id LIMIT ?",
                 (cid, now, limit),
             ).fetchall()
             if due:
-                db.executemany(
-                    "INSERT INTO reactor_log(channel, seq, appended, topic, key, body) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    [
-                        (cid, first + i, appended, topic, key, body)
-                        for i, (_, topic, key, body) in enumerate(due)
-                    ],
-                )
+                self._log_rows(db, first, appended, [(t, k, b) for _, t, k, b in due])
                 db.executemany(
                     "DELETE FROM reactor_scheduled WHERE id = ?", [(row[0],) for row in due]
                 )
             after = db.execute(
                 "SELECT min(due) FROM reactor_scheduled WHERE channel = ?", (cid,)
             ).fetchone()[0]
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         rows = [(topic, key, bytes(body)) for _, topic, key, body in due]
         return rows, None if after is None else float(after)
 
