@@ -285,7 +285,13 @@ class RedisLog(GroupLog):
         if moved:
             with self.lock:
                 self.counters.published += moved
-            self.monitor.wake()  # the gate counts them from the stream
+            try:
+                # The gate counts them from the stream: at once, before any is delivered
+                # (this thread hands out the deliveries), so wait_idle waits for them.
+                self.monitor.sync()
+            except Exception as exc:
+                self.link.guard(exc)
+                self.monitor.wake()
         return now if moved == _RELEASE_BATCH else after
 
     # -- writing -------------------------------------------------------------------------
