@@ -10,15 +10,21 @@ an early release would have happened by then.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from redis_support import RedisServer
+from rich.console import Console
 
 import reactor
 from reactor import Delayed, Event, ScheduleError, Topology
+from reactor.faces.dashboard import Dashboard
+from reactor.faces.export import prometheus_text
 from reactor.testing import FakeClock, Recorder, wait_for
 
 TIMEOUT = 30.0
@@ -308,3 +314,92 @@ def test_async_publish_takes_delay_and_at() -> None:
             assert topics(recorder) == ["at", "later"]
 
     asyncio.run(main())
+
+
+def test_the_dashboard_and_the_metrics_export_show_how_many_are_scheduled(backend: str) -> None:
+    clock = FakeClock(wall=WALL)
+    with shop(backend, Recorder()).start(clock=clock) as system:
+        system.publish_many("jobs", [Event.create("a"), Event.create("b")], delay=60)
+        system.publish("jobs", "c", delay=120)
+        metrics = system.metrics()
+        assert metrics.channel("jobs").scheduled == 3
+        assert 'reactor_channel_scheduled{system="delayed",channel="jobs"} 3' in prometheus_text(
+            metrics
+        )
+        console = Console(record=True, width=140, file=io.StringIO(), color_system=None)
+        dashboard = Dashboard(system)
+        dashboard.console = console
+        console.print(dashboard.render(metrics))
+        lines = console.export_text().splitlines()
+        header = next(line for line in lines if "later" in line)
+        row = next(line for line in lines if line.startswith("jobs "))
+        # The "later" column of the channel's row holds the count.
+        start = header.index("later")
+        assert row[start : start + len("later")].split() == ["3"]
+
+
+def test_a_batch_handler_returns_delayed_events_too() -> None:
+    clock = FakeClock(wall=WALL)
+    later = Recorder()
+
+    def store(events: list[Event]) -> list[Delayed]:
+        return [Delayed(e.derive("job.check", e.data), delay=30) for e in events]
+
+    topo = Topology("batches")
+    topo.channel("jobs")
+    topo.consumer("store", store, channel="jobs", pattern="job.run", batch_size=3)
+    topo.consumer("check", later, channel="jobs", pattern="job.check")
+    with topo.start(clock=clock) as system:
+        system.publish_many("jobs", [Event.create("job.run", {"n": n}) for n in range(3)])
+        wait_for(lambda: scheduled(system) == 3, TIMEOUT, message="3 scheduled")
+        system.wait_idle(TIMEOUT)
+        assert len(later) == 0
+        advance_until(clock, lambda: len(later) == 3, 30)
+        assert later.data() == [{"n": 0}, {"n": 1}, {"n": 2}]
+
+
+def test_a_handler_scheduling_into_a_full_memory_area_fails_its_event_for_a_retry() -> None:
+    clock = FakeClock(wall=WALL)
+    tries = Recorder()
+
+    def remind(event: Event) -> Delayed:
+        tries(event)
+        return Delayed(event.derive("reminder"), delay=60)
+
+    topo = Topology("full")
+    topo.channel("jobs", capacity=1)
+    # The retry comes only after "other" is due, whatever order the timers' ticks are
+    # handled in, so the retry is known to find room.
+    retry = reactor.Retry(min_s=1000, max_s=1000, jitter=0)
+    topo.consumer("remind", remind, channel="jobs", pattern="job", retry=retry)
+    with topo.start(clock=clock) as system:
+        system.publish("jobs", "other", delay=600)  # fills the area (capacity 1)
+        system.publish("jobs", "job")
+        wait_for(
+            lambda: system.metrics().group("jobs", "remind").nacked >= 1,
+            TIMEOUT,
+            message="the event whose Delayed found no room failed",
+        )
+        assert scheduled(system) == 1
+        # Once "other" is due the area has room: the retry schedules its reminder.
+        advance_until(clock, lambda: scheduled(system) == 0, 600)
+        advance_until(clock, lambda: len(tries) == 2, 400)
+        system.wait_idle(TIMEOUT)
+        assert scheduled(system) == 1
+        assert system.metrics().group("jobs", "remind").acked == 1
+
+
+def test_redis_retention_applies_to_released_events(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    clock = FakeClock(wall=WALL)
+    recorder = Recorder()
+    topo = Topology("retention")
+    topo.channel("jobs", backend=f"{redis_url}&maxlen=2")
+    topo.consumer("worker", recorder, channel="jobs", pattern="handled")
+    with topo.start(clock=clock) as system:
+        system.publish_many("jobs", [Event.create("kept", {"n": n}) for n in range(5)], delay=5)
+        advance_until(clock, lambda: scheduled(system) == 0, 5)
+        prefix = parse_qs(urlsplit(redis_url).query)["prefix"][0]
+        with redis_server.client() as client:
+            assert client.xlen(f"{prefix}:jobs") == 2  # MAXLEN, exact: as a publish trims

@@ -28,6 +28,9 @@ of the injected clock), has the backend move what is due into the channel
 The actor looks once as it starts, so what fell due while no process ran enters
 at once, and what is not due yet waits for its time.
 
+One concept, so one module despite its length: the protocol every backend's
+channel actor speaks.
+
 Thread-safety: everything here runs on the channel actor's thread.
 """
 

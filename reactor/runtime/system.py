@@ -569,7 +569,8 @@ class System:
 
         Producers polling a callable never finish, so they are not waited for: only
         what they already published is. With ``producers=False`` finite producers
-        are not waited for either.
+        are not waited for either. Delayed events not yet due (``publish(delay=)``)
+        are not waited for; once due, they are like any event.
 
         Raises:
             IdleTimeout: still busy after ``timeout`` seconds; names what is busy.
@@ -636,7 +637,9 @@ class System:
         """Stop producers, drain what is in flight, then stop consumers and channels.
 
         Always returns within ``timeout`` seconds. With ``drain=False`` in-flight
-        events are not waited for. A handler still running at the deadline is
+        events are not waited for. Delayed events not yet due are not drained: a
+        durable channel keeps them stored for the next start, a memory channel
+        loses them (logged as a warning with their count). A handler still running at the deadline is
         abandoned (threads cannot be killed): its thread ends when it returns.
 
         Called while another thread is stopping the system, it waits for that stop

@@ -6,7 +6,6 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Collection
-from typing import Any
 
 import attrs
 
@@ -127,20 +126,9 @@ class RedisChannel(GroupChannel[RedisLog]):
         return len(entries)
 
     def _write(self, entries: list[dict[bytes, bytes]]) -> None:
-        options = self.options
+        client = self.client
         clock = self.link.clock
-        trim: dict[str, Any] = {}
-        if options.maxlen is not None:
-            trim = {"maxlen": options.maxlen, "approximate": options.approximate}
-
-        def add() -> None:
-            nonlocal trim
-            if options.maxage_s is not None:
-                minid = f"{int((clock.wall() - options.maxage_s) * 1000)}-0"
-                trim = {"minid": minid, "approximate": options.approximate}
-            self.client.add(entries, trim)
-
-        self._retrying(add)
+        self._retrying(lambda: client.add(entries, client.trim(clock.wall())))
 
     def _retrying(self, write: Callable[[], object]) -> None:
         """Run ``write`` (to Redis), retrying through an outage for ``publish_timeout``.

@@ -92,17 +92,21 @@ return redis.call('ZCARD', KEYS[1])
 # Moves up to ARGV[2] members due at ARGV[1] (earliest first) into the stream, and out
 # of the set and hash, atomically: with several processes on one stream, each due
 # event is added to the stream exactly once. ARGV[3..5]: the entry's field names.
+# ARGV[6..]: the XADD's retention arguments (MAXLEN/MINID, ~/=, threshold), or none.
 # KEYS: the set, the hash, the stream. Returns {moved, next due or false, left}.
 _RELEASE_SCRIPT = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, m in ipairs(due) do
   local f = redis.call('HMGET', KEYS[2], m, m .. ':t', m .. ':k')
   if f[1] then
+    local args = {KEYS[3]}
+    for i = 6, #ARGV do table.insert(args, ARGV[i]) end
+    for _, v in ipairs({'*', ARGV[3], f[1], ARGV[4], f[2]}) do table.insert(args, v) end
     if f[3] and string.len(f[3]) > 0 then
-      redis.call('XADD', KEYS[3], '*', ARGV[3], f[1], ARGV[4], f[2], ARGV[5], string.sub(f[3], 2))
-    else
-      redis.call('XADD', KEYS[3], '*', ARGV[3], f[1], ARGV[4], f[2])
+      table.insert(args, ARGV[5])
+      table.insert(args, string.sub(f[3], 2))
     end
+    redis.call('XADD', unpack(args))
   end
   redis.call('ZREM', KEYS[1], m)
   redis.call('HDEL', KEYS[2], m, m .. ':t', m .. ':k')
@@ -217,6 +221,16 @@ class RedisClient:
                 if "BUSYGROUP" not in str(exc):
                     raise
 
+    def trim(self, wall: float) -> dict[str, Any]:
+        """The retention arguments of an ``XADD`` at wall time ``wall`` (MAXLEN or MINID)."""
+        options = self.options
+        if options.maxage_s is not None:
+            minid = f"{int((wall - options.maxage_s) * 1000)}-0"
+            return {"minid": minid, "approximate": options.approximate}
+        if options.maxlen is not None:
+            return {"maxlen": options.maxlen, "approximate": options.approximate}
+        return {}
+
     def add(self, entries: Sequence[dict[bytes, bytes]], trim: Mapping[str, Any]) -> None:
         """XADD ``entries`` in one pipeline, each with the ``trim`` arguments (MAXLEN/MINID)."""
         pipe = self._redis.pipeline(transaction=False)
@@ -293,9 +307,14 @@ class RedisClient:
             ``(moved, earliest due time left or None, how many are left)``.
         """
         zset, events = self.scheduled_keys
+        trim: list[Any] = []
+        retention = self.trim(now)
+        for name in ("minid", "maxlen"):
+            if name in retention:
+                trim = [name.upper(), "~" if retention["approximate"] else "=", retention[name]]
         moved, after, left = self._release(
             keys=[zset, events, self.stream],
-            args=[repr(float(now)), limit, FIELD, TOPIC_FIELD, KEY_FIELD],
+            args=[repr(float(now)), limit, FIELD, TOPIC_FIELD, KEY_FIELD, *trim],
         )
         return int(moved), None if after is None else float(after), int(left)
 
