@@ -32,6 +32,7 @@ __all__ = [
     "RedisUnavailable",
     "ResultError",
     "ScheduleError",
+    "SagaStuck",
     "SupervisorEscalation",
     "SystemStoppedError",
     "TopologyError",
@@ -40,6 +41,7 @@ __all__ = [
     "UnknownDeadLetterError",
     "UnknownGroupError",
     "UnknownProjectionError",
+    "UnknownSagaError",
     "UsageError",
     "ChaosError",
     "ChaosOutage",
@@ -270,3 +272,15 @@ class BatchFailed(ReactorError, RuntimeError):
         self.failed: dict[str, BaseException | str] = dict(failed)
         self.outputs: Any = outputs
         super().__init__(f"{len(self.failed)} event(s) of the batch failed")
+
+
+class UnknownSagaError(ReactorError, LookupError):
+    """No saga of that name is declared in the topology."""
+
+
+class SagaStuck(ReactorError, RuntimeError):
+    """A saga's compensation failed every attempt: the saga is ``stuck`` and dead-lettered.
+
+    The type named by its dead letter (``error_type``); the letter's data names the
+    saga, the instance and the step.
+    """

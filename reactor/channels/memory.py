@@ -45,6 +45,7 @@ from reactor.channels.backend import (
 from reactor.channels.deadletters import check_letter_group, missing_letters
 from reactor.channels.groups import Counters, Group, channel_stats
 from reactor.channels.routes import RouteCache
+from reactor.channels.sagas import MemorySagaStore
 from reactor.channels.scheduled import ScheduledArea
 from reactor.clock import Clock
 from reactor.messages import lifecycle
@@ -386,12 +387,17 @@ class MemoryChannel(GroupChannel[_MemoryLog]):
     def __init__(self, config: ChannelConfig, services: ChannelServices) -> None:
         super().__init__(config, services)
         self.log = _MemoryLog(self.parts)
+        self._sagas: dict[str, MemorySagaStore] = {}
 
     def send(self, events: tuple[Event, ...]) -> None:
         self.log.send(events)
 
     def schedule(self, events: tuple[Event, ...], due: float, timeout: float | None) -> int:
         return self.log.schedule(events, due, timeout)
+
+    def saga_store(self, saga: str) -> MemorySagaStore:
+        """The instances of ``saga`` (whose channel this is), in this process."""
+        return self._sagas.setdefault(saga, MemorySagaStore())
 
     def stats(self) -> ChannelMetrics:
         groups = tuple(g.stats(backlog=g.queued()) for g in list(self.log.groups.values()))

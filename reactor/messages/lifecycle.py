@@ -18,6 +18,11 @@ __all__ = [
     "DRAIN_ABANDONED",
     "EVENT_DROPPED",
     "RETENTION_FORCED",
+    "SAGA_COMPENSATED",
+    "SAGA_COMPLETED",
+    "SAGA_RESENT",
+    "SAGA_STARTED",
+    "SAGA_STUCK",
     "SUPERVISOR_ESCALATED",
     "SYSTEM_CHANNEL",
     "dead_letter",
@@ -25,6 +30,7 @@ __all__ = [
     "dropped",
     "lifecycle",
     "retention_forced",
+    "saga_event",
     "reports_on_system",
 ]
 
@@ -42,6 +48,13 @@ RETENTION_FORCED = "$system.retention.forced"
 CHANNEL_DISCONNECTED = "$system.channel.disconnected"
 CHANNEL_RECONNECTED = "$system.channel.reconnected"
 DRAIN_ABANDONED = "$system.drain.abandoned"
+# A saga instance started, ended (completed, compensated, stuck), or sent a command (or
+# ran a function) again after a restart found it recorded but not known to be done.
+SAGA_STARTED = "$system.saga.started"
+SAGA_COMPLETED = "$system.saga.completed"
+SAGA_COMPENSATED = "$system.saga.compensated"
+SAGA_STUCK = "$system.saga.stuck"
+SAGA_RESENT = "$system.saga.resent"
 DEADLETTER = "$deadletter"
 
 
@@ -59,8 +72,11 @@ def dead_letter(
     consumer: str,
     group: str,
     channel: str,
+    **extra: Any,
 ) -> Event:
     """The ``$deadletter`` event for what a channel holds, which failed ``attempts`` times.
+
+    ``extra`` adds fields (a stuck saga names its saga, instance and step).
 
     ``item`` is the event, or its stored form (decoded here). Stored bytes that
     are no event get a letter whose ``event`` is None, whose ``raw`` holds the
@@ -75,6 +91,7 @@ def dead_letter(
         "consumer": consumer,
         "group": group,
         "channel": channel,
+        **extra,
     }
     source = f"reactor/channel/{channel}"
     event = decoded(item)
@@ -116,6 +133,16 @@ def retention_forced(channel: str, group: str, count: int, **where: Any) -> Even
     ``where`` says which (``first`` and ``last`` offsets, or stream ``ids``).
     """
     return channel_event(RETENTION_FORCED, channel, group=group, count=count, **where)
+
+
+def saga_event(topic: str, saga: str, instance: str, **data: Any) -> Event:
+    """A ``$system.saga.*`` event about one instance (keyed by it); ``data`` adds fields."""
+    return Event.create(
+        topic,
+        {"saga": saga, "instance": instance, **data},
+        key=instance,
+        source=f"reactor/saga/{saga}",
+    )
 
 
 def reports_on_system(event: Event) -> bool:

@@ -19,6 +19,8 @@ import collections
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import attrs
+
 from reactor.actors.address import Address
 from reactor.actors.base import ActorContext, ReactorActor
 from reactor.actors.counters import ActorCounters
@@ -31,6 +33,7 @@ from reactor.channels.backend import (
 )
 from reactor.channels.dedup import DedupWindow
 from reactor.channels.registry import backend_for
+from reactor.channels.sagas import KeepsSagas, MemorySagaStore, SagaStore
 from reactor.clock import Clock
 from reactor.errors import SupervisorEscalation, TopologyError
 from reactor.messages import lifecycle
@@ -50,6 +53,8 @@ from reactor.runtime.pool import Pool, PoolConfig
 from reactor.runtime.producer import ProducerRuntime
 from reactor.runtime.projections import Projection
 from reactor.runtime.router import Router
+from reactor.runtime.sagadecl import SagaDecl, saga_consumer
+from reactor.runtime.sagas import SagaRunner
 from reactor.supervision.strategy import OneForOne
 from reactor.supervision.supervisor import ChildSpec, Supervisor, SupervisorConfig
 
@@ -128,6 +133,8 @@ class Assembly:
         self.producers: list[ProducerRuntime] = []
         self.channels: dict[str, Channel] = {}
         self._dedup: dict[tuple[str, str], DedupWindow] = {}
+        # Every saga's store (its channel's backend), opened with the channels.
+        self.sagas: dict[str, SagaStore] = {}
 
     def root(self, on_escalate: Callable[[SupervisorEscalation], None]) -> SupervisorConfig:
         """The ``$root`` supervisor's config, its children built; call after :meth:`open_channels`."""
@@ -159,7 +166,8 @@ class Assembly:
     def open_channels(self) -> dict[str, Channel]:
         """Open every declared channel and ``$system``; on a failure, close those opened."""
         groups: dict[str, dict[str, GroupSpec]] = collections.defaultdict(dict)
-        for decl in [*self._topology.consumers(), *self._projection_consumers()]:
+        consumers = [*self._topology.consumers(), *self._projection_consumers()]
+        for decl in consumers + self._saga_consumers():
             groups[decl.channel].setdefault(
                 decl.group_name,
                 GroupSpec(decl.group_name, decl.patterns, decl.max_deliveries, decl.start),
@@ -194,10 +202,44 @@ class Assembly:
                 channel.close()
             self.channels.clear()
             raise
+        for saga in self._topology.sagas.values():
+            channel = self.channels[saga.channel]
+            self.sagas[saga.name] = (
+                channel.saga_store(saga.name)
+                if isinstance(channel, KeepsSagas)
+                else MemorySagaStore()
+            )
         return self.channels
 
     def _projection_consumers(self) -> list[ConsumerDecl]:
         return [projection.decl.consumer(projection) for projection in self._projections.values()]
+
+    def _saga_consumers(self) -> list[ConsumerDecl]:
+        """The consumer that runs each saga: ``$saga.<name>`` on its channel, its handler
+        a :class:`SagaRunner` made when the consumer's spec is."""
+        return [
+            ConsumerDecl(
+                name=saga_consumer(saga.name),
+                channel=saga.channel,
+                pattern=saga.patterns(),
+                handler=None,
+                # The runner's own failures (a store or channel unreachable) are retried
+                # for a while; the saga's rules are its own (max_attempts, retry).
+                max_deliveries=20,
+            )
+            for saga in self._topology.sagas.values()
+        ]
+
+    def _saga_spec(self, saga: SagaDecl, decl: ConsumerDecl) -> ChildSpec:
+        runner = SagaRunner(
+            saga,
+            self.sagas[saga.name],
+            self._router,
+            clock=self._clock,
+            publish_system=self._publish_system,
+            seed=f"{self._seed}/{decl.name}" if self._seed is not None else None,
+        )
+        return self._member_spec(attrs.evolve(decl, handler=runner), decl.name, "$consumers")
 
     def _register(
         self,
@@ -258,11 +300,13 @@ class Assembly:
             d.name for d, _ in self._topology.walk()
         }
         known |= set(self._topology.projections)
+        known |= set(self._topology.sagas)
         unknown = sorted(self._only - known)
         if unknown:
             raise TopologyError(
                 [
-                    f"--only names {name!r}, which is not a consumer, pool, supervisor, producer or projection "
+                    f"--only names {name!r}, which is not a consumer, pool, supervisor, producer, "
+                    "projection or saga "
                     f"of topology {self._topology.name!r}"
                     for name in unknown
                 ],
@@ -292,6 +336,13 @@ class Assembly:
         for decl in extra:
             if self._selected(decl.name):
                 children.append(self._member_spec(decl, decl.name, node.name))
+        if node is self._topology.root:
+            sagas = zip(self._topology.sagas.values(), self._saga_consumers(), strict=True)
+            children += [
+                self._saga_spec(saga, decl)
+                for saga, decl in sagas
+                if selected or self._selected(saga.name)
+            ]
         return self._supervisor_spec(node.name, children, node.strategy, node.restart, parent)
 
     def _dedup_for(self, decl: ConsumerDecl) -> DedupWindow | None:

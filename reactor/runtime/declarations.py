@@ -35,6 +35,7 @@ from reactor.messages.topics import TopicPattern, validate_topic
 from reactor.runtime.chaos import Chaos
 from reactor.runtime.handling import is_async
 from reactor.runtime.pool import PoolScaling
+from reactor.runtime.sagadecl import SagaDecl, saga_problems
 from reactor.schema import Option, count, option, options_of, problems_of, seconds
 from reactor.supervision.strategy import RESTART_TYPES, OneForOne, RestartType, Retry, Strategy
 from reactor.text import did_you_mean, redact_url
@@ -65,7 +66,8 @@ class Problem:
 
     Attributes:
         what: the kind of declaration: ``channel``, ``producer``, ``consumer``,
-            ``pool``, ``supervisor`` or ``projection``.
+            ``pool``, ``supervisor``, ``projection`` or ``saga`` (a saga step's
+            option is field ``steps.<step>.<option>``).
         name: the declaration's name (as given, so possibly not a string).
         field: the option at fault, or ``None`` when the declaration as a whole is.
         text: the readable line, naming the declaration and what is wrong.
@@ -485,6 +487,7 @@ class TopologyDecl:
         self.producers: list[ProducerDecl] = []
         self.root = SupervisorDecl("$consumers", _default_strategy(strategy))
         self.source: str | None = None
+        self.sagas: dict[str, SagaDecl] = {}
         self._problems: list[Problem] = []  # found while declaring: a channel declared twice
         # Read models folded from channels (reactor.runtime.projections), by name.
         self.projections: dict[str, ProjectionDecl] = {}
@@ -504,6 +507,15 @@ class TopologyDecl:
             text = f"projection {decl.name!r} is declared twice"
             self._problems.append(Problem("projection", decl.name, None, text))
         self.projections[decl.name] = decl
+        return decl
+
+    def add_saga(self, decl: SagaDecl) -> SagaDecl:
+        """Add a saga declaration; a second one of the same name replaces the first."""
+        if decl.name in self.sagas:
+            self._problems.append(
+                Problem("saga", decl.name, None, f"saga {decl.name!r} is declared twice")
+            )
+        self.sagas[decl.name] = decl
         return decl
 
     # -- reading ---------------------------------------------------------------------
@@ -565,6 +577,11 @@ class TopologyDecl:
             taken.update((decl.name, what_of(decl)) for decl, _ in self.walk())
             for projection in self.projections.values():
                 problems += projection.problems(self, taken)
+        for saga in self.sagas.values():
+            problems += [
+                Problem("saga", saga.name, field, text)
+                for field, text in saga_problems(saga, self.channels)
+            ]
         return problems
 
     def _check_names(self) -> list[Problem]:

@@ -10,7 +10,14 @@ from reactor.actors.counters import ActorCounters, LatencySnapshot
 from reactor.channels.backend import ChannelMetrics, GroupMetrics
 from reactor.errors import UnknownActorError, UnknownChannelError, UnknownGroupError
 
-__all__ = ["ActorMetrics", "Health", "ProjectionMetrics", "SystemMetrics", "actor_metrics"]
+__all__ = [
+    "ActorMetrics",
+    "Health",
+    "ProjectionMetrics",
+    "SagaMetrics",
+    "SystemMetrics",
+    "actor_metrics",
+]
 
 
 class _HasName(Protocol):
@@ -68,6 +75,25 @@ class ProjectionMetrics:
 
 
 @attrs.frozen(slots=True)
+class SagaMetrics:
+    """One saga's instances by state, as its store counts them (every process's, on
+    a durable channel)."""
+
+    name: str
+    channel: str
+    running: int = 0
+    compensating: int = 0
+    completed: int = 0
+    compensated: int = 0
+    stuck: int = 0
+
+    @property
+    def active(self) -> int:
+        """Instances not finished: running or compensating."""
+        return self.running + self.compensating
+
+
+@attrs.frozen(slots=True)
 class SystemMetrics:
     """A whole system at one moment; safe to keep, share and serialise."""
 
@@ -79,6 +105,7 @@ class SystemMetrics:
     requests_waiting: int = 0  # requests (System.request) waiting for their reply
     late_replies: int = 0  # replies that came after their request gave up: dropped
     projections: tuple[ProjectionMetrics, ...] = ()
+    sagas: tuple[SagaMetrics, ...] = ()  # instances of each saga by state
 
     def actor(self, name: str) -> ActorMetrics:
         """The metrics of the actor called ``name``.

@@ -32,6 +32,7 @@ from reactor.channels.backend import (
     Replayable,
     ReportsProblems,
 )
+from reactor.channels.sagas import SAGA_STATES, SagaInstance
 from reactor.clock import Clock, SystemClock
 from reactor.errors import (
     IdleTimeout,
@@ -39,12 +40,19 @@ from reactor.errors import (
     SupervisorEscalation,
     SystemStoppedError,
     UnknownProjectionError,
+    UnknownSagaError,
 )
 from reactor.messages import lifecycle
 from reactor.messages.event import REPLY_TO, Event
 from reactor.runtime.assembly import Assembly
 from reactor.runtime.controls import Controls
-from reactor.runtime.metrics import Health, ProjectionMetrics, SystemMetrics, actor_metrics
+from reactor.runtime.metrics import (
+    Health,
+    ProjectionMetrics,
+    SagaMetrics,
+    SystemMetrics,
+    actor_metrics,
+)
 from reactor.runtime.projections import Projection, ProjectionSnapshot
 from reactor.runtime.replies import ReplyFuture, no_reply
 from reactor.runtime.router import Router
@@ -396,6 +404,61 @@ class System:
                 return group.backlog + group.in_flight
         return 0
 
+    # -- sagas ---------------------------------------------------------------------------
+
+    def start_saga(self, name: str, data: Any = None, *, timeout: float | None = 30.0) -> str:
+        """Start an instance of the saga ``name`` with ``data``; returns the instance id.
+
+        Publishes the saga's ``start_on`` event on its channel (so a durable channel
+        keeps the start across a crash); the instance id is that event's id.
+
+        Raises:
+            UnknownSagaError: no such saga.
+            (and what :meth:`publish` raises)
+        """
+        saga = self._saga(name)
+        return self.publish(saga.channel, saga.start_on, data, timeout=timeout).id
+
+    def sagas(self, name: str | None = None, state: str | None = None) -> tuple[SagaInstance, ...]:
+        """The instances of saga ``name`` (of every saga if None), oldest first.
+
+        Args:
+            name: a declared saga, or None for all of them.
+            state: only instances in this state: ``running``, ``compensating``,
+                ``completed``, ``compensated`` or ``stuck``.
+
+        Raises:
+            UnknownSagaError: no such saga. ValueError: no such state.
+        """
+        if state is not None and state not in SAGA_STATES:
+            raise ValueError(f"unknown saga state {state!r}; use one of {', '.join(SAGA_STATES)}")
+        names = [self._saga(name).name] if name is not None else list(self.topology.sagas)
+        stores = self._assembly.sagas
+        return tuple(record for n in names if n in stores for record in stores[n].instances(state))
+
+    def _saga(self, name: str) -> Any:
+        saga = self.topology.sagas.get(name)
+        if saga is None:
+            known = ", ".join(sorted(self.topology.sagas)) or "none declared"
+            raise UnknownSagaError(
+                f"system {self.name!r} has no saga named {name!r} (sagas: {known}); declare it "
+                "with topology.saga()"
+            )
+        return saga
+
+    def _saga_metrics(self) -> tuple[SagaMetrics, ...]:
+        found = []
+        for name, store in list(self._assembly.sagas.items()):
+            counts = store.counts()
+            found.append(
+                SagaMetrics(
+                    name,
+                    self.topology.sagas[name].channel,
+                    **{state: counts.get(state, 0) for state in SAGA_STATES},
+                )
+            )
+        return tuple(found)
+
     # -- dead letters (the channel's DeadLetters capability) ------------------------------
 
     def dead_letters(
@@ -529,6 +592,7 @@ class System:
                 )
                 for name, projection in self._projections.items()
             ),
+            sagas=self._saga_metrics(),
         )
 
     def health(self) -> Health:

@@ -29,6 +29,7 @@ from reactor.runtime.declarations import (
     builder_options,
 )
 from reactor.runtime.projections import ProjectionDecl
+from reactor.runtime.sagadecl import SagaDecl
 from reactor.supervision.strategy import Strategy
 
 if TYPE_CHECKING:
@@ -264,6 +265,30 @@ class Topology(TopologyDecl, _Scope):
             return function
 
         return register
+
+    @_documented(SagaDecl, exclude=("channel", "start_on"))
+    def saga(self, name: str, *, channel: str, start_on: str, **options: Any) -> SagaDecl:
+        """Declare a saga; add its steps in order with ``.step(name, action=..., ...)``.
+
+        Example:
+            >>> topo = Topology("shop")
+            >>> topo.channel("orders")
+            >>> saga = topo.saga("order", channel="orders", start_on="order.placed")
+            >>> saga.step("reserve", action="stock.reserve", compensation="stock.release")
+
+        Args:
+            name: the saga's name (one word); its consumer is ``$saga.<name>``.
+            channel: where its commands go and its replies come back.
+            start_on: the topic of the events that start an instance (also
+                started by :meth:`reactor.System.start_saga`).
+            **options: the options below.
+
+        Raises:
+            TypeError: an option that sagas do not have.
+        """
+        return self.add_saga(
+            SagaDecl(name, channel, start_on, **_options("saga", SagaDecl, options))
+        )
 
     # -- running ---------------------------------------------------------------------
 

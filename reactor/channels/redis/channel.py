@@ -34,6 +34,7 @@ from reactor.channels.redis.link import RedisLink
 from reactor.channels.redis.log import RedisLog
 from reactor.channels.redis.monitor import Monitor, Writes
 from reactor.channels.redis.options import RedisOptions, parse_url
+from reactor.channels.redis.sagas import RedisSagaStore
 from reactor.errors import BackpressureTimeout, DecodeError
 from reactor.messages import lifecycle
 from reactor.messages.codecs import CloudEventsCodec
@@ -257,6 +258,12 @@ class RedisChannel(GroupChannel[RedisLog]):
     def settled(self, group: str) -> int:
         """The entry (as a sequence number) at or below which ``group`` acked everything."""
         return self.client.settled(group)
+
+    # -- sagas (the KeepsSagas capability): {prefix}:{channel}:saga:{saga} ----------------
+
+    def saga_store(self, saga: str) -> RedisSagaStore:
+        """The instances of ``saga`` (whose channel this is), kept in Redis beside the stream."""
+        return RedisSagaStore(self.client, self.name, saga)
 
     # -- replies (the CarriesReplies capability): {prefix}:inbox:{inbox} --------------------
 

@@ -492,3 +492,48 @@ class RedisClient:
         if keep is not None:
             pipe.zremrangebyrank(key, 0, -(keep + 1))
         pipe.execute()
+
+    # -- saga instances: {stream}:saga:{saga} (records) and ...:{state} (ids by start) ------
+
+    def saga_key(self, saga: str, state: str | None = None) -> str:
+        """The hash of ``saga``'s records, or the sorted set of its ids in ``state``."""
+        key = f"{self.stream}:saga:{saga}"
+        return key if state is None else f"{key}:{state}"
+
+    def save_saga(
+        self,
+        saga: str,
+        instance: str,
+        record: str,
+        *,
+        state: str,
+        started: float,
+        states: Iterable[str],
+    ) -> None:
+        """Store a record and file its id under ``state`` only, atomically (MULTI)."""
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(self.saga_key(saga), instance, record)
+        for other in states:
+            if other != state:
+                pipe.zrem(self.saga_key(saga, other), instance)
+        pipe.zadd(self.saga_key(saga, state), {instance: started})
+        pipe.execute()
+
+    def load_saga(self, saga: str, instance: str) -> bytes | None:
+        found: bytes | None = self._redis.hget(self.saga_key(saga), instance)
+        return found
+
+    def saga_records(self, saga: str, state: str | None) -> list[bytes]:
+        """The records of ``saga`` (in ``state`` only, if given; then oldest first)."""
+        if state is None:
+            return list(self._redis.hvals(self.saga_key(saga)))
+        ids = self._redis.zrange(self.saga_key(saga, state), 0, -1)
+        if not ids:
+            return []
+        return [record for record in self._redis.hmget(self.saga_key(saga), ids) if record]
+
+    def saga_counts(self, saga: str, states: Sequence[str]) -> dict[str, int]:
+        pipe = self._redis.pipeline(transaction=False)
+        for state in states:
+            pipe.zcard(self.saga_key(saga, state))
+        return {state: int(count) for state, count in zip(states, pipe.execute(), strict=True)}

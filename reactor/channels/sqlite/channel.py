@@ -23,6 +23,7 @@ from reactor.channels.sqlite.dedup import DurableDedupWindow
 from reactor.channels.sqlite.file import open_store, release_store
 from reactor.channels.sqlite.log import Appended, Replay, Retain, SqliteLog, codec
 from reactor.channels.sqlite.options import parse_url
+from reactor.channels.sqlite.sagas import SqliteSagaStore
 from reactor.channels.sqlite.store import ChannelStore, DeadLetterRow
 from reactor.errors import DecodeError, SystemStoppedError
 from reactor.messages.event import Event
@@ -262,6 +263,10 @@ class SqliteChannel(GroupChannel[SqliteLog]):
         window = DurableDedupWindow(self.store, group, size)
         self.log.dedup[group] = window  # never dead-letter what it holds
         return window
+
+    def saga_store(self, saga: str) -> SqliteSagaStore:
+        """The instances of ``saga`` (whose channel this is), kept in this log's file."""
+        return SqliteSagaStore(self.file, self.store.id, self.name, saga)
 
     # -- dead letters (the DeadLetters capability): rows of reactor_deadletters ------------
 

@@ -131,6 +131,16 @@ CREATE TABLE IF NOT EXISTS reactor_scheduled(
     body BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS reactor_scheduled_due ON reactor_scheduled(channel, due, id);
+CREATE TABLE IF NOT EXISTS reactor_sagas(
+    channel INTEGER NOT NULL,
+    saga TEXT NOT NULL,
+    id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    started REAL NOT NULL,
+    record TEXT NOT NULL,
+    PRIMARY KEY (channel, saga, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS reactor_sagas_state ON reactor_sagas(channel, saga, state);
 """
 
 
