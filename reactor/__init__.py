@@ -14,6 +14,7 @@ import logging
 from reactor import errors
 from reactor.channels.backend import ChannelMetrics, DeadLetter, GroupMetrics
 from reactor.channels.gate import Overflow
+from reactor.channels.sagas import SagaInstance, SagaStep
 from reactor.clock import Clock, SystemClock
 from reactor.errors import *  # noqa: F403  (every error is public: errors.__all__ lists them once)
 from reactor.messages.codecs import CloudEventsCodec, Codec, JsonCodec
@@ -24,7 +25,13 @@ from reactor.messages.topics import TopicPattern
 from reactor.runtime.aio import AsyncSystem
 from reactor.runtime.chaos import Chaos
 from reactor.runtime.consumer import Delivery, current_delivery
-from reactor.runtime.metrics import ActorMetrics, Health, ProjectionMetrics, SystemMetrics
+from reactor.runtime.metrics import (
+    ActorMetrics,
+    Health,
+    ProjectionMetrics,
+    SagaMetrics,
+    SystemMetrics,
+)
 from reactor.runtime.pool import PoolScaling
 from reactor.runtime.projections import ProjectionSnapshot
 from reactor.runtime.scheduling import Delayed
@@ -71,6 +78,9 @@ __all__ = [
     "RestForOne",
     "RestartType",
     "Retry",
+    "SagaInstance",
+    "SagaMetrics",
+    "SagaStep",
     "Strategy",
     "System",
     "SystemClock",

@@ -34,7 +34,7 @@ __all__ = [
     "MemorySagaStore",
     "SagaInstance",
     "SagaStore",
-    "StepRecord",
+    "SagaStep",
     "decode_instance",
     "encode_instance",
 ]
@@ -55,7 +55,7 @@ def _frozen_data(value: Any) -> FrozenDict[str, Any]:
 
 
 @attrs.frozen(slots=True)
-class StepRecord:
+class SagaStep:
     """What a saga instance did with one of its steps.
 
     Attributes:
@@ -111,7 +111,7 @@ class SagaInstance:
     state: str
     position: int
     data: FrozenDict[str, Any] = attrs.field(converter=_frozen_data)
-    steps: tuple[StepRecord, ...]
+    steps: tuple[SagaStep, ...]
     started: float
     updated: float
     error: str | None = None
@@ -229,7 +229,7 @@ def decode_instance(text: str | bytes, where: str) -> SagaInstance:
     """
     try:
         obj = json.loads(text)
-        steps = tuple(StepRecord(**step) for step in obj.pop("steps"))
+        steps = tuple(SagaStep(**step) for step in obj.pop("steps"))
         data = from_json(obj.pop("data"), "data")
         return SagaInstance(steps=steps, data=data if isinstance(data, Mapping) else {}, **obj)
     except (ValueError, TypeError, KeyError, AttributeError) as exc:

@@ -579,7 +579,13 @@ class TopologyDecl:
                 problems += projection.problems(self, taken)
         for saga in self.sagas.values():
             problems += [
-                Problem("saga", saga.name, field, text)
+                Problem(
+                    "saga",
+                    saga.name,
+                    field,
+                    text,
+                    missing_channel=saga.channel if field == "channel" else None,
+                )
                 for field, text in saga_problems(saga, self.channels)
             ]
         return problems

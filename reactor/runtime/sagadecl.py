@@ -36,6 +36,7 @@ from reactor.errors import InvalidTopicError
 from reactor.messages.topics import validate_topic
 from reactor.schema import Option, option, options_of, problems_of
 from reactor.supervision.strategy import Retry
+from reactor.text import did_you_mean
 
 __all__ = ["SagaDecl", "StepDecl", "saga_consumer", "saga_problems", "saga_topic"]
 
@@ -246,9 +247,9 @@ def saga_problems(decl: SagaDecl, channels: Collection[str]) -> list[tuple[str |
         found += [("retry", f"{subject}: {text}") for _, text in problems_of(decl.retry, "retry.")]
     if decl.channel not in channels:
         known = ", ".join(sorted(channels)) or "none declared"
-        found.append(
-            ("channel", f"{subject}: unknown channel {decl.channel!r} (channels: {known})")
-        )
+        hint = did_you_mean(decl.channel, channels) if isinstance(decl.channel, str) else ""
+        text = f"{subject}: unknown channel {decl.channel!r}{hint} (channels: {known})"
+        found.append(("channel", text))
     if not decl.steps:
         found.append((None, f"{subject}: has no steps; add them with saga.step(name, action=...)"))
     seen: set[str] = set()

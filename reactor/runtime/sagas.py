@@ -47,7 +47,7 @@ from typing import Any
 
 import attrs
 
-from reactor.channels.sagas import ACTIVE_STATES, SagaInstance, SagaStore, StepRecord
+from reactor.channels.sagas import ACTIVE_STATES, SagaInstance, SagaStep, SagaStore
 from reactor.clock import Clock, Timer
 from reactor.errors import SagaStuck
 from reactor.messages import lifecycle
@@ -140,7 +140,7 @@ class SagaRunner:
             state="running",
             position=0,
             data=data,
-            steps=tuple(StepRecord(step.name) for step in self.decl.steps),
+            steps=tuple(SagaStep(step.name) for step in self.decl.steps),
             started=now,
             updated=now,
         )

@@ -162,6 +162,7 @@ from reactor.runtime.declarations import (
 from reactor.runtime.imports import exec_file, import_module
 from reactor.runtime.pool import PoolScaling
 from reactor.runtime.projections import ProjectionDecl
+from reactor.runtime.sagadecl import SagaDecl, StepDecl
 from reactor.runtime.tomltext import Locator, Where, dotted, syntax_problem
 from reactor.schema import options_of
 from reactor.supervision.strategy import (
@@ -193,6 +194,7 @@ _SECTIONS = (
     "consumers",
     "pools",
     "projections",
+    "sagas",
 )
 _DECLARATIONS: dict[str, type] = {
     "channels": ChannelDecl,
@@ -201,6 +203,8 @@ _DECLARATIONS: dict[str, type] = {
     "consumers": ConsumerDecl,
     "pools": PoolDecl,
     "projections": ProjectionDecl,
+    "sagas": SagaDecl,
+    "steps": StepDecl,
 }
 
 
@@ -224,6 +228,8 @@ _KEYS: dict[str, dict[str, str]] = {
     "retry": _schema_keys(Retry),
     "scaling": _schema_keys(PoolScaling),
     "chaos": _schema_keys(Chaos),
+    "sagas": {**_schema_keys(SagaDecl), "steps": "table"},
+    "steps": _schema_keys(StepDecl),
 }
 _REQUIRED: dict[str, tuple[str, ...]] = {
     section: tuple(
@@ -254,6 +260,7 @@ _SECTION_OF = {
     "pool": "pools",
     "supervisor": "supervisors",
     "projection": "projections",
+    "saga": "sagas",
 }
 
 # Serialises imports from TOML files' folders, so one _from_folder entry is set at a time.
@@ -538,6 +545,9 @@ class _Loader:
         for projection, value in self.section(document, "projections").items():
             self.projection(topology, projection, value)
 
+        for saga, value in self.section(document, "sagas").items():
+            self.saga(topology, saga, value)
+
         # The file's own problems in file order, then what the builder's checks find.
         problems = [problem for _, problem in sorted(self.problems, key=lambda item: item[0])]
         problems += [self.locate(problem) for problem in topology.problems()]
@@ -773,6 +783,32 @@ class _Loader:
             return _UNRESOLVED
         return produced
 
+    def saga(self, topology: TopologyDecl, name: str, value: Any) -> None:
+        """Declare the saga of ``[sagas.<name>]`` and its ``[sagas.<name>.steps.<step>]``."""
+        where = ("sagas", name)
+        settings = self.table(where, "sagas", value)
+        if settings is None or not all(key in settings for key in _REQUIRED["sagas"]):
+            return
+        options = _options(settings, SagaDecl)
+        if "retry" in settings:
+            retry = self.table((*where, "retry"), "retry", settings["retry"])
+            if retry:
+                options["retry"] = Retry(**self.bounded((*where, "retry"), Retry, retry))
+        decl = topology.add_saga(SagaDecl(name=name, **options))
+        for step, table in settings.get("steps", {}).items():
+            place = (*where, "steps", step)
+            step_settings = self.table(place, "steps", table)
+            if step_settings is None or "action" not in step_settings:
+                continue
+            step_options = _options(step_settings, StepDecl)
+            for key in ("action", "compensation"):
+                # A topic has no ':'; "module:function" names a function the saga runs.
+                target = step_settings.get(key)
+                if isinstance(target, str) and ":" in target:
+                    resolved = self.resolve(place, key, target)
+                    step_options[key] = _UNRESOLVED if resolved is None else resolved
+            decl.steps.append(StepDecl(name=step, **step_options))
+
     def sort(self, node: SupervisorDecl) -> None:
         """Order each supervisor's children as their tables appear in the file."""
         node.children.sort(key=lambda child: self.order.get(id(child), (sys.maxsize, 0)))
@@ -790,7 +826,8 @@ class _Loader:
         if section is not None and isinstance(problem.name, str):
             where = (section, problem.name)
             # A field's own line: its key, or its [table] when it is a table of its own.
-            field = () if problem.field is None else (problem.field,)
+            # A saga step's option is ``steps.<step>.<option>``: a table of its own.
+            field = () if problem.field is None else tuple(problem.field.split("."))
             line = self.locator.table_line((*where, *field))
         prefix = f"line {line}: " if line is not None else ""
         return f"{self.file.name}: {prefix}{text}"

@@ -1,0 +1,502 @@
+"""Sagas on every backend: steps in order, compensation in reverse, timeouts, stuck sagas,
+resends after a restart, declarations in Python and TOML.
+
+Each participant's answer is a pure function of the instance's data and the step
+(``Shop``), so the outcome of every saga is known before it runs.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import reactor
+from reactor import Event, Retry, SagaInstance, Topology
+from reactor.channels.sagas import decode_instance, encode_instance
+from reactor.errors import TopologyError, UnknownSagaError
+from reactor.messages import lifecycle
+from reactor.runtime.sagas import SAGA_HEADER, STEP_HEADER
+from reactor.testing import FakeClock, Recorder, wait_for
+
+STEPS = ("reserve", "charge", "ship")
+
+
+class Shop:
+    """The participants: each answers its command, failing the steps the data names.
+
+    ``data["fail"]`` names the step whose action gets an error reply; ``data["silent"]``
+    the step that never answers (a lost reply). Every command handled is recorded in
+    order, as ``(instance, topic)``.
+    """
+
+    def __init__(self) -> None:
+        self.handled: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, event: Event) -> Event | None:
+        with self._lock:
+            self.handled.append((str(event.correlation_id), event.topic))
+        step = event.headers[STEP_HEADER]
+        if event.topic.endswith(".undo"):
+            return event.reply({f"{step}_undone": True})
+        if event.data.get("silent") == step:
+            return None
+        if event.data.get("fail") == step:
+            return event.reply({"why": f"{step} refused"}, topic=f"{event.topic}.failed")
+        return event.reply({step: "ok"})
+
+    def of(self, instance: str) -> list[str]:
+        with self._lock:
+            return [topic for who, topic in self.handled if who == instance]
+
+
+def shop(
+    backend: str,
+    *,
+    timeout: float | None = None,
+    compensation: Any = None,
+    **saga_options: Any,
+) -> tuple[Topology, Shop]:
+    """Three command steps, ``<step>.do`` undone by ``<step>.undo``."""
+    topo = Topology("shop")
+    topo.channel("orders", backend=backend)
+    saga = topo.saga("order", channel="orders", start_on="order.placed", **saga_options)
+    for step in STEPS:
+        undo = compensation if compensation is not None and step == "reserve" else f"{step}.undo"
+        saga.step(step, action=f"{step}.do", compensation=undo, timeout=timeout)
+    participants = Shop()
+    patterns = [f"{step}.{kind}" for step in STEPS for kind in ("do", "undo")]
+    topo.consumer("shop", participants, channel="orders", pattern=patterns)
+    return topo, participants
+
+
+def watch(topo: Topology) -> Recorder:
+    """Records the ``$system.saga.*`` events and dead letters of ``topo``."""
+    recorder = Recorder()
+    topo.consumer(
+        "watch",
+        recorder,
+        channel=lifecycle.SYSTEM_CHANNEL,
+        pattern=["$system.saga.#", lifecycle.DEADLETTER],
+    )
+    return recorder
+
+
+def final(system: reactor.System, instance: str, timeout: float = 10.0) -> SagaInstance:
+    """The instance once it is final (completed, compensated or stuck)."""
+
+    def done() -> SagaInstance | None:
+        found = [r for r in system.sagas("order") if r.id == instance]
+        return found[0] if found and found[0].step is None else None
+
+    result: SagaInstance = wait_for(done, timeout, message=f"saga {instance} never ended")
+    return result
+
+
+def advancing(clock: FakeClock, condition: Callable[[], Any], timeout: float = 10.0) -> Any:
+    """Wait for ``condition``, moving the fake clock a second forward at each look."""
+
+    def moved() -> Any:
+        result = condition()
+        if not result:
+            clock.advance(1.0)
+        return result
+
+    return wait_for(moved, timeout)
+
+
+# -- running on every backend --------------------------------------------------------------
+
+
+def test_a_saga_takes_its_steps_in_order_and_gathers_the_replies(backend: str) -> None:
+    topo, participants = shop(backend)
+    seen = watch(topo)
+    with topo.start() as system:
+        instance = system.start_saga("order", {"order": 7})
+        record = final(system, instance)
+        system.wait_idle(10)
+        assert record.state == "completed"
+        assert dict(record.data) == {"order": 7, "reserve": "ok", "charge": "ok", "ship": "ok"}
+        assert [step.status for step in record.steps] == ["done"] * 3
+        assert [step.attempts for step in record.steps] == [1, 1, 1]
+        assert record.resent == 0
+        assert participants.of(instance) == ["reserve.do", "charge.do", "ship.do"]
+        metrics = system.metrics().sagas
+        assert [(m.name, m.channel, m.completed, m.active) for m in metrics] == [
+            ("order", "orders", 1, 0)
+        ]
+        wait_for(lambda: len(seen) >= 2)
+        assert [(e.topic, e.data["instance"]) for e in seen.events] == [
+            (lifecycle.SAGA_STARTED, instance),
+            (lifecycle.SAGA_COMPLETED, instance),
+        ]
+
+
+def test_commands_carry_the_instance_as_correlation_id_and_key(backend: str) -> None:
+    topo, _ = shop(backend)
+    commands = Recorder()
+    topo.consumer("spy", commands, channel="orders", pattern="*.do")
+    with topo.start() as system:
+        start = system.publish("orders", "order.placed", {"order": 1})
+        final(system, start.id)
+        system.wait_idle(10)
+    assert [(e.correlation_id, e.key, e.headers[SAGA_HEADER]) for e in commands.events] == [
+        (start.id, start.id, "order")
+    ] * 3
+    assert [e.causation_id for e in commands.events][0] == start.id
+
+
+@pytest.mark.parametrize("failing", [1, 2, 3])
+def test_a_failed_step_compensates_the_completed_ones_in_reverse_order(
+    backend: str, failing: int
+) -> None:
+    topo, participants = shop(backend)
+    seen = watch(topo)
+    with topo.start() as system:
+        step = STEPS[failing - 1]
+        instance = system.start_saga("order", {"fail": step})
+        record = final(system, instance)
+        system.wait_idle(10)
+    assert record.state == "compensated"
+    done = list(STEPS[: failing - 1])
+    assert participants.of(instance) == [
+        *(f"{s}.do" for s in STEPS[:failing]),
+        *(f"{s}.undo" for s in reversed(done)),
+    ]
+    statuses = [s.status for s in record.steps]
+    assert statuses == ["compensated"] * len(done) + ["failed"] + ["pending"] * (3 - failing)
+    assert record.error is not None and f"step {step!r}" in record.error
+    assert seen.events[-1].topic == lifecycle.SAGA_COMPENSATED
+
+
+def test_a_function_step_runs_in_the_saga_and_its_result_is_gathered(backend: str) -> None:
+    calls: list[str] = []
+
+    def price(data: Any) -> dict[str, int]:
+        calls.append("price")
+        return {"total": data["qty"] * 3}
+
+    def unprice(data: Any) -> None:
+        calls.append(f"unprice {data['total']}")
+
+    def refuse(data: Any) -> None:
+        raise ValueError("card declined")
+
+    topo = Topology("shop")
+    topo.channel("orders", backend=backend)
+    saga = topo.saga("order", channel="orders", start_on="order.placed")
+    saga.step("price", action=price, compensation=unprice)
+    saga.step("charge", action=refuse)
+    with topo.start() as system:
+        instance = system.start_saga("order", {"qty": 2})
+        record = final(system, instance)
+    assert record.state == "compensated"
+    assert calls == ["price", "unprice 6"]
+    assert record.steps[1].status == "failed"
+    assert record.steps[1].error == "ValueError: card declined"
+
+
+def test_a_step_without_reply_times_out_and_is_compensated_with_the_done_ones(
+    backend: str,
+) -> None:
+    clock = FakeClock()
+    topo, participants = shop(backend, timeout=5)
+    with topo.start(clock=clock) as system:
+        instance = system.start_saga("order", {"silent": "charge"})
+        wait_for(lambda: participants.of(instance) == ["reserve.do", "charge.do"])
+        record = system.sagas("order", state="running")[0]
+        assert record.step == "charge"
+        # Timed out: the charge may have happened, so it is undone too, before the reserve.
+        record = advancing(clock, lambda: system.sagas("order", state="compensated"))[0]
+        system.wait_idle(10)
+    assert participants.of(instance) == ["reserve.do", "charge.do", "charge.undo", "reserve.undo"]
+    assert [s.status for s in record.steps] == ["compensated", "compensated", "pending"]
+    assert record.error == "step 'charge': no reply within 5s"
+
+
+def test_a_compensation_that_keeps_failing_leaves_the_saga_stuck_with_a_dead_letter(
+    backend: str,
+) -> None:
+    attempts: list[int] = []
+
+    def release(data: Any) -> None:
+        attempts.append(1)
+        raise ConnectionError("warehouse unreachable")
+
+    clock = FakeClock()
+    topo, _ = shop(backend, compensation=release, max_attempts=3, retry=Retry(min_s=1, max_s=1))
+    seen = watch(topo)
+    with topo.start(clock=clock) as system:
+        instance = system.start_saga("order", {"fail": "charge"})
+        record = advancing(clock, lambda: system.sagas("order", state="stuck"))[0]
+        wait_for(lambda: any(e.topic == lifecycle.DEADLETTER for e in seen.events))
+        assert system.metrics().sagas[0].stuck == 1
+    assert len(attempts) == 3
+    assert record.id == instance
+    assert record.steps[0].status == "stuck"
+    assert record.steps[0].compensations == 3
+    assert record.steps[0].error == "ConnectionError: warehouse unreachable"
+    letter = next(e for e in seen.events if e.topic == lifecycle.DEADLETTER).data
+    assert (letter["saga"], letter["instance"], letter["step"]) == ("order", instance, "reserve")
+    assert letter["error_type"] == "SagaStuck"
+    assert letter["attempts"] == 3
+    assert "step 'reserve'" in letter["message"] and "warehouse unreachable" in letter["message"]
+    stuck = [e for e in seen.events if e.topic == lifecycle.SAGA_STUCK]
+    assert [(e.data["instance"], e.data["step"]) for e in stuck] == [(instance, "reserve")]
+
+
+def test_a_compensation_that_fails_once_is_retried_and_succeeds(backend: str) -> None:
+    failures = [1]
+
+    def release(data: Any) -> None:
+        if failures:
+            failures.pop()
+            raise ConnectionError("flaky")
+
+    clock = FakeClock()
+    topo, _ = shop(backend, compensation=release, retry=Retry(min_s=2, max_s=2))
+    with topo.start(clock=clock) as system:
+        system.start_saga("order", {"fail": "ship"})
+        record = advancing(clock, lambda: system.sagas("order", state="compensated"))[0]
+    assert record.steps[0].compensations == 2
+    assert [s.status for s in record.steps] == ["compensated", "compensated", "failed"]
+
+
+def test_many_sagas_at_once_each_end_as_their_data_says(backend: str) -> None:
+    topo, participants = shop(backend)
+    with topo.start() as system:
+        plans = {
+            system.start_saga("order", {"fail": STEPS[n % 4 - 1]} if n % 4 else {}): n % 4
+            for n in range(40)
+        }
+        wait_for(lambda: not system.sagas("order", state="running"), 20)
+        wait_for(lambda: not system.sagas("order", state="compensating"), 20)
+        system.wait_idle(10)
+        records = {r.id: r for r in system.sagas()}
+        counts = system.metrics().sagas[0]
+    assert set(records) == set(plans)
+    for instance, failing in plans.items():
+        assert records[instance].state == ("compensated" if failing else "completed")
+        handled = participants.of(instance)
+        assert len(handled) == len(set(handled)), f"{instance}: a command handled twice"
+    assert (counts.completed, counts.compensated) == (10, 30)
+
+
+# -- resuming -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("durable", ["sqlite", "redis"])
+def test_a_restart_resumes_a_saga_where_its_reply_was_waited_for(
+    durable: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = (
+        f"sqlite:///{tmp_path / 'log.db'}"
+        if durable == "sqlite"
+        else str(request.getfixturevalue("redis_url"))
+    )
+    quiet = Topology("shop")
+    quiet.channel("orders", backend=url)
+    saga = quiet.saga("order", channel="orders", start_on="order.placed")
+    for step in STEPS:
+        saga.step(step, action=f"{step}.do", compensation=f"{step}.undo")
+    with quiet.start() as system:  # nobody answers: the saga waits on its first step
+        instance = system.start_saga("order", {})
+        wait_for(lambda: [r for r in system.sagas("order") if r.steps[0].sent])
+        system.wait_idle(10)
+    topo, participants = shop(url)
+    with topo.start() as system:
+        record = final(system, instance)
+    assert record.state == "completed"
+    assert participants.of(instance) == ["reserve.do", "charge.do", "ship.do"]
+    assert record.resent == 0
+
+
+@pytest.mark.parametrize("durable", ["sqlite", "redis"])
+def test_an_action_recorded_but_not_known_sent_is_sent_again_once_and_said(
+    durable: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = (
+        f"sqlite:///{tmp_path / 'log.db'}"
+        if durable == "sqlite"
+        else str(request.getfixturevalue("redis_url"))
+    )
+    quiet = Topology("shop")
+    quiet.channel("orders", backend=url)
+    saga = quiet.saga("order", channel="orders", start_on="order.placed")
+    for step in STEPS:
+        saga.step(step, action=f"{step}.do", compensation=f"{step}.undo")
+    with quiet.start() as system:
+        instance = system.start_saga("order", {})
+        wait_for(lambda: [r for r in system.sagas("order") if r.steps[0].sent])
+        system.wait_idle(10)
+        # As if the process died between recording the intent and recording the send.
+        store = system._assembly.sagas["order"]  # noqa: SLF001 - the test plays the crash
+        record = store.load(instance)
+        assert record is not None
+        store.save(record.with_step(0, sent=False))
+    topo, participants = shop(url)
+    seen = watch(topo)
+    with topo.start() as system:
+        record = final(system, instance)
+        wait_for(lambda: any(e.topic == lifecycle.SAGA_COMPLETED for e in seen.events))
+    assert record.state == "completed"
+    assert record.steps[0].resent == 1 and record.resent == 1
+    # The command went out twice with one id: the participant saw it twice (it is not
+    # idempotent here), and the saga moved on once.
+    assert participants.of(instance) == ["reserve.do", "reserve.do", "charge.do", "ship.do"]
+    resent = [e.data for e in seen.events if e.topic == lifecycle.SAGA_RESENT]
+    assert [(d["instance"], d["step"], d["kind"]) for d in resent] == [
+        (instance, "reserve", "action")
+    ]
+
+
+# -- values and errors ----------------------------------------------------------------------
+
+
+def test_sagas_lists_frozen_instances_by_name_and_state() -> None:
+    topo, _ = shop("memory")
+    with topo.start() as system:
+        a = system.start_saga("order", {})
+        b = system.start_saga("order", {"fail": "reserve"})
+        final(system, a)
+        final(system, b)
+        assert [r.id for r in system.sagas(state="completed")] == [a]
+        assert [r.id for r in system.sagas("order", state="compensated")] == [b]
+        assert {r.id for r in system.sagas()} == {a, b}
+        record = system.sagas(state="completed")[0]
+        with pytest.raises(AttributeError):
+            record.state = "running"  # type: ignore[misc]
+        with pytest.raises(UnknownSagaError, match="no saga named 'ordr'.*sagas: order"):
+            system.sagas("ordr")
+        with pytest.raises(UnknownSagaError, match="no saga named 'nope'"):
+            system.start_saga("nope", {})
+        with pytest.raises(ValueError, match="unknown saga state 'done'"):
+            system.sagas(state="done")
+
+
+def test_a_record_survives_its_stored_form() -> None:
+    topo, _ = shop("memory")
+    with topo.start() as system:
+        instance = system.start_saga("order", {"when": 1.5, "tags": ["a", "b"]})
+        record = final(system, instance)
+    assert decode_instance(encode_instance(record), "test") == record
+
+
+def test_every_problem_of_a_saga_is_reported_at_once() -> None:
+    async def later(data: Any) -> None:
+        return None
+
+    topo = Topology("shop")
+    topo.channel("orders")
+    saga = topo.saga("bad name", channel="ordres", start_on="order..placed", max_attempts=0)
+    saga.step("a", action="x.do", timeout=-1)
+    saga.step("a", action=later, success="a.ok")
+    topo.saga("empty", channel="orders", start_on="go")
+    with pytest.raises(TopologyError) as caught:
+        topo.validate()
+    text = str(caught.value)
+    for expected in (
+        "saga 'bad name': a saga name is one word",
+        "saga 'bad name': start_on: invalid topic 'order..placed'",
+        "max_attempts must be a positive integer",
+        "unknown channel 'ordres'; did you mean 'orders'?",
+        "declare it with topology.channel('ordres')",
+        "step 'a': timeout must be a positive number of seconds",
+        "step 'a': the name is already used by another step",
+        "step 'a': action is `async def`",
+        "step 'a': success is set but the action is a function",
+        "saga 'empty': has no steps",
+    ):
+        assert expected in text, expected
+    with pytest.raises(TypeError, match="unexpected keyword argument 'timout'.*'timeout'"):
+        saga.step("b", action="b.do", timout=1)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'steps'"):
+        topo.saga("c", channel="orders", start_on="go", steps=[])
+
+
+HANDLERS = """
+def price(data):
+    return {"total": 3}
+
+def unprice(data):
+    pass
+"""
+
+
+def test_a_saga_declared_in_toml_runs(tmp_path: Path) -> None:
+    (tmp_path / "saga_fns.py").write_text(HANDLERS)
+    (tmp_path / "shop.toml").write_text(
+        """
+[channels.orders]
+
+[sagas.order]
+channel = "orders"
+start_on = "order.placed"
+max_attempts = 3
+retry = { min_s = 0.5, max_s = 2.0 }
+
+[sagas.order.steps.price]
+action = "saga_fns:price"
+compensation = "saga_fns:unprice"
+
+[sagas.order.steps.reserve]
+action = "reserve.do"
+compensation = "reserve.undo"
+timeout = 5
+success = "reserve.done"
+"""
+    )
+    topo = Topology.from_toml(tmp_path / "shop.toml")
+    saga = topo.sagas["order"]
+    assert (saga.max_attempts, saga.retry.min_s) == (3, 0.5)
+    assert [step.name for step in saga.steps] == ["price", "reserve"]
+    assert saga.steps[1].success_topic == "reserve.done"
+    topo.consumer(
+        "stock",
+        lambda e: e.reply({"held": True}, topic="reserve.done"),
+        channel="orders",
+        pattern="reserve.do",
+    )
+    with topo.start() as system:
+        record = final(system, system.start_saga("order", {}))
+    assert record.state == "completed"
+    assert dict(record.data) == {"total": 3, "held": True}
+
+
+def test_toml_saga_problems_are_reported_on_their_lines(tmp_path: Path) -> None:
+    (tmp_path / "saga_fns.py").write_text(HANDLERS)
+    (tmp_path / "bad.toml").write_text(
+        """[channels.orders]
+
+[sagas.order]
+channel = "ordres"
+start_on = "order..placed"
+colour = 1
+
+[sagas.order.steps.reserve]
+action = "stock.reserve"
+compensation = "saga_fns:nothere"
+timeout = -1
+
+[sagas.order.steps.ship]
+compensation = "x"
+"""
+    )
+    with pytest.raises(TopologyError) as caught:
+        Topology.from_toml(tmp_path / "bad.toml")
+    problems = caught.value.problems
+    expected = [
+        "bad.toml: line 4: saga 'order': unknown channel 'ordres'",
+        "bad.toml: line 5: saga 'order': start_on: invalid topic",
+        "bad.toml: line 6: sagas.order: unknown key 'colour'",
+        "bad.toml: line 10: sagas.order.steps.reserve.compensation: cannot resolve",
+        "bad.toml: line 11: saga 'order' step 'reserve': timeout must be",
+        "bad.toml: line 13: sagas.order.steps.ship: missing required key 'action'",
+    ]
+    for start in expected:
+        assert any(problem.startswith(start) for problem in problems), (start, problems)
+    assert len(problems) == len(expected), problems
