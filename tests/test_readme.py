@@ -17,6 +17,7 @@ from reactor.runtime.declarations import (
     SupervisorDecl,
 )
 from reactor.runtime.projections import ProjectionDecl
+from reactor.runtime.sagadecl import SagaDecl, StepDecl
 from reactor.schema import options_of
 from reactor.supervision.strategy import Strategy
 
@@ -110,8 +111,26 @@ def option_tables() -> str:
         ("`Retry` of a consumer (in TOML: `retry = { ... }`)", _rows(Retry)),
         ("`PoolScaling` of a pool (in TOML: `scaling = { ... }`)", _rows(PoolScaling)),
         ("`Chaos` of a consumer or pool (in TOML: `chaos = { ... }`)", _rows(Chaos)),
+        ("`topo.saga(name, ...)`, `[sagas.<name>]`", _rows(SagaDecl)),
+        (
+            "`saga.step(name, ...)`, `[sagas.<name>.steps.<step>]`",
+            _rows(StepDecl, required=("action",)),
+        ),
     ]
     return "\n".join(f"{title}:\n\n{rows}" for title, rows in sections)
+
+
+def test_the_readme_saga_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    section = re.search(r"### Sagas\n(.*?)\n## ", README.read_text(), re.S)
+    assert section, "README.md lost its section on sagas"
+    code = re.search(r"```python\n(.*?)```", section.group(1), re.S)
+    assert code, "the sagas section lost its example"
+    exec(compile(code.group(1), str(README), "exec"), {})  # our own README, run as documentation
+    out = capsys.readouterr().out
+    assert "completed {'qty': 2, 'charged': 10, 'reserved': 2}" in out
+    assert "refund 250" in out
+    assert "compensated {'qty': 50, 'charged': 250}" in out
+    assert "completed=1, compensated=1, stuck=0" in out
 
 
 def test_the_readme_option_table_is_the_schema() -> None:

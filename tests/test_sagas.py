@@ -512,3 +512,25 @@ compensation = "x"
     for start in expected:
         assert any(problem.startswith(start) for problem in problems), (start, problems)
     assert len(problems) == len(expected), problems
+
+
+def test_the_dashboard_shows_saga_counts_and_a_stuck_saga() -> None:
+    from rich.console import Console  # noqa: PLC0415 - only this test draws
+
+    from reactor.faces.dashboard import Dashboard  # noqa: PLC0415
+
+    def release(data: Any) -> None:
+        raise ConnectionError("warehouse unreachable")
+
+    clock = FakeClock()
+    topo, _ = shop("memory", compensation=release, max_attempts=1)
+    with topo.start(clock=clock) as system:
+        system.start_saga("order", {})
+        system.start_saga("order", {"fail": "charge"})
+        wait_for(lambda: system.sagas("order", state="stuck") and system.sagas(state="completed"))
+        wait_for(lambda: any(e.topic == lifecycle.SAGA_STUCK for e in system.recent_lifecycle()))
+        console = Console(width=120, record=True)
+        console.print(Dashboard(system).render())
+        text = console.export_text()
+    assert "order: 0 running 0 compensating 1 completed 0 compensated 1 stuck" in text
+    assert "saga stuck order step reserve" in text

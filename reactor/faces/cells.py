@@ -183,6 +183,13 @@ def event_line(event: Event) -> RenderableType:
         line.append("↓ dropped ", style="magenta")
         line.append(printable(str(getattr(original, "topic", "?")), newlines=False), style="bold")
         line.append(f"  on {_field(data, 'channel')} ({_field(data, 'policy')})")
+    elif event.topic in (lifecycle.SAGA_RESENT, lifecycle.SAGA_STUCK):
+        stuck = event.topic == lifecycle.SAGA_STUCK
+        line.append(
+            "⚠ saga stuck " if stuck else "↻ saga resent ", style="bold red" if stuck else "yellow"
+        )
+        line.append(f"{_field(data, 'saga')} step {_field(data, 'step')}", style="bold")
+        line.append(f"  instance {_field(data, 'instance')}")
     else:
         line.append(f"{printable(event.topic, newlines=False)} {actor}")
     return _AtMost(line, _MESSAGE_LINES)

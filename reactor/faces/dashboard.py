@@ -95,6 +95,8 @@ _NOTABLE = (
     lifecycle.SUPERVISOR_ESCALATED,
     lifecycle.DEADLETTER,
     lifecycle.EVENT_DROPPED,
+    lifecycle.SAGA_RESENT,
+    lifecycle.SAGA_STUCK,
 )
 
 
@@ -306,7 +308,9 @@ class Dashboard:
                 f"{printable(health.problems[0], newlines=False)}",
                 style="yellow",
             )
-        return Group(line, second)
+        if not metrics.sagas:
+            return Group(line, second)
+        return Group(line, second, _sagas_line(metrics))
 
     def _tree(self, metrics: SystemMetrics) -> RenderableType:
         children: dict[str, list[ActorMetrics]] = collections.defaultdict(list)
@@ -581,6 +585,21 @@ class Dashboard:
         line = self.json_line(metrics) if json else self.status_line(metrics, self.system.health())
         # out(): no markup, highlighting or wrapping, so a JSON line stays one line.
         self.console.out(line, highlight=False)
+
+
+def _sagas_line(metrics: SystemMetrics) -> Text:
+    """The header's line of saga instances by state (shown only when a saga is declared)."""
+    line = Text("sagas", no_wrap=True, overflow="ellipsis")
+    for saga in metrics.sagas:
+        line.append(f"  {printable(saga.name, newlines=False)}: ", style="bold")
+        line.append(f"{si(saga.running)} running")
+        line.append(
+            f" {si(saga.compensating)} compensating", style="yellow" if saga.compensating else ""
+        )
+        line.append(f" {si(saga.completed)} completed", style="green" if saga.completed else "")
+        line.append(f" {si(saga.compensated)} compensated")
+        line.append(f" {si(saga.stuck)} stuck", style="bold red" if saga.stuck else "")
+    return line
 
 
 def _handled_by_consumer(metrics: SystemMetrics) -> dict[str, int]:
