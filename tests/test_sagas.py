@@ -534,3 +534,20 @@ def test_the_dashboard_shows_saga_counts_and_a_stuck_saga() -> None:
         text = console.export_text()
     assert "order: 0 running 0 compensating 1 completed 0 compensated 1 stuck" in text
     assert "saga stuck order step reserve" in text
+
+
+def test_prometheus_text_counts_saga_instances_by_state() -> None:
+    from reactor.faces.export import prometheus_text  # noqa: PLC0415 - only this test exports
+
+    topo, _ = shop("memory")
+    with topo.start() as system:
+        final(system, system.start_saga("order", {"fail": "ship"}))
+        text = prometheus_text(system.metrics())
+    assert (
+        'reactor_saga_instances{system="shop",saga="order",channel="orders",state="compensated"} 1'
+        in text
+    )
+    assert (
+        'reactor_saga_instances{system="shop",saga="order",channel="orders",state="running"} 0'
+        in text
+    )

@@ -36,6 +36,7 @@ from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
+from reactor.channels.sagas import SAGA_STATES
 from reactor.runtime.metrics import SystemMetrics
 
 if TYPE_CHECKING:
@@ -185,7 +186,8 @@ def prometheus_text(metrics: SystemMetrics) -> str:
     ``reactor_group_*{channel,group}``, ``reactor_actor_*{actor,kind,supervisor}``,
     ``reactor_actor_state{actor,state}`` (1 for the current state) and
     ``reactor_handler_latency_seconds`` (a summary with quantiles 0.5 and 0.99
-    over each consumer's last calls). Every series carries a ``system`` label.
+    over each consumer's last calls) and ``reactor_saga_instances{saga,channel,state}``.
+    Every series carries a ``system`` label.
 
     Args:
         metrics: a snapshot from :meth:`System.metrics`.
@@ -240,6 +242,14 @@ def prometheus_text(metrics: SystemMetrics) -> str:
         latency.add(labels, snapshot.count, "_count")
         latency.add(labels, snapshot.mean * snapshot.count, "_sum")
     families.append(latency)
+
+    if metrics.sagas:
+        sagas = _Family("reactor_saga_instances", "gauge", "Instances of each saga in each state.")
+        for saga in metrics.sagas:
+            for saga_state in SAGA_STATES:
+                labels = {**system, "saga": saga.name, "channel": saga.channel, "state": saga_state}
+                sagas.add(labels, getattr(saga, saga_state))
+        families.append(sagas)
 
     lines = [line for family in families for line in family.lines()]
     return "\n".join(lines) + "\n"

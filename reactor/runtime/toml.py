@@ -102,6 +102,23 @@ declaration in the supervision tree.
     checkpoint_every = 100        # checkpoint after this many events (durable channels) ...
     checkpoint_s = 1.0            # ... or at the first event this long after the last one
 
+    [sagas.order]                 # a saga (reactor.runtime.sagadecl)
+    channel = "orders"            # required: its commands and replies go there
+    start_on = "orders.created"   # required: the topic that starts an instance
+    max_attempts = 5              # attempts of a compensation before the saga is stuck
+    retry = { min_s = 0.1, max_s = 5.0 }
+
+    [sagas.order.steps.charge]    # its steps, in file order
+    action = "shop_handlers:charge"   # "module:function": a function step
+    compensation = "shop_handlers:refund"
+
+    [sagas.order.steps.reserve]
+    action = "stock.reserve"      # a topic: a command sent on the saga's channel
+    compensation = "stock.release"
+    timeout = 5                   # seconds a command waits for its reply
+    success = "stock.reserved"    # default: stock.reserve.reply
+    failure = "stock.refused"     # default: stock.reserve.failed
+
 Children of a supervisor (consumers, pools and nested supervisors) start in the
 order their tables appear in the file and stop in reverse order.
 
