@@ -1,6 +1,7 @@
-"""Child process for ``test_saga_crash.py``: run sagas on a sqlite channel until killed.
+"""Child process for ``test_saga_crash.py``: run sagas on a durable channel until killed.
 
-Usage: ``python tests/saga_crash_child.py DB OUT ROUND FIRST COUNT``
+Usage: ``python tests/saga_crash_child.py WHERE OUT ROUND FIRST COUNT``, ``WHERE`` the
+sqlite file, or a ``redis://`` channel URL.
 
 * starts ``COUNT`` instances of saga ``order`` with data ``{"n": FIRST..}`` and, after
   each ``start_saga`` returns, appends ``P instance n`` to ``OUT``;
@@ -61,7 +62,7 @@ def main() -> int:
         return event.reply({"instance_of": event.correlation_id, "reserve_do": True})
 
     topo = Topology("sagas")
-    topo.channel("orders", backend=f"sqlite:///{db}")
+    topo.channel("orders", backend=db if db.startswith("redis://") else f"sqlite:///{db}")
     saga = topo.saga("order", channel="orders", start_on="order.placed")
     saga.step("reserve", action="reserve.do", compensation="reserve.undo", timeout=600)
     saga.step("note", action=note, compensation=unnote)

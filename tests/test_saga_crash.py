@@ -1,9 +1,10 @@
-"""Sagas killed mid-way: SIGKILL a process running sagas on a sqlite channel, restart it.
+"""Sagas killed mid-way: SIGKILL a process running sagas on a durable channel, restart it.
 
 Every round a child process (``saga_crash_child.py``) starts a fresh range of saga
 instances; the test kills it with SIGKILL at a seeded-random point (after it started
 some instances, or after some reached their function step), then starts it again.
-A last round runs until no instance is active. Then, from the log file alone:
+A last round runs until no instance is active. Then, from what the backend stored alone
+(the sqlite file; the redis stream and the saga's hash):
 
 * every instance whose ``start_saga()`` returned exists, and ended ``completed`` or
   ``compensated`` as its data says (none ``stuck``, none left active);
@@ -24,10 +25,11 @@ import subprocess
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from reactor import JsonCodec
+from reactor import CloudEventsCodec, Codec, JsonCodec
 from reactor.channels.sagas import SagaInstance, decode_instance
 from reactor.testing import wait_for
 
@@ -47,12 +49,13 @@ def _killed_at(lines: list[str], round_: int, kind: str, target: int) -> bool:
     return sum(1 for line in since if line.startswith(kind)) >= target
 
 
-def _run(tmp_path: Path, seed: int, kills: int) -> None:
+def _run(tmp_path: Path, seed: int, kills: int, redis_url: str | None = None) -> None:
     rng = random.Random(seed)
     db, out = tmp_path / "sagas.db", tmp_path / "effects.log"
+    where = redis_url if redis_url is not None else str(db)
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     for round_ in range(kills + 1):
-        args = [str(db), str(out), str(round_), str(round_ * PER_ROUND), str(PER_ROUND)]
+        args = [where, str(out), str(round_), str(round_ * PER_ROUND), str(PER_ROUND)]
         proc = subprocess.Popen(
             [sys.executable, str(CHILD), *args], env=env, stderr=subprocess.PIPE
         )
@@ -77,20 +80,35 @@ def _run(tmp_path: Path, seed: int, kills: int) -> None:
             assert proc.returncode == 0, stderr.decode()[-3000:]
     lines = _lines(out)
     assert lines[-1] == f"DONE {kills}"
-    _check(db, lines)
+    texts, bodies = _stored(db) if redis_url is None else _stored_in_redis(redis_url)
+    # The redis backend writes CloudEvents; the sqlite log, reactor's JSON.
+    _check(texts, bodies, lines, JsonCodec() if redis_url is None else CloudEventsCodec())
 
 
-def _check(db: Path, lines: list[str]) -> None:
+def _stored(db: Path) -> tuple[list[str], list[bytes]]:
+    """The saga records and the events of the sqlite log, in log order."""
     with sqlite3.connect(db) as conn:
-        records = {
-            r.id: r
-            for r in (
-                decode_instance(text, "test")
-                for (text,) in conn.execute("SELECT record FROM reactor_sagas")
-            )
-        }
+        texts = [text for (text,) in conn.execute("SELECT record FROM reactor_sagas")]
         bodies = [body for (body,) in conn.execute("SELECT body FROM reactor_log ORDER BY seq")]
-    codec = JsonCodec()
+    return texts, bodies
+
+
+def _stored_in_redis(url: str) -> tuple[list[bytes], list[bytes]]:
+    """The saga records and the events of the stream, in stream order."""
+    import redis  # noqa: PLC0415 - redis-py is optional
+
+    prefix = url.split("prefix=")[1].split("&", maxsplit=1)[0]
+    client = redis.Redis.from_url(url.split("?", maxsplit=1)[0])
+    try:
+        texts = list(client.hvals(f"{prefix}:orders:saga:order"))
+        bodies = [fields[b"event"] for _, fields in client.xrange(f"{prefix}:orders")]
+    finally:
+        client.close()
+    return texts, bodies
+
+
+def _check(texts: list[Any], bodies: list[bytes], lines: list[str], codec: Codec) -> None:
+    records = {r.id: r for r in (decode_instance(text, "test") for text in texts)}
     # (instance, topic) -> the ids of the commands in the log, in log order.
     commands: dict[tuple[str, str], list[str]] = defaultdict(list)
     order: dict[str, list[str]] = defaultdict(list)  # instance -> command topics, in order
@@ -149,6 +167,12 @@ def test_sagas_killed_at_random_points_resume_without_repeating_or_missing_a_ste
     tmp_path: Path,
 ) -> None:
     _run(tmp_path, seed=7, kills=4)
+
+
+def test_sagas_on_redis_killed_at_random_points_resume_without_repeating_or_missing_a_step(
+    tmp_path: Path, redis_url: str
+) -> None:
+    _run(tmp_path, seed=11, kills=3, redis_url=redis_url)
 
 
 @pytest.mark.soak
