@@ -551,3 +551,17 @@ def test_prometheus_text_counts_saga_instances_by_state() -> None:
         'reactor_saga_instances{system="shop",saga="order",channel="orders",state="running"} 0'
         in text
     )
+
+
+def test_reactor_graph_draws_a_saga() -> None:
+    from rich.console import Console  # noqa: PLC0415 - only this test draws
+
+    from reactor.faces.graph import graph_mermaid, graph_tree  # noqa: PLC0415
+
+    topo, _ = shop("memory")
+    console = Console(width=120, record=True)
+    console.print(graph_tree(topo))
+    assert (
+        "order  ⇄ orders, starts on order.placed: reserve → charge → ship" in console.export_text()
+    )
+    assert '<-->|"order.placed"| s_order_' in graph_mermaid(topo)

@@ -30,6 +30,16 @@ def graph_tree(topology: Topology) -> Tree:
                 (producer.name, "bold green"), f"  → {producer.channel} ({producer.topic})"
             )
         )
+    if topology.sagas:
+        sagas = tree.add(Text("sagas", style="bold"))
+        for saga in topology.sagas.values():
+            steps = " → ".join(printable(step.name, newlines=False) for step in saga.steps)
+            sagas.add(
+                Text.assemble(
+                    (saga.name, "bold blue"),
+                    f"  ⇄ {saga.channel}, starts on {saga.start_on}: {steps}",
+                )
+            )
     supervision = tree.add(_supervisor_label(topology.root))
     _graph_children(supervision, topology.root)
     return tree
@@ -120,4 +130,9 @@ def graph_mermaid(topology: Topology) -> str:
             lines.append(
                 f"    {node_id('c', consumer.name)} -.->|returns| {node_id('ch', consumer.output)}"
             )
+    for saga in topology.sagas.values():
+        lines.append(f"    {node_id('s', saga.name)}{{{{{label(saga.name + ' saga')}}}}}")
+        lines.append(
+            f"    {node_id('ch', saga.channel)} <-->|{label(saga.start_on)}| {node_id('s', saga.name)}"
+        )
     return "\n".join(lines) + "\n"
