@@ -424,6 +424,13 @@ def test_every_problem_of_a_saga_is_reported_at_once() -> None:
         "saga 'empty': has no steps",
     ):
         assert expected in text, expected
+    looping = Topology("shop")
+    looping.channel("orders")
+    saga = looping.saga("order", channel="orders", start_on="order.placed")
+    saga.step("a", action="a.do", success="b.do")
+    saga.step("b", action="b.do")
+    with pytest.raises(TopologyError, match=r"action 'b\.do' is also a topic the saga takes"):
+        looping.validate()
     with pytest.raises(TypeError, match=r"unexpected keyword argument 'timout'.*'timeout'"):
         saga.step("b", action="b.do", timout=1)
     with pytest.raises(TypeError, match="unexpected keyword argument 'steps'"):

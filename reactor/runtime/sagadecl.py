@@ -255,6 +255,25 @@ def saga_problems(decl: SagaDecl, channels: Collection[str]) -> list[tuple[str |
     seen: set[str] = set()
     for step in decl.steps:
         found += _step_problems(subject, step, seen)
+    if not any(field is not None and field.startswith("steps.") for field, _ in found):
+        found += _loop_problems(decl)
+    return found
+
+
+def _loop_problems(decl: SagaDecl) -> list[tuple[str | None, str]]:
+    """A command whose topic the saga itself takes (a start or a reply topic): a loop."""
+    taken = set(decl.patterns())
+    found: list[tuple[str | None, str]] = []
+    for step in decl.steps:
+        for kind in ("action", "compensation"):
+            topic = getattr(step, kind)
+            if isinstance(topic, str) and topic in taken:
+                text = (
+                    f"saga {decl.name!r} step {step.name!r}: {kind} {topic!r} is also a topic "
+                    "the saga takes (its start_on or a reply topic); give the command a topic "
+                    "of its own"
+                )
+                found.append((f"steps.{step.name}.{kind}", text))
     return found
 
 
