@@ -56,6 +56,7 @@ from reactor.runtime.metrics import (
 from reactor.runtime.projections import Projection, ProjectionSnapshot
 from reactor.runtime.replies import ReplyFuture, no_reply
 from reactor.runtime.router import Router
+from reactor.runtime.sagadecl import SagaDecl
 from reactor.runtime.scheduling import due_time
 from reactor.runtime.serve import serve
 from reactor.supervision.supervisor import StopChildren, Supervisor
@@ -436,7 +437,7 @@ class System:
         stores = self._assembly.sagas
         return tuple(record for n in names if n in stores for record in stores[n].instances(state))
 
-    def _saga(self, name: str) -> Any:
+    def _saga(self, name: str) -> SagaDecl:
         saga = self.topology.sagas.get(name)
         if saga is None:
             known = ", ".join(sorted(self.topology.sagas)) or "none declared"
