@@ -102,10 +102,23 @@ class SagaRunner:
     # -- the consumer's hooks -----------------------------------------------------------
 
     def on_start(self) -> None:
-        """Resume every active instance: arm its timers, settle what it left unconfirmed."""
-        for state in sorted(ACTIVE_STATES):
-            for record in self.store.instances(state):
-                self._resume(record)
+        """Resume every active instance: arm its timers, settle what it left unconfirmed.
+
+        A store that cannot be read now (its broker unreachable) does not keep the
+        consumer from starting: the events it was handling come again, and each
+        settles its own instance then.
+        """
+        try:
+            for state in sorted(ACTIVE_STATES):
+                for record in self.store.instances(state):
+                    self._resume(record)
+        except Exception:
+            logger.warning(
+                "saga %r: could not resume its active instances at start; each resumes when "
+                "its next event comes",
+                self._name,
+                exc_info=True,
+            )
 
     def on_stop(self) -> None:
         for timer in self._timers.values():
