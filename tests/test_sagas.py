@@ -366,6 +366,33 @@ def test_an_action_recorded_but_not_known_sent_is_sent_again_once_and_said(
     ]
 
 
+@pytest.mark.parametrize("durable", ["sqlite", "redis"])
+def test_a_step_timeout_survives_a_restart(
+    durable: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = (
+        f"sqlite:///{tmp_path / 'log.db'}"
+        if durable == "sqlite"
+        else str(request.getfixturevalue("redis_url"))
+    )
+    topo, participants = shop(url, timeout=30)
+    with topo.start(clock=FakeClock()) as system:
+        instance = system.start_saga("order", {"silent": "charge"})
+        wait_for(lambda: participants.of(instance) == ["reserve.do", "charge.do"])
+        system.wait_idle(10)
+    # Stopped 10 s into the charge's 30 s; the restarted process lets the rest run out.
+    topo, participants = shop(url, timeout=30)
+    clock = FakeClock(wall=1_700_000_010.0)
+    with topo.start(clock=clock) as system:
+        clock.advance(19)
+        system.wait_idle(10)
+        assert [r.state for r in system.sagas("order")] == ["running"]
+        clock.advance(2)  # due 30 s after the send: 20 s after the restart, not 30 s
+        record = wait_for(lambda: system.sagas("order", state="compensated"))[0]
+    assert record.error == "step 'charge': no reply within 30s"
+    assert participants.of(instance) == ["charge.undo", "reserve.undo"]
+
+
 # -- values and errors ----------------------------------------------------------------------
 
 
