@@ -895,7 +895,8 @@ def test_the_documented_format_is_a_valid_file(write: Callable[..., Path]) -> No
         "ORDERS = []\n\ndef bill(event):\n    pass\n\n"
         "def send_mail(event):\n    pass\n\ndef record(event):\n    pass\n\n"
         "def orders():\n    return []\n\n"
-        "def add_revenue(state, event):\n    return state\n",
+        "def add_revenue(state, event):\n    return state\n"
+        "def charge(data):\n    pass\n\ndef refund(data):\n    pass\n",
     )
     try:
         topo = Topology.from_toml(write("shop.toml", example))
@@ -903,3 +904,4 @@ def test_the_documented_format_is_a_valid_file(write: Callable[..., Path]) -> No
         sys.modules.pop("shop_handlers", None)
     assert {decl.name for decl in topo.consumers()} == {"billing", "mailer", "auditor"}
     assert list(topo.projections) == ["revenue"]
+    assert [step.name for step in topo.sagas["order"].steps] == ["charge", "reserve"]
