@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -137,6 +139,9 @@ def test_orders_saga_ships_compensates_and_keeps_the_read_model() -> None:
         wait_for(lambda: counts().get("shipped", 0) >= 1, timeout=10, message="nothing shipped")
         wait_for(lambda: counts().get("cancelled", 0) >= 1, timeout=10, message="no compensation")
         wait_for(lambda: system.metrics().actor("payments").restarts >= 1, timeout=10)
+        (sagas,) = system.metrics().sagas
+        assert sagas.completed >= 1
+        assert sagas.compensated >= 1
         assert "projection" in title
         assert render() is not None
     finally:
@@ -157,6 +162,42 @@ def test_the_orders_read_model_survives_a_restart_on_sqlite(
     assert 0 < totals[0] < totals[1], totals  # the second run went on from the first
     assert main(["demo", "sensors", "--backend", url]) == 2
     assert "--backend is for: orders" in capsys.readouterr().err
+
+
+def test_the_orders_demo_killed_mid_saga_resumes_and_ends_its_sagas(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'orders.db'}"
+    command = [sys.executable, "-m", "reactor", "demo", "orders", "--backend", url, "--json"]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT, env=_env(), text=True
+    )
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:  # one metrics snapshot per second
+            sagas = json.loads(line)["sagas"]
+            if sagas and sagas[0]["running"] >= 1 and sagas[0]["completed"] >= 3:
+                break
+        process.send_signal(signal.SIGKILL)  # mid-saga: one is open at least
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
+        if process.stdout is not None:
+            process.stdout.close()
+    system = DEMOS["orders"].build(backend=url).start()
+    try:
+        ((_, view),) = DEMOS["orders"].panels(system)
+        before = str(view.summary())  # type: ignore[attr-defined]
+        assert before.startswith("resumed "), before
+        ended = ("completed", "compensated")
+
+        def all_ended() -> bool:
+            line = str(view.summary()).split("orders:")[0]
+            return "…" not in line and any(word in line for word in ended)
+
+        wait_for(all_ended, timeout=20, message=f"the resumed sagas never ended: {before}")
+        assert sum(system.projection("order-view").state["counts"].values()) > 0
+    finally:
+        system.stop(timeout=10)
 
 
 def test_fanout_pool_scales_up_under_a_burst() -> None:

@@ -2,23 +2,28 @@
 
 ::
 
-    storefront ──order.placed──▶ [orders]
-      inventory   order.placed   → stock.reserved | order.rejected (+ stock.restocked)
-      payments    stock.reserved → payment.charged | payment.failed
-      shipping    payment.charged → order.shipped
-      inventory   payment.failed → stock.released + order.cancelled   (the compensation)
-      order-view  projection of every order event → each order's status (the read model)
-      stock       projection of stock.* events    → stock per sku (what inventory decides on)
+    storefront ──order.placed──▶ [orders] ──▶ saga "order" (the $saga.order consumer)
+      1 reserve   stock.reserve   → inventory  → .reply | .failed (out of stock)
+                  stock.release   (its compensation)
+      2 charge    payment.charge  → payments   → .reply | .failed (card declined)
+                  payment.refund  (its compensation)
+      3 ship      shipment.create → shipping   → .reply (or, now and then, no answer:
+                                                 the step times out after SHIP_TIMEOUT_S)
+      order-view  projection of the saga's commands and replies → each order's status
+      stock       projection of reserve and release replies     → stock per sku
 
-Every step returns ``(topic, data)`` pairs, which reactor turns into events
-with ``event.derive``: each follow-up keeps the order's ``correlation_id`` and
-points at its cause, so the read model can check that a whole saga shares one
-correlation id. The payment gateway times out now and then on a first attempt:
-``payments`` crashes, restarts, and the redelivered charge goes through.
+The saga sends each command with the order's data and waits for its reply; a
+failed or timed-out step makes it compensate the steps done before it, in
+reverse order (a timed-out shipment is refunded, then its stock released). The
+payment gateway times out now and then on a first attempt: ``payments`` crashes,
+restarts, and the redelivered charge goes through.
 
-No state lives in a handler: the read models are projections. Started with
-``--backend sqlite:///orders.db`` they are checkpointed in that file, so the
-demo stopped and started again shows the orders and the stock it had.
+No state lives in a handler: the sagas are stored by their channel, the read
+models are projections. Run with ``--backend sqlite:///orders.db``, stop it (or
+kill it) while sagas are open and start it again: the read model is back, and
+the open sagas resume where they were; one whose shipment was waiting is
+compensated when its timeout, armed again from the file, falls due. The header
+shows the sagas by state, and the read model the orders being undone.
 """
 
 from __future__ import annotations
@@ -42,11 +47,14 @@ __all__ = [
     "GatewayTimeout",
     "Inventory",
     "Payments",
+    "ReadModelView",
+    "Resumed",
     "Storefront",
     "build",
     "order_view",
     "panels",
     "render_view",
+    "ship",
     "stock_levels",
 ]
 
@@ -58,18 +66,32 @@ START_STOCK = 12
 RESTOCK = 10
 KEEP_RECENT = 6
 _SKUS = {"kettle": 40, "lamp": 65, "chair": 120, "desk": 210}
+SHIP_TIMEOUT_S = 3.0
+SILENT_COURIER = 9
+_ORDER_FIELDS = ("order_id", "customer", "sku", "qty", "amount")
+# The saga's commands and replies, as the read model names an order's status.
 _STATUS = {
     "order.placed": "placed",
-    "stock.reserved": "reserved",
-    "order.rejected": "rejected",
-    "payment.charged": "paid",
-    "payment.failed": "payment failed",
-    "stock.released": "compensating",
-    "order.cancelled": "cancelled",
-    "order.shipped": "shipped",
+    "stock.reserve.reply": "reserved",
+    "stock.reserve.failed": "rejected",
+    "payment.charge.reply": "paid",
+    "payment.charge.failed": "declined",
+    "shipment.create.reply": "shipped",
+    "payment.refund.reply": "refunded",
+    "stock.release.reply": "cancelled",
 }
+# The last status an order gets: shipped, out of stock, or undone (its stock released).
 _FINAL = ("shipped", "cancelled", "rejected")
-_SHOWN = ("placed", "reserved", "paid", "shipped", "cancelled", "rejected")
+_SHOWN = ("placed", "reserved", "paid", "refunded", "shipped", "cancelled", "rejected")
+_STYLES = {
+    "shipped": "green",
+    "completed": "green",
+    "cancelled": "yellow",
+    "refunded": "yellow",
+    "compensated": "yellow",
+    "rejected": "red",
+    "stuck": "red",
+}
 
 
 class GatewayTimeout(ConnectionError):
@@ -105,12 +127,12 @@ class Storefront:
 
 
 def order_view(state: Mapping[str, Any], event: Event) -> dict[str, Any]:
-    """Fold one order event into the read model: counts per status and the latest orders.
+    """Fold one saga event into the read model: counts per status and the latest orders.
 
     Open orders are kept by id; a finished one leaves them (the counts keep it), so
     the state stays small however long the demo runs. Every event of one order
-    must carry the correlation id of its ``order.placed``: ``mismatched`` counts
-    those that do not.
+    must carry its saga's id (the ``order.placed`` event's) as correlation id:
+    ``mismatched`` counts those that do not.
     """
     status = _STATUS.get(event.topic)
     if status is None:
@@ -123,17 +145,17 @@ def order_view(state: Mapping[str, Any], event: Event) -> dict[str, Any]:
     previous = open_orders.get(order_id)
     if previous is None and any(entry[0] == order_id for entry in state.get("recent", ())):
         return dict(state)  # a late event must not reopen a finished order
-    correlation = event.correlation_id if previous is None else previous[1]
+    saga = event.id if event.topic == "order.placed" else event.correlation_id
     if previous is not None:
         counts[previous[0]] -= 1
-        if event.correlation_id != correlation:
+        if saga != previous[1]:
             mismatched += 1
     counts[status] = counts.get(status, 0) + 1
     if status in _FINAL:
         open_orders.pop(order_id, None)
     else:
-        open_orders[order_id] = (status, correlation)
-    recent.append((order_id, status, correlation))
+        open_orders[order_id] = (status, saga if previous is None else previous[1])
+    recent.append((order_id, status, saga))
     return {
         "open": open_orders,
         "counts": counts,
@@ -145,15 +167,15 @@ def order_view(state: Mapping[str, Any], event: Event) -> dict[str, Any]:
 def stock_levels(state: Mapping[str, int], event: Event) -> dict[str, int]:
     """Fold a stock movement into the stock per sku (it starts at ``START_STOCK`` each)."""
     sku, qty = event.data["sku"], event.data["qty"]
-    change = {"stock.reserved": -qty, "stock.released": qty, "stock.restocked": qty}
+    change = {"stock.reserve.reply": -qty, "stock.release.reply": qty, "stock.restocked": qty}
     return {**state, sku: state.get(sku, START_STOCK) + change.get(event.topic, 0)}
 
 
-# -- the participants ----------------------------------------------------------------
+# -- the participants: each answers the saga's commands ------------------------------------
 
 
 class Inventory:
-    """Reserves stock for placed orders; releases it when a payment fails (compensation).
+    """Reserves stock for an order, or releases it (the compensation).
 
     It decides on the ``stock`` projection (attached once the system runs), so it
     keeps no state of its own: a restart of the process loses nothing. Being a
@@ -178,26 +200,24 @@ class Inventory:
             return START_STOCK
         return int(system.projection("stock").state.get(sku, START_STOCK))
 
-    def handle(self, event: Event) -> list[tuple[str, dict[str, Any]]]:
+    def handle(self, event: Event) -> list[Event]:
         self._attached.wait(5.0)  # the first order may come before the demo attached it
-        order = event.data
+        order = _order(event.data)
         sku, qty = order["sku"], order["qty"]
-        if event.topic == "payment.failed":
-            return [
-                ("stock.released", {**order}),
-                ("order.cancelled", {**order, "reason": order.get("reason", "payment failed")}),
-            ]
+        if event.topic == "stock.release":
+            return [event.reply(order)]
         if self.stock(sku) < qty:
             # The warehouse restocks, too late for this order.
-            return [
-                ("stock.restocked", {"sku": sku, "qty": RESTOCK, "order_id": order["order_id"]}),
-                ("order.rejected", {**order, "reason": f"out of stock: {sku}"}),
-            ]
-        return [("stock.reserved", {**order})]
+            restock = event.derive("stock.restocked", {**order, "qty": RESTOCK})
+            failed = event.reply(
+                {**order, "reason": f"out of stock: {sku}"}, topic="stock.reserve.failed"
+            )
+            return [restock, failed]
+        return [event.reply(order)]
 
 
 class Payments:
-    """Charges reserved orders; cards decline above a limit; the gateway sometimes times out.
+    """Charges orders and refunds them; cards decline above a limit; the gateway times out.
 
     Thread-safety: one consumer uses it; the instance survives restarts.
     """
@@ -206,24 +226,32 @@ class Payments:
         self.attempts = 0
         self._timed_out: set[str] = set()
 
-    def handle(self, event: Event) -> tuple[str, dict[str, Any]]:
-        order = event.data
+    def handle(self, event: Event) -> Event:
+        order = _order(event.data)
+        if event.topic == "payment.refund":
+            return event.reply(order)
         self.attempts += 1
         if self.attempts % 11 == 3 and event.id not in self._timed_out:
             self._timed_out.add(event.id)
             raise GatewayTimeout(f"payment gateway timed out charging {order['order_id']}")
         if order["amount"] > CARD_LIMIT:
-            return (
-                "payment.failed",
-                {**order, "reason": f"card declined: {order['amount']} > {CARD_LIMIT}"},
-            )
-        return ("payment.charged", {**order, "payment_id": f"pay-{order['order_id']}"})
+            reason = f"card declined: {order['amount']} > {CARD_LIMIT}"
+            return event.reply({**order, "reason": reason}, topic="payment.charge.failed")
+        return event.reply({**order, "payment_id": f"pay-{order['order_id']}"})
 
 
-def ship(event: Event) -> tuple[str, dict[str, Any]]:
-    """Ships a paid order."""
-    tracking = "TRK" + event.data["order_id"][2:].replace("-", "")
-    return ("order.shipped", {**event.data, "tracking": tracking})
+def ship(event: Event) -> Event | None:
+    """Books a courier for a paid order; one order in ``SILENT_COURIER`` gets no answer."""
+    order = _order(event.data)
+    number = int(order["order_id"].rsplit("-", 1)[1])
+    if number % SILENT_COURIER == 0:
+        return None  # the courier never answers: the saga's timeout compensates the order
+    return event.reply({**order, "tracking": "TRK" + order["order_id"][2:].replace("-", "")})
+
+
+def _order(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The order's own fields of a command's data (the saga's data holds more)."""
+    return {key: data[key] for key in _ORDER_FIELDS}
 
 
 # -- the topology and its panel --------------------------------------------------------
@@ -241,22 +269,30 @@ def build(backend: str = "memory") -> Topology:
         interval=PLACE_INTERVAL_S,
         key="order_id",
     )
+    saga = topo.saga("order", channel="orders", start_on="order.placed")
+    saga.step("reserve", action="stock.reserve", compensation="stock.release", timeout=5)
+    saga.step("charge", action="payment.charge", compensation="payment.refund", timeout=5)
+    saga.step("ship", action="shipment.create", timeout=SHIP_TIMEOUT_S)
     strategy = quick_restarts(max_restarts=50)
-    with topo.supervisor("saga", strategy) as saga:
-        saga.consumer(
-            "inventory", Inventory(), channel="orders", pattern=("order.placed", "payment.failed")
+    with topo.supervisor("participants", strategy) as participants:
+        participants.consumer(
+            "inventory", Inventory(), channel="orders", pattern=("stock.reserve", "stock.release")
         )
-        saga.consumer(
+        participants.consumer(
             "payments",
             Payments(),
             channel="orders",
-            pattern="stock.reserved",
-            max_deliveries=3,
+            pattern=("payment.charge", "payment.refund"),
             failure_threshold=1,  # a gateway timeout restarts it: the demo shows supervision
         )
-        saga.consumer("shipping", ship, channel="orders", pattern="payment.charged")
+        participants.consumer("shipping", ship, channel="orders", pattern="shipment.create")
     topo.projection("order-view", order_view, channel="orders", pattern="#")
-    topo.projection("stock", stock_levels, channel="orders", pattern="stock.*")
+    topo.projection(
+        "stock",
+        stock_levels,
+        channel="orders",
+        pattern=("stock.reserve.reply", "stock.release.reply", "stock.restocked"),
+    )
     return topo
 
 
@@ -265,17 +301,73 @@ def panels(system: System) -> list[tuple[str, Callable[[], RenderableType]]]:
     for decl in system.topology.consumers():
         if isinstance(decl.handler, Inventory):
             decl.handler.attach(system)
-    return [("read model: orders (projection)", lambda: render_view(system))]
+    return [("read model: orders (projection)", ReadModelView(system))]
 
 
-def render_view(system: System) -> RenderableType:
-    """The live view: orders per status, stock, and the latest orders with their correlation."""
-    view = system.projection("order-view")
-    state = view.state
+class ReadModelView:
+    """The read model's panel: called for the full view, ``summary()`` for one line.
+
+    Thread-safety: the dashboard's thread draws it.
+    """
+
+    def __init__(self, system: System) -> None:
+        self._system = system
+        self._resumed = Resumed(system)
+
+    def __call__(self) -> RenderableType:
+        return render_view(self._system, self._resumed)
+
+    def summary(self) -> Text:
+        """``orders: shipped 31 cancelled 12 ...`` and the resumed sagas, on one line."""
+        counts = self._system.projection("order-view").state.get("counts", {})
+        line = self._resumed.line() or Text(no_wrap=True, overflow="ellipsis")
+        line.append("  orders:" if line else "orders:", style="bold")
+        for status in _SHOWN[3:]:
+            line.append(f" {status} {counts.get(status, 0)}", style=_STYLES.get(status, ""))
+        return line
+
+
+class Resumed:
+    """The sagas a start found open (a process stopped or killed mid-saga), and how they end.
+
+    Thread-safety: the dashboard's thread calls :meth:`line`.
+    """
+
+    def __init__(self, system: System) -> None:
+        self._system = system
+        # (instance id, order id, the step it was at): what the store held at the start.
+        self._open = [
+            (record.id, str(record.data.get("order_id", "?")), record.step or "")
+            for state in ("running", "compensating")
+            for record in system.sagas("order", state=state)
+        ]
+        self._ends: dict[str, str] = {}
+
+    def line(self) -> Text | None:
+        """``resumed 2: o-a5f-0016 ship→compensated ...``; None if none was open at the start."""
+        if not self._open:
+            return None
+        if len(self._ends) < len(self._open):  # read the store until each has ended
+            now = {record.id: record.state for record in self._system.sagas("order")}
+            for instance, _, _ in self._open:
+                state = now.get(instance, "?")
+                if state in ("completed", "compensated", "stuck"):
+                    self._ends[instance] = state
+        text = Text(f"resumed {len(self._open)}:", style="bold", no_wrap=True, overflow="ellipsis")
+        for instance, order_id, step in self._open[:3]:
+            end = self._ends.get(instance, "…")
+            text.append(f" {order_id} {step}→")
+            text.append(end, style=_STYLES.get(end, ""))
+        return text
+
+
+def render_view(system: System, resumed: Resumed | None = None) -> RenderableType:
+    """The live view: orders per status, stock, resumed sagas, the latest orders and their saga."""
+    state = system.projection("order-view").state
     counts = state.get("counts", {})
     summary = Text()
     for status in _SHOWN:
-        style = {"shipped": "green", "cancelled": "yellow", "rejected": "red"}.get(status, "")
+        style = _STYLES.get(status, "")
         summary.append(f"{status} {counts.get(status, 0)}  ", style=style)
     mismatched = state.get("mismatched", 0)
     summary.append(f"mismatches {mismatched}", style="red" if mismatched else "dim")
@@ -286,11 +378,14 @@ def render_view(system: System) -> RenderableType:
     table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
     table.add_column("order", no_wrap=True)
     table.add_column("status", no_wrap=True)
-    table.add_column("correlation id", no_wrap=True, overflow="ellipsis", max_width=20)
-    for order_id, status, correlation in reversed(state.get("recent", ())):
-        table.add_row(order_id, status, (correlation or "")[-12:])
+    table.add_column("saga", no_wrap=True, overflow="ellipsis", max_width=20)
+    for order_id, status, saga in reversed(state.get("recent", ())):
+        table.add_row(order_id, Text(status, style=_STYLES.get(status, "")), (saga or "")[-12:])
     grid = Table.grid()
     grid.add_row(summary)
     grid.add_row(levels)
+    line = resumed.line() if resumed is not None else None
+    if line is not None:
+        grid.add_row(line)
     grid.add_row(table)
     return grid

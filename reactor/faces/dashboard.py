@@ -157,7 +157,9 @@ class Dashboard:
         clock: monotonic time for rates and durations; the system's clock by default
             (tests pass a fake one).
         panels: extra ``(title, render)`` panels drawn after the built-in ones,
-            e.g. a demo's read model; ``render`` is called once per frame.
+            e.g. a demo's read model; ``render`` is called once per frame. A
+            ``render`` with a ``summary()`` method gives the line shown instead of
+            the panel when the terminal is short.
         presenter: keys that act on the system while :meth:`run` draws (see
             :mod:`reactor.faces.presenter`); None draws only.
 
@@ -254,11 +256,16 @@ class Dashboard:
             Section("consumers", self._consumers(metrics), min_lines=4),
         ]
         for index, (title, render) in enumerate(self.panels):
+            # A panel that can say itself in a line (a ``summary()`` method) still shows
+            # on a short terminal.
+            brief = getattr(render, "summary", None)
             sections.append(
                 Section(
                     f"panel-{index}",
                     Panel(render(), title=printable(title), title_align="left", box=box.ROUNDED),
-                    summary=Text(f"{printable(title)} (no room)", style="dim"),
+                    summary=brief()
+                    if callable(brief)
+                    else Text(f"{printable(title)} (no room)", style="dim"),
                 )
             )
         sections.append(Section("tree", self._tree(metrics), summary=tree_summary(metrics)))
