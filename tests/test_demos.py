@@ -186,7 +186,7 @@ def test_the_orders_demo_killed_mid_saga_resumes_and_ends_its_sagas(tmp_path: Pa
     system = DEMOS["orders"].build(backend=url).start()
     try:
         ((_, view),) = DEMOS["orders"].panels(system)
-        before = str(view.summary())  # type: ignore[attr-defined]
+        before = str(view.summary())
         assert before.startswith("resumed "), before
         ended = ("completed", "compensated")
 
