@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import sqlite3
 import sys
 import textwrap
@@ -450,3 +451,14 @@ def test_toml_problems_of_projections_are_reported_on_their_lines(
     assert any(
         "line 6:" in p and "checkpoint_every must be a positive integer" in p for p in problems
     )
+
+
+def test_reactor_graph_draws_each_projection() -> None:
+    from rich.console import Console  # noqa: PLC0415 - the faces, for this test only
+
+    from reactor.faces.graph import graph_mermaid, graph_tree  # noqa: PLC0415
+
+    console = Console(record=True, width=100, file=io.StringIO())
+    console.print(graph_tree(topology("memory")))
+    assert "stock  ← orders [stock.#], a read model" in console.export_text()
+    assert '-->|"stock.#"| r_stock' in graph_mermaid(topology("memory"))

@@ -40,6 +40,16 @@ def graph_tree(topology: Topology) -> Tree:
                     f"  ⇄ {saga.channel}, starts on {saga.start_on}: {steps}",
                 )
             )
+    if topology.projections:
+        projections = tree.add(Text("projections", style="bold"))
+        for projection in topology.projections.values():
+            patterns = ", ".join(projection.patterns)
+            projections.add(
+                Text.assemble(
+                    (printable(projection.name, newlines=False), "bold blue"),
+                    f"  ← {projection.channel} [{patterns}], a read model",
+                )
+            )
     supervision = tree.add(_supervisor_label(topology.root))
     _graph_children(supervision, topology.root)
     return tree
@@ -134,5 +144,11 @@ def graph_mermaid(topology: Topology) -> str:
         lines.append(f"    {node_id('s', saga.name)}{{{{{label(saga.name + ' saga')}}}}}")
         lines.append(
             f"    {node_id('ch', saga.channel)} <-->|{label(saga.start_on)}| {node_id('s', saga.name)}"
+        )
+    for projection in topology.projections.values():
+        lines.append(f"    {node_id('r', projection.name)}[/{label(projection.name)}/]")
+        lines.append(
+            f"    {node_id('ch', projection.channel)} -->|"
+            f"{label(', '.join(projection.patterns))}| {node_id('r', projection.name)}"
         )
     return "\n".join(lines) + "\n"
