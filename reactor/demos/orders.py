@@ -22,7 +22,7 @@ No state lives in a handler: the sagas are stored by their channel, the read
 models are projections. Run with ``--backend sqlite:///orders.db``, stop it (or
 kill it) while sagas are open and start it again: the read model is back, and
 the open sagas resume where they were; one whose shipment was waiting is
-compensated when its timeout, armed again from the file, falls due. The header
+compensated when its timeout (a delayed event kept in the file) falls due. The header
 shows the sagas by state, and the read model the orders being undone.
 """
 
