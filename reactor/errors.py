@@ -20,6 +20,7 @@ __all__ = [
     "ChannelOpenError",
     "ClockError",
     "DecodeError",
+    "EventTooLargeError",
     "IdleTimeout",
     "ImmutableMessageError",
     "InvalidTopicError",
@@ -42,6 +43,7 @@ __all__ = [
     "UnknownGroupError",
     "UnknownProjectionError",
     "UnknownSagaError",
+    "UpcastError",
     "UsageError",
     "ChaosError",
     "ChaosOutage",
@@ -272,6 +274,43 @@ class BatchFailed(ReactorError, RuntimeError):
         self.failed: dict[str, BaseException | str] = dict(failed)
         self.outputs: Any = outputs
         super().__init__(f"{len(self.failed)} event(s) of the batch failed")
+
+
+class EventTooLargeError(ReactorError, ValueError):
+    """An event is bigger, encoded, than its channel's ``max_event_size``; it was not published.
+
+    Raised at publish, before the event (or any event of the same ``publish_many``)
+    enters the channel.
+
+    Attributes:
+        channel: the channel's name.
+        topic: the event's topic.
+        event_id: the event's id.
+        size: its encoded size in bytes.
+        limit: the channel's ``max_event_size``.
+    """
+
+    def __init__(self, channel: str, topic: str, event_id: str, size: int, limit: int) -> None:
+        self.channel = channel
+        self.topic = topic
+        self.event_id = event_id
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"channel {channel!r}: event {event_id} on topic {topic!r} is {size:,} bytes "
+            f"encoded, more than the channel's max_event_size of {limit:,} bytes; nothing "
+            "was published. Keep events small: store the blob elsewhere (a file, an object "
+            "store, a database row) and put its key or URL in the event, or raise the "
+            "channel's max_event_size"
+        )
+
+
+class UpcastError(DecodeError):
+    """An upcaster failed on an event read back from a channel (see ``upcasters``).
+
+    It raised, or returned something other than a mapping of immutable values. The
+    event is dead-lettered at once, as it was stored; fix the upcaster and redrive it.
+    """
 
 
 class UnknownSagaError(ReactorError, LookupError):

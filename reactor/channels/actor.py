@@ -47,6 +47,7 @@ from reactor.actors.base import ActorContext, ReactorActor
 from reactor.channels import groups as membership
 from reactor.channels.backend import ChannelConfig, ChannelParts, ChannelServices
 from reactor.channels.groups import Counters, Group, Member, find_member
+from reactor.channels.sizes import EventSizes
 from reactor.messages import lifecycle
 from reactor.messages.control import (
     Ack,
@@ -550,6 +551,12 @@ class GroupChannel(Generic[_Log]):
         self.config = config
         self.gate = self.parts.gate
         self.address = self.parts.address
+        # Measured in JsonCodec bytes unless the backend stores another encoding.
+        self.sizes = EventSizes(config.name, config.max_event_size)
+
+    def check_sizes(self, events: Sequence[Event]) -> None:
+        """Refuse events bigger than the channel's ``max_event_size`` (see ``Channel``)."""
+        self.sizes.check(events)
 
     def start_actor(self, context: ActorContext) -> ReactorActor:
         return GroupChannelActor.spawn(context, self.log, self.config.max_batch)

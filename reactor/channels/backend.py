@@ -9,7 +9,7 @@ backend it has: ``memory`` today, durable logs and brokers behind the same face.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -71,6 +71,9 @@ class ChannelConfig:
     overflow: Overflow = "block"
     groups: tuple[GroupSpec, ...] = ()
     max_batch: int = 128
+    # The largest encoded event a publish may put in (see reactor.channels.sizes);
+    # None: no limit (the $system channel, whose dead letters carry whole events).
+    max_event_size: int | None = None
 
 
 @attrs.frozen(slots=True)
@@ -235,6 +238,19 @@ class Channel(Protocol):
         Raises:
             BackpressureTimeout / ChannelFull: a full memory area (``block`` / ``reject``).
             SystemStoppedError: the channel was closed.
+            EventTooLargeError: an event is bigger, encoded, than ``max_event_size``
+                (nothing was scheduled).
+        """
+
+    def check_sizes(self, events: Sequence[Event]) -> None:
+        """Refuse events bigger, encoded, than ``config.max_event_size``, before any is sent.
+
+        :meth:`send` and :meth:`schedule` check their own events; a publish split
+        into several sends (by capacity) calls this first, so that nothing of it
+        enters the channel when one event is too big.
+
+        Raises:
+            EventTooLargeError: naming the first such event.
         """
 
     def stats(self) -> ChannelMetrics:

@@ -390,6 +390,7 @@ class MemoryChannel(GroupChannel[_MemoryLog]):
         self._sagas: dict[str, MemorySagaStore] = {}
 
     def send(self, events: tuple[Event, ...]) -> None:
+        self.sizes.check(events)  # an upper bound first: an event is encoded only if near the limit
         self.log.send(events)
 
     def schedule(self, events: tuple[Event, ...], due: float, timeout: float | None) -> int:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from reactor.errors import DecodeError
-from reactor.messages.event import Event
+from reactor.messages.event import SCHEMA_VERSION, Event
 from reactor.messages.jsontext import json_kind, quote
 from reactor.messages.jsonvalues import build_event, checked_topic, format_time, parse_time, to_json
 
@@ -40,8 +40,12 @@ _TAKEN: Final = frozenset(
         "correlationid",
         "causationid",
         "reactorheaders",
+        "schemaversion",
     }
 )
+# The extension attribute of Event.version (the reactor-schema-version header): an
+# Integer, so other tools can compare versions; absent for version 1.
+_SCHEMA_VERSION: Final = "schemaversion"
 _JSON_CONTENT = re.compile(r"(?:application|text)/(?:[\w.+-]+\+)?json(?:\s*;.*)?", re.IGNORECASE)
 # The packed headers are a JSON string inside the event: the stdlib writes and reads it.
 _pack = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -74,7 +78,9 @@ def cloudevent_text(event: Event, dumps: Callable[[Any], str]) -> str:
     if event.headers:
         others = {}
         for name, value in event.headers.items():
-            if name not in _TAKEN and _EXTENSION_NAME.fullmatch(name):
+            if name == SCHEMA_VERSION:
+                text += f',"{_SCHEMA_VERSION}":{value}'  # decimal digits: a JSON integer
+            elif name not in _TAKEN and _EXTENSION_NAME.fullmatch(name):
                 text += f',"{name}":{quote(value)}'  # the name is [a-z0-9]: nothing to escape
             else:
                 others[name] = value
@@ -201,6 +207,8 @@ def _headers(ce: dict[str, Any]) -> dict[str, str]:
                 "CloudEvent attribute 'reactorheaders' must hold a JSON object of strings"
             )
         headers.update(packed)
+    if _SCHEMA_VERSION in ce:
+        headers[SCHEMA_VERSION] = _schema_version(ce[_SCHEMA_VERSION])
     if ce.keys() <= _TAKEN:  # the usual case: no extension attributes at all
         return headers
     for name, value in ce.items():
@@ -218,3 +226,18 @@ def _headers(ce: dict[str, Any]) -> dict[str, str]:
                 f"boolean, got {json_kind(value)}"
             )
     return headers
+
+
+def _schema_version(value: Any) -> str:
+    """The ``reactor-schema-version`` header of a ``schemaversion`` attribute (an Integer >= 1).
+
+    Its CloudEvents string form (``"2"``) is accepted too, as for any Integer attribute.
+    """
+    if type(value) is int and value >= 1:
+        return str(value)
+    if type(value) is str and value.isascii() and value.isdigit() and value[0] != "0":
+        return value
+    raise DecodeError(
+        f"CloudEvent attribute {_SCHEMA_VERSION!r} must be an integer >= 1 (the event's "
+        f"schema version), got {value!r}"
+    )

@@ -25,6 +25,9 @@ key or a ``"__reactor__"`` key
 an :class:`Event`             event     ``"value"``: the event's own encoding
 ============================  ========  ======================================
 
+An event's schema version (:attr:`~reactor.Event.version`) is its
+``reactor-schema-version`` header, so this codec keeps it with the headers.
+
 Enum members and other attrs/dataclass instances are refused at encode time
 with a ``TypeError`` naming their path (``data['order'][0]``), because
 rebuilding an arbitrary class from bytes is exactly what pickle does wrong.
@@ -45,6 +48,8 @@ event field         CloudEvents attribute
 ``key``             ``partitionkey`` extension (omitted when None)
 ``correlation_id``  ``correlationid`` extension (omitted when None)
 ``causation_id``    ``causationid`` extension (omitted when None)
+``version``         ``schemaversion`` extension, an Integer (omitted for version
+                    1; it is the ``reactor-schema-version`` header)
 ``headers``         one extension attribute per header whose name is a valid
                     extension name (``[a-z0-9]{1,20}``) and is not taken; the
                     others go, as a JSON object in a string, into the

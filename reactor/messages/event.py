@@ -17,10 +17,14 @@ from reactor.messages.freeze import _SCALARS, FrozenDict, freeze, freeze_flat
 from reactor.messages.topics import _valid_topics as _known_topics
 from reactor.messages.topics import validate_topic
 
-__all__ = ["REPLY_TO", "Event", "new_event_id"]
+__all__ = ["REPLY_TO", "SCHEMA_VERSION", "Event", "new_event_id"]
 
 # The header of a request that says where its reply goes (set by System.request).
 REPLY_TO = "reactor-reply-to"
+# The header holding the version of an event's data schema (Event.version). Absent
+# means version 1, so version 1 is never written: an event made before versions
+# existed, and one made at version 1, are the same event.
+SCHEMA_VERSION = "reactor-schema-version"
 
 _UTC: Final = UTC
 _now: Final = datetime.now
@@ -191,9 +195,31 @@ def _check_headers(headers: Any) -> FrozenDict[str, str]:
                 f"event headers must map str to str; header {name!r} "
                 f"({type(name).__name__}) has a {type(value).__name__} value: {value!r}"
             )
+    version = headers.get(SCHEMA_VERSION)
+    if version is not None and not (version.isascii() and version.isdigit() and version[0] != "0"):
+        raise ValueError(
+            f"event header {SCHEMA_VERSION!r} must be a schema version, a whole number >= 1 "
+            f"written in decimal, got {version!r}; pass version= to Event.create instead"
+        )
     if headers.__class__ is FrozenDict:
         return cast("FrozenDict[str, str]", headers)
     return cast("FrozenDict[str, str]", freeze(headers, "headers"))
+
+
+def _versioned(headers: Mapping[str, str] | None, version: Any) -> Mapping[str, str] | None:
+    """``headers`` with the schema ``version`` set (removed for version 1, the default)."""
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise TypeError(
+            f"event version must be an int >= 1, got {type(version).__name__}: {version!r}"
+        )
+    if version < 1:
+        raise ValueError(f"event version must be an int >= 1, got {version}")
+    merged = dict(headers) if headers is not None else {}
+    if version == 1:
+        merged.pop(SCHEMA_VERSION, None)
+    else:
+        merged[SCHEMA_VERSION] = str(int(version))
+    return merged or None
 
 
 def _freeze_data(data: Any) -> Any:
@@ -225,7 +251,8 @@ class Event:
         key: partition key: events with the same key keep their order in a group.
         time: when the event was created, timezone-aware, in UTC.
         source: who produced it (a producer or consumer name); ``"reactor"`` by default.
-        headers: free-form metadata, ``str`` to ``str``.
+        headers: free-form metadata, ``str`` to ``str``. The header
+            ``reactor-schema-version`` holds the schema version (see :attr:`version`).
         correlation_id: id shared by every event of one flow (the first event's id).
         causation_id: id of the event this one was derived from, if any.
 
@@ -255,6 +282,7 @@ class Event:
         causation_id: str | None = None,
         id: str | None = None,
         time: datetime | None = None,
+        version: int | None = None,
     ) -> Event:
         """Create an event, filling in its id and time.
 
@@ -268,6 +296,8 @@ class Event:
             causation_id: the id of the event that caused this one.
             id: the event id; a new UUIDv7 by default.
             time: when it happened (timezone-aware); now, in UTC, by default.
+            version: the schema version of ``data`` (an int >= 1), kept in the
+                ``reactor-schema-version`` header; 1 when not given.
 
         Returns:
             The new event.
@@ -276,9 +306,12 @@ class Event:
             InvalidTopicError: ``topic`` is malformed.
             ImmutableMessageError: ``data`` holds something that cannot be made
                 immutable; the error's ``path`` starts with ``data``.
-            TypeError: ``key``, ``headers``, ``id``, ``source`` or ``time`` has the wrong type.
-            ValueError: ``time`` is naive.
+            TypeError: ``key``, ``headers``, ``id``, ``source``, ``time`` or
+                ``version`` has the wrong type.
+            ValueError: ``time`` is naive, or ``version`` < 1.
         """
+        if version is not None:
+            headers = _versioned(headers, version)
         if cls is not Event:
             # Subclasses may add fields or checks: go through their __init__.
             if id is None:
@@ -361,6 +394,7 @@ class Event:
         key: str | int | Literal[_Inherit.INHERIT] | None = _INHERIT,
         source: str | Literal[_Inherit.INHERIT] = _INHERIT,
         headers: Mapping[str, str] | None = None,
+        version: int | None = None,
     ) -> Event:
         """Create an event caused by this one, in the same flow.
 
@@ -374,6 +408,8 @@ class Event:
             key: partition key; this event's key unless given (``None`` clears it).
             source: producer name; this event's source unless given.
             headers: the new event's headers.
+            version: the schema version of the new event's data; 1 when not given
+                (a version describes one topic's data, so it is not inherited).
 
         Returns:
             The new event.
@@ -381,7 +417,8 @@ class Event:
         Raises:
             InvalidTopicError: ``topic`` is malformed.
             ImmutableMessageError: ``data`` cannot be made immutable.
-            TypeError: ``key`` or ``headers`` has the wrong type.
+            TypeError: ``key``, ``headers`` or ``version`` has the wrong type.
+            ValueError: ``version`` < 1.
         """
         # create's fast path, with this event's flow: what it checks again here
         # (this event's key, source and ids) passes its first test.
@@ -393,7 +430,18 @@ class Event:
             headers=headers,
             correlation_id=self.correlation_id if self.correlation_id is not None else self.id,
             causation_id=self.id,
+            version=version,
         )
+
+    @property
+    def version(self) -> int:
+        """The schema version of ``data``: the ``reactor-schema-version`` header, 1 when absent.
+
+        A channel's upcasters turn an event of an older version into the current one
+        before a consumer sees it (see ``upcasters`` in ``Topology.channel``).
+        """
+        version = self.headers.get(SCHEMA_VERSION)
+        return 1 if version is None else int(version)
 
     def __repr__(self) -> str:
         # Short on purpose: events end up in logs and dashboards by the thousand.

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import marshal
 from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -35,7 +36,7 @@ from uuid import UUID
 
 from reactor.errors import ImmutableMessageError
 
-__all__ = ["FrozenDict", "freeze", "freeze_flat", "thaw"]
+__all__ = ["FrozenDict", "freeze", "freeze_flat", "marshal_size", "thaw"]
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
@@ -248,6 +249,24 @@ def freeze_flat(value: dict[Any, Any]) -> FrozenDict[Any, Any] | None:
     frozen: FrozenDict[Any, Any] = _new(FrozenDict)
     _set_d(frozen, value.copy())
     return frozen
+
+
+def marshal_size(value: FrozenDict[Any, Any]) -> int | None:
+    """How many bytes :mod:`marshal` (format 0) writes for the items of ``value``; None
+    if it cannot write them (a nested mapping, a datetime, a subclass).
+
+    A measure, for :func:`reactor.messages.sizes.size_bound`: one C call over the
+    items, whose bytes are thrown away at once (nothing marshalled leaves this
+    function). Format 0 writes every object in full, never a reference to an
+    earlier one, so repeated values count each time, as JSON writes them.
+    """
+    try:
+        return len(_marshal(value._d, 0))
+    except ValueError:
+        return None
+
+
+_marshal = marshal.dumps
 
 
 def _freeze_dict(value: Mapping[Any, Any], path: str) -> FrozenDict[Any, Any]:

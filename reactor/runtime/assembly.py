@@ -38,6 +38,7 @@ from reactor.clock import Clock
 from reactor.errors import SupervisorEscalation, TopologyError
 from reactor.messages import lifecycle
 from reactor.messages.event import Event
+from reactor.messages.upcasting import Upcasters
 from reactor.runtime.batching import Batching, batch_key_function
 from reactor.runtime.consumer import ConsumerActor, ConsumerRuntime
 from reactor.runtime.coroutines import CoroutineConsumerActor
@@ -181,6 +182,7 @@ class Assembly:
                 decl.overflow,
                 tuple(groups[decl.name].values()),
                 decl.max_batch,
+                decl.max_event_size,
             )
             for decl in self._topology.channels.values()
         ]
@@ -240,6 +242,11 @@ class Assembly:
             seed=f"{self._seed}/{decl.name}" if self._seed is not None else None,
         )
         return self._member_spec(attrs.evolve(decl, handler=runner), decl.name, "$consumers")
+
+    def _upcasters(self, channel: str) -> Upcasters | None:
+        """The upcasters declared on ``channel`` (None for none, and for ``$system``)."""
+        decl = self._topology.channels.get(channel)
+        return None if decl is None else Upcasters.of(channel, decl.upcasters)
 
     def _register(
         self,
@@ -374,6 +381,7 @@ class Assembly:
             router=self._router,
             dedup=self._dedup_for(decl),
             counters=counters,
+            upcasters=self._upcasters(decl.channel),
             actor=CoroutineConsumerActor if is_async(decl.handler) else ConsumerActor,
             seed=f"{self._seed}/{member}" if self._seed is not None else None,
             **{option: getattr(decl, option) for option in _AS_DECLARED},

@@ -219,6 +219,7 @@ class BatchConsumerActor(ConsumerActor):
             not self.holds
             and self.batching.key is None
             and self.runtime.dedup is None
+            and self.runtime.upcasters is None
             and Encoded not in map(type, batch.events)
         ):
             done = self._gather_plain(batch)

@@ -75,6 +75,7 @@ from reactor.channels.member import MemberLink
 from reactor.errors import ConsumerFailing, DecodeError
 from reactor.messages.control import Deliver, Encoded, ErrorInfo, Tick
 from reactor.messages.event import REPLY_TO, Event
+from reactor.messages.upcasting import Upcasters, read
 from reactor.runtime.handling import Delivery, as_events, current_delivery, handling
 from reactor.runtime.router import Router
 from reactor.runtime.scheduling import Delayed
@@ -132,6 +133,8 @@ class ConsumerRuntime:
     failure_threshold: int = 10
     concurrency: int = 1  # events an ``async def`` handler may run at once
     handler_timeout: float | None = None  # an ``async def`` handler is cancelled past it
+    # The channel's upcasters: events of older versions are upcast before the handler.
+    upcasters: Upcasters | None = None
     # The incarnation's class: ConsumerActor, or one for coroutine handlers.
     actor: type[ConsumerActor] | None = None
     # Seeds this consumer's retry jitter (None: unseeded). The generator is made at the
@@ -392,17 +395,20 @@ class ConsumerActor(ReactorActor):
         """The event ``seq`` stands for, to handle; None if it is settled without a handler.
 
         It is given back if it must wait for the retry of its key's failure, dead-lettered
-        at once if its bytes are no event, acked if this group handled its id before.
+        at once if its bytes are no event or an upcaster fails on it, acked if this group
+        handled its id before. An event of an older version is upcast (see
+        :mod:`reactor.messages.upcasting`).
         """
         holds = self.holds
         if holds and item.key in holds and holds[item.key][0] != seq:
             self.released.append(seq)
             return None
-        if type(item) is Encoded:
+        upcasters = self.runtime.upcasters
+        if type(item) is Encoded or upcasters is not None:
             try:
-                event = item.decode()
+                event = read(item, upcasters)
             except DecodeError as exc:
-                # No retry can decode it: the channel dead-letters it with its bytes.
+                # No retry can decode (or upcast) it: the channel dead-letters it as stored.
                 self._nack(seq, ErrorInfo.from_exception(exc), final=True)
                 return None
         else:

@@ -29,9 +29,11 @@ import attrs
 
 from reactor.channels.gate import OVERFLOW_POLICIES, Overflow
 from reactor.channels.registry import known_schemes, scheme_of
+from reactor.channels.sizes import DEFAULT_MAX_EVENT_SIZE, MAX_EVENT_SIZE_LIMIT
 from reactor.errors import InvalidTopicError, TopologyError
 from reactor.messages import lifecycle
 from reactor.messages.topics import TopicPattern, validate_topic
+from reactor.messages.upcasting import upcaster_problems
 from reactor.runtime.chaos import Chaos
 from reactor.runtime.handling import is_async
 from reactor.runtime.pool import PoolScaling
@@ -191,6 +193,10 @@ def _check_chaos(chaos: Any) -> list[str]:
     return [text for _, text in problems_of(chaos, "chaos.")]
 
 
+def _check_upcasters(upcasters: Any) -> list[str]:
+    return [message for _, message in upcaster_problems(upcasters)]
+
+
 def _default_strategy(value: Any) -> Any:
     return DEFAULT_STRATEGY if value is None else value
 
@@ -246,6 +252,22 @@ class ChannelDecl:
         doc="what `publish` does at capacity",
     )
     max_batch: int = count(128, "most events delivered to a consumer in one message")
+    max_event_size: int = option(
+        DEFAULT_MAX_EVENT_SIZE,
+        kind="int",
+        positive=True,
+        max=MAX_EVENT_SIZE_LIMIT,
+        doc="largest encoded event `publish` accepts, in bytes (1 MiB); pass a bigger "
+        "blob by reference (its key or URL)",
+    )
+    upcasters: dict[str, dict[int, Any]] = option(
+        kind="custom",
+        factory=dict,
+        toml="table",
+        check=_check_upcasters,
+        doc="per topic, `{version: function}` turning older data into the current "
+        "version before consumers see it",
+    )
 
     def __repr__(self) -> str:
         # A backend URL may carry a password; a repr ends up in logs and tracebacks.

@@ -97,6 +97,8 @@ class Router:
         Raises:
             UnknownChannelError: no such channel.
             NotAnEventError: an item is not an :class:`Event` (nothing was published).
+            EventTooLargeError: an event is bigger, encoded, than the channel's
+                ``max_event_size`` (nothing was published).
             BackpressureTimeout: ``block`` channel still full after ``timeout``.
             ChannelFull: ``reject`` channel without room for the events.
         """
@@ -122,6 +124,14 @@ class Router:
             if granted == 0:
                 self._dropped(channel, events[sent:])
                 return sent
+            if sent == 0 and granted < total:
+                # Split by capacity: each send checks its own events' sizes, so the rest
+                # is checked now, and a refusal leaves nothing of this publish in.
+                try:
+                    channel.check_sizes(events[granted:])
+                except BaseException:
+                    gate.release(granted)
+                    raise
             try:
                 channel.send(tuple(events[sent : sent + granted]))
             except BaseException:

@@ -35,6 +35,7 @@ from reactor.channels.redis.log import RedisLog
 from reactor.channels.redis.monitor import Monitor, Writes
 from reactor.channels.redis.options import RedisOptions, parse_url
 from reactor.channels.redis.sagas import RedisSagaStore
+from reactor.channels.sizes import EventSizes
 from reactor.errors import BackpressureTimeout, DecodeError
 from reactor.messages import lifecycle
 from reactor.messages.codecs import CloudEventsCodec
@@ -58,6 +59,7 @@ class RedisChannel(GroupChannel[RedisLog]):
         parts = self.parts
         self.options = options
         self.codec = CloudEventsCodec()
+        self.sizes = EventSizes(config.name, config.max_event_size, self.codec)
         self.link = RedisLink(parts, options)
         self.client = self.link.client
         self.writes = Writes()
@@ -79,6 +81,8 @@ class RedisChannel(GroupChannel[RedisLog]):
 
         Raises:
             TypeError: an event's data is not plain JSON (CloudEvents needs it).
+            EventTooLargeError: an event is bigger, encoded, than ``max_event_size``
+                (nothing was written).
             BackpressureTimeout: Redis stayed unreachable for ``publish_timeout``.
         """
         gate = self.gate
@@ -86,7 +90,9 @@ class RedisChannel(GroupChannel[RedisLog]):
         writes.begin()
         try:
             encode = self.codec.encode
-            entries = [entry(encode(event), event.topic, event.key) for event in events]
+            bodies = [encode(event) for event in events]
+            self.sizes.check_encoded(events, bodies)  # before anything is written
+            entries = [entry(body, e.topic, e.key) for e, body in zip(events, bodies, strict=True)]
             groups = list(self.log.groups.values())
             unrouted = sum(1 for event in events if not any(g.matches(event.topic) for g in groups))
             self._write(entries)
@@ -268,8 +274,14 @@ class RedisChannel(GroupChannel[RedisLog]):
     # -- replies (the CarriesReplies capability): {prefix}:inbox:{inbox} --------------------
 
     def send_reply(self, inbox: str, reply: Event) -> None:
-        """XADD ``reply`` to the requester's inbox, in whatever process it runs."""
-        self.client.send_reply(inbox, entry(self.codec.encode(reply), reply.topic, reply.key))
+        """XADD ``reply`` to the requester's inbox, in whatever process it runs.
+
+        Raises:
+            EventTooLargeError: the reply is bigger, encoded, than ``max_event_size``.
+        """
+        body = self.codec.encode(reply)
+        self.sizes.check_encoded((reply,), (body,))
+        self.client.send_reply(inbox, entry(body, reply.topic, reply.key))
 
     def open_inbox(self, inbox: str, deliver: Callable[[Event], object]) -> None:
         """Start reading this process's inbox (once), handing each reply to ``deliver``."""

@@ -77,8 +77,11 @@ class SqliteChannel(GroupChannel[SqliteLog]):
         Raises:
             SystemStoppedError: the channel was closed.
             TypeError: an event's data has no JSON form (nothing was stored).
+            EventTooLargeError: an event is bigger, encoded, than ``max_event_size``
+                (nothing was stored).
         """
         bodies = [codec.encode(event) for event in events]  # outside the lock: the costly part
+        self.sizes.check_encoded(events, bodies)  # before anything is stored
         routes = self.log.routes
         extra = 0
         unrouted = 0
