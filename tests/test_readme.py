@@ -203,3 +203,14 @@ def test_the_readme_and_the_redis_backend_name_one_redis_version() -> None:
     text = README.read_text()
     assert "Redis 6.2 or newer" in text
     assert "7.0 or newer" not in text
+
+
+def test_the_readmes_small_versioned_events_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    section = re.search(r"## Small, versioned events\n(.*?)\n## ", README.read_text(), re.S)
+    assert section, "README.md lost its section on small, versioned events"
+    code = re.search(r"```python\n(.*?)```", section.group(1), re.S)
+    assert code, "the section lost its example"
+    exec(compile(code.group(1), str(README), "exec"), {})  # our own README, run as documentation
+    size, limit = capsys.readouterr().out.split(" > ")
+    assert int(size) > 100_000  # the 100,000 characters and the envelope, encoded
+    assert int(limit) == 64 * 1024

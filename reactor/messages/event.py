@@ -133,6 +133,9 @@ def new_event_id() -> str:
 # or attrs.evolve) upholds the same invariants.
 
 _NO_HEADERS: Final[FrozenDict[str, str]] = FrozenDict()
+# The headers of every event made without any: one shared empty mapping, so that
+# "no headers" is an identity test (reactor.messages.sizes tests it per event).
+NO_HEADERS: Final = _NO_HEADERS
 
 
 def _check_id(value: Any, name: str = "id") -> str:

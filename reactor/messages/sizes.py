@@ -34,7 +34,7 @@ from decimal import Decimal
 from typing import Any, Final
 from uuid import UUID
 
-from reactor.messages.event import Event
+from reactor.messages.event import NO_HEADERS, Event
 from reactor.messages.freeze import FrozenDict, marshal_size
 
 __all__ = ["UNKNOWN_SIZE", "size_bound"]
@@ -62,7 +62,8 @@ UNKNOWN_SIZE: Final = 2**62
 def size_bound(event: Event) -> int:
     """An upper bound on the bytes of ``event`` in either shipped codec.
 
-    Cheap for the usual event: a few ``len`` calls and one C call over flat data.
+    Cheap for the usual event: a few ``len`` calls and one C call over flat data
+    (it runs on every publish into a memory channel).
 
     Returns:
         A number of bytes no smaller than ``len(codec.encode(event))``, or
@@ -72,7 +73,7 @@ def size_bound(event: Event) -> int:
     Thread-safety: safe (reads the immutable event only).
     """
     key, correlation_id, causation_id = event.key, event.correlation_id, event.causation_id
-    size = 6 * (
+    size = _ENVELOPE + 6 * (
         len(event.id)
         + len(event.topic)
         + len(event.source)
@@ -81,14 +82,14 @@ def size_bound(event: Event) -> int:
         + (0 if causation_id is None else len(causation_id))
     )
     headers = event.headers
-    if headers:
+    if headers is not NO_HEADERS:
         size += sum(7 * (len(name) + len(value)) + 16 for name, value in headers.items())
     data = event.data
     if data.__class__ is FrozenDict:
         measured = marshal_size(data)
         if measured is not None:
-            return _ENVELOPE + size + _FLAT_FACTOR * measured + _TAG
-    return _ENVELOPE + size + _bound(data)
+            return size + _FLAT_FACTOR * measured + _TAG
+    return size + _bound(data)
 
 
 def _bound(value: Any) -> int:  # noqa: PLR0911 - one return per kind of value
@@ -101,7 +102,7 @@ def _bound(value: Any) -> int:  # noqa: PLR0911 - one return per kind of value
         return small
     if t is int:
         # Decimal digits <= bits * log10(2) + 1, and a sign.
-        return value.bit_length() * 31 // 100 + 3
+        return int(value.bit_length()) * 31 // 100 + 3
     if t is FrozenDict or t is tuple or t is frozenset:
         items = value.items() if t is FrozenDict else ((item, None) for item in value)
         # Each item: its key (if any) and value, and at most 6 bytes of punctuation

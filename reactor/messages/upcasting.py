@@ -183,7 +183,9 @@ class Upcasters:
         data = event.data
         for step in range(version, current):
             data = self._step(event, steps[step - 1], step, data)
-        return attrs.evolve(event, data=data, headers={**event.headers, SCHEMA_VERSION: str(current)})
+        return attrs.evolve(
+            event, data=data, headers={**event.headers, SCHEMA_VERSION: str(current)}
+        )
 
     def _step(self, event: Event, upcaster: Upcaster, version: int, data: Any) -> Any:
         where = (
@@ -219,5 +221,5 @@ def read(item: Event | Encoded, upcasters: Upcasters | None) -> Event:
             upcaster failed on it; either way no retry can help, and the consumer
             dead-letters it at once.
     """
-    event = item.decode() if type(item) is Encoded else item
-    return event if upcasters is None else upcasters.upcast(event)  # type: ignore[arg-type]
+    event: Event = item.decode() if isinstance(item, Encoded) else item
+    return event if upcasters is None else upcasters.upcast(event)

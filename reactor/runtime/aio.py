@@ -143,6 +143,7 @@ class AsyncSystem:
         timeout: float | None = 30.0,
         delay: float | None = None,
         at: datetime | None = None,
+        version: int | None = None,
     ) -> Event:
         """:meth:`System.publish`, awaited: it raises what that raises.
 
@@ -153,7 +154,7 @@ class AsyncSystem:
         event = (
             topic
             if isinstance(topic, Event)
-            else Event.create(topic, data, key=key, headers=headers)
+            else Event.create(topic, data, key=key, headers=headers, version=version)
         )
         at = self._due_at(delay, at)
         return await self._in_turn(

@@ -7,12 +7,15 @@
   ``None`` (nothing now), an :class:`~reactor.Event`, or the data of one event.
 
 ``rate=`` caps either kind at that many events per second (a token bucket on the
-system clock). An item that is already an :class:`~reactor.Event` is published as
+system clock). An event bigger than the channel's ``max_event_size`` is dropped,
+logged and reported (``$system.event.dropped``, policy ``max_event_size``); the
+producer goes on with the next. An item that is already an :class:`~reactor.Event` is published as
 it is; anything else becomes the data of a new event on the producer's topic.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -21,11 +24,15 @@ from typing import Any
 import attrs
 
 from reactor.actors.base import ActorContext, ReactorActor
+from reactor.errors import EventTooLargeError
+from reactor.messages import lifecycle
 from reactor.messages.control import Tick
 from reactor.messages.event import Event
 from reactor.runtime.router import Router
 
 __all__ = ["ProducerActor", "ProducerRuntime"]
+
+logger = logging.getLogger("reactor")
 
 _PULL = "pull"
 # How often a paused iterable producer looks whether it was resumed.
@@ -148,9 +155,15 @@ class ProducerActor(ReactorActor):
         if not backlog:
             return
         events = list(backlog)
-        sent = runtime.router.publish(
-            runtime.channel, events, timeout=None, cancelled=lambda: self._actor_stop_requested
-        )
+        try:
+            sent = runtime.router.publish(
+                runtime.channel, events, timeout=None, cancelled=lambda: self._actor_stop_requested
+            )
+        except EventTooLargeError as refused:
+            # One event is too big: it is dropped (and reported), the rest go on.
+            self._drop(refused)
+            self._flush()
+            return
         if sent == len(backlog):
             backlog.clear()
         else:
@@ -158,6 +171,26 @@ class ProducerActor(ReactorActor):
                 backlog.popleft()
         runtime.published += sent
         self.actor_counters.handled += sent
+
+    def _drop(self, refused: EventTooLargeError) -> None:
+        """Drop the event ``refused`` names from the backlog: log it, report it on ``$system``.
+
+        Retrying could not make it smaller, and failing the producer would crash it
+        on the same event again and again. The report names the event, not its data.
+        """
+        runtime = self.runtime
+        backlog = runtime.backlog
+        victim = next(event for event in backlog if event.id == refused.event_id)
+        backlog.remove(victim)
+        logger.warning(
+            "producer %r: dropped an event: %s",
+            runtime.name,
+            refused,
+            extra={"reactor_actor": runtime.name, "reactor_event_id": victim.id},
+        )
+        runtime.router.publish_system(
+            lifecycle.dropped(victim, channel=runtime.channel, policy="max_event_size")
+        )
 
     def _finish(self) -> None:
         runtime = self.runtime

@@ -209,10 +209,12 @@ class System:
         timeout: float | None = 30.0,
         delay: float | None = None,
         at: datetime | None = None,
+        version: int | None = None,
     ) -> Event:
         """Publish one event; returns it (with its id) once it is in the channel.
 
-        ``topic`` may also be a ready-made :class:`~reactor.Event`.
+        ``topic`` may also be a ready-made :class:`~reactor.Event`. ``version`` is the
+        schema version of ``data`` (:attr:`Event.version`; 1 when not given).
 
         With ``delay`` (seconds) or ``at`` (a timezone-aware ``datetime``) the event
         waits in the channel's scheduled area and enters the channel at that time
@@ -224,6 +226,8 @@ class System:
             SystemStoppedError: the system is not running.
             UnknownChannelError: no such channel.
             InvalidTopicError / ImmutableMessageError: bad topic or payload; nothing published.
+            EventTooLargeError: the event is bigger, encoded, than the channel's
+                ``max_event_size``; nothing published.
             ScheduleError: bad ``delay`` / ``at`` (negative, naive, both given).
             BackpressureTimeout: ``block`` channel (or memory scheduled area) still full
                 after ``timeout`` seconds.
@@ -232,7 +236,7 @@ class System:
         event = (
             topic
             if isinstance(topic, Event)
-            else Event.create(topic, data, key=key, headers=headers)
+            else Event.create(topic, data, key=key, headers=headers, version=version)
         )
         if self._state not in _ACCEPTING:
             self._check_running()
@@ -265,6 +269,8 @@ class System:
             NotAnEventError: an item is not an :class:`~reactor.Event`; every item is
                 checked first, so nothing was published and no capacity was taken.
             ScheduleError: bad ``delay`` / ``at``.
+            EventTooLargeError: an event is bigger, encoded, than the channel's
+                ``max_event_size``; nothing was published.
         """
         self._check_running()
         if delay is None and at is None:

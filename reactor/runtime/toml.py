@@ -36,6 +36,11 @@ declaration in the supervision tree.
     overflow = "block"            # block | drop_oldest | drop_newest | reject
     backend = "memory"
     max_batch = 128
+    max_event_size = 1048576      # bytes; a bigger event is refused at publish
+
+    [channels.orders.upcasters."order.placed"]  # old versions of a topic's data, step by step
+    1 = "shop_handlers:v1_to_v2"  # version 1 -> 2; references as for handlers
+    2 = "shop_handlers:v2_to_v3"  # version 2 -> 3: consumers see version 3
 
     [channels.audit]
 
@@ -156,6 +161,7 @@ import datetime
 import importlib
 import inspect
 import os
+import re
 import sys
 import threading
 import tomllib
@@ -165,6 +171,7 @@ from types import ModuleType
 from typing import Any, TypeVar
 
 from reactor.errors import TopologyError
+from reactor.messages.upcasting import upcaster_problems
 from reactor.runtime.chaos import Chaos
 from reactor.runtime.declarations import (
     ChannelDecl,
@@ -279,6 +286,9 @@ _SECTION_OF = {
     "projection": "projections",
     "saga": "sagas",
 }
+
+# A version key of an upcasters table ([channels.<name>.upcasters."<topic>"]): 1 = "m:f".
+_VERSION_KEY = re.compile(r"[+-]?[0-9]+")
 
 # Serialises imports from TOML files' folders, so one _from_folder entry is set at a time.
 _import_lock = threading.Lock()
@@ -548,6 +558,10 @@ class _Loader:
             where = ("channels", channel)
             options = self.table(where, "channels", value)
             if options is not None:
+                if "upcasters" in options:
+                    options["upcasters"] = self.upcasters(
+                        (*where, "upcasters"), options["upcasters"]
+                    )
                 topology.add_channel(ChannelDecl(channel, **options))
 
         supervisors = self.supervisors(topology, self.section(document, "supervisors"))
@@ -825,6 +839,50 @@ class _Loader:
                     resolved = self.resolve(place, key, target)
                     step_options[key] = _UNRESOLVED if resolved is None else resolved
             decl.steps.append(StepDecl(name=step, **step_options))
+
+    def upcasters(self, where: Where, value: dict[str, Any]) -> dict[str, dict[Any, Any]]:
+        """A channel's upcasters table, resolved; each problem reported on its own line.
+
+        The chains with a problem are left out of the declaration, which would
+        otherwise report them a second time, without their lines.
+        """
+        declared: dict[str, dict[Any, Any]] = {}
+        for topic, steps in value.items():
+            if not isinstance(steps, dict):
+                self.report_at(
+                    where,
+                    topic,
+                    f"{dotted((*where, topic))} must be a table of version = "
+                    f'"module:function" (1 = "shop:v1_to_v2"), got {_describe(steps)}',
+                )
+                continue
+            chain: dict[Any, Any] = {}
+            for key, reference in steps.items():
+                version = int(key) if _VERSION_KEY.fullmatch(key) else key
+                if not isinstance(reference, str):
+                    self.report_at(
+                        (*where, topic),
+                        key,
+                        f"{dotted((*where, topic, key))} must be a 'module:function' "
+                        f"reference, got {_describe(reference)}",
+                    )
+                    continue
+                # A key that is no version is reported as such below, not resolved too.
+                resolved = (
+                    self.resolve((*where, topic), key, reference)
+                    if isinstance(version, int)
+                    else None
+                )
+                chain[version] = _UNRESOLVED if resolved is None else resolved
+            declared[topic] = chain
+        faulty = set()
+        for path, message in upcaster_problems(declared):
+            if len(path) == 2:
+                self.report_at((*where, path[0]), str(path[1]), f"{dotted(where)}: {message}")
+            else:
+                self.report_at((*where, *path), None, f"{dotted(where)}: {message}")
+            faulty.add(path[0] if path else None)
+        return {topic: chain for topic, chain in declared.items() if topic not in faulty}
 
     def sort(self, node: SupervisorDecl) -> None:
         """Order each supervisor's children as their tables appear in the file."""

@@ -17,6 +17,8 @@ import os
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from reactor.errors import TopologyError
+from reactor.messages.upcasting import upcaster_name
 from reactor.runtime import toml
 from reactor.runtime.declarations import (
     DEFAULT_STRATEGY,
@@ -206,6 +208,55 @@ class Topology(TopologyDecl, _Scope):
             TypeError: an option that channels do not have.
         """
         return self.add_channel(ChannelDecl(name, **_options("channel", ChannelDecl, options)))
+
+    def upcaster(self, channel: str, topic: str, version: int) -> Callable[[H], H]:
+        """Declare, as a decorator, how ``topic``'s data goes from ``version`` to ``version + 1``.
+
+        The same as an entry of the channel's ``upcasters`` option. Consumers of
+        ``channel`` are handed events of older versions upcast, step by step, to
+        the current one (see :mod:`reactor.messages.upcasting`).
+
+        Example:
+            >>> topo = Topology("shop")
+            >>> topo.channel("orders")
+            >>> @topo.upcaster("orders", "order.placed", version=1)
+            ... def add_currency(data):
+            ...     return {**data, "currency": "EUR"}
+
+        Args:
+            channel: a channel declared before.
+            topic: the topic whose data it upcasts.
+            version: the version it takes (an int >= 1); it returns version + 1's data.
+
+        Returns:
+            A decorator that registers the function and returns it unchanged.
+
+        Raises:
+            TopologyError: ``channel`` is not declared yet, or ``topic`` has an
+                upcaster for ``version`` already.
+        """
+        decl = self.channels.get(channel)
+        if decl is None:
+            known = ", ".join(sorted(self.channels)) or "none declared"
+            raise TopologyError(
+                f"upcaster of topic {topic!r} (version {version!r}): unknown channel "
+                f"{channel!r} (channels: {known}); declare it with topology.channel("
+                f"{channel!r}) before its upcasters"
+            )
+
+        def register(function: H) -> H:
+            steps = dict(decl.upcasters.get(topic, {}))
+            if version in steps:
+                raise TopologyError(
+                    f"channel {channel!r}: topic {topic!r} has an upcaster for version "
+                    f"{version!r} already ({upcaster_name(steps[version])}); each version "
+                    "has one upcaster, turning it into the next"
+                )
+            steps[version] = function
+            decl.upcasters[topic] = steps
+            return function
+
+        return register
 
     @_documented(ProducerDecl, exclude=("channel", "topic", "source"))
     def producer(
