@@ -110,8 +110,20 @@ class Router:
                 if not isinstance(event, Event):
                     raise NotAnEventError(channel_name, index, type(event))
         gate = channel.gate
-        sent = 0
         total = len(events)
+        if total and gate.try_take(total):
+            # Room for all at once (acquire's own first try): one send, which checks sizes.
+            try:
+                channel.send(tuple(events))
+            except BaseException:
+                gate.release(total)  # nothing entered the channel: give the credits back
+                raise
+            return total
+        if total > 1:
+            # The publish may be split into several sends by capacity: sizes are checked
+            # first, so that a refusal leaves nothing of it in the channel.
+            channel.check_sizes(events)
+        sent = 0
         while sent < total:
             if cancelled is None:
                 granted = gate.acquire(total - sent, timeout, overdraft=overdraft)
@@ -124,14 +136,6 @@ class Router:
             if granted == 0:
                 self._dropped(channel, events[sent:])
                 return sent
-            if sent == 0 and granted < total:
-                # Split by capacity: each send checks its own events' sizes, so the rest
-                # is checked now, and a refusal leaves nothing of this publish in.
-                try:
-                    channel.check_sizes(events[granted:])
-                except BaseException:
-                    gate.release(granted)
-                    raise
             try:
                 channel.send(tuple(events[sent : sent + granted]))
             except BaseException:
