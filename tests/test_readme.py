@@ -205,7 +205,9 @@ def test_the_readme_and_the_redis_backend_name_one_redis_version() -> None:
     assert "7.0 or newer" not in text
 
 
-def test_the_readmes_small_versioned_events_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_readmes_small_versioned_events_example_runs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     section = re.search(r"## Small, versioned events\n(.*?)\n## ", README.read_text(), re.S)
     assert section, "README.md lost its section on small, versioned events"
     code = re.search(r"```python\n(.*?)```", section.group(1), re.S)
