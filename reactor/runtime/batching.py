@@ -232,7 +232,7 @@ class BatchConsumerActor(ConsumerActor):
         return done
 
     def _gather_plain(self, batch: Deliver) -> bool:
-        """:meth:`_walk` with no batch key, no held key, no dedup and nothing to decode.
+        """:meth:`_walk` with no batch key, held key, dedup or upcaster, and nothing to decode.
 
         The usual case under load: slices of the delivery go into the open batch as
         they are, with no work per event.
