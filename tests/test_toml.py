@@ -896,7 +896,8 @@ def test_the_documented_format_is_a_valid_file(write: Callable[..., Path]) -> No
         "def send_mail(event):\n    pass\n\ndef record(event):\n    pass\n\n"
         "def orders():\n    return []\n\n"
         "def add_revenue(state, event):\n    return state\n"
-        "def charge(data):\n    pass\n\ndef refund(data):\n    pass\n",
+        "def charge(data):\n    pass\n\ndef refund(data):\n    pass\n\n"
+        "def v1_to_v2(data):\n    return data\n\ndef v2_to_v3(data):\n    return data\n",
     )
     try:
         topo = Topology.from_toml(write("shop.toml", example))
@@ -905,3 +906,4 @@ def test_the_documented_format_is_a_valid_file(write: Callable[..., Path]) -> No
     assert {decl.name for decl in topo.consumers()} == {"billing", "mailer", "auditor"}
     assert list(topo.projections) == ["revenue"]
     assert [step.name for step in topo.sagas["order"].steps] == ["charge", "reserve"]
+    assert set(topo.channels["orders"].upcasters["order.placed"]) == {1, 2}
