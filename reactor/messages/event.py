@@ -17,7 +17,7 @@ from reactor.messages.freeze import _SCALARS, FrozenDict, freeze, freeze_flat
 from reactor.messages.topics import _valid_topics as _known_topics
 from reactor.messages.topics import validate_topic
 
-__all__ = ["REPLY_TO", "SCHEMA_VERSION", "Event", "new_event_id"]
+__all__ = ["NO_HEADERS", "REPLY_TO", "SCHEMA_VERSION", "Event", "new_event_id"]
 
 # The header of a request that says where its reply goes (set by System.request).
 REPLY_TO = "reactor-reply-to"
