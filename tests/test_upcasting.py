@@ -442,3 +442,22 @@ def _line_then_text(problem: str) -> tuple[int, str]:
     line = problem.split("line ", 1)[1].split(":", 1)[0]
     order = {"2": 99}  # the declaration's own checks come after the file's
     return (order.get(line, int(line)), problem)
+
+
+def test_a_projection_folds_events_upcast_and_a_rebuild_folds_them_alike(tmp_path: Path) -> None:
+    def total(state: Any, event: Event) -> Any:
+        return state + event.data["cents"]  # only version 3 has cents
+
+    url = f"sqlite:///{tmp_path / 'orders.db'}"
+    old = Topology("shop")
+    old.channel("orders", backend=url)
+    with old.start() as system:
+        system.publish("orders", "order.placed", {"amount": 1})
+    new = Topology("shop")
+    new.channel("orders", backend=url, upcasters=_CHAIN)
+    new.projection("revenue", total, channel="orders", pattern="order.placed", initial=0)
+    with new.start() as system:
+        system.publish("orders", "order.placed", {"amount": 2, "currency": "USD"}, version=2)
+        system.wait_idle(timeout=10)
+        assert system.projection("revenue").state == 300
+        assert system.rebuild_projection("revenue").state == 300

@@ -8,7 +8,8 @@ the topic's *current* version. A consumer of the channel is handed every event o
 an older version upcast, step by step, to the current one, so its handler sees
 only the current shape: events read back from a durable log (written long ago,
 replayed, redriven, or written by another process), and, on any backend, events
-an older publisher still makes.
+an older publisher still makes. A projection folds them upcast too, the log it
+reads on catch-up and rebuild included.
 
 An upcaster takes the data as it is stored in an event (a read-only mapping, or
 whatever the old version held) and returns the new data as a mapping (a ``dict``),

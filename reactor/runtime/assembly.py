@@ -243,7 +243,7 @@ class Assembly:
         )
         return self._member_spec(attrs.evolve(decl, handler=runner), decl.name, "$consumers")
 
-    def _upcasters(self, channel: str) -> Upcasters | None:
+    def upcasters(self, channel: str) -> Upcasters | None:
         """The upcasters declared on ``channel`` (None for none, and for ``$system``)."""
         decl = self._topology.channels.get(channel)
         return None if decl is None else Upcasters.of(channel, decl.upcasters)
@@ -381,7 +381,7 @@ class Assembly:
             router=self._router,
             dedup=self._dedup_for(decl),
             counters=counters,
-            upcasters=self._upcasters(decl.channel),
+            upcasters=self.upcasters(decl.channel),
             actor=CoroutineConsumerActor if is_async(decl.handler) else ConsumerActor,
             seed=f"{self._seed}/{member}" if self._seed is not None else None,
             **{option: getattr(decl, option) for option in _AS_DECLARED},

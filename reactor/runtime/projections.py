@@ -70,6 +70,7 @@ from reactor.errors import ImmutableMessageError, NotDurableError
 from reactor.messages.freeze import FrozenDict, freeze
 from reactor.messages.jsonvalues import Unencodable, from_json, to_json
 from reactor.messages.topics import TopicPattern
+from reactor.messages.upcasting import Upcasters
 from reactor.runtime.declarations import (
     ConsumerDecl,
     Problem,
@@ -275,6 +276,7 @@ class Projection:
         self._done: set[int] = set()
         self._order: collections.deque[int] = collections.deque()  # memory: _done, oldest first
         self._store: Any = None  # the channel, if it keeps checkpoints and a log
+        self._upcasters: Upcasters | None = None  # the channel's, for what is read from its log
         self._unsaved = 0  # events folded since the last checkpoint
         self._saved_at = clock.monotonic()
         self.failed = 0  # apply calls that raised
@@ -289,11 +291,14 @@ class Projection:
 
     # -- starting and stopping -----------------------------------------------------
 
-    def attach(self, channel: Channel) -> None:
+    def attach(self, channel: Channel, upcasters: Upcasters | None = None) -> None:
         """Resume from the channel's checkpoint and fold the log beyond it; before any consumer runs.
 
         A channel without a log (``memory``) leaves the projection at ``initial``.
+        ``upcasters`` (the channel's) bring what the log holds to the current version
+        before it is folded, as the projection's consumer does for what it is delivered.
         """
+        self._upcasters = upcasters
         if not (isinstance(channel, KeepsCheckpoints) and isinstance(channel, ReadsLog)):
             return
         self._store = channel
@@ -421,8 +426,10 @@ class Projection:
                 ):
                     continue
                 view = self._view
+                upcasters = self._upcasters
                 try:
-                    state = freeze(self._apply(view.state, event), "state")
+                    current = event if upcasters is None else upcasters.upcast(event)
+                    state = freeze(self._apply(view.state, current), "state")
                 except Exception as exc:
                     self.failed += 1
                     logger.warning(

@@ -163,7 +163,8 @@ class System:
             self._router.channels.update(self._assembly.open_channels())
             # Each projection resumes from its checkpoint before anything is delivered.
             for projection in self._projections.values():
-                projection.attach(self._channels[projection.decl.channel])
+                channel = projection.decl.channel
+                projection.attach(self._channels[channel], self._assembly.upcasters(channel))
         except BaseException as exc:
             self._start_failed(exc)
             raise
