@@ -102,6 +102,20 @@ def test_publish_many_with_one_event_too_big_publishes_none(backend: str) -> Non
     assert [e.id for e in recorder.events] == [marker.id]
 
 
+def test_a_delayed_event_too_big_is_refused_when_scheduled(backend: str) -> None:
+    topo = Topology("size")
+    topo.channel("orders", backend=backend, max_event_size=2048)
+    small, big = _event("s"), _event("d" * 4096)
+    with topo.start() as system:
+        with pytest.raises(EventTooLargeError):
+            system.publish("orders", big, delay=3600)
+        with pytest.raises(EventTooLargeError):
+            system.publish_many("orders", [small, big], delay=3600)
+        assert system.metrics().channel("orders").scheduled == 0
+        system.publish("orders", small, delay=3600)
+        assert system.metrics().channel("orders").scheduled == 1
+
+
 def test_a_request_too_big_is_refused(backend: str) -> None:
     topo = Topology("size")
     topo.channel("quotes", backend=backend, max_event_size=1024)

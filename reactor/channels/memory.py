@@ -394,6 +394,7 @@ class MemoryChannel(GroupChannel[_MemoryLog]):
         self.log.send(events)
 
     def schedule(self, events: tuple[Event, ...], due: float, timeout: float | None) -> int:
+        self.sizes.check(events)  # now, not when they fall due: the publisher hears of it
         return self.log.schedule(events, due, timeout)
 
     def saga_store(self, saga: str) -> MemorySagaStore:

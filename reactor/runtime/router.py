@@ -185,6 +185,8 @@ class Router:
         Raises:
             UnknownChannelError: no such channel.
             NotAnEventError: an item is not an :class:`Event` (nothing was scheduled).
+            EventTooLargeError: an event is bigger, encoded, than the channel's
+                ``max_event_size`` (nothing was scheduled).
             BackpressureTimeout / ChannelFull: a full scheduled area (memory), by the
                 channel's overflow policy.
         """

@@ -124,10 +124,13 @@ class RedisChannel(GroupChannel[RedisLog]):
 
         Raises:
             TypeError: an event's data is not plain JSON (CloudEvents needs it).
+            EventTooLargeError: an event is bigger, encoded, than ``max_event_size``
+                (nothing was written).
             BackpressureTimeout: Redis stayed unreachable for ``publish_timeout``.
         """
         encode = self.codec.encode
         entries = [(encode(event), event.topic, event.key) for event in events]
+        self.sizes.check_encoded(events, [body for body, _, _ in entries])  # before any is written
         self._retrying(lambda: self.log.scheduled_now(self.client.schedule(due, entries)))
         self.address.tell(Due(due))
         return len(entries)

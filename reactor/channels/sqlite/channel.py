@@ -132,8 +132,11 @@ class SqliteChannel(GroupChannel[SqliteLog]):
         Raises:
             SystemStoppedError: the channel was closed.
             TypeError: an event's data has no JSON form (nothing was stored).
+            EventTooLargeError: an event is bigger, encoded, than ``max_event_size``
+                (nothing was stored).
         """
         rows = [(e.topic, e.key, codec.encode(e)) for e in events]
+        self.sizes.check_encoded(events, [row[2] for row in rows])  # before anything is stored
         with self.file.lock:
             self._check_open()
             self.store.schedule(due, rows)
