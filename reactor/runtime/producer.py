@@ -7,10 +7,12 @@
   ``None`` (nothing now), an :class:`~reactor.Event`, or the data of one event.
 
 ``rate=`` caps either kind at that many events per second (a token bucket on the
-system clock). An event bigger than the channel's ``max_event_size`` is dropped,
-logged and reported (``$system.event.dropped``, policy ``max_event_size``); the
-producer goes on with the next. An item that is already an :class:`~reactor.Event` is published as
+system clock). An item that is already an :class:`~reactor.Event` is published as
 it is; anything else becomes the data of a new event on the producer's topic.
+
+An event bigger than the channel's ``max_event_size`` is dropped, logged and
+reported (``$system.event.dropped``, policy ``max_event_size``); the producer goes
+on with the next.
 """
 
 from __future__ import annotations
