@@ -72,9 +72,10 @@ class EventSizes:
             if size_bound(event) > limit:
                 try:
                     size = len(self.codec.encode(event))
-                except TypeError:
-                    # No form in this codec: a memory channel holds it all the same, and
-                    # a durable one refuses it with this TypeError when it encodes it.
+                except (TypeError, ValueError):
+                    # No form in this codec (an Enum member, a lone surrogate, an int of
+                    # 5,000 digits): a memory channel holds it all the same, and a durable
+                    # one refuses it with this error when it encodes it.
                     continue
                 if size > limit:
                     raise self.refusal(event, size)
