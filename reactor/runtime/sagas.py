@@ -27,15 +27,18 @@ tried again after the saga's ``retry`` delay, up to ``max_attempts`` attempts;
 then the saga ends ``stuck`` and a ``$deadletter`` (error type ``SagaStuck``)
 names the saga, instance and step.
 
-**Timers.** Timeouts and retries are events of topic
-``reactor.saga.<name>.timeout`` / ``.retry`` the runner publishes on its channel
-when they are due, from the system clock's timer; their due time is stored, so a
-restart arms them again (an overdue one fires at once).
+**Timers.** Timeouts and retries are delayed events of topic
+``reactor.saga.<name>.timeout`` / ``.retry`` that the runner schedules on its
+channel (:meth:`Router.schedule <reactor.runtime.router.Router.schedule>`, see
+:mod:`reactor.runtime.scheduling`): on ``sqlite`` and ``redis`` they are stored
+with the channel's events before the step is recorded as sent, so a restart
+neither loses nor fires them early. A scheduled event cannot be taken back: the
+timer of an attempt already settled is ignored when it comes (it names the
+command it was armed for).
 
 Thread-safety: a :class:`SagaRunner` is called by its consumer's thread only
-(``on_start``, ``handle``, ``on_stop``); its timers publish from the clock's
-thread and touch nothing else. A saga runs in one process: do not start its
-consumer in two workers.
+(``on_start``, ``handle``). A saga runs in one process: do not start its consumer
+in two workers.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from typing import Any
 import attrs
 
 from reactor.channels.sagas import ACTIVE_STATES, SagaInstance, SagaStep, SagaStore
-from reactor.clock import Clock, Timer
+from reactor.clock import Clock
 from reactor.errors import SagaStuck
 from reactor.messages import lifecycle
 from reactor.messages.control import ErrorInfo
@@ -97,12 +100,11 @@ class SagaRunner:
         self._consumer = saga_consumer(decl.name)
         self._timeout_topic = saga_topic(decl.name, "timeout")
         self._retry_topic = saga_topic(decl.name, "retry")
-        self._timers: dict[tuple[str, int], Timer] = {}
 
     # -- the consumer's hooks -----------------------------------------------------------
 
     def on_start(self) -> None:
-        """Resume every active instance: arm its timers, settle what it left unconfirmed.
+        """Resume every active instance: settle what it left recorded but unconfirmed.
 
         A store that cannot be read now (its broker unreachable) does not keep the
         consumer from starting: the events it was handling come again, and each
@@ -111,7 +113,7 @@ class SagaRunner:
         try:
             for state in sorted(ACTIVE_STATES):
                 for record in self.store.instances(state):
-                    self._resume(record)
+                    self._settle(record, None)
         except Exception:
             logger.warning(
                 "saga %r: could not resume its active instances at start; each resumes when "
@@ -119,11 +121,6 @@ class SagaRunner:
                 self._name,
                 exc_info=True,
             )
-
-    def on_stop(self) -> None:
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
 
     def handle(self, event: Event) -> None:
         """Move the instance ``event`` is about; ignore what concerns no waiting step."""
@@ -181,10 +178,9 @@ class SagaRunner:
         if isinstance(target, str):
             self._send(record, index, target, cause)
             due = None if decl.timeout is None else self._clock.wall() + decl.timeout
-            record = record.with_step(index, sent=True, due=due)
-            self._save(record)
-            if decl.timeout is not None:
-                self._arm(record.id, index, self._timeout_topic, step.command, decl.timeout)
+            if due is not None:
+                self._arm(record.id, index, self._timeout_topic, step.command, due)
+            self._save(record.with_step(index, sent=True, due=due))
             return
         assert target is not None
         try:
@@ -224,7 +220,6 @@ class SagaRunner:
 
     def _done(self, record: SagaInstance, index: int, result: Any) -> None:
         """Step ``index`` completed with ``result`` (reply data or the function's return)."""
-        self._disarm(record.id, index)
         if isinstance(result, Mapping):
             record = attrs.evolve(record, data={**record.data, **result})
         elif result is not None:
@@ -241,7 +236,6 @@ class SagaRunner:
 
     def _fail(self, record: SagaInstance, index: int, status: str, error: str) -> None:
         """Step ``index`` failed (``failed``) or got no reply (``timed_out``): compensate."""
-        self._disarm(record.id, index)
         name = record.steps[index].name
         record = record.with_step(index, status=status, sent=True, due=None, error=error)
         record = attrs.evolve(record, state="compensating", error=f"step {name!r}: {error}")
@@ -263,21 +257,19 @@ class SagaRunner:
         )
 
     def _compensated(self, record: SagaInstance, index: int) -> None:
-        self._disarm(record.id, index)
         record = record.with_step(index, status="compensated", sent=True, due=None)
         self._compensate_from(record, index - 1)
 
     def _undo_failed(self, record: SagaInstance, error: str) -> None:
         """The compensation of step ``position`` failed: retry it later, or the saga is stuck."""
         index = record.position
-        self._disarm(record.id, index)
         step = record.steps[index]
         if step.compensations < self.decl.max_attempts:
-            delay = self.decl.retry.delay(step.compensations, self._rng)
-            due = self._clock.wall() + delay
-            record = record.with_step(index, status="retrying", sent=True, due=due, error=error)
-            self._save(record)
-            self._arm(record.id, index, self._retry_topic, step.command, delay)
+            due = self._clock.wall() + self.decl.retry.delay(step.compensations, self._rng)
+            # Scheduled before it is recorded: a crash between them leaves the event that
+            # failed the compensation unacked, and handling it again schedules it again.
+            self._arm(record.id, index, self._retry_topic, step.command, due)
+            self._save(record.with_step(index, status="retrying", sent=True, due=due, error=error))
             return
         record = record.with_step(index, status="stuck", sent=True, due=None, error=error)
         record = attrs.evolve(record, state="stuck", updated=self._clock.wall())
@@ -357,9 +349,8 @@ class SagaRunner:
         elif event.topic == self._timeout_topic and step.status == "compensating":
             self._undo_failed(record, f"no reply within {timeout}s")
 
-    def _arm(
-        self, instance: str, index: int, topic: str, command: str | None, delay: float
-    ) -> None:
+    def _arm(self, instance: str, index: int, topic: str, command: str | None, due: float) -> None:
+        """Schedule the event that wakes step ``index`` of ``instance`` at wall time ``due``."""
         wake = Event.create(
             topic,
             {"instance": instance, "step": index, "command": command},
@@ -367,36 +358,10 @@ class SagaRunner:
             source=self._consumer,
             correlation_id=instance,
         )
-        channel = self.decl.channel
-        router = self._router
-
-        def fire() -> None:
-            try:
-                router.publish(channel, (wake,), timeout=None, overdraft=True)
-            except Exception:  # the system is stopping: the stored due time re-arms it
-                logger.debug("saga %r: timer of instance %s not published", self._name, instance)
-
-        self._disarm(instance, index)
-        self._timers[(instance, index)] = self._clock.call_later(max(0.0, delay), fire)
-
-    def _disarm(self, instance: str, index: int) -> None:
-        timer = self._timers.pop((instance, index), None)
-        if timer is not None:
-            timer.cancel()
+        # Overdraft: the saga consumes from this channel; waiting for room would wait on itself.
+        self._router.schedule(self.decl.channel, (wake,), due=due, timeout=None, overdraft=True)
 
     # -- resuming ---------------------------------------------------------------------------------
-
-    def _resume(self, record: SagaInstance) -> None:
-        record = self._settle(record, None)
-        if record.state not in ACTIVE_STATES:
-            return
-        index = record.position
-        step = record.steps[index]
-        if step.due is None or not step.sent:
-            return
-        left = step.due - self._clock.wall()
-        topic = self._retry_topic if step.status == "retrying" else self._timeout_topic
-        self._arm(record.id, index, topic, step.command, left)
 
     def _settle(self, record: SagaInstance, cause: Event | None) -> SagaInstance:
         """Send again (once) an action or compensation recorded but not known to be sent.
