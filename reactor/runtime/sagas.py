@@ -74,8 +74,8 @@ class SagaRunner:
     Args:
         decl: the saga.
         store: where its instances are kept (the backend of its channel).
-        router: publishes its commands and timer events.
-        clock: arms timeouts and retries.
+        router: publishes its commands and schedules its timer events.
+        clock: the wall time of records and of due times.
         publish_system: publishes ``$system.saga.*`` events and dead letters.
         seed: seeds the jitter of compensation retries.
     """
