@@ -16,13 +16,25 @@ fires or fires in a loop.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
 import attrs
 
-__all__ = ["Option", "count", "option", "options_of", "problems_of", "seconds"]
+from reactor.text import did_you_mean
+
+__all__ = [
+    "Option",
+    "check_keywords",
+    "count",
+    "option",
+    "options_of",
+    "problems_of",
+    "seconds",
+    "string",
+    "table",
+]
 
 Kind = Literal[
     "int",  # an integer (never a bool)
@@ -238,6 +250,38 @@ def seconds(default: float | None, doc: str, **bounds: Any) -> Any:
 def count(default: int | None, doc: str, **bounds: Any) -> Any:
     """A positive whole number: a capacity, a batch or a number of attempts, members or looks."""
     return option(default, kind="int", positive=True, doc=doc, **bounds)
+
+
+def string(default: Any = attrs.NOTHING, *, doc: str, **extra: Any) -> Any:
+    """A value a TOML file writes as a string: a name, a URL, a topic or a ``module:attr``."""
+    return option(default, kind="custom", toml="str", doc=doc, **extra)
+
+
+def table(cls: Callable[[], Any], check: Check, doc: str) -> Any:
+    """A frozen value such as a ``Retry``, a table of its own in TOML; ``None`` is its default."""
+    return option(
+        kind="custom",
+        factory=cls,
+        converter=lambda value: cls() if value is None else value,
+        toml="table",
+        check=check,
+        doc=doc,
+    )
+
+
+def check_keywords(method: str, given: Iterable[str], allowed: Collection[str]) -> None:
+    """Refuse a keyword of ``given`` that is not in ``allowed``, as Python would, with a hint.
+
+    Raises:
+        TypeError: ``method() got an unexpected keyword argument ...``, with the closest
+            option and every one of ``allowed``.
+    """
+    for key in given:
+        if key not in allowed:
+            raise TypeError(
+                f"{method}() got an unexpected keyword argument {key!r}"
+                f"{did_you_mean(key, allowed)} (options: {', '.join(allowed)})"
+            )
 
 
 def options_of(cls: type) -> tuple[Option, ...]:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import attrs
 
@@ -38,7 +38,16 @@ from reactor.runtime.chaos import Chaos
 from reactor.runtime.handling import is_async
 from reactor.runtime.pool import PoolScaling
 from reactor.runtime.sagadecl import SagaDecl, saga_problems
-from reactor.schema import Option, count, option, options_of, problems_of, seconds
+from reactor.schema import (
+    Option,
+    count,
+    option,
+    options_of,
+    problems_of,
+    seconds,
+    string,
+    table,
+)
 from reactor.supervision.strategy import RESTART_TYPES, OneForOne, RestartType, Retry, Strategy
 from reactor.text import did_you_mean, redact_url
 
@@ -60,6 +69,8 @@ __all__ = [
 ]
 
 DEFAULT_STRATEGY = OneForOne()
+
+_Decl = TypeVar("_Decl")
 
 
 @attrs.frozen(slots=True)
@@ -211,23 +222,6 @@ def _restart(default: RestartType, doc: str) -> Any:
     return option(default, kind="choice", choices=RESTART_TYPES, label="restart type", doc=doc)
 
 
-def _string(default: Any = attrs.NOTHING, *, doc: str, **extra: Any) -> Any:
-    """A value a TOML file writes as a string: a name, a URL, a topic or a ``module:attr``."""
-    return option(default, kind="custom", toml="str", doc=doc, **extra)
-
-
-def _table(cls: Callable[[], Any], check: Callable[[Any], list[str]], doc: str) -> Any:
-    """A frozen value such as a :class:`Retry`, a table of its own in TOML; ``None`` is its default."""
-    return option(
-        kind="custom",
-        factory=cls,
-        converter=lambda value: cls() if value is None else value,
-        toml="table",
-        check=check,
-        doc=doc,
-    )
-
-
 # -- the declarations ------------------------------------------------------------------
 
 
@@ -285,9 +279,9 @@ class ProducerDecl:
     """A declared producer: an iterable source, or a callable polled every ``interval``."""
 
     name: str
-    channel: str = _string(doc="the channel it publishes into")
-    topic: str = _string(check=_check_topic, doc="the topic of the events it makes")
-    source: Any = _string(
+    channel: str = string(doc="the channel it publishes into")
+    topic: str = string(check=_check_topic, doc="the topic of the events it makes")
+    source: Any = string(
         doc="an iterable (pulled until exhausted) or a callable polled every `interval`",
     )
     interval: float | None = seconds(
@@ -301,7 +295,7 @@ class ProducerDecl:
         optional=True,
         doc="most events per second",
     )
-    key: Callable[[Any], str | None] | str | None = _string(
+    key: Callable[[Any], str | None] | str | None = string(
         None,
         optional=True,
         check=_field_or_callable("key"),
@@ -318,11 +312,11 @@ class ConsumerDecl:
     """A declared consumer (also the member template of a pool)."""
 
     name: str
-    channel: str = _string(doc="the channel to consume from")
+    channel: str = string(doc="the channel to consume from")
     pattern: str | tuple[str, ...] = patterns_option(
         "topic pattern(s): `*` one word, `#` zero or more words"
     )
-    handler: Any = _string(
+    handler: Any = string(
         None,
         required=True,
         check=_check_handler,
@@ -342,7 +336,7 @@ class ConsumerDecl:
     restart: RestartType = _restart(
         "permanent", "restart after any exit (`permanent`), after a failure only, or never"
     )
-    output: str | None = _string(
+    output: str | None = string(
         None,
         optional=True,
         doc="channel for events the handler returns (default: `channel`)",
@@ -364,7 +358,7 @@ class ConsumerDecl:
         doc="where a group new to a durable channel begins: `earliest`, `latest`, an offset or a datetime",
     )
 
-    retry: Retry = _table(
+    retry: Retry = table(
         Retry,
         _check_retry,
         "when a failed event is tried again: a `reactor.Retry` (exponential delay with jitter)",
@@ -397,7 +391,7 @@ class ConsumerDecl:
         positive=True,
         max=3600,
     )
-    batch_key: Callable[[Any], Any] | str | None = _string(
+    batch_key: Callable[[Any], Any] | str | None = string(
         None,
         optional=True,
         check=_field_or_callable("batch_key"),
@@ -438,7 +432,7 @@ class PoolDecl(ConsumerDecl):
         doc="members always running; 0: none while the group has nothing to do",
     )
     max_size: int = count(4, "most members, reached on backlog")
-    scaling: PoolScaling = _table(
+    scaling: PoolScaling = table(
         PoolScaling, _check_scaling, "when the pool grows and shrinks: a `reactor.PoolScaling`"
     )
 
@@ -516,28 +510,21 @@ class TopologyDecl:
 
     def add_channel(self, decl: ChannelDecl) -> ChannelDecl:
         """Add a channel declaration; a second one of the same name replaces the first."""
-        if decl.name in self.channels:
-            self._problems.append(
-                Problem("channel", decl.name, None, f"channel {decl.name!r} is declared twice")
-            )
-        self.channels[decl.name] = decl
-        return decl
+        return self._declare("channel", decl.name, self.channels, decl)
 
     def add_projection(self, decl: ProjectionDecl) -> ProjectionDecl:
         """Add a projection declaration; a second one of the same name replaces the first."""
-        if decl.name in self.projections:
-            text = f"projection {decl.name!r} is declared twice"
-            self._problems.append(Problem("projection", decl.name, None, text))
-        self.projections[decl.name] = decl
-        return decl
+        return self._declare("projection", decl.name, self.projections, decl)
 
     def add_saga(self, decl: SagaDecl) -> SagaDecl:
         """Add a saga declaration; a second one of the same name replaces the first."""
-        if decl.name in self.sagas:
-            self._problems.append(
-                Problem("saga", decl.name, None, f"saga {decl.name!r} is declared twice")
-            )
-        self.sagas[decl.name] = decl
+        return self._declare("saga", decl.name, self.sagas, decl)
+
+    def _declare(self, what: str, name: str, declared: dict[str, _Decl], decl: _Decl) -> _Decl:
+        """Put ``decl`` in ``declared`` under ``name``; a second of a name is a problem."""
+        if name in declared:
+            self._problems.append(Problem(what, name, None, f"{what} {name!r} is declared twice"))
+        declared[name] = decl
         return decl
 
     # -- reading ---------------------------------------------------------------------

@@ -79,7 +79,7 @@ from reactor.runtime.declarations import (
     patterns_option,
 )
 from reactor.runtime.handling import current_delivery
-from reactor.schema import count, option, problems_of, seconds
+from reactor.schema import count, option, problems_of, seconds, string, table
 from reactor.supervision.strategy import Retry
 from reactor.text import did_you_mean
 
@@ -125,16 +125,12 @@ def _check_retry(retry: Any) -> list[str]:
     return [f"retry must be a reactor.Retry, got {type(retry).__name__}"]
 
 
-def _default_retry(value: Any) -> Any:
-    return Retry() if value is None else value
-
-
 @attrs.define(eq=False)
 class ProjectionDecl:
     """A declared projection: ``apply(state, event)`` folded over a channel's events."""
 
     name: str
-    channel: str = option(kind="custom", toml="str", doc="the channel whose events it folds")
+    channel: str = string(doc="the channel whose events it folds")
     apply: Any = option(
         None,
         kind="custom",
@@ -159,13 +155,8 @@ class ProjectionDecl:
         max=3600,
     )
     max_deliveries: int = count(5, "attempts before an event `apply` fails on is dead-lettered")
-    retry: Retry = option(
-        kind="custom",
-        factory=Retry,
-        converter=_default_retry,
-        toml="table",
-        check=_check_retry,
-        doc="when an event `apply` failed on is tried again: a `reactor.Retry`",
+    retry: Retry = table(
+        Retry, _check_retry, "when an event `apply` failed on is tried again: a `reactor.Retry`"
     )
 
     @property

@@ -24,7 +24,6 @@ its problems.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import re
 from collections.abc import Callable, Collection
@@ -34,7 +33,16 @@ import attrs
 
 from reactor.errors import InvalidTopicError
 from reactor.messages.topics import validate_topic
-from reactor.schema import Option, option, options_of, problems_of
+from reactor.schema import (
+    Option,
+    check_keywords,
+    count,
+    options_of,
+    problems_of,
+    seconds,
+    string,
+    table,
+)
 from reactor.supervision.strategy import Retry
 from reactor.text import did_you_mean
 
@@ -85,49 +93,35 @@ def _check_retry(value: Any) -> list[str]:
     return [] if isinstance(value, Retry) else [f"must be a reactor.Retry, got {value!r}"]
 
 
+def _reply_topic(what: str) -> Any:
+    """The topic of a command's reply that says how it went: ``what`` it does."""
+    return string(None, optional=True, check=_check_topic, doc=f"reply topic that {what}")
+
+
 @attrs.define(eq=False)
 class StepDecl:
     """One declared step of a saga: an action, its compensation and their replies."""
 
     name: str
-    action: str | Callable[[Any], Any] = option(
-        kind="custom",
-        toml="str",
+    action: str | Callable[[Any], Any] = string(
         check=_check_action,
         doc="a command topic sent on the saga's channel, or a function `f(data)` the saga runs",
     )
-    compensation: str | Callable[[Any], Any] | None = option(
+    compensation: str | Callable[[Any], Any] | None = string(
         None,
-        kind="custom",
-        toml="str",
         optional=True,
         check=_check_compensation,
         doc="undoes the action when a later step fails: a command topic or a function `f(data)`",
     )
-    timeout: float | None = option(
+    timeout: float | None = seconds(
         None,
-        kind="seconds",
+        "seconds a command waits for its reply before the step (or compensation) fails",
         positive=True,
         max=86_400,
         optional=True,
-        doc="seconds a command waits for its reply before the step (or compensation) fails",
     )
-    success: str | None = option(
-        None,
-        kind="custom",
-        toml="str",
-        optional=True,
-        check=_check_topic,
-        doc="reply topic that completes the action (default: `<action>.reply`)",
-    )
-    failure: str | None = option(
-        None,
-        kind="custom",
-        toml="str",
-        optional=True,
-        check=_check_topic,
-        doc="reply topic that fails the action (default: `<action>.failed`)",
-    )
+    success: str | None = _reply_topic("completes the action (default: `<action>.reply`)")
+    failure: str | None = _reply_topic("fails the action (default: `<action>.failed`)")
 
     @property
     def command(self) -> str | None:
@@ -151,29 +145,13 @@ class SagaDecl:
     """
 
     name: str
-    channel: str = option(
-        kind="custom", toml="str", doc="the channel its commands go to and its replies come back on"
+    channel: str = string(doc="the channel its commands go to and its replies come back on")
+    start_on: str = string(check=_check_topic, doc="topic of the events that start an instance")
+    max_attempts: int = count(
+        5, "attempts of a compensation before the saga ends `stuck` with a dead letter", max=1000
     )
-    start_on: str = option(
-        kind="custom",
-        toml="str",
-        check=_check_topic,
-        doc="topic of the events that start an instance",
-    )
-    max_attempts: int = option(
-        5,
-        kind="int",
-        positive=True,
-        max=1000,
-        doc="attempts of a compensation before the saga ends `stuck` with a dead letter",
-    )
-    retry: Retry = option(
-        kind="custom",
-        factory=Retry,
-        converter=lambda value: Retry() if value is None else value,
-        toml="table",
-        check=_check_retry,
-        doc="delay between attempts of a failed compensation: a `reactor.Retry`",
+    retry: Retry = table(
+        Retry, _check_retry, "delay between attempts of a failed compensation: a `reactor.Retry`"
     )
     steps: list[StepDecl] = attrs.field(factory=list)
 
@@ -199,15 +177,8 @@ class SagaDecl:
         Raises:
             TypeError: an option that steps do not have.
         """
-        allowed = {opt.name for opt in options_of(StepDecl)} - {"action", "compensation"}
-        for key in options:
-            if key not in allowed:
-                close = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.6)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise TypeError(
-                    f"step() got an unexpected keyword argument {key!r}{hint} "
-                    f"(options: action, compensation, {', '.join(sorted(allowed))})"
-                )
+        others = sorted({opt.name for opt in options_of(StepDecl)} - {"action", "compensation"})
+        check_keywords("step", options, ["action", "compensation", *others])
         self.steps.append(StepDecl(name, action=action, compensation=compensation, **options))
         return self
 

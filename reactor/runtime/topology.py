@@ -12,7 +12,6 @@ other name at the call.
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -32,6 +31,7 @@ from reactor.runtime.declarations import (
 )
 from reactor.runtime.projections import ProjectionDecl
 from reactor.runtime.sagadecl import SagaDecl
+from reactor.schema import check_keywords
 from reactor.supervision.strategy import Strategy
 
 if TYPE_CHECKING:
@@ -54,15 +54,7 @@ H = TypeVar("H")
 
 def _options(method: str, cls: type, given: dict[str, Any]) -> dict[str, Any]:
     """``given``, after refusing any keyword that is not an option of ``cls``."""
-    allowed = builder_options(cls)
-    for key in given:
-        if key not in allowed:
-            close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise TypeError(
-                f"{method}() got an unexpected keyword argument {key!r}{hint} "
-                f"(options: {', '.join(allowed)})"
-            )
+    check_keywords(method, given, builder_options(cls))
     return given
 
 
