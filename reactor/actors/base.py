@@ -19,6 +19,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
+import attrs
 import pykka
 
 from reactor.actors.address import Address
@@ -74,28 +75,17 @@ class ActorThreads(list[threading.Thread]):
             self.append(thread)
 
 
+@attrs.define(eq=False)
 class ActorContext:
     """What one incarnation gets from its supervisor: who it is and whom to tell."""
 
-    __slots__ = ("address", "clock", "counters", "incarnation", "parent", "threads")
-
-    def __init__(
-        self,
-        address: Address,
-        clock: Clock,
-        *,
-        parent: Address | None = None,
-        incarnation: int = 1,
-        counters: ActorCounters | None = None,
-        threads: ActorThreads | None = None,
-    ) -> None:
-        self.address = address
-        self.clock = clock
-        self.parent = parent
-        self.incarnation = incarnation
-        self.counters = counters if counters is not None else ActorCounters()
-        # Every thread started under one system, so the system can reap exactly its own.
-        self.threads = threads if threads is not None else ActorThreads()
+    address: Address
+    clock: Clock
+    parent: Address | None = attrs.field(default=None, kw_only=True)
+    incarnation: int = attrs.field(default=1, kw_only=True)
+    counters: ActorCounters = attrs.field(factory=ActorCounters, kw_only=True)
+    # Every thread started under one system, so the system can reap exactly its own.
+    threads: ActorThreads = attrs.field(factory=ActorThreads, kw_only=True)
 
 
 class ReactorActor(pykka.ThreadingActor):
