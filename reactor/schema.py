@@ -34,6 +34,7 @@ __all__ = [
     "seconds",
     "string",
     "table",
+    "time_limit",
 ]
 
 Kind = Literal[
@@ -245,6 +246,11 @@ def option(
 def seconds(default: float | None, doc: str, **bounds: Any) -> Any:
     """A duration in seconds; ``bounds`` as :func:`option` takes them (every duration has a max)."""
     return option(default, kind="seconds", doc=doc, **bounds)
+
+
+def time_limit(doc: str) -> Any:
+    """A time limit in seconds: off (None) by default, else more than 0 and at most a day."""
+    return seconds(None, doc, positive=True, max=86_400, optional=True)
 
 
 def count(default: int | None, doc: str, **bounds: Any) -> Any:

@@ -47,6 +47,7 @@ from reactor.schema import (
     seconds,
     string,
     table,
+    time_limit,
 )
 from reactor.supervision.strategy import RESTART_TYPES, OneForOne, RestartType, Retry, Strategy
 from reactor.text import did_you_mean, redact_url
@@ -342,13 +343,7 @@ class ConsumerDecl:
         doc="channel for events the handler returns (default: `channel`)",
     )
     prefetch: int = count(256, "events the channel may hand this consumer ahead of time")
-    handler_timeout: float | None = seconds(
-        None,
-        "seconds before a running handler counts as hung",
-        positive=True,
-        max=86_400,
-        optional=True,
-    )
+    handler_timeout: float | None = time_limit("seconds before a running handler counts as hung")
     shutdown_s: float = seconds(
         5.0, "how long a stop of this consumer may take", positive=True, max=3600
     )

@@ -39,9 +39,9 @@ from reactor.schema import (
     count,
     options_of,
     problems_of,
-    seconds,
     string,
     table,
+    time_limit,
 )
 from reactor.supervision.strategy import Retry
 from reactor.text import did_you_mean
@@ -71,10 +71,6 @@ def _check_action(value: Any) -> list[str]:
     return _topic_problems(value)
 
 
-def _check_compensation(value: Any) -> list[str]:
-    return [] if value is None else _check_action(value)
-
-
 def _check_topic(value: Any) -> list[str]:
     return _topic_problems(value) if isinstance(value, str) else [f"must be a topic, got {value!r}"]
 
@@ -93,6 +89,13 @@ def _check_retry(value: Any) -> list[str]:
     return [] if isinstance(value, Retry) else [f"must be a reactor.Retry, got {value!r}"]
 
 
+def _step_call(doc: str, *, optional: bool = False) -> Any:
+    """What a step runs: a command topic, or a function ``f(data)``; ``optional``: or None."""
+    if optional:
+        return string(None, optional=True, check=_check_action, doc=doc)
+    return string(check=_check_action, doc=doc)
+
+
 def _reply_topic(what: str) -> Any:
     """The topic of a command's reply that says how it went: ``what`` it does."""
     return string(None, optional=True, check=_check_topic, doc=f"reply topic that {what}")
@@ -103,22 +106,15 @@ class StepDecl:
     """One declared step of a saga: an action, its compensation and their replies."""
 
     name: str
-    action: str | Callable[[Any], Any] = string(
-        check=_check_action,
-        doc="a command topic sent on the saga's channel, or a function `f(data)` the saga runs",
+    action: str | Callable[[Any], Any] = _step_call(
+        "a command topic sent on the saga's channel, or a function `f(data)` the saga runs"
     )
-    compensation: str | Callable[[Any], Any] | None = string(
-        None,
+    compensation: str | Callable[[Any], Any] | None = _step_call(
+        "undoes the action when a later step fails: a command topic or a function `f(data)`",
         optional=True,
-        check=_check_compensation,
-        doc="undoes the action when a later step fails: a command topic or a function `f(data)`",
     )
-    timeout: float | None = seconds(
-        None,
-        "seconds a command waits for its reply before the step (or compensation) fails",
-        positive=True,
-        max=86_400,
-        optional=True,
+    timeout: float | None = time_limit(
+        "seconds a command waits for its reply before the step (or compensation) fails"
     )
     success: str | None = _reply_topic("completes the action (default: `<action>.reply`)")
     failure: str | None = _reply_topic("fails the action (default: `<action>.failed`)")
