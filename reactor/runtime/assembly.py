@@ -38,7 +38,6 @@ from reactor.clock import Clock
 from reactor.errors import SupervisorEscalation, TopologyError
 from reactor.messages import lifecycle
 from reactor.messages.event import Event
-from reactor.messages.upcasting import Upcasters
 from reactor.runtime.batching import Batching, batch_key_function
 from reactor.runtime.consumer import ConsumerActor, ConsumerRuntime
 from reactor.runtime.coroutines import CoroutineConsumerActor
@@ -243,11 +242,6 @@ class Assembly:
         )
         return self._member_spec(attrs.evolve(decl, handler=runner), decl.name, "$consumers")
 
-    def upcasters(self, channel: str) -> Upcasters | None:
-        """The upcasters declared on ``channel`` (None for none, and for ``$system``)."""
-        decl = self._topology.channels.get(channel)
-        return None if decl is None else Upcasters.of(channel, decl.upcasters)
-
     def _register(
         self,
         name: str,
@@ -381,7 +375,7 @@ class Assembly:
             router=self._router,
             dedup=self._dedup_for(decl),
             counters=counters,
-            upcasters=self.upcasters(decl.channel),
+            upcasters=self._topology.channel_upcasters(decl.channel),
             actor=CoroutineConsumerActor if is_async(decl.handler) else ConsumerActor,
             seed=f"{self._seed}/{member}" if self._seed is not None else None,
             **{option: getattr(decl, option) for option in _AS_DECLARED},

@@ -33,7 +33,7 @@ from reactor.channels.sizes import DEFAULT_MAX_EVENT_SIZE, MAX_EVENT_SIZE_LIMIT
 from reactor.errors import InvalidTopicError, TopologyError
 from reactor.messages import lifecycle
 from reactor.messages.topics import TopicPattern, validate_topic
-from reactor.messages.upcasting import upcaster_problems
+from reactor.messages.upcasting import Upcasters, upcaster_problems
 from reactor.runtime.chaos import Chaos
 from reactor.runtime.handling import is_async
 from reactor.runtime.pool import PoolScaling
@@ -523,6 +523,11 @@ class TopologyDecl:
         return decl
 
     # -- reading ---------------------------------------------------------------------
+
+    def channel_upcasters(self, channel: str) -> Upcasters | None:
+        """The upcasters declared on ``channel``, for its consumers (None: none, or ``$system``)."""
+        decl = self.channels.get(channel)
+        return None if decl is None else Upcasters.of(channel, decl.upcasters)
 
     def consumers(self) -> list[ConsumerDecl]:
         """Every consumer and pool, in start order."""

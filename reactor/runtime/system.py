@@ -164,7 +164,7 @@ class System:
             # Each projection resumes from its checkpoint before anything is delivered.
             for projection in self._projections.values():
                 channel = projection.decl.channel
-                projection.attach(self._channels[channel], self._assembly.upcasters(channel))
+                projection.attach(self._channels[channel], self.topology.channel_upcasters(channel))
         except BaseException as exc:
             self._start_failed(exc)
             raise
