@@ -290,6 +290,31 @@ def test_many_sagas_at_once_each_end_as_their_data_says(backend: str) -> None:
     assert (counts.completed, counts.compensated) == (10, 30)
 
 
+def test_a_step_sends_its_command_to_its_own_channel_and_hears_back_on_the_sagas(
+    backend: str,
+) -> None:
+    topo = Topology("shop")
+    topo.channel("orders", backend=backend)
+    topo.channel("stock", backend=backend)
+    saga = topo.saga("order", channel="orders", start_on="order.placed")
+    saga.step("reserve", action="stock.reserve", compensation="stock.release", channel="stock")
+    saga.step("charge", action="charge.do")
+    stock = Recorder(lambda event: event.reply({"held": event.topic}))
+    topo.consumer("stock", stock, channel="stock", output="orders")
+    topo.consumer(
+        "pay",
+        lambda event: event.reply({}, topic="charge.do.failed"),
+        channel="orders",
+        pattern="charge.do",
+    )
+    with topo.start() as system:
+        record = final(system, system.start_saga("order", {}))
+        system.wait_idle(10)
+    assert record.state == "compensated"
+    assert [e.topic for e in stock.events] == ["stock.reserve", "stock.release"]
+    assert dict(record.data) == {"held": "stock.reserve"}
+
+
 # -- resuming -----------------------------------------------------------------------------
 
 
@@ -435,6 +460,7 @@ def test_every_problem_of_a_saga_is_reported_at_once() -> None:
     saga.step("a", action="x.do", timeout=-1)
     saga.step("a", action=later, success="a.ok")
     topo.saga("empty", channel="orders", start_on="go")
+    saga.step("c", action="c.do", channel="stok")
     with pytest.raises(TopologyError) as caught:
         topo.validate()
     text = str(caught.value)
@@ -449,6 +475,7 @@ def test_every_problem_of_a_saga_is_reported_at_once() -> None:
         "step 'a': action is `async def`",
         "step 'a': success is set but the action is a function",
         "saga 'empty': has no steps",
+        "step 'c': unknown channel 'stok'",
     ):
         assert expected in text, expected
     looping = Topology("shop")

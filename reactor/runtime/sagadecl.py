@@ -6,8 +6,8 @@ optionally, a compensation, each either
 
 * a **command**: a topic. The saga publishes an event of that topic on its
   channel, with the saga's data, ``correlation_id`` = the instance id and ``key`` =
-  the instance id. A participant answers with an event on the same channel and
-  with the same correlation id (``event.reply(data)`` gives both): topic
+  the instance id (on the step's ``channel``, if given). A participant answers with
+  an event on the saga's channel with the same correlation id (``event.reply(data)`` gives both): topic
   ``success`` (default ``<action>.reply``) completes the step and merges its data
   into the saga's, topic ``failure`` (default ``<action>.failed``) fails it, and
   no answer within ``timeout`` seconds fails it too. A compensation's answers are
@@ -118,6 +118,11 @@ class StepDecl:
     )
     success: str | None = _reply_topic("completes the action (default: `<action>.reply`)")
     failure: str | None = _reply_topic("fails the action (default: `<action>.failed`)")
+    channel: str | None = string(
+        None,
+        optional=True,
+        doc="channel its commands go to (default: the saga's); replies come back on the saga's",
+    )
 
     @property
     def command(self) -> str | None:
@@ -222,6 +227,13 @@ def saga_problems(decl: SagaDecl, channels: Collection[str]) -> list[tuple[str |
     seen: set[str] = set()
     for step in decl.steps:
         found += _step_problems(subject, step, seen)
+        if step.channel is not None and step.channel not in channels:
+            hint = did_you_mean(step.channel, channels) if isinstance(step.channel, str) else ""
+            text = (
+                f"{subject} step {step.name!r}: unknown channel {step.channel!r}{hint} "
+                f"(channels: {', '.join(sorted(channels)) or 'none declared'})"
+            )
+            found.append((f"steps.{step.name}.channel", text))
     if not any(field is not None and field.startswith("steps.") for field, _ in found):
         found += _loop_problems(decl)
     return found

@@ -210,12 +210,13 @@ class SagaRunner:
             causation_id=cause,
             id=step.command,
         )
-        # Overdraft: the saga consumes from this channel; waiting for room would wait on itself.
-        sent = self._router.publish(self.decl.channel, (command,), timeout=None, overdraft=True)
+        channel = self.decl.steps[index].channel or self.decl.channel
+        # Overdraft: the saga consumes from its channel; waiting for room would wait on itself.
+        sent = self._router.publish(channel, (command,), timeout=None, overdraft=True)
         if sent < 1:
             raise RuntimeError(
                 f"saga {self._name!r}: command {topic!r} of instance {record.id} was dropped by "
-                f"channel {self.decl.channel!r} (its overflow policy); it is sent again on retry"
+                f"channel {channel!r} (its overflow policy); it is sent again on retry"
             )
 
     def _done(self, record: SagaInstance, index: int, result: Any) -> None:
