@@ -48,7 +48,7 @@ Thread-safety: everything here belongs to the consumer actor's thread.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import attrs
@@ -367,6 +367,11 @@ class BatchConsumerActor(ConsumerActor):
         counters.latency.record(now - started)
         counters.batches += 1
         return self._settle(batch, failed, now)
+
+    def _outputs(self, event: Any, result: Any) -> Sequence[Event | Delayed]:
+        """``result`` itself: the batch call returns the events to publish already."""
+        outputs: Sequence[Event | Delayed] = result
+        return outputs
 
     def _settle(self, batch: _Open, failed: Mapping[str, BaseException | str], now: float) -> bool:
         """Ack the handled events of a batch, nack the failed ones, release those that wait."""

@@ -329,9 +329,11 @@ class ConsumerActor(ReactorActor):
     def _take(self, batch: Deliver, index: int, event: Event) -> bool:
         """Handle ``event``, item ``index`` of ``batch``; False if the consumer pauses or stops."""
         seq = batch.seqs[index]
+        handle = self.handle
+        assert handle is not None
         handling.current = (self.runtime, batch, index)
         try:
-            ran = self._watched(seq, self._outputs, event)
+            ran = self._watched(seq, handle, event)
         finally:
             handling.current = None
         if ran is None:
@@ -343,17 +345,17 @@ class ConsumerActor(ReactorActor):
         self._succeeded(seq, event, batch.attempts[index], started)
         return True
 
-    def _outputs(self, event: Event) -> list[Event | Delayed]:
-        """The events to publish for what the handler returns for ``event``."""
-        handle = self.handle
-        assert handle is not None
-        result = handle(event)
-        return as_events(event, result, self.runtime.name) if result is not None else []
+    def _outputs(self, event: Event, result: Any) -> Sequence[Event | Delayed]:
+        """The events to publish for what the handler returned for ``event`` (not None)."""
+        return as_events(event, result, self.runtime.name)
 
     def _watched(
-        self, seq: int, call: Callable[[Any], Sequence[Event | Delayed]], arg: Any
+        self, seq: int, call: Callable[[Any], Any], arg: Any
     ) -> tuple[float, Exception | None] | None:
         """Make the handler call ``call(arg)`` under the watchdog, then publish its outputs.
+
+        What the call returns, unless None, becomes the events to publish through
+        :meth:`_outputs` (a batch consumer's call returns them ready).
 
         ``seq`` is what the supervisor's watchdog finds the actor working on (a batch's
         first). The outputs are published before anything is acked, and not at all by
@@ -374,9 +376,11 @@ class ConsumerActor(ReactorActor):
         mine = counters.current = (self.epoch, seq, started)
         error: Exception | None = None
         try:
-            outputs = call(arg)
-            if outputs and not self.actor_fenced:
-                self._publish(outputs)
+            result = call(arg)
+            if result is not None and not self.actor_fenced:
+                outputs = self._outputs(arg, result)
+                if outputs:
+                    self._publish(outputs)
         except _Stopping:
             _clear(counters, mine)
             return None
@@ -388,7 +392,8 @@ class ConsumerActor(ReactorActor):
             # Abandoned while it ran: what it held was given back and a new incarnation
             # owns the counters; this late result must change nothing.
             raise _Abandoned
-        _clear(counters, mine)
+        if counters.current is mine:  # (what _clear does, without the call: per event)
+            counters.current = None
         return started, error
 
     def _admit(self, seq: int, item: Event | Encoded) -> Event | None:
