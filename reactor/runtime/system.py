@@ -41,6 +41,7 @@ from reactor.errors import (
     SystemStoppedError,
     UnknownProjectionError,
     UnknownSagaError,
+    UsageError,
 )
 from reactor.messages import lifecycle
 from reactor.messages.event import REPLY_TO, Event
@@ -436,10 +437,14 @@ class System:
                 ``completed``, ``compensated`` or ``stuck``.
 
         Raises:
-            UnknownSagaError: no such saga. ValueError: no such state.
+            UnknownSagaError: no such saga.
+            UsageError: no such state (also a ``ValueError``).
         """
         if state is not None and state not in SAGA_STATES:
-            raise ValueError(f"unknown saga state {state!r}; use one of {', '.join(SAGA_STATES)}")
+            raise UsageError(
+                f"unknown saga state {state!r}{did_you_mean(state, SAGA_STATES)}; "
+                f"use one of {', '.join(SAGA_STATES)}"
+            )
         names = [self._saga(name).name] if name is not None else list(self.topology.sagas)
         stores = self._assembly.sagas
         return tuple(record for n in names if n in stores for record in stores[n].instances(state))
@@ -447,10 +452,10 @@ class System:
     def _saga(self, name: str) -> SagaDecl:
         saga = self.topology.sagas.get(name)
         if saga is None:
-            known = ", ".join(sorted(self.topology.sagas)) or "none declared"
+            sagas = self.topology.sagas
             raise UnknownSagaError(
-                f"system {self.name!r} has no saga named {name!r} (sagas: {known}); declare it "
-                "with topology.saga()"
+                f"system {self.name!r} has no saga named {name!r}{did_you_mean(name, sagas)} "
+                f"(sagas: {names_or_none(sagas)}); declare it with topology.saga()"
             )
         return saga
 
