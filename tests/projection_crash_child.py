@@ -22,6 +22,8 @@ from typing import Any
 # Run from the repository root without installing.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from crashes import Effects, child_args
+
 from reactor import Event, Topology
 
 
@@ -37,30 +39,14 @@ def topology(db: str) -> Topology:
 
 
 def main() -> int:
-    db, out, round_, first, count = (
-        sys.argv[1],
-        sys.argv[2],
-        sys.argv[3],
-        int(sys.argv[4]),
-        int(sys.argv[5]),
-    )
-    fd = os.open(out, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-
-    def write(line: str) -> None:
-        os.write(fd, (line + "\n").encode())
-
+    db, out, round_, first, count, _ = child_args()
+    effects = Effects(out)
     system = topology(db).start()
-    write(f"S {round_}")
-    batch = 7  # small, odd batches: kills land between and inside commits
-    for start in range(first, first + count, batch):
-        numbers = list(range(start, min(start + batch, first + count)))
-        system.publish_many("c", [Event.create("t.x", n, key=f"k{n % 5}") for n in numbers])
-        for n in numbers:
-            write(f"P {n}")
-    system.wait_idle(60)
-    system.stop(timeout=30)
-    write(f"DONE {round_}")
-    os.close(fd)
+    effects.write(f"S {round_}")
+    effects.publish_numbered(
+        system, "c", first, count, lambda n: Event.create("t.x", n, key=f"k{n % 5}")
+    )
+    effects.finish(system, round_)
     return 0
 
 

@@ -24,6 +24,8 @@ from typing import Any
 # Run from the repository root without installing.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from crashes import Effects, child_args
+
 from reactor import Event, Topology
 from reactor.testing import wait_for
 
@@ -31,17 +33,9 @@ STEPS = ("reserve", "note", "charge", "ship")
 
 
 def main() -> int:
-    db, out, round_, first, count = (
-        sys.argv[1],
-        sys.argv[2],
-        sys.argv[3],
-        int(sys.argv[4]),
-        int(sys.argv[5]),
-    )
-    fd = os.open(out, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-
-    def write(line: str) -> None:
-        os.write(fd, (line + "\n").encode())
+    db, out, round_, first, count, _ = child_args()
+    effects = Effects(out)
+    write = effects.write
 
     def note(data: Any) -> None:
         write(f"F {data['instance_of']}")
@@ -86,10 +80,7 @@ def main() -> int:
         return not system.sagas("order", "running") and not system.sagas("order", "compensating")
 
     wait_for(settled, 120, message="sagas still active")
-    system.wait_idle(60)
-    system.stop(timeout=30)
-    write(f"DONE {round_}")
-    os.close(fd)
+    effects.finish(system, round_)
     return 0
 
 

@@ -27,22 +27,16 @@ import time
 # Run from the repository root without installing.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from crashes import Effects, child_args
+
 from reactor import Event, Topology
 
 
 def main() -> int:
-    db, out, round_, first, count = (
-        sys.argv[1],
-        sys.argv[2],
-        sys.argv[3],
-        int(sys.argv[4]),
-        int(sys.argv[5]),
-    )
-    mode = sys.argv[6] if len(sys.argv) > 6 else "strict"
-    fd = os.open(out, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-
-    def write(line: str) -> None:
-        os.write(fd, (line + "\n").encode())
+    db, out, round_, first, count, more = child_args()
+    mode = more[0] if more else "strict"
+    effects = Effects(out)
+    write = effects.write
 
     def member(name: str):  # type: ignore[no-untyped-def]
         def handle(event: Event) -> None:
@@ -72,16 +66,8 @@ def main() -> int:
             topo.consumer(name, member(name), channel="c", group="g", idempotent=mode == "defaults")
     system = topo.start()
     write(f"S {round_}")
-    batch = 7  # small, odd batches: kills land between and inside commits
-    for start in range(first, first + count, batch):
-        numbers = list(range(start, min(start + batch, first + count)))
-        system.publish_many("c", [Event.create("t.x", n) for n in numbers])
-        for n in numbers:
-            write(f"P {n}")
-    system.wait_idle(60)
-    system.stop(timeout=30)
-    write(f"DONE {round_}")
-    os.close(fd)
+    effects.publish_numbered(system, "c", first, count, lambda n: Event.create("t.x", n))
+    effects.finish(system, round_)
     return 0
 
 

@@ -14,56 +14,30 @@ from __future__ import annotations
 
 import collections
 import random
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
+import crashes
 import projection_crash_child as child
-
-from reactor.testing import wait_for
+from crashes import kill_rounds, published_since
 
 CHILD = Path(__file__).resolve().parent / "projection_crash_child.py"
 PER_ROUND = 250
-
-
-def _lines(path: Path) -> list[str]:
-    return path.read_text().splitlines() if path.exists() else []
-
-
-def _published(out: Path, round_: int) -> int:
-    lines = _lines(out)
-    if f"S {round_}" not in lines:
-        return -1
-    started = lines.index(f"S {round_}")
-    return sum(1 for line in lines[started:] if line.startswith("P "))
 
 
 def test_a_projection_killed_at_random_points_folds_every_event_once(tmp_path: Path) -> None:
     rng = random.Random(14)
     db, out = tmp_path / "crash.db", tmp_path / "effects.log"
     kills = 4
-    for round_ in range(kills + 1):
-        args = [str(db), str(out), str(round_), str(round_ * PER_ROUND), str(PER_ROUND)]
-        proc = subprocess.Popen([sys.executable, str(CHILD), *args], stderr=subprocess.PIPE)
-        if round_ < kills:
-            target = rng.choice([0, rng.randrange(1, PER_ROUND)])
-            wait_for(
-                lambda proc=proc, round_=round_, target=target: (
-                    proc.poll() is not None or _published(out, round_) >= target
-                ),
-                60,
-                message=f"round {round_}: the child never published {target} events",
-            )
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=30)
-            assert proc.stderr is not None
-            proc.stderr.close()
-        else:
-            _, stderr = proc.communicate(timeout=120)
-            assert proc.returncode == 0, stderr.decode()
-    lines = _lines(out)
-    assert lines[-1] == f"DONE {kills}"
+    targets = [rng.choice([0, rng.randrange(1, PER_ROUND)]) for _ in range(kills)]
+    kill_rounds(
+        CHILD,
+        db,
+        out,
+        kills=kills,
+        per_round=PER_ROUND,
+        ready=lambda r, lines: published_since(lines, r) >= targets[r],
+    )
+    lines = crashes.lines(out)
     published = {int(line.split()[1]) for line in lines if line.startswith("P ")}
     with child.topology(str(db)).start() as system:
         numbers = system.projection("seen").state["numbers"]

@@ -19,67 +19,40 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import sqlite3
-import subprocess
-import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+import crashes
 import pytest
+from crashes import kill_rounds, published_since
 
 from reactor import CloudEventsCodec, Codec, JsonCodec
 from reactor.channels.sagas import SagaInstance, decode_instance
-from reactor.testing import wait_for
 
 CHILD = Path(__file__).resolve().parent / "saga_crash_child.py"
 PER_ROUND = 24
 COMMANDS = {"reserve": "reserve", "charge": "charge", "ship": "ship"}  # steps that send
 
 
-def _lines(path: Path) -> list[str]:
-    return path.read_text().splitlines() if path.exists() else []
-
-
-def _killed_at(lines: list[str], round_: int, kind: str, target: int) -> bool:
-    if f"S {round_}" not in lines:
-        return False
-    since = lines[lines.index(f"S {round_}") :]
-    return sum(1 for line in since if line.startswith(kind)) >= target
-
-
 def _run(tmp_path: Path, seed: int, kills: int, redis_url: str | None = None) -> None:
     rng = random.Random(seed)
     db, out = tmp_path / "sagas.db", tmp_path / "effects.log"
     where = redis_url if redis_url is not None else str(db)
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
-    for round_ in range(kills + 1):
-        args = [where, str(out), str(round_), str(round_ * PER_ROUND), str(PER_ROUND)]
-        proc = subprocess.Popen(
-            [sys.executable, str(CHILD), *args], env=env, stderr=subprocess.PIPE
-        )
-        if round_ < kills:
-            # Some kills land while instances are being started, others once several
-            # have passed their function step (mid-saga, commands and replies in flight).
-            kind = rng.choice(["P ", "F "])
-            target = rng.randrange(0, PER_ROUND // 2)
-            wait_for(
-                lambda proc=proc, r=round_, k=kind, t=target: (
-                    proc.poll() is not None or _killed_at(_lines(out), r, k, t)
-                ),
-                60,
-                message=f"round {round_}: the child never got to {target} {kind!r} lines",
-            )
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=30)
-            assert proc.stderr is not None
-            proc.stderr.close()
-        else:
-            _, stderr = proc.communicate(timeout=180)
-            assert proc.returncode == 0, stderr.decode()[-3000:]
-    lines = _lines(out)
-    assert lines[-1] == f"DONE {kills}"
+    # Some kills land while instances are being started, others once several have
+    # passed their function step (mid-saga, commands and replies in flight).
+    points = [(rng.choice(["P ", "F "]), rng.randrange(0, PER_ROUND // 2)) for _ in range(kills)]
+    kill_rounds(
+        CHILD,
+        where,
+        out,
+        kills=kills,
+        per_round=PER_ROUND,
+        ready=lambda r, lines: published_since(lines, r, points[r][0]) >= points[r][1],
+        finish_s=180,
+    )
+    lines = crashes.lines(out)
     texts, bodies = _stored(db) if redis_url is None else _stored_in_redis(redis_url)
     # The redis backend writes CloudEvents; the sqlite log, reactor's JSON.
     _check(texts, bodies, lines, JsonCodec() if redis_url is None else CloudEventsCodec())

@@ -19,81 +19,31 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import sqlite3
-import subprocess
-import sys
 from collections import defaultdict
 from pathlib import Path
 
+import crashes
 import pytest
-
-from reactor.testing import wait_for
+from crashes import kill_rounds, published_since
 
 CHILD = Path(__file__).resolve().parent / "sqlite_crash_child.py"
 PER_ROUND = 300
 
 
-def _lines(path: Path) -> list[str]:
-    if not path.exists():
-        return []
-    return path.read_text().splitlines()
-
-
-def _wait_published(
-    proc: subprocess.Popen[bytes], out: Path, round_: int, target: int, timeout: float
-) -> None:
-    """Wait until the child of ``round_`` published ``target`` events (or exited)."""
-
-    def published_enough() -> bool:
-        if proc.poll() is not None:
-            return True
-        lines = _lines(out)
-        if f"S {round_}" not in lines:
-            return False
-        started = lines.index(f"S {round_}")
-        return sum(1 for line in lines[started:] if line.startswith("P ")) >= target
-
-    wait_for(
-        published_enough, timeout, message=f"round {round_}: child never published {target} events"
-    )
-
-
 def _run_rounds(tmp_path: Path, seed: int, kills: int) -> None:
     rng = random.Random(seed)
     db, out = tmp_path / "crash.db", tmp_path / "effects.log"
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
-    killed_rounds: list[int] = []
-    for round_ in range(kills + 1):
-        first = round_ * PER_ROUND
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(CHILD),
-                str(db),
-                str(out),
-                str(round_),
-                str(first),
-                str(PER_ROUND),
-            ],
-            env=env,
-            stderr=subprocess.PIPE,
-        )
-        if round_ < kills:
-            target = rng.choice([0, rng.randrange(1, PER_ROUND)])
-            _wait_published(proc, out, round_, target, timeout=60)
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                killed_rounds.append(round_)
-            proc.wait(timeout=30)
-            assert proc.stderr is not None
-            proc.stderr.close()
-        else:
-            _, stderr = proc.communicate(timeout=120)
-            assert proc.returncode == 0, stderr.decode()
-    lines = _lines(out)
-    assert lines[-1] == f"DONE {kills}"
-    _check(lines, killed_rounds)
+    targets = [rng.choice([0, rng.randrange(1, PER_ROUND)]) for _ in range(kills)]
+    killed_rounds = kill_rounds(
+        CHILD,
+        db,
+        out,
+        kills=kills,
+        per_round=PER_ROUND,
+        ready=lambda r, lines: published_since(lines, r) >= targets[r],
+    )
+    _check(crashes.lines(out), killed_rounds)
 
 
 def _check(lines: list[str], killed_rounds: list[int]) -> None:
@@ -138,32 +88,19 @@ def _run_kills(tmp_path: Path, kills: int, mode: str, per_round: int = 200) -> l
     members with full prefetch windows (the default settings) and a backlog.
     """
     db, out = tmp_path / "crash.db", tmp_path / "effects.log"
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
-    for round_ in range(kills + 1):
-        args = [str(db), str(out), str(round_), str(round_ * per_round), str(per_round), mode]
-        proc = subprocess.Popen(
-            [sys.executable, str(CHILD), *args], env=env, stderr=subprocess.PIPE
-        )
-        if round_ < kills:
-            # Killed while it works: its round published, its first events handled, the
-            # rest in flight or waiting.
-            wait_for(
-                lambda proc=proc, round_=round_: (
-                    proc.poll() is not None or _working(_lines(out), round_, per_round)
-                ),
-                60,
-                message=f"round {round_}: the child handled nothing",
-            )
-            assert proc.poll() is None, "the child finished before it could be killed"
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=30)
-            assert proc.stderr is not None
-            proc.stderr.close()
-        else:
-            _, stderr = proc.communicate(timeout=120)
-            assert proc.returncode == 0, stderr.decode()
-    lines = _lines(out)
-    assert lines[-1] == f"DONE {kills}"
+    # Killed while it works: its round published, its first events handled, the rest
+    # in flight or waiting.
+    kill_rounds(
+        CHILD,
+        db,
+        out,
+        kills=kills,
+        per_round=per_round,
+        ready=lambda r, lines: _working(lines, r, per_round),
+        more=[mode],
+        must_kill=True,
+    )
+    lines = crashes.lines(out)
     assert _dead_letters(db) == [], "no event was at fault: nothing may be dead-lettered"
     published = {int(line.split()[1]) for line in lines if line.startswith("P ")}
     assert published == set(range((kills + 1) * per_round))
