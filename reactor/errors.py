@@ -43,6 +43,7 @@ __all__ = [
     "UnknownGroupError",
     "UnknownProjectionError",
     "UnknownSagaError",
+    "Unretryable",
     "UpcastError",
     "UsageError",
     "ChaosError",
@@ -317,9 +318,19 @@ class UnknownSagaError(ReactorError, LookupError):
     """No saga of that name is declared in the topology."""
 
 
-class SagaStuck(ReactorError, RuntimeError):
+class Unretryable(ReactorError):
+    """Raised by a handler: no retry can handle this event, dead-letter it at once.
+
+    The consumer dead-letters the event on this attempt, with this error, and does not
+    count it toward its ``failure_threshold`` (the event is bad, not the consumer).
+    Redrive the letter once what it lacked is fixed.
+    """
+
+
+class SagaStuck(Unretryable, RuntimeError):
     """A saga's compensation failed every attempt: the saga is ``stuck`` and dead-lettered.
 
-    The type named by its dead letter (``error_type``); the letter's data names the
-    saga, the instance and the step.
+    The type named by its dead letter (``error_type``), stored by the saga's channel
+    for its group ``$saga.<name>``; its message names the saga, the instance and the
+    step. Redriving that letter tries the compensation again.
     """

@@ -302,3 +302,39 @@ def test_a_redriven_event_that_fails_again_is_dead_lettered_again(backend: str) 
         system.wait_idle(TIMEOUT)
     assert again.attempts == 5
     assert worker.attempts[0] == [1, 2, 3, 4, 5] * 2
+
+
+def test_an_unretryable_error_dead_letters_its_event_at_once_and_the_consumer_goes_on(
+    backend: str,
+) -> None:
+    calls: collections.Counter[int] = collections.Counter()
+    handled: list[int] = []
+
+    def handle(event: Event) -> None:
+        n = event.data["n"]
+        calls[n] += 1
+        if n >= 3:
+            raise reactor.Unretryable(f"order {n} names no customer")
+        handled.append(n)
+
+    topo = Topology("unretryable")
+    topo.channel("work", backend=backend)
+    # failure_threshold=2: were three in a row counted as consumer failures, it would restart.
+    topo.consumer("worker", handle, channel="work", failure_threshold=2)
+    with topo.start() as system:
+        for n in range(6):
+            system.publish("work", "job.run", {"n": n})
+        letters = stored(system, 3)
+        system.wait_idle(TIMEOUT)
+        assert sorted(handled) == [0, 1, 2]
+        assert calls == dict.fromkeys(range(6), 1)  # never retried
+        assert {letter.event.data["n"] for letter in letters if letter.event} == {3, 4, 5}
+        for letter in letters:
+            assert (letter.error_type, letter.attempts, letter.group) == (
+                "Unretryable",
+                1,
+                "worker",
+            )
+            assert "names no customer" in letter.message
+        assert system.metrics().group("work", "worker").dead_lettered == 3
+        assert system.metrics().actor("worker").restarts == 0

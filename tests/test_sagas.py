@@ -221,14 +221,16 @@ def test_a_step_without_reply_times_out_and_is_compensated_with_the_done_ones(
     assert record.error == "step 'charge': no reply within 5s"
 
 
-def test_a_compensation_that_keeps_failing_leaves_the_saga_stuck_with_a_dead_letter(
+def test_a_compensation_that_keeps_failing_leaves_the_saga_stuck_with_a_stored_dead_letter(
     backend: str,
 ) -> None:
     attempts: list[int] = []
+    healed = threading.Event()
 
     def release(data: Any) -> None:
         attempts.append(1)
-        raise ConnectionError("warehouse unreachable")
+        if not healed.is_set():
+            raise ConnectionError("warehouse unreachable")
 
     clock = FakeClock()
     topo, _ = shop(backend, compensation=release, max_attempts=3, retry=Retry(min_s=1, max_s=1))
@@ -236,21 +238,63 @@ def test_a_compensation_that_keeps_failing_leaves_the_saga_stuck_with_a_dead_let
     with topo.start(clock=clock) as system:
         instance = system.start_saga("order", {"fail": "charge"})
         record = advancing(clock, lambda: system.sagas("order", state="stuck"))[0]
+        letters = wait_for(lambda: system.dead_letters("orders", group="$saga.order"))
         wait_for(lambda: any(e.topic == lifecycle.DEADLETTER for e in seen.events))
         assert system.metrics().sagas[0].stuck == 1
-    assert len(attempts) == 3
+        assert len(attempts) == 3
+        assert record.id == instance
+        assert record.steps[0].status == "stuck"
+        assert record.steps[0].compensations == 3
+        assert record.steps[0].error == "ConnectionError: warehouse unreachable"
+        assert len(letters) == 1
+        (letter,) = letters
+        assert letter.error_type == "SagaStuck"
+        assert letter.event is not None
+        assert letter.event.id == record.letter
+        for part in ("saga 'order'", f"instance {instance}", "step 'reserve'", "unreachable"):
+            assert part in letter.message
+        published = next(e for e in seen.events if e.topic == lifecycle.DEADLETTER).data
+        assert (published["error_type"], published["group"]) == ("SagaStuck", "$saga.order")
+        stuck = [e for e in seen.events if e.topic == lifecycle.SAGA_STUCK]
+        assert [(e.data["instance"], e.data["step"]) for e in stuck] == [(instance, "reserve")]
+
+        # Redriven once the warehouse is back: the compensation is tried again, and succeeds.
+        healed.set()
+        assert system.redrive("orders", [letter.id]) == 1
+        record = advancing(clock, lambda: system.sagas("order", state="compensated"))[0]
+        assert not system.dead_letters("orders", group="$saga.order")
+    assert len(attempts) == 4
     assert record.id == instance
-    assert record.steps[0].status == "stuck"
-    assert record.steps[0].compensations == 3
-    assert record.steps[0].error == "ConnectionError: warehouse unreachable"
-    letter = next(e for e in seen.events if e.topic == lifecycle.DEADLETTER).data
-    assert (letter["saga"], letter["instance"], letter["step"]) == ("order", instance, "reserve")
-    assert letter["error_type"] == "SagaStuck"
-    assert letter["attempts"] == 3
-    assert "step 'reserve'" in letter["message"]
-    assert "warehouse unreachable" in letter["message"]
-    stuck = [e for e in seen.events if e.topic == lifecycle.SAGA_STUCK]
-    assert [(e.data["instance"], e.data["step"]) for e in stuck] == [(instance, "reserve")]
+    assert record.letter is None
+    assert [s.status for s in record.steps] == ["compensated", "failed", "pending"]
+    assert record.steps[0].compensations == 1
+
+
+def test_a_stuck_saga_whose_letter_is_redriven_and_fails_again_is_stuck_again(
+    backend: str,
+) -> None:
+    def release(data: Any) -> None:
+        raise ConnectionError("warehouse unreachable")
+
+    clock = FakeClock()
+    topo, _ = shop(backend, compensation=release, max_attempts=2, retry=Retry(min_s=1, max_s=1))
+    with topo.start(clock=clock) as system:
+        system.start_saga("order", {"fail": "charge"})
+        advancing(clock, lambda: system.sagas("order", state="stuck"))
+        (letter,) = wait_for(lambda: system.dead_letters("orders", group="$saga.order"))
+        assert system.redrive("orders", [letter.id]) == 1
+        wait_for(lambda: system.sagas("order", state="compensating"))
+        advancing(clock, lambda: system.sagas("order", state="stuck"))
+        (again,) = wait_for(lambda: system.dead_letters("orders", group="$saga.order"))
+        assert again.error_type == "SagaStuck"
+        assert "failed 2 times" in again.message
+        # Purged (undone by hand): the saga stays stuck, and nothing comes again.
+        assert system.purge("orders", group="$saga.order") == 1
+        assert not system.dead_letters("orders", group="$saga.order")
+        system.wait_idle(10)
+        (record,) = system.sagas("order")
+    assert record.state == "stuck"
+    assert record.steps[0].compensations == 2
 
 
 def test_a_compensation_that_fails_once_is_retried_and_succeeds(backend: str) -> None:

@@ -104,6 +104,9 @@ class SagaInstance:
         started: wall time it started (Unix seconds).
         updated: wall time of its last change.
         error: why it is compensating or stuck (the failed step's error).
+        letter: once stuck, the id of the event dead-lettered for it (the one being
+            handled when it got stuck); that event coming again (redriven, or
+            redelivered after a crash) tries the stuck compensation again.
     """
 
     saga: str
@@ -115,6 +118,7 @@ class SagaInstance:
     started: float
     updated: float
     error: str | None = None
+    letter: str | None = None
 
     @property
     def step(self) -> str | None:

@@ -72,11 +72,8 @@ def dead_letter(
     consumer: str,
     group: str,
     channel: str,
-    **extra: Any,
 ) -> Event:
     """The ``$deadletter`` event for what a channel holds, which failed ``attempts`` times.
-
-    ``extra`` adds fields (a stuck saga names its saga, instance and step).
 
     ``item`` is the event, or its stored form (decoded here). Stored bytes that
     are no event get a letter whose ``event`` is None, whose ``raw`` holds the
@@ -91,7 +88,6 @@ def dead_letter(
         "consumer": consumer,
         "group": group,
         "channel": channel,
-        **extra,
     }
     source = f"reactor/channel/{channel}"
     event = decoded(item)

@@ -24,8 +24,9 @@ Two kinds of failure are kept apart (DESIGN.md, "supervision"):
   an event). The consumer nacks it with a delay from its :class:`Retry` policy and
   goes on with its other events; the channel redelivers it once the delay is over
   (later events of its key wait behind it), and dead-letters it after
-  ``max_deliveries`` attempts. The consumer is not restarted and nothing counts
-  toward restart intensity.
+  ``max_deliveries`` attempts (at once if the handler raised
+  :class:`~reactor.errors.Unretryable`). The consumer is not restarted and nothing
+  counts toward restart intensity.
 * **the consumer failed**: ``on_start`` raised, its handler hung past
   ``handler_timeout``, or ``failure_threshold`` events in a row failed their first
   delivery with no success between (raised as
@@ -72,7 +73,7 @@ from reactor.actors.base import ActorContext, ReactorActor
 from reactor.actors.counters import ActorCounters
 from reactor.channels.dedup import DedupWindow
 from reactor.channels.member import MemberLink
-from reactor.errors import ConsumerFailing, DecodeError
+from reactor.errors import ConsumerFailing, DecodeError, Unretryable
 from reactor.messages.control import Deliver, Encoded, ErrorInfo, Tick
 from reactor.messages.event import REPLY_TO, Event
 from reactor.messages.upcasting import Upcasters, read
@@ -463,6 +464,8 @@ class ConsumerActor(ReactorActor):
             ConsumerFailing: ``failure_threshold`` failures in a row (a consumer failure).
         """
         runtime = self.runtime
+        if isinstance(exc, Unretryable):
+            return self._unretryable(seq, event, exc)
         retried = attempt < runtime.max_deliveries
         # The traceback goes into the dead letter; a failure that is retried keeps its
         # type and message only (formatting a traceback costs more than the rest).
@@ -489,6 +492,30 @@ class ConsumerActor(ReactorActor):
         if retried and event.key is not None:
             self.holds[event.key] = (seq, self.nacks)
         return self._failing(attempt == 1, error, exc)
+
+    def _unretryable(self, seq: int, event: Event, exc: Unretryable) -> bool:
+        """The handler said no retry can handle ``event``: dead-letter it now, go on.
+
+        Not counted toward ``failure_threshold``: the event is bad, not the consumer.
+        """
+        runtime = self.runtime
+        error = ErrorInfo.from_exception(exc)
+        self.actor_counters.event_failures += 1
+        logger.warning(
+            "consumer %r: event %s (%s) cannot succeed on any retry: %s: %s; dead-lettered",
+            runtime.name,
+            event.id,
+            event.topic,
+            error.type,
+            error.message,
+            extra={
+                "reactor_actor": runtime.member,
+                "reactor_channel": runtime.channel,
+                "reactor_event_id": event.id,
+            },
+        )
+        self._nack(seq, error, final=True)
+        return True
 
     def _failing(self, first: bool, error: ErrorInfo, exc: Exception) -> bool:
         """Count a failed handler call toward the consumer's health; False if it pauses now.

@@ -24,8 +24,16 @@ within the step's ``timeout`` fails it as ``timed_out``, and since it may have
 acted, it is compensated too. The completed steps are then compensated in
 reverse order. A compensation that fails (error reply, exception, timeout) is
 tried again after the saga's ``retry`` delay, up to ``max_attempts`` attempts;
-then the saga ends ``stuck`` and a ``$deadletter`` (error type ``SagaStuck``)
-names the saga, instance and step.
+then the saga ends ``stuck``: the runner records it (with the id of the event it
+was handling, the instance's ``letter``), publishes ``$system.saga.stuck`` and
+raises :class:`~reactor.errors.SagaStuck`, which makes its consumer dead-letter
+that event at once; the letter (error type ``SagaStuck``, its message naming the
+saga, instance and step) is stored by the channel for the group ``$saga.<name>``.
+That event coming again, redriven or redelivered after a crash before its letter
+was stored, tries the stuck compensation again with fresh attempts: it succeeds,
+or the saga is stuck again with a new letter; no letter is lost. A saga stuck
+while resuming at start (no event in hand) schedules a timer event that carries
+its letter.
 
 **Timers.** Timeouts and retries are delayed events of topic
 ``reactor.saga.<name>.timeout`` / ``.retry`` that the runner schedules on its
@@ -54,7 +62,6 @@ from reactor.channels.sagas import ACTIVE_STATES, SagaInstance, SagaStep, SagaSt
 from reactor.clock import Clock
 from reactor.errors import SagaStuck
 from reactor.messages import lifecycle
-from reactor.messages.control import ErrorInfo
 from reactor.messages.event import Event, new_event_id
 from reactor.runtime.router import Router
 from reactor.runtime.sagadecl import SagaDecl, StepDecl, saga_consumer, saga_topic
@@ -100,6 +107,7 @@ class SagaRunner:
         self._consumer = saga_consumer(decl.name)
         self._timeout_topic = saga_topic(decl.name, "timeout")
         self._retry_topic = saga_topic(decl.name, "retry")
+        self._handling: Event | None = None  # the event being handled, if any
 
     # -- the consumer's hooks -----------------------------------------------------------
 
@@ -114,6 +122,9 @@ class SagaRunner:
             for state in sorted(ACTIVE_STATES):
                 for record in self.store.instances(state):
                     self._settle(record, None)
+            for record in self.store.instances("stuck"):
+                if record.letter is None:  # stopped before its letter was on its way
+                    self._letter_later(record)
         except Exception:
             logger.warning(
                 "saga %r: could not resume its active instances at start; each resumes when "
@@ -123,7 +134,18 @@ class SagaRunner:
             )
 
     def handle(self, event: Event) -> None:
-        """Move the instance ``event`` is about; ignore what concerns no waiting step."""
+        """Move the instance ``event`` is about; ignore what concerns no waiting step.
+
+        Raises:
+            SagaStuck: the instance is stuck now: dead-letter ``event``.
+        """
+        self._handling = event
+        try:
+            self._handle(event)
+        finally:
+            self._handling = None
+
+    def _handle(self, event: Event) -> None:
         topic = event.topic
         if topic in (self._timeout_topic, self._retry_topic):
             self._woken(event)
@@ -133,6 +155,9 @@ class SagaRunner:
             return
         instance = event.id if topic == self.decl.start_on else event.correlation_id
         record = self.store.load(instance) if instance is not None else None
+        if record is not None and record.state == "stuck" and record.letter == event.id:
+            self._unstick(record, event)
+            return
         if record is None or record.state not in ACTIVE_STATES:
             logger.debug("saga %r: %s concerns no active instance; ignored", self._name, event)
             return
@@ -273,46 +298,56 @@ class SagaRunner:
             self._save(record.with_step(index, status="retrying", sent=True, due=due, error=error))
             return
         record = record.with_step(index, status="stuck", sent=True, due=None, error=error)
-        record = attrs.evolve(record, state="stuck", updated=self._clock.wall())
+        handling = self._handling
+        letter = handling.id if handling is not None else None
+        record = attrs.evolve(record, state="stuck", letter=letter, updated=self._clock.wall())
         self._save(record)
-        self._stuck(record, index, error)
-
-    def _stuck(self, record: SagaInstance, index: int, error: str) -> None:
-        step = record.steps[index]
-        message = (
-            f"saga {self._name!r} instance {record.id}: the compensation of step "
-            f"{step.name!r} failed {step.compensations} times (last: {error}); the saga is "
-            "stuck: undo that step by hand (sagas(state='stuck') lists the instance)"
-        )
-        logger.error("%s", message)
-        compensation = self.decl.steps[index].compensation
-        undone = Event.create(
-            compensation if isinstance(compensation, str) else saga_topic(self._name, "undo"),
-            record.data,
-            key=record.id,
-            source=self._consumer,
-            correlation_id=record.id,
-            id=step.command,
-        )
-        self._publish_system(
-            lifecycle.dead_letter(
-                undone,
-                ErrorInfo(SagaStuck.__name__, message, ""),
-                where={},
-                attempts=step.compensations,
-                consumer=self._consumer,
-                group=self._consumer,
-                channel=self.decl.channel,
-                saga=self._name,
-                instance=record.id,
-                step=step.name,
-            )
-        )
+        logger.error("%s", self._stuck_message(record))
         self._publish_system(
             lifecycle.saga_event(
-                lifecycle.SAGA_STUCK, self._name, record.id, step=step.name, error=error
+                lifecycle.SAGA_STUCK,
+                self._name,
+                record.id,
+                step=record.steps[index].name,
+                error=error,
             )
         )
+        if letter is None:
+            self._letter_later(record)
+            return
+        raise SagaStuck(self._stuck_message(record))
+
+    def _stuck_message(self, record: SagaInstance) -> str:
+        step = record.steps[record.position]
+        return (
+            f"saga {self._name!r} instance {record.id}: the compensation of step "
+            f"{step.name!r} failed {step.compensations} times (last: {step.error}); the saga is "
+            "stuck: undo that step by hand and purge this letter, or fix what the compensation "
+            "needs and redrive this letter to try it again"
+        )
+
+    def _letter_later(self, record: SagaInstance) -> None:
+        """Stuck with no event in hand: a timer event due now carries its dead letter."""
+        step = record.steps[record.position]
+        self._arm(record.id, record.position, self._retry_topic, step.command, self._clock.wall())
+
+    def _unstick(self, record: SagaInstance, event: Event) -> None:
+        """The letter of a stuck instance came again: try its compensation again, afresh."""
+        index = record.position
+        step = record.steps[index]
+        logger.warning(
+            "saga %r instance %s: its dead letter %s came again; trying the compensation of "
+            "step %r again (%d attempts)",
+            self._name,
+            record.id,
+            event.id,
+            step.name,
+            self.decl.max_attempts,
+        )
+        record = attrs.evolve(
+            record.with_step(index, compensations=0), state="compensating", letter=None
+        )
+        self._begin(record, index, "compensation", event.id)
 
     # -- replies and timers -------------------------------------------------------------------
 
@@ -336,6 +371,14 @@ class SagaRunner:
     def _woken(self, event: Event) -> None:
         data = event.data
         record = self.store.load(str(data["instance"]))
+        if record is not None and record.state == "stuck":
+            if record.letter == event.id:
+                self._unstick(record, event)
+            elif record.letter is None and record.steps[record.position].command == data["command"]:
+                # The timer of _letter_later: it carries the letter.
+                self._save(attrs.evolve(record, letter=event.id))
+                raise SagaStuck(self._stuck_message(record))
+            return
         if record is None or record.state not in ACTIVE_STATES:
             return
         index = int(data["step"])
