@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 import reactor
@@ -460,6 +461,52 @@ def test_a_step_timeout_survives_a_restart(
         record = wait_for(lambda: system.sagas("order", state="compensated"))[0]
     assert record.error == "step 'charge': no reply within 30s"
     assert participants.of(instance) == ["charge.undo", "reserve.undo"]
+
+
+@pytest.mark.parametrize("durable", ["sqlite", "redis"])
+def test_a_stuck_saga_without_its_letter_at_restart_gets_one(
+    durable: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = (
+        f"sqlite:///{tmp_path / 'log.db'}"
+        if durable == "sqlite"
+        else str(request.getfixturevalue("redis_url"))
+    )
+    healed = threading.Event()
+
+    def release(data: Any) -> None:
+        if not healed.is_set():
+            raise ConnectionError("warehouse unreachable")
+
+    topo, _ = shop(url, compensation=release, max_attempts=1)
+    with topo.start() as system:
+        instance = system.start_saga("order", {"fail": "charge"})
+        wait_for(lambda: system.dead_letters("orders", group="$saga.order"))
+        assert system.purge("orders", group="$saga.order") == 1
+        system.wait_idle(10)
+    # As if the process died after recording it stuck, before its letter was on its way.
+    channel = backend_for(url).open(
+        ChannelConfig("orders", url), ChannelServices(FakeClock(), lambda event: None)
+    )
+    try:
+        assert isinstance(channel, KeepsSagas)
+        store = channel.saga_store("order")
+        record = store.load(instance)
+        assert record is not None
+        assert record.state == "stuck"
+        store.save(attrs.evolve(record, letter=None))
+    finally:
+        channel.close()
+    topo, _ = shop(url, compensation=release, max_attempts=1)
+    with topo.start() as system:
+        (letter,) = wait_for(lambda: system.dead_letters("orders", group="$saga.order"))
+        assert letter.error_type == "SagaStuck"
+        assert f"instance {instance}" in letter.message
+        healed.set()
+        assert system.redrive("orders", [letter.id]) == 1
+        wait_for(lambda: final(system, instance).state == "compensated")
+        record = final(system, instance)
+    assert record.steps[0].status == "compensated"
 
 
 # -- values and errors ----------------------------------------------------------------------
