@@ -509,6 +509,29 @@ def test_a_stuck_saga_without_its_letter_at_restart_gets_one(
     assert record.steps[0].status == "compensated"
 
 
+def test_only_the_latest_finished_instances_are_kept(backend: str) -> None:
+    def release(data: Any) -> None:
+        if data.get("stuck"):
+            raise ConnectionError("warehouse unreachable")
+
+    topo, _ = shop(backend, compensation=release, keep_finished=3, max_attempts=1)
+    clock = FakeClock()
+    with topo.start(clock=clock) as system:
+        stuck = system.start_saga("order", {"fail": "charge", "stuck": True})
+        assert final(system, stuck).state == "stuck"
+        ids = []
+        for n in range(6):
+            clock.advance(1.0)  # distinct start times: "oldest" is well defined
+            ids.append(system.start_saga("order", {"n": n, "fail": "ship" if n % 2 else None}))
+            assert final(system, ids[-1]).state == ("compensated" if n % 2 else "completed")
+        system.wait_idle(10)
+        kept = system.sagas("order")
+        counts = system.metrics().sagas[0]
+    # The three latest finished, and the stuck one (never deleted: it needs a hand).
+    assert [r.id for r in kept] == [stuck, *ids[-3:]]
+    assert (counts.completed, counts.compensated, counts.stuck) == (1, 2, 1)
+
+
 # -- values and errors ----------------------------------------------------------------------
 
 
@@ -549,7 +572,9 @@ def test_every_problem_of_a_saga_is_reported_at_once() -> None:
 
     topo = Topology("shop")
     topo.channel("orders")
-    saga = topo.saga("bad name", channel="ordres", start_on="order..placed", max_attempts=0)
+    saga = topo.saga(
+        "bad name", channel="ordres", start_on="order..placed", max_attempts=0, keep_finished=0
+    )
     saga.step("a", action="x.do", timeout=-1)
     saga.step("a", action=later, success="a.ok")
     topo.saga("empty", channel="orders", start_on="go")
@@ -561,6 +586,7 @@ def test_every_problem_of_a_saga_is_reported_at_once() -> None:
         "saga 'bad name': a saga name is one word",
         "saga 'bad name': start_on: invalid topic 'order..placed'",
         "max_attempts must be a positive integer",
+        "keep_finished must be a positive integer",
         "unknown channel 'ordres'; did you mean 'orders'?",
         "declare it with topology.channel('ordres')",
         "step 'a': timeout must be a positive number of seconds",
@@ -603,6 +629,7 @@ def test_a_saga_declared_in_toml_runs(tmp_path: Path) -> None:
 channel = "orders"
 start_on = "order.placed"
 max_attempts = 3
+keep_finished = 50
 retry = { min_s = 0.5, max_s = 2.0 }
 
 [sagas.order.steps.price]
@@ -618,7 +645,7 @@ success = "reserve.done"
     )
     topo = Topology.from_toml(tmp_path / "shop.toml")
     saga = topo.sagas["order"]
-    assert (saga.max_attempts, saga.retry.min_s) == (3, 0.5)
+    assert (saga.max_attempts, saga.keep_finished, saga.retry.min_s) == (3, 50, 0.5)
     assert [step.name for step in saga.steps] == ["price", "reserve"]
     assert saga.steps[1].success_topic == "reserve.done"
     topo.consumer(

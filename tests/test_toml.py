@@ -906,4 +906,5 @@ def test_the_documented_format_is_a_valid_file(write: Callable[..., Path]) -> No
     assert {decl.name for decl in topo.consumers()} == {"billing", "mailer", "auditor"}
     assert list(topo.projections) == ["revenue"]
     assert [step.name for step in topo.sagas["order"].steps] == ["charge", "reserve"]
+    assert topo.sagas["order"].keep_finished == 10000
     assert set(topo.channels["orders"].upcasters["order.placed"]) == {1, 2}

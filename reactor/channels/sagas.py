@@ -15,6 +15,7 @@ intent before it acts finds that intent again after a crash.
 
 from __future__ import annotations
 
+import heapq
 import json
 import threading
 from collections.abc import Iterable, Mapping
@@ -29,6 +30,7 @@ from reactor.messages.jsonvalues import from_json, to_json
 __all__ = [
     "ACTIVE_STATES",
     "FINAL_STATES",
+    "FINISHED_STATES",
     "SAGA_STATES",
     "KeepsSagas",
     "MemorySagaStore",
@@ -45,9 +47,8 @@ __all__ = [
 SAGA_STATES = ("running", "compensating", "completed", "compensated", "stuck")
 ACTIVE_STATES = frozenset({"running", "compensating"})
 FINAL_STATES = frozenset({"completed", "compensated", "stuck"})
-
-# The memory store keeps this many finished instances per saga, oldest dropped first.
-MEMORY_FINISHED_KEPT = 10_000
+# Final and needing nothing more: these are pruned (SagaStore.prune); stuck ones never are.
+FINISHED_STATES = ("completed", "compensated")
 
 
 def _frozen_data(value: Any) -> FrozenDict[str, Any]:
@@ -157,6 +158,12 @@ class SagaStore(Protocol):
     def counts(self) -> dict[str, int]:
         """How many instances are in each state (states with none may be left out)."""
 
+    def prune(self, keep: int) -> int:
+        """Delete finished instances (:data:`FINISHED_STATES`) beyond the latest ``keep``.
+
+        The oldest-started go first. Returns how many were deleted.
+        """
+
 
 @runtime_checkable
 class KeepsSagas(Protocol):
@@ -167,16 +174,12 @@ class KeepsSagas(Protocol):
 
 
 class MemorySagaStore:
-    """Saga instances in this process: gone when it ends, as the memory channel's events.
+    """Saga instances in this process: gone when it ends, as the memory channel's events."""
 
-    Keeps every active instance and the latest :data:`MEMORY_FINISHED_KEPT`
-    finished ones, so a long run stays bounded.
-    """
-
-    def __init__(self, kept: int = MEMORY_FINISHED_KEPT) -> None:
+    def __init__(self) -> None:
         self._records: dict[str, SagaInstance] = {}
-        self._finished: dict[str, None] = {}  # ids of final instances, oldest first
-        self._kept = kept
+        # (started, id) of the finished instances: the oldest-started on top, to prune.
+        self._finished: list[tuple[float, str]] = []
         self._lock = threading.Lock()
 
     def load(self, instance: str) -> SagaInstance | None:
@@ -185,13 +188,21 @@ class MemorySagaStore:
 
     def save(self, record: SagaInstance) -> None:
         with self._lock:
+            before = self._records.get(record.id)
             self._records[record.id] = record
-            if record.state in FINAL_STATES and record.id not in self._finished:
-                self._finished[record.id] = None
-                while len(self._finished) > self._kept:
-                    oldest = next(iter(self._finished))
-                    del self._finished[oldest]
-                    self._records.pop(oldest, None)
+            if record.state in FINISHED_STATES and (
+                before is None or before.state not in FINISHED_STATES
+            ):
+                heapq.heappush(self._finished, (record.started, record.id))
+
+    def prune(self, keep: int) -> int:
+        with self._lock:
+            pruned = 0
+            while len(self._finished) > keep:
+                _, oldest = heapq.heappop(self._finished)
+                del self._records[oldest]
+                pruned += 1
+            return pruned
 
     def instances(self, state: str | None = None) -> list[SagaInstance]:
         with self._lock:

@@ -154,6 +154,12 @@ class SagaDecl:
     retry: Retry = table(
         Retry, _check_retry, "delay between attempts of a failed compensation: a `reactor.Retry`"
     )
+    keep_finished: int = count(
+        10_000,
+        "finished (completed or compensated) instances kept; the oldest-started beyond it are "
+        "deleted as instances finish",
+        max=10_000_000,
+    )
     steps: list[StepDecl] = attrs.field(factory=list)
 
     def step(

@@ -257,6 +257,7 @@ class SagaRunner:
         record = attrs.evolve(record, state="completed", updated=self._clock.wall())
         self._save(record)
         self._publish_system(lifecycle.saga_event(lifecycle.SAGA_COMPLETED, self._name, record.id))
+        self._prune()
 
     # -- failing and compensating -------------------------------------------------------------
 
@@ -281,6 +282,17 @@ class SagaRunner:
                 lifecycle.SAGA_COMPENSATED, self._name, record.id, error=record.error
             )
         )
+        self._prune()
+
+    def _prune(self) -> None:
+        """Keep the latest ``keep_finished`` finished instances: one has just finished."""
+        try:
+            self.store.prune(self.decl.keep_finished)
+        except Exception:
+            # Not the instance's failure: the next one to finish prunes again.
+            logger.warning(
+                "saga %r: could not delete its oldest finished instances", self._name, exc_info=True
+            )
 
     def _compensated(self, record: SagaInstance, index: int) -> None:
         record = record.with_step(index, status="compensated", sent=True, due=None)

@@ -111,6 +111,7 @@ declaration in the supervision tree.
     channel = "orders"            # required: its commands and replies go there
     start_on = "orders.created"   # required: the topic that starts an instance
     max_attempts = 5              # attempts of a compensation before the saga is stuck
+    keep_finished = 10000         # finished instances kept (the oldest-started deleted)
     retry = { min_s = 0.1, max_s = 5.0 }
 
     [sagas.order.steps.charge]    # its steps, in file order

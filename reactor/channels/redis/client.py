@@ -532,6 +532,30 @@ class RedisClient:
             return []
         return [record for record in self._redis.hmget(self.saga_key(saga), ids) if record]
 
+    def prune_sagas(self, saga: str, states: Sequence[str], keep: int) -> int:
+        """Delete the oldest-started instances in ``states`` beyond the latest ``keep``.
+
+        Not atomic: a saga's instances are saved by one runner (the caller's).
+        """
+        counts = self.saga_counts(saga, states)
+        excess = sum(counts.values()) - keep
+        if excess <= 0:
+            return 0
+        pipe = self._redis.pipeline(transaction=False)
+        for state in states:
+            pipe.zrange(self.saga_key(saga, state), 0, excess - 1, withscores=True)
+        oldest = sorted(
+            (float(score), bytes(member), state)
+            for state, found in zip(states, pipe.execute(), strict=True)
+            for member, score in found
+        )[:excess]
+        pipe = self._redis.pipeline(transaction=True)
+        for _, member, state in oldest:
+            pipe.zrem(self.saga_key(saga, state), member)
+            pipe.hdel(self.saga_key(saga), member)
+        pipe.execute()
+        return len(oldest)
+
     def saga_counts(self, saga: str, states: Sequence[str]) -> dict[str, int]:
         pipe = self._redis.pipeline(transaction=False)
         for state in states:

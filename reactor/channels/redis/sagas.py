@@ -10,7 +10,13 @@ start time, to count and list by state. The Redis calls are
 from __future__ import annotations
 
 from reactor.channels.redis.client import RedisClient
-from reactor.channels.sagas import SAGA_STATES, SagaInstance, decode_instance, encode_instance
+from reactor.channels.sagas import (
+    FINISHED_STATES,
+    SAGA_STATES,
+    SagaInstance,
+    decode_instance,
+    encode_instance,
+)
 
 __all__ = ["RedisSagaStore"]
 
@@ -51,3 +57,6 @@ class RedisSagaStore:
 
     def counts(self) -> dict[str, int]:
         return self._client.saga_counts(self._saga, SAGA_STATES)
+
+    def prune(self, keep: int) -> int:
+        return self._client.prune_sagas(self._saga, FINISHED_STATES, keep)

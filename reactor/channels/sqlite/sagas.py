@@ -14,7 +14,12 @@ import logging
 import sqlite3
 from typing import Any
 
-from reactor.channels.sagas import SagaInstance, decode_instance, encode_instance
+from reactor.channels.sagas import (
+    FINISHED_STATES,
+    SagaInstance,
+    decode_instance,
+    encode_instance,
+)
 from reactor.channels.sqlite.file import LogStore
 
 __all__ = ["SqliteSagaStore"]
@@ -80,6 +85,27 @@ class SqliteSagaStore:
             (self._channel_id, self._saga),
         )
         return {str(state): int(count) for state, count in rows}
+
+    def prune(self, keep: int) -> int:
+        finished = f"state IN ({', '.join('?' * len(FINISHED_STATES))})"
+        mine = (self._channel_id, self._saga, *FINISHED_STATES)
+        with self._file.lock:
+            db = self._file.writer
+            (count,) = db.execute(
+                f"SELECT count(*) FROM reactor_sagas WHERE channel = ? AND saga = ? AND {finished}",
+                mine,
+            ).fetchone()
+            excess = int(count) - keep
+            if excess <= 0:
+                return 0
+            # One statement, one transaction: committed when execute returns.
+            db.execute(
+                "DELETE FROM reactor_sagas WHERE channel = ? AND saga = ? AND id IN ("
+                f"SELECT id FROM reactor_sagas WHERE channel = ? AND saga = ? AND {finished} "
+                "ORDER BY started, id LIMIT ?)",
+                (self._channel_id, self._saga, *mine, excess),
+            )
+            return excess
 
     def _read(self, sql: str, parameters: tuple[object, ...]) -> list[tuple[Any, ...]]:
         with self._file.lock:
