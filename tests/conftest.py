@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pykka
 import pytest
 from redis_support import redis_server, redis_url  # noqa: F401 - fixtures for the redis tests
-from support import backend  # noqa: F401 - the fixture of the tests written once for every backend
+from support import backend, durable  # noqa: F401 - the fixtures of the tests written once per backend
 
 from reactor.actors.base import reactor_threads
 

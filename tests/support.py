@@ -22,11 +22,22 @@ BACKENDS = ("memory", "sqlite", "redis")
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Any) -> str:
     """A channel backend URL: memory, a fresh sqlite file, or a fresh redis key prefix."""
-    if request.param == "sqlite":
+    return backend_url(request.param, tmp_path, request)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def durable(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """A durable backend URL: a fresh sqlite file, or a fresh redis key prefix."""
+    return backend_url(request.param, tmp_path, request)
+
+
+def backend_url(name: str, tmp_path: Any, request: pytest.FixtureRequest) -> str:
+    """The URL of a fresh channel of backend ``name`` (redis only if a server runs)."""
+    if name == "sqlite":
         return f"sqlite:///{tmp_path / 'log.db'}"
-    if request.param == "redis":
+    if name == "redis":
         return str(request.getfixturevalue("redis_url"))
-    return str(request.param)
+    return name
 
 
 class HangOnce:

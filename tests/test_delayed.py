@@ -14,7 +14,6 @@ import io
 import logging
 import math
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -59,14 +58,6 @@ def advance_until(clock: FakeClock, condition: object, seconds: float = 0.0) -> 
         return bool(condition())  # type: ignore[operator]
 
     wait_for(fired, TIMEOUT, message="the delayed events were not delivered")
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def durable(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A durable backend URL: a fresh sqlite file, or a fresh redis key prefix."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'log.db'}"
-    return str(request.getfixturevalue("redis_url"))
 
 
 def scheduled(system: reactor.System) -> int:

@@ -363,41 +363,8 @@ def test_a_step_sends_its_command_to_its_own_channel_and_hears_back_on_the_sagas
 # -- resuming -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("durable", ["sqlite", "redis"])
-def test_a_restart_resumes_a_saga_where_its_reply_was_waited_for(
-    durable: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    url = (
-        f"sqlite:///{tmp_path / 'log.db'}"
-        if durable == "sqlite"
-        else str(request.getfixturevalue("redis_url"))
-    )
-    quiet = Topology("shop")
-    quiet.channel("orders", backend=url)
-    saga = quiet.saga("order", channel="orders", start_on="order.placed")
-    for step in STEPS:
-        saga.step(step, action=f"{step}.do", compensation=f"{step}.undo")
-    with quiet.start() as system:  # nobody answers: the saga waits on its first step
-        instance = system.start_saga("order", {})
-        wait_for(lambda: [r for r in system.sagas("order") if r.steps[0].sent])
-        system.wait_idle(10)
-    topo, participants = shop(url)
-    with topo.start() as system:
-        record = final(system, instance)
-    assert record.state == "completed"
-    assert participants.of(instance) == ["reserve.do", "charge.do", "ship.do"]
-    assert record.resent == 0
-
-
-@pytest.mark.parametrize("durable", ["sqlite", "redis"])
-def test_an_action_recorded_but_not_known_sent_is_sent_again_once_and_said(
-    durable: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    url = (
-        f"sqlite:///{tmp_path / 'log.db'}"
-        if durable == "sqlite"
-        else str(request.getfixturevalue("redis_url"))
-    )
+def _waiting_on_its_first_step(url: str) -> str:
+    """Start an instance on ``url`` that nobody answers; stop once its first command is sent."""
     quiet = Topology("shop")
     quiet.channel("orders", backend=url)
     saga = quiet.saga("order", channel="orders", start_on="order.placed")
@@ -407,7 +374,16 @@ def test_an_action_recorded_but_not_known_sent_is_sent_again_once_and_said(
         instance = system.start_saga("order", {})
         wait_for(lambda: [r for r in system.sagas("order") if r.steps[0].sent])
         system.wait_idle(10)
-    # As if the process died between recording the intent and recording the send.
+    return instance
+
+
+def _rewrite(
+    url: str, instance: str, change: Callable[[SagaInstance], SagaInstance]
+) -> SagaInstance:
+    """Store ``change(record)`` for ``instance``, as a process that died part way left it.
+
+    Returns the record as it was stored before.
+    """
     channel = backend_for(url).open(
         ChannelConfig("orders", url), ChannelServices(FakeClock(), lambda event: None)
     )
@@ -416,9 +392,32 @@ def test_an_action_recorded_but_not_known_sent_is_sent_again_once_and_said(
         store = channel.saga_store("order")
         record = store.load(instance)
         assert record is not None
-        store.save(record.with_step(0, sent=False))
+        store.save(change(record))
+        return record
     finally:
         channel.close()
+
+
+def test_a_restart_resumes_a_saga_where_its_reply_was_waited_for(
+    durable: str,
+) -> None:
+    url = durable
+    instance = _waiting_on_its_first_step(url)
+    topo, participants = shop(url)
+    with topo.start() as system:
+        record = final(system, instance)
+    assert record.state == "completed"
+    assert participants.of(instance) == ["reserve.do", "charge.do", "ship.do"]
+    assert record.resent == 0
+
+
+def test_an_action_recorded_but_not_known_sent_is_sent_again_once_and_said(
+    durable: str,
+) -> None:
+    url = durable
+    instance = _waiting_on_its_first_step(url)
+    # As if the process died between recording the intent and recording the send.
+    _rewrite(url, instance, lambda record: record.with_step(0, sent=False))
     topo, participants = shop(url)
     seen = watch(topo)
     with topo.start() as system:
@@ -436,15 +435,10 @@ def test_an_action_recorded_but_not_known_sent_is_sent_again_once_and_said(
     ]
 
 
-@pytest.mark.parametrize("durable", ["sqlite", "redis"])
 def test_a_step_timeout_survives_a_restart(
-    durable: str, tmp_path: Path, request: pytest.FixtureRequest
+    durable: str,
 ) -> None:
-    url = (
-        f"sqlite:///{tmp_path / 'log.db'}"
-        if durable == "sqlite"
-        else str(request.getfixturevalue("redis_url"))
-    )
+    url = durable
     topo, participants = shop(url, timeout=30)
     with topo.start(clock=FakeClock()) as system:
         instance = system.start_saga("order", {"silent": "charge"})
@@ -463,15 +457,10 @@ def test_a_step_timeout_survives_a_restart(
     assert participants.of(instance) == ["charge.undo", "reserve.undo"]
 
 
-@pytest.mark.parametrize("durable", ["sqlite", "redis"])
 def test_a_stuck_saga_without_its_letter_at_restart_gets_one(
-    durable: str, tmp_path: Path, request: pytest.FixtureRequest
+    durable: str,
 ) -> None:
-    url = (
-        f"sqlite:///{tmp_path / 'log.db'}"
-        if durable == "sqlite"
-        else str(request.getfixturevalue("redis_url"))
-    )
+    url = durable
     healed = threading.Event()
 
     def release(data: Any) -> None:
@@ -485,18 +474,8 @@ def test_a_stuck_saga_without_its_letter_at_restart_gets_one(
         assert system.purge("orders", group="$saga.order") == 1
         system.wait_idle(10)
     # As if the process died after recording it stuck, before its letter was on its way.
-    channel = backend_for(url).open(
-        ChannelConfig("orders", url), ChannelServices(FakeClock(), lambda event: None)
-    )
-    try:
-        assert isinstance(channel, KeepsSagas)
-        store = channel.saga_store("order")
-        record = store.load(instance)
-        assert record is not None
-        assert record.state == "stuck"
-        store.save(attrs.evolve(record, letter=None))
-    finally:
-        channel.close()
+    stored = _rewrite(url, instance, lambda record: attrs.evolve(record, letter=None))
+    assert stored.state == "stuck"
     topo, _ = shop(url, compensation=release, max_attempts=1)
     with topo.start() as system:
         (letter,) = wait_for(lambda: system.dead_letters("orders", group="$saga.order"))

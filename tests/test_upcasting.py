@@ -140,17 +140,8 @@ def test_memory_consumers_see_events_of_older_versions_upcast() -> None:
     ]
 
 
-def _durable(name: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
-    if name == "sqlite":
-        return f"sqlite:///{tmp_path / 'orders.db'}"
-    return str(request.getfixturevalue("redis_url"))
-
-
-@pytest.mark.parametrize("durable", ["sqlite", "redis"])
-def test_events_stored_at_version_1_are_read_back_at_version_3(
-    durable: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    url = _durable(durable, tmp_path, request)
+def test_events_stored_at_version_1_are_read_back_at_version_3(durable: str) -> None:
+    url = durable
     old = Topology("shop")  # yesterday's system: no versions, no upcasters
     old.channel("orders", backend=url)
     old.consumer("audit", lambda e: None, channel="orders", pattern="nothing.yet")
