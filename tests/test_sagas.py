@@ -177,6 +177,44 @@ def test_a_failed_step_compensates_the_completed_ones_in_reverse_order(
     assert seen.events[-1].topic == lifecycle.SAGA_COMPENSATED
 
 
+def test_a_participant_that_gives_up_on_a_command_fails_its_step_without_a_timeout(
+    backend: str,
+) -> None:
+    # Default settings: no step timeout, max_deliveries 5. The participant raises on
+    # every delivery of charge.do (on its own channel); once it dead-letters the
+    # command it answers the saga with the step's failure topic, so the saga
+    # compensates instead of waiting for ever.
+    topo = Topology("shop")
+    topo.channel("orders", backend=backend)
+    topo.channel("payments", backend=backend)
+    saga = topo.saga("order", channel="orders", start_on="order.placed")
+    saga.step("reserve", action="stock.reserve", compensation="stock.release")
+    saga.step("charge", action="charge.do", channel="payments")
+    stock = Recorder(lambda event: event.reply({"held": True}))
+    topo.consumer("stock", stock, channel="orders", pattern="stock.*")
+    tries: list[str] = []
+
+    def pay(event: Event) -> None:
+        tries.append(event.id)
+        raise ConnectionError("gateway down")
+
+    topo.consumer("pay", pay, channel="payments", pattern="charge.do")
+    with topo.start() as system:
+        record = final(system, system.start_saga("order", {}), timeout=30)
+        system.wait_idle(10)
+        letters = system.dead_letters("payments")
+    assert record.state == "compensated"
+    assert [s.status for s in record.steps] == ["compensated", "failed"]
+    assert record.steps[1].error is not None
+    assert "ConnectionError: gateway down" in record.steps[1].error
+    assert [e.topic for e in stock.events] == ["stock.reserve", "stock.release"]
+    assert len(tries) == 5  # every delivery the defaults allow, then the answer
+    assert len(set(tries)) == 1
+    assert [(letter.event.topic, letter.error_type) for letter in letters] == [
+        ("charge.do", "ConnectionError")
+    ]
+
+
 def test_a_function_step_runs_in_the_saga_and_its_result_is_gathered(backend: str) -> None:
     calls: list[str] = []
 

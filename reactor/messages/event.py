@@ -17,10 +17,23 @@ from reactor.messages.freeze import _SCALARS, FrozenDict, freeze, freeze_flat
 from reactor.messages.topics import _valid_topics as _known_topics
 from reactor.messages.topics import validate_topic
 
-__all__ = ["NO_HEADERS", "REPLY_TO", "SCHEMA_VERSION", "Event", "new_event_id"]
+__all__ = [
+    "FAILURE_CHANNEL",
+    "FAILURE_TOPIC",
+    "NO_HEADERS",
+    "REPLY_TO",
+    "SCHEMA_VERSION",
+    "Event",
+    "new_event_id",
+]
 
 # The header of a request that says where its reply goes (set by System.request).
 REPLY_TO = "reactor-reply-to"
+# The headers of a command whose sender waits for an answer on a channel (a saga's):
+# if the command is dead-lettered, the consumer that gave up on it answers there with
+# an event of topic FAILURE_TOPIC, so the sender learns of it without a timeout.
+FAILURE_TOPIC = "reactor-failure-topic"
+FAILURE_CHANNEL = "reactor-failure-channel"
 # The header holding the version of an event's data schema (Event.version). Absent
 # means version 1, so version 1 is never written: an event made before versions
 # existed, and one made at version 1, are the same event.

@@ -73,9 +73,9 @@ from reactor.actors.base import ActorContext, ReactorActor
 from reactor.actors.counters import ActorCounters
 from reactor.channels.dedup import DedupWindow
 from reactor.channels.member import MemberLink
-from reactor.errors import ConsumerFailing, DecodeError, Unretryable
+from reactor.errors import ConsumerFailing, DecodeError, ReactorError, Unretryable
 from reactor.messages.control import Deliver, Encoded, ErrorInfo, Tick
-from reactor.messages.event import REPLY_TO, Event
+from reactor.messages.event import FAILURE_CHANNEL, FAILURE_TOPIC, REPLY_TO, Event
 from reactor.messages.upcasting import Upcasters, read
 from reactor.runtime.handling import Delivery, as_events, current_delivery, handling
 from reactor.runtime.router import Router
@@ -489,9 +489,39 @@ class ConsumerActor(ReactorActor):
             },
         )
         self._nack(seq, error, delay=delay)
-        if retried and event.key is not None:
+        if not retried:
+            self._answer_failure(event, error)
+        elif event.key is not None:
             self.holds[event.key] = (seq, self.nacks)
         return self._failing(attempt == 1, error, exc)
+
+    def _answer_failure(self, event: Event, error: ErrorInfo) -> None:
+        """``event`` is dead-lettered: answer its sender, if it waits for one (a saga's command).
+
+        The answer is ``event.derive`` of topic :data:`FAILURE_TOPIC` on the channel
+        :data:`FAILURE_CHANNEL` (both from the event's headers), so a saga's step
+        fails on a participant that gave up on its command instead of waiting out a
+        timeout it may not have.
+        """
+        headers = event.headers
+        topic = headers.get(FAILURE_TOPIC)
+        if topic is None or self.actor_fenced:
+            return
+        channel = headers.get(FAILURE_CHANNEL, self.runtime.channel)
+        answer = event.derive(
+            topic, {"error": f"{error.type}: {error.message}", "dead_lettered": True}
+        )
+        try:
+            # Never waits: the answer may go to the channel this consumer drains.
+            self.runtime.router.publish(channel, (answer,), timeout=None, overdraft=True)
+        except ReactorError as exc:
+            logger.warning(
+                "consumer %r: could not answer the dead-lettered event %s on %r: %s",
+                self.runtime.name,
+                event.id,
+                channel,
+                exc,
+            )
 
     def _unretryable(self, seq: int, event: Event, exc: Unretryable) -> bool:
         """The handler said no retry can handle ``event``: dead-letter it now, go on.
@@ -515,6 +545,7 @@ class ConsumerActor(ReactorActor):
             },
         )
         self._nack(seq, error, final=True)
+        self._answer_failure(event, error)
         return True
 
     def _failing(self, first: bool, error: ErrorInfo, exc: Exception) -> bool:

@@ -62,7 +62,7 @@ from reactor.channels.sagas import ACTIVE_STATES, SagaInstance, SagaStep, SagaSt
 from reactor.clock import Clock
 from reactor.errors import SagaStuck
 from reactor.messages import lifecycle
-from reactor.messages.event import Event, new_event_id
+from reactor.messages.event import FAILURE_CHANNEL, FAILURE_TOPIC, Event, new_event_id
 from reactor.runtime.router import Router
 from reactor.runtime.sagadecl import SagaDecl, StepDecl, saga_consumer, saga_topic
 
@@ -201,7 +201,8 @@ class SagaRunner:
         target = decl.action if kind == "action" else decl.compensation
         step = record.steps[index]
         if isinstance(target, str):
-            self._send(record, index, target, cause)
+            failure = decl.failure_topic if kind == "action" else f"{target}.failed"
+            self._send(record, index, target, failure, cause)
             due = None if decl.timeout is None else self._clock.wall() + decl.timeout
             if due is not None:
                 self._arm(record.id, index, self._timeout_topic, step.command, due)
@@ -222,7 +223,10 @@ class SagaRunner:
         else:
             self._compensated(record, index)
 
-    def _send(self, record: SagaInstance, index: int, topic: str, cause: str | None) -> None:
+    def _send(
+        self, record: SagaInstance, index: int, topic: str, failure: str, cause: str | None
+    ) -> None:
+        """Send step ``index``'s command; a participant that dead-letters it answers ``failure``."""
         step = record.steps[index]
         assert step.command is not None
         command = Event.create(
@@ -230,7 +234,12 @@ class SagaRunner:
             record.data,
             key=record.id,
             source=self._consumer,
-            headers={SAGA_HEADER: self._name, STEP_HEADER: step.name},
+            headers={
+                SAGA_HEADER: self._name,
+                STEP_HEADER: step.name,
+                FAILURE_TOPIC: failure,
+                FAILURE_CHANNEL: self.decl.channel,
+            },
             correlation_id=record.id,
             causation_id=cause,
             id=step.command,
