@@ -215,6 +215,27 @@ def test_a_participant_that_gives_up_on_a_command_fails_its_step_without_a_timeo
     ]
 
 
+def test_metrics_keep_the_last_saga_counts_while_redis_is_unreachable(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import redis  # noqa: PLC0415 - redis-py is optional
+
+    from reactor.channels.redis.client import RedisClient  # noqa: PLC0415 - redis only
+
+    topo, _ = shop(redis_url)
+    with topo.start() as system:
+        final(system, system.start_saga("order", {}))
+        assert system.metrics().sagas[0].completed == 1
+
+        def unreachable(*args: Any) -> dict[str, int]:
+            raise redis.ConnectionError("Connection refused")
+
+        monkeypatch.setattr(RedisClient, "saga_counts", unreachable)
+        assert system.metrics().sagas[0].completed == 1  # a snapshot, not an exception
+        monkeypatch.undo()
+        system.wait_idle(10)
+
+
 def test_a_function_step_runs_in_the_saga_and_its_result_is_gathered(backend: str) -> None:
     calls: list[str] = []
 

@@ -9,7 +9,9 @@ start time, to count and list by state. The Redis calls are
 
 from __future__ import annotations
 
-from reactor.channels.redis.client import RedisClient
+import logging
+
+from reactor.channels.redis.client import RedisClient, is_connection_error
 from reactor.channels.sagas import (
     FINISHED_STATES,
     SAGA_STATES,
@@ -20,19 +22,25 @@ from reactor.channels.sagas import (
 
 __all__ = ["RedisSagaStore"]
 
+logger = logging.getLogger("reactor")
+
 
 class RedisSagaStore:
     """A :class:`~reactor.channels.sagas.SagaStore` in Redis.
 
     Thread-safety: every method may be called from any thread (redis-py's client is).
     Raises redis-py's connection errors when Redis is unreachable: the saga's
-    consumer then fails the event it was handling, which is retried later.
+    consumer then fails the event it was handling, which is retried later. Only
+    :meth:`counts`, which ``System.metrics()`` reads (a dashboard, many times a
+    second), answers from what it last read instead: a snapshot must not fail
+    during the outage it is there to show.
     """
 
     def __init__(self, client: RedisClient, channel: str, saga: str) -> None:
         self._client = client
         self._saga = saga
         self._where = f"saga {saga!r} on redis channel {channel!r}"
+        self._counted: dict[str, int] = {}
 
     def load(self, instance: str) -> SagaInstance | None:
         found = self._client.load_saga(self._saga, instance)
@@ -56,7 +64,13 @@ class RedisSagaStore:
         return sorted(records, key=lambda record: (record.started, record.id))
 
     def counts(self) -> dict[str, int]:
-        return self._client.saga_counts(self._saga, SAGA_STATES)
+        try:
+            self._counted = self._client.saga_counts(self._saga, SAGA_STATES)
+        except Exception as exc:
+            if not is_connection_error(exc):
+                raise
+            logger.debug("%s: Redis unreachable, counts as last read: %s", self._where, exc)
+        return dict(self._counted)
 
     def prune(self, keep: int) -> int:
         return self._client.prune_sagas(self._saga, FINISHED_STATES, keep)
